@@ -1,0 +1,18 @@
+//! Plain data shared by every layer of banger: validated VM names, sizes,
+//! the VM defaults resolver and the records the store keeps.
+//!
+//! This crate does no I/O. Whatever needs the host (CPU count, memory) is
+//! passed in as [`HostFacts`], so every rule here is testable in isolation.
+#![deny(unsafe_code)]
+
+mod defaults;
+mod name;
+mod namegen;
+mod records;
+mod size;
+
+pub use defaults::{DefaultsOverride, HostFacts, Provenance, Resolved, VmDefaults};
+pub use name::{NameError, VmName};
+pub use namegen::generate_name;
+pub use records::{ImageRecord, KernelRecord, VmRecord, VmState};
+pub use size::{Size, SizeError};
