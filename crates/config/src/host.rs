@@ -1,6 +1,20 @@
 use std::fs;
+use std::path::PathBuf;
 
 use banger_model::HostFacts;
+
+/// Directories searched after `PATH` for host tools: e2fsprogs and iproute2
+/// live in `/usr/sbin`, which an ordinary user's `PATH` often lacks.
+const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+/// Finds a host program by name on `PATH`, then in the sbin directories.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    which::which(name).ok().or_else(|| {
+        SBIN_DIRS
+            .iter()
+            .find_map(|dir| which::which_in(name, Some(dir), "/").ok())
+    })
+}
 
 /// Reads the CPU count and total memory. A value that cannot be read is
 /// `None`, and the defaults resolver falls back to its floor for it.
@@ -32,6 +46,12 @@ mod tests {
         assert_eq!(parse_mem_total(s), Some(24576000 * 1024));
         assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
         assert_eq!(parse_mem_total("MemTotal: x kB\n"), None);
+    }
+
+    #[test]
+    fn finds_tools_in_sbin() {
+        assert!(find_tool("sh").is_some());
+        assert!(find_tool("definitely-not-a-banger-tool").is_none());
     }
 
     #[test]

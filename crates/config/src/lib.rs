@@ -12,7 +12,7 @@ mod host;
 mod paths;
 
 pub use file::{Config, ConfigError, FileSyncEntry, HypervisorChoice, LogLevel};
-pub use host::probe_host;
+pub use host::{find_tool, probe_host};
 pub use paths::{Paths, PathsError};
 
 /// The default image `vm run` uses when neither `--image` nor

@@ -1,1 +1,20 @@
+//! `bangerd`: owns the state store and serves the versioned HTTP/JSON API
+//! on a Unix socket. Handlers are thin: they decode a request, call the
+//! orchestrator, and encode the answer or stream its progress.
+//!
+//! One daemon per state directory, enforced by a lock file. Everything here
+//! is library code so it can be tested without the binary; `main.rs` only
+//! parses arguments and reports a fatal error.
+#![deny(unsafe_code)]
 
+mod error;
+mod lock;
+mod logging;
+mod orchestrator;
+mod progress;
+mod routes;
+mod server;
+
+pub use lock::{DaemonLock, LockError};
+pub use logging::init_logging;
+pub use server::{Daemon, StartError};

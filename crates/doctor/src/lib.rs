@@ -1,1 +1,12 @@
+//! `banger doctor`: inspects the host (architecture, KVM, hypervisor
+//! choice, the host tools banger runs, config, VM defaults) and produces a
+//! [`Report`] whose failing checks each say how to fix them.
+//!
+//! Gathering facts ([`HostProbe::gather`]) is separate from judging them
+//! ([`diagnose`]), so every verdict is tested with an injected host. This
+//! crate never changes the host.
+#![deny(unsafe_code)]
 
+mod checks;
+
+pub use checks::{Check, HostProbe, Report, Status, TOOLS, ToolSpec, diagnose};

@@ -74,8 +74,9 @@ impl VmDefaults {
         };
         let memory_mib = match (config.memory_mib, host.memory_bytes) {
             (Some(m), _) => config_value(m),
+            // Rounded down to a multiple of 128 MiB: 2944 MiB, not 3013.
             (None, Some(bytes)) => {
-                auto(((bytes >> 20) / 8).clamp(BUILTIN_MEMORY_MIB, MAX_AUTO_MEMORY_MIB))
+                auto(((bytes >> 20) / 8 / 128 * 128).clamp(BUILTIN_MEMORY_MIB, MAX_AUTO_MEMORY_MIB))
             }
             (None, None) => builtin(BUILTIN_MEMORY_MIB),
         };
@@ -151,6 +152,16 @@ mod tests {
         // This workplace's machines: 2 cores, 24 GiB.
         let d = VmDefaults::resolve(&DefaultsOverride::default(), host(2, 24));
         assert_eq!((d.vcpu.value, d.memory_mib.value), (1, 3072));
+
+        // Odd memory sizes round down to 128 MiB steps.
+        let d = VmDefaults::resolve(
+            &DefaultsOverride::default(),
+            HostFacts {
+                cpus: Some(2),
+                memory_bytes: Some(24_104 << 20),
+            },
+        );
+        assert_eq!(d.memory_mib.value, 2944);
     }
 
     #[test]

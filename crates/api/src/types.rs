@@ -1,0 +1,79 @@
+use std::path::PathBuf;
+
+use banger_model::{Size, VmDefaults};
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub pid: u32,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub state_dir: PathBuf,
+    pub database: PathBuf,
+    pub schema_version: i64,
+    pub uptime_secs: u64,
+}
+
+/// The body of every non-2xx response: `{"error": {...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// Stable, machine-readable: `not_found`, `conflict`, `bad_request`, ...
+    pub code: String,
+    /// One line for a person: what was wrong and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `POST /v1/vms`: create (and, with the VM lifecycle, boot) a VM. Every
+/// field is optional; the daemon fills gaps from the resolved defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub vcpu: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk_size: Option<Size>,
+    #[serde(default)]
+    pub nat: bool,
+}
+
+/// What a VM will get, after defaults; streamed before any slow work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    pub name: String,
+    pub image: String,
+    pub vcpu: u32,
+    pub memory_mib: u64,
+    pub disk_size: Size,
+    pub nat: bool,
+}
+
+impl VmSpec {
+    /// `2 vcpu · 2048 MiB · 8G disk`
+    pub fn summary(&self) -> String {
+        format!(
+            "{} vcpu · {} MiB · {} disk",
+            self.vcpu, self.memory_mib, self.disk_size
+        )
+    }
+}
+
+/// `GET /v1/defaults`: the daemon's resolved VM defaults.
+pub type DefaultsResponse = VmDefaults;

@@ -1,0 +1,182 @@
+//! The command line, as clap types. `--help` text is written for people:
+//! every command says what it does and, where it matters, what it needs.
+
+use banger_model::Size;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::ArgValueCompleter;
+
+use crate::complete;
+
+/// One-command development sandboxes on microVMs.
+///
+/// `banger vm run -- make test` boots a fresh Linux VM with its own kernel,
+/// runs the command there and exits with its status. A daemon (bangerd) is
+/// started on first use and keeps VMs, images and kernels.
+#[derive(Parser, Debug)]
+#[command(
+    name = "banger",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create, run and inspect VMs
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// List and inspect images (root filesystems VMs boot from)
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// List and inspect kernels
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+    /// Check whether this host can run banger's VMs, and what to install if not
+    ///
+    /// Exits non-zero when something that `banger vm run` needs is missing;
+    /// every failing line says how to fix it.
+    Doctor(JsonFlag),
+    /// Control the banger daemon (bangerd)
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Print a shell completion script
+    ///
+    /// Completion covers commands, flags and the names of your VMs, images
+    /// and kernels (asked from the daemon when it is running).
+    ///
+    /// Load it from your shell's start-up file:
+    ///
+    ///   bash:        echo 'source <(banger completion bash)' >> ~/.bashrc
+    ///
+    ///   zsh:         echo 'source <(banger completion zsh)' >> ~/.zshrc
+    ///
+    ///   fish:        echo 'banger completion fish | source' >> ~/.config/fish/config.fish
+    ///
+    ///   powershell:  Add-Content $PROFILE 'banger completion powershell | Out-String | Invoke-Expression'
+    #[command(verbatim_doc_comment)]
+    Completion { shell: CompletionShell },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table, for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// Create a VM, boot it and run a command in it (or open a shell)
+    ///
+    /// With `-- COMMAND...` the command runs in the guest and banger exits
+    /// with its status; without, you get an ssh shell.
+    Run(RunArgs),
+    /// Create a VM from an image (and boot it)
+    Create(CreateArgs),
+    /// List VMs
+    List(JsonFlag),
+    /// Show one VM
+    Show(ShowVm),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Name of the VM, a DNS label (a-z, 0-9, '-'); it becomes NAME.vm [default: generated, like brisk-otter]
+    #[arg(long, value_parser = parse_vm_name)]
+    pub name: Option<String>,
+    /// Image to boot [default: debian-bookworm, or default_image_name from config]
+    #[arg(long, add = ArgValueCompleter::new(complete::images))]
+    pub image: Option<String>,
+    /// Number of virtual CPUs
+    #[arg(long)]
+    pub vcpu: Option<u32>,
+    /// Guest memory, like 2G or 1536M
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<Size>,
+    /// Size of the persistent work disk mounted at /root, like 8G
+    #[arg(long, value_parser = parse_size)]
+    pub disk_size: Option<Size>,
+    /// Give the VM outbound network access (NAT through the host)
+    #[arg(long)]
+    pub nat: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Delete the VM when the command or shell exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Command to run in the guest (after `--`)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowVm {
+    #[arg(value_parser = parse_vm_name, add = ArgValueCompleter::new(complete::vms))]
+    pub name: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List images
+    List(JsonFlag),
+    /// Show one image
+    Show {
+        #[arg(add = ArgValueCompleter::new(complete::images))]
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KernelCommand {
+    /// List kernels
+    List(JsonFlag),
+    /// Show one kernel
+    Show {
+        #[arg(add = ArgValueCompleter::new(complete::kernels))]
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonCommand {
+    /// Say whether bangerd runs, and its pid, socket, log and version
+    ///
+    /// Exits 1 when the daemon is not running. Does not start it.
+    Status(JsonFlag),
+    /// Stop bangerd (VMs keep running; a later command starts it again)
+    Stop,
+    /// Print the path of bangerd's API socket
+    Socket,
+}
+
+fn parse_vm_name(s: &str) -> Result<String, String> {
+    banger_model::VmName::parse(s)
+        .map(|n| n.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_size(s: &str) -> Result<Size, String> {
+    Size::parse(s).map_err(|e| e.to_string())
+}

@@ -1,0 +1,84 @@
+//! `banger`: parses the command line, talks to `bangerd`, renders. The
+//! work happens in the daemon; nothing here changes state on its own.
+#![deny(unsafe_code)]
+
+mod args;
+mod cmd;
+mod complete;
+mod connect;
+mod help;
+mod output;
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use args::{Cli, Command};
+use banger_config::{Config, Paths};
+use clap::{CommandFactory, FromArgMatches};
+use clap_complete::CompleteEnv;
+
+pub use std::process::ExitCode;
+
+fn command() -> clap::Command {
+    help::with_resolved_defaults(Cli::command(), &help::resolved_defaults())
+}
+
+fn main() -> ExitCode {
+    // Shell completion calls back into this binary with COMPLETE set.
+    CompleteEnv::with_factory(Cli::command)
+        .var(complete::COMPLETE_VAR)
+        .complete();
+
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Completion { shell } = cli.command {
+        complete::write_registration(shell, &mut std::io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let paths = Paths::from_env()?;
+    if let Command::Doctor(flag) = cli.command {
+        return cmd::doctor::run(&paths, flag.json);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Daemon(c) => cmd::daemon::run(c, &paths).await,
+            other => {
+                // A bad config would only make the daemon fail to start;
+                // say so here, with its line, before starting anything.
+                Config::load(&paths.config_file())?;
+                let client = connect::connect(&paths).await?;
+                match other {
+                    Command::Vm(c) => cmd::vm::run(c, &client).await,
+                    Command::Image(c) => cmd::image::run(c, &client).await,
+                    Command::Kernel(c) => cmd::kernel::run(c, &client).await,
+                    Command::Daemon(_) | Command::Doctor(_) | Command::Completion { .. } => {
+                        unreachable!("handled above")
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// One URL path segment: resource names are validated by the daemon, but
+/// must reach it intact whatever they contain.
+pub fn path_segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

@@ -1,0 +1,163 @@
+//! A throwaway banger home per test: its own config, state, socket and
+//! daemon, so tests never touch the real user's files or each other.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use banger_model::{ImageRecord, KernelRecord, Size, VmName, VmRecord, VmState};
+
+pub struct TestHome {
+    dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bgr")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        std::fs::create_dir(dir.path().join("home")).expect("home dir");
+        let home = Self { dir };
+        assert!(
+            home.bangerd().is_file(),
+            "bangerd is not built next to banger ({}): run `cargo build --workspace` first",
+            home.bangerd().display()
+        );
+        home
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root().join("state")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root().join("run/bangerd.sock")
+    }
+    pub fn config_file(&self) -> PathBuf {
+        self.root().join("config/config.toml")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.state().join("bangerd.log")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::create_dir_all(self.root().join("config")).unwrap();
+        std::fs::write(self.config_file(), text).unwrap();
+    }
+
+    pub fn banger_bin() -> PathBuf {
+        assert_cmd::cargo::cargo_bin("banger")
+    }
+
+    pub fn bangerd(&self) -> PathBuf {
+        Self::banger_bin().with_file_name("bangerd")
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root().join("home"))
+            .env("BANGER_HOME", self.root())
+            .timeout(Duration::from_secs(60));
+    }
+
+    /// `banger ARGS` in this home.
+    pub fn banger(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(Self::banger_bin());
+        self.env(&mut cmd);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `bangerd` in this home, run directly.
+    pub fn bangerd_cmd(&self) -> Command {
+        let mut cmd = Command::new(self.bangerd());
+        self.env(&mut cmd);
+        cmd
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self
+            .banger(&["daemon", "status", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+    }
+
+    /// The pid in the daemon's lock file, if it is running.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let v = self.status_json();
+        v["running"]
+            .as_bool()?
+            .then(|| v["pid"].as_u64())?
+            .map(|p| p as u32)
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        // Never leave a daemon behind, even when the test failed.
+        let _ = self.banger(&["daemon", "stop"]).output();
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Records written straight into the real SQLite store before the daemon
+/// starts, as the image and VM commands will write them.
+pub fn seed(home: &TestHome) {
+    std::fs::create_dir_all(home.state()).unwrap();
+    let store = banger_store::Store::open(&home.state().join("banger.db")).unwrap();
+    store
+        .insert_kernel(&KernelRecord {
+            name: "cloud-6.1".into(),
+            version: "6.1.0-37-cloud-amd64".into(),
+            created_at: 1_700_000_000,
+        })
+        .unwrap();
+    store
+        .insert_image(&ImageRecord {
+            name: "debian-bookworm".into(),
+            kernel: "cloud-6.1".into(),
+            source: "recipe".into(),
+            created_at: 1_700_000_000,
+        })
+        .unwrap();
+    store
+        .insert_vm(&VmRecord {
+            name: VmName::parse("web-1").unwrap(),
+            image: "debian-bookworm".into(),
+            state: VmState::Stopped,
+            vcpu: 2,
+            memory_mib: 2048,
+            disk_size: Size::from_gib(8),
+            created_at: 1_700_000_000,
+        })
+        .unwrap();
+}

@@ -1,0 +1,147 @@
+//! The `/v1` API: decode, call the store or the orchestrator, encode.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use banger_api::{CreateVmRequest, DaemonStatus};
+use banger_model::{ImageRecord, KernelRecord, VmDefaults, VmRecord};
+use banger_store::Store;
+
+use crate::error::{Failure, JsonBody};
+use crate::progress::stream_operation;
+use crate::server::Daemon;
+
+pub fn router(daemon: Daemon) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/shutdown", post(shutdown))
+        .route("/v1/defaults", get(defaults))
+        .route("/v1/vms", get(list_vms).post(create_vm))
+        .route("/v1/vms/{name}", get(show_vm))
+        .route("/v1/images", get(list_images))
+        .route("/v1/images/{name}", get(show_image))
+        .route("/v1/kernels", get(list_kernels))
+        .route("/v1/kernels/{name}", get(show_kernel))
+        .fallback(unknown_path)
+        .layer(middleware::from_fn(log_request))
+        .with_state(daemon)
+}
+
+impl Daemon {
+    /// Runs a store call off the async executor (SQLite blocks).
+    pub(crate) async fn with_store<T, F>(&self, f: F) -> Result<T, Failure>
+    where
+        F: FnOnce(&Store) -> banger_store::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Failure::internal(format!("store task failed: {e}")))?
+            .map_err(Failure::from)
+    }
+}
+
+async fn status(State(d): State<Daemon>) -> Result<Json<DaemonStatus>, Failure> {
+    let schema_version = d.with_store(|s| s.schema_version()).await?;
+    let p = &d.inner.paths;
+    Ok(Json(DaemonStatus {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        socket: p.socket(),
+        log: p.daemon_log(),
+        state_dir: p.state_dir.clone(),
+        database: p.database(),
+        schema_version,
+        uptime_secs: d.inner.started.elapsed().as_secs(),
+    }))
+}
+
+async fn shutdown(State(d): State<Daemon>) -> Json<serde_json::Value> {
+    d.request_shutdown();
+    Json(serde_json::json!({ "stopping": true, "pid": std::process::id() }))
+}
+
+async fn defaults(State(d): State<Daemon>) -> Json<VmDefaults> {
+    Json(VmDefaults::resolve(
+        &d.inner.config.vm_defaults,
+        d.inner.host,
+    ))
+}
+
+async fn list_vms(State(d): State<Daemon>) -> Result<Json<Vec<VmRecord>>, Failure> {
+    Ok(Json(d.with_store(|s| s.list_vms()).await?))
+}
+
+async fn show_vm(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+) -> Result<Json<VmRecord>, Failure> {
+    let key = name.clone();
+    d.with_store(move |s| s.get_vm(&key))
+        .await?
+        .map(Json)
+        .ok_or_else(|| Failure::not_found(format!("VM {name:?} not found: see 'banger vm list'")))
+}
+
+async fn create_vm(State(d): State<Daemon>, JsonBody(req): JsonBody<CreateVmRequest>) -> Response {
+    stream_operation(move |progress| async move {
+        crate::orchestrator::create_vm(&d, req, &progress).await
+    })
+}
+
+async fn list_images(State(d): State<Daemon>) -> Result<Json<Vec<ImageRecord>>, Failure> {
+    Ok(Json(d.with_store(|s| s.list_images()).await?))
+}
+
+async fn show_image(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+) -> Result<Json<ImageRecord>, Failure> {
+    let key = name.clone();
+    d.with_store(move |s| s.get_image(&key))
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            Failure::not_found(format!("image {name:?} not found: see 'banger image list'"))
+        })
+}
+
+async fn list_kernels(State(d): State<Daemon>) -> Result<Json<Vec<KernelRecord>>, Failure> {
+    Ok(Json(d.with_store(|s| s.list_kernels()).await?))
+}
+
+async fn show_kernel(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+) -> Result<Json<KernelRecord>, Failure> {
+    let key = name.clone();
+    d.with_store(move |s| s.get_kernel(&key))
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            Failure::not_found(format!(
+                "kernel {name:?} not found: see 'banger kernel list'"
+            ))
+        })
+}
+
+async fn unknown_path(req: Request) -> Failure {
+    Failure::not_found(format!(
+        "bangerd has no API {} {}: if banger was upgraded, restart the daemon with \
+         'banger daemon stop'",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn log_request(req: Request, next: Next) -> impl IntoResponse {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+    resp
+}

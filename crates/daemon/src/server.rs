@@ -1,0 +1,171 @@
+//! Starting, serving and stopping the daemon.
+
+use std::fs::{self, DirBuilder, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use banger_config::{Config, Paths};
+use banger_model::HostFacts;
+use banger_store::{Store, StoreError};
+use tokio::net::UnixListener;
+use tokio::sync::Notify;
+
+use crate::lock::{DaemonLock, LockError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot create {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("cannot listen on {path}: {source}")]
+    Bind { path: PathBuf, source: io::Error },
+    #[error("{path} exists and is not a socket: move it aside")]
+    NotASocket { path: PathBuf },
+    #[error("server error: {0}")]
+    Serve(io::Error),
+}
+
+/// Everything a handler may use. Cheap to clone (all shared).
+#[derive(Clone)]
+pub struct Daemon {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub paths: Paths,
+    pub config: Config,
+    pub host: HostFacts,
+    pub store: Arc<Store>,
+    pub started: Instant,
+    pub shutdown: Notify,
+    _lock: DaemonLock,
+}
+
+impl Daemon {
+    /// Takes the state-dir lock, opens the store and binds the socket. When
+    /// this returns, the daemon is ready: a client that connects is served.
+    pub async fn start(
+        paths: Paths,
+        config: Config,
+        host: HostFacts,
+    ) -> Result<(Self, UnixListener), StartError> {
+        private_dir(&paths.state_dir)?;
+        // The lock comes first: nothing below may touch state that another
+        // daemon owns, including its socket.
+        let lock = DaemonLock::acquire(&paths.daemon_lock())?;
+        let db = paths.database();
+        let store = tokio::task::spawn_blocking(move || Store::open(&db))
+            .await
+            .map_err(|e| StartError::Serve(io::Error::other(e)))??;
+        private_dir(&paths.runtime_dir)?;
+        let listener = bind(&paths.socket())?;
+        tracing::info!(
+            socket = %paths.socket().display(),
+            pid = std::process::id(),
+            version = env!("CARGO_PKG_VERSION"),
+            "bangerd ready"
+        );
+        let daemon = Daemon {
+            inner: Arc::new(Inner {
+                paths,
+                config,
+                host,
+                store: Arc::new(store),
+                started: Instant::now(),
+                shutdown: Notify::new(),
+                _lock: lock,
+            }),
+        };
+        Ok((daemon, listener))
+    }
+
+    /// Serves until `banger daemon stop`, SIGTERM or SIGINT, then removes
+    /// the socket. SIGHUP is ignored: the daemon outlives the terminal that
+    /// happened to start it.
+    pub async fn serve(self, listener: UnixListener) -> Result<(), StartError> {
+        let app = crate::routes::router(self.clone());
+        let socket = self.inner.paths.socket();
+        let stopper = self.clone();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopper.stopped().await })
+            .await;
+        let _ = fs::remove_file(&socket);
+        tracing::info!("bangerd stopped");
+        result.map_err(StartError::Serve)
+    }
+
+    pub fn request_shutdown(&self) {
+        self.inner.shutdown.notify_one();
+    }
+
+    async fn stopped(&self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let mut hup = signal(SignalKind::hangup()).ok();
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.notified() => { tracing::info!("stop requested over the API"); return }
+                Some(_) = recv(&mut term) => { tracing::info!("SIGTERM: stopping"); return }
+                Some(_) = recv(&mut int) => { tracing::info!("SIGINT: stopping"); return }
+                Some(_) = recv(&mut hup) => tracing::info!("SIGHUP ignored"),
+            }
+        }
+    }
+}
+
+async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match sig {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn private_dir(path: &Path) -> Result<(), StartError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StartError::Dir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Binds the socket, replacing a stale one. We hold the lock, so a socket
+/// file that exists belongs to a daemon that is gone.
+fn bind(path: &Path) -> Result<UnixListener, StartError> {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            tracing::warn!(socket = %path.display(), "removing stale socket of a daemon that is gone");
+            fs::remove_file(path).map_err(|source| StartError::Bind {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(_) => {
+            return Err(StartError::NotASocket {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(|source| StartError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(|source| {
+        StartError::Bind {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(listener)
+}

@@ -1,0 +1,355 @@
+use std::path::PathBuf;
+
+use banger_config::{Config, ConfigError, Paths, find_tool, probe_host};
+use banger_model::{HostFacts, VmDefaults};
+use banger_vmm::kvm::KvmStatus;
+use banger_vmm::select::{HostHypervisors, Selection, choose};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Works, with a caveat (slow, or a feature unavailable).
+    Warn,
+    /// Blocks `banger vm run`.
+    Fail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+    /// How to fix it; set on every `warn` and `fail`.
+    pub fix: Option<String>,
+}
+
+/// A host program banger runs, the Debian package that has it, and what
+/// needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct ToolSpec {
+    /// Alternatives: any one is enough (`iptables` or `nft`).
+    pub programs: &'static [&'static str],
+    pub package: &'static str,
+    pub used_for: &'static str,
+    /// Missing it blocks `vm run` (rather than one feature).
+    pub required: bool,
+}
+
+pub const TOOLS: &[ToolSpec] = &[
+    ToolSpec {
+        programs: &["mkfs.ext4"],
+        package: "e2fsprogs",
+        used_for: "making images and VM disks without mounting",
+        required: true,
+    },
+    ToolSpec {
+        programs: &["resize2fs"],
+        package: "e2fsprogs",
+        used_for: "growing work disks",
+        required: true,
+    },
+    ToolSpec {
+        programs: &["debugfs"],
+        package: "e2fsprogs",
+        used_for: "writing files into VM disks",
+        required: true,
+    },
+    ToolSpec {
+        programs: &["mmdebstrap"],
+        package: "mmdebstrap",
+        used_for: "building the default Debian image",
+        required: true,
+    },
+    ToolSpec {
+        programs: &["ssh"],
+        package: "openssh-client",
+        used_for: "connecting to guests",
+        required: true,
+    },
+    ToolSpec {
+        programs: &["ssh-keygen"],
+        package: "openssh-client",
+        used_for: "making the managed key and guest host keys",
+        required: true,
+    },
+    ToolSpec {
+        programs: &["ip"],
+        package: "iproute2",
+        used_for: "bridge and TAP networking",
+        required: true,
+    },
+    ToolSpec {
+        programs: &["nft", "iptables"],
+        package: "nftables",
+        used_for: "NAT for guests (--nat)",
+        required: false,
+    },
+    ToolSpec {
+        programs: &["git"],
+        package: "git",
+        used_for: "workspace mode (vm run ./repo)",
+        required: false,
+    },
+];
+
+/// Everything doctor looks at, gathered from the host (or made up in tests).
+#[derive(Clone, Debug)]
+pub struct HostProbe {
+    pub arch: String,
+    pub config_file: PathBuf,
+    pub config: Result<Config, String>,
+    pub hypervisors: HostHypervisors,
+    pub host: HostFacts,
+    /// For each entry of [`TOOLS`], the path of the first program found.
+    pub tools: Vec<Option<PathBuf>>,
+}
+
+impl HostProbe {
+    pub fn gather(paths: &Paths, config: Result<Config, ConfigError>) -> Self {
+        let config = config.map_err(|e| e.to_string());
+        let hypervisors = HostHypervisors::probe(config.as_ref().unwrap_or(&Config::default()));
+        Self {
+            arch: std::env::consts::ARCH.to_string(),
+            config_file: paths.config_file(),
+            config,
+            hypervisors,
+            host: probe_host(),
+            tools: TOOLS
+                .iter()
+                .map(|t| t.programs.iter().find_map(|p| find_tool(p)))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// False when any check fails: `vm run` cannot work here.
+    pub ok: bool,
+    pub checks: Vec<Check>,
+    pub hypervisor: Option<Selection>,
+    pub kvm: KvmStatus,
+    pub vm_defaults: VmDefaults,
+    pub config_file: PathBuf,
+}
+
+pub fn diagnose(probe: &HostProbe) -> Report {
+    let mut checks = Vec::new();
+    let mut push = |name: &str, status: Status, detail: String, fix: Option<String>| {
+        checks.push(Check {
+            name: name.to_string(),
+            status,
+            detail,
+            fix,
+        })
+    };
+
+    if probe.arch == "x86_64" {
+        push("architecture", Status::Ok, probe.arch.clone(), None);
+    } else {
+        push(
+            "architecture",
+            Status::Fail,
+            format!("{} is not supported yet", probe.arch),
+            Some("banger runs on x86_64 hosts only today".into()),
+        );
+    }
+
+    let config_detail = if probe.config_file.exists() {
+        format!("{} (loaded)", probe.config_file.display())
+    } else {
+        format!(
+            "{} (absent: built-in defaults)",
+            probe.config_file.display()
+        )
+    };
+    let config = match &probe.config {
+        Ok(c) => {
+            push("config", Status::Ok, config_detail, None);
+            c.clone()
+        }
+        Err(e) => {
+            push(
+                "config",
+                Status::Fail,
+                e.clone(),
+                Some(format!("edit {}", probe.config_file.display())),
+            );
+            Config::default()
+        }
+    };
+
+    let kvm = probe.hypervisors.kvm.clone();
+    let kvm_status = if kvm.is_usable() {
+        Status::Ok
+    } else {
+        Status::Warn
+    };
+    let kvm_fix = match &kvm {
+        KvmStatus::Usable => None,
+        KvmStatus::NoAccess { .. } => Some(
+            "add your user to the 'kvm' group (usermod -aG kvm $USER), then log in again".into(),
+        ),
+        _ => Some(
+            "none needed: QEMU's TCG emulation works without KVM, only slower; on a host \
+             with VT-x/AMD-V, enable it in firmware and load kvm_intel or kvm_amd"
+                .into(),
+        ),
+    };
+    push("kvm", kvm_status, kvm.explain(), kvm_fix);
+
+    let hypervisor = match choose(config.hypervisor(), &probe.hypervisors) {
+        Ok(sel) => {
+            let status = if sel.accel == banger_vmm::select::Accel::Tcg {
+                Status::Warn
+            } else {
+                Status::Ok
+            };
+            let fix = (status == Status::Warn).then(|| {
+                "expect slower boots and builds than with KVM; nothing to do unless this \
+                 host has usable hardware virtualization"
+                    .to_string()
+            });
+            push(
+                "hypervisor",
+                status,
+                format!(
+                    "{} ({}) at {}: {}",
+                    sel.backend,
+                    sel.accel,
+                    sel.binary.display(),
+                    sel.reason
+                ),
+                fix,
+            );
+            Some(sel)
+        }
+        Err(e) => {
+            push(
+                "hypervisor",
+                Status::Fail,
+                e.reason.clone(),
+                Some(e.fix.clone()),
+            );
+            None
+        }
+    };
+
+    for (spec, found) in TOOLS.iter().zip(&probe.tools) {
+        let name = spec.programs.join(" or ");
+        match found {
+            Some(path) => push(
+                &name,
+                Status::Ok,
+                format!("{} ({})", path.display(), spec.used_for),
+                None,
+            ),
+            None => push(
+                &name,
+                if spec.required {
+                    Status::Fail
+                } else {
+                    Status::Warn
+                },
+                format!("not found: needed for {}", spec.used_for),
+                Some(format!("apt-get install {}", spec.package)),
+            ),
+        }
+    }
+
+    Report {
+        ok: checks.iter().all(|c| c.status != Status::Fail),
+        checks,
+        hypervisor,
+        kvm,
+        vm_defaults: VmDefaults::resolve(&config.vm_defaults, probe.host),
+        config_file: probe.config_file.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(kvm: KvmStatus, qemu: bool, tools: bool) -> HostProbe {
+        HostProbe {
+            arch: "x86_64".into(),
+            config_file: "/nonexistent/config.toml".into(),
+            config: Ok(Config::default()),
+            hypervisors: HostHypervisors {
+                kvm,
+                firecracker: Err("firecracker is not on PATH".into()),
+                qemu: if qemu {
+                    Ok("/usr/bin/qemu-system-x86_64".into())
+                } else {
+                    Err("qemu-system-x86_64 is not on PATH".into())
+                },
+            },
+            host: HostFacts {
+                cpus: Some(8),
+                memory_bytes: Some(16 << 30),
+            },
+            tools: TOOLS
+                .iter()
+                .map(|t| tools.then(|| PathBuf::from("/usr/bin").join(t.programs[0])))
+                .collect(),
+        }
+    }
+
+    fn check<'a>(r: &'a Report, name: &str) -> &'a Check {
+        r.checks.iter().find(|c| c.name == name).expect(name)
+    }
+
+    #[test]
+    fn healthy_pvm_host_passes_with_tcg_warning() {
+        let r = diagnose(&probe(KvmStatus::Pvm, true, true));
+        assert!(r.ok);
+        assert_eq!(check(&r, "kvm").status, Status::Warn);
+        let hv = check(&r, "hypervisor");
+        assert_eq!(hv.status, Status::Warn);
+        assert!(hv.detail.contains("qemu (tcg)"), "{}", hv.detail);
+        assert!(hv.detail.contains("slower"), "{}", hv.detail);
+        assert_eq!(r.vm_defaults.vcpu.value, 2);
+    }
+
+    #[test]
+    fn missing_pieces_fail_with_packages_to_install() {
+        let r = diagnose(&probe(KvmStatus::Absent, false, false));
+        assert!(!r.ok);
+        let hv = check(&r, "hypervisor");
+        assert_eq!(hv.status, Status::Fail);
+        assert!(hv.fix.as_deref().unwrap().contains("qemu-system-x86"));
+        let mm = check(&r, "mmdebstrap");
+        assert_eq!(mm.status, Status::Fail);
+        assert_eq!(mm.fix.as_deref(), Some("apt-get install mmdebstrap"));
+        // NAT and git are features, not blockers.
+        assert_eq!(check(&r, "nft or iptables").status, Status::Warn);
+        assert_eq!(check(&r, "git").status, Status::Warn);
+        for c in &r.checks {
+            if c.status != Status::Ok {
+                assert!(c.fix.is_some(), "{} has no fix", c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_config_fails_but_the_rest_is_still_checked() {
+        let mut p = probe(KvmStatus::Usable, true, true);
+        p.config = Err("config x, line 2: unknown key `foo`".into());
+        let r = diagnose(&p);
+        assert!(!r.ok);
+        assert_eq!(check(&r, "config").status, Status::Fail);
+        assert_eq!(check(&r, "hypervisor").status, Status::Ok);
+    }
+
+    #[test]
+    fn other_architectures_are_refused() {
+        let mut p = probe(KvmStatus::Usable, true, true);
+        p.arch = "aarch64".into();
+        let r = diagnose(&p);
+        assert!(!r.ok);
+        assert_eq!(check(&r, "architecture").status, Status::Fail);
+    }
+}
