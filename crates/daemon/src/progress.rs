@@ -83,3 +83,65 @@ where
         .map(|event| Ok::<_, Infallible>(Bytes::from(encode_event(&event))));
     ([(CONTENT_TYPE, NDJSON)], Body::from_stream(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+    use banger_api::NdjsonDecoder;
+
+    async fn events_of(resp: Response) -> Vec<Event> {
+        assert_eq!(resp.headers()[CONTENT_TYPE], NDJSON);
+        let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let mut dec = NdjsonDecoder::default();
+        let events = dec.push(&bytes).unwrap();
+        assert!(dec.leftover().is_empty());
+        events
+    }
+
+    #[tokio::test]
+    async fn streams_events_in_order_then_the_result() {
+        let resp = stream_operation(|p| async move {
+            p.phase("ext4", "writing");
+            p.progress("ext4", 1, Some(2));
+            p.info("hello");
+            p.warn("careful");
+            Ok::<_, Failure>(serde_json::json!({"name": "x"}))
+        });
+        let events = events_of(resp).await;
+        assert_eq!(events.len(), 5);
+        assert!(matches!(&events[0], Event::Phase { name, .. } if name == "ext4"));
+        assert!(matches!(
+            &events[1],
+            Event::Progress {
+                done: 1,
+                total: Some(2),
+                ..
+            }
+        ));
+        assert!(matches!(&events[2], Event::Info { message } if message == "hello"));
+        assert!(matches!(&events[3], Event::Warning { .. }));
+        assert_eq!(
+            events[4],
+            Event::Done {
+                result: serde_json::json!({"name": "x"})
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn failure_ends_the_stream_with_its_error() {
+        let resp = stream_operation(|p| async move {
+            p.info("starting");
+            Err::<(), _>(Failure::not_found("image \"x\" not found"))
+        });
+        let events = events_of(resp).await;
+        match events.last() {
+            Some(Event::Failed { error }) => {
+                assert_eq!(error.code, "not_found");
+                assert_eq!(error.message, "image \"x\" not found");
+            }
+            other => panic!("last event {other:?}"),
+        }
+    }
+}

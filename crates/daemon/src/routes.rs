@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use banger_api::{CreateVmRequest, DaemonStatus};
 use banger_model::{ImageRecord, KernelRecord, VmDefaults, VmRecord};
-use banger_store::Store;
 
 use crate::error::{Failure, JsonBody};
 use crate::progress::stream_operation;
@@ -28,21 +27,6 @@ pub fn router(daemon: Daemon) -> Router {
         .fallback(unknown_path)
         .layer(middleware::from_fn(log_request))
         .with_state(daemon)
-}
-
-impl Daemon {
-    /// Runs a store call off the async executor (SQLite blocks).
-    pub(crate) async fn with_store<T, F>(&self, f: F) -> Result<T, Failure>
-    where
-        F: FnOnce(&Store) -> banger_store::Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| Failure::internal(format!("store task failed: {e}")))?
-            .map_err(Failure::from)
-    }
 }
 
 async fn status(State(d): State<Daemon>) -> Result<Json<DaemonStatus>, Failure> {

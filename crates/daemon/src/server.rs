@@ -13,6 +13,7 @@ use banger_store::{Store, StoreError};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
+use crate::error::Failure;
 use crate::lock::{DaemonLock, LockError};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,19 @@ impl Daemon {
         let _ = fs::remove_file(&socket);
         tracing::info!("bangerd stopped");
         result.map_err(StartError::Serve)
+    }
+
+    /// Runs a store call off the async executor (SQLite blocks).
+    pub(crate) async fn with_store<T, F>(&self, f: F) -> Result<T, Failure>
+    where
+        F: FnOnce(&Store) -> banger_store::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Failure::internal(format!("store task failed: {e}")))?
+            .map_err(Failure::from)
     }
 
     pub fn request_shutdown(&self) {
