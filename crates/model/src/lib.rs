@@ -8,11 +8,15 @@
 mod defaults;
 mod name;
 mod namegen;
+mod objname;
 mod records;
 mod size;
 
 pub use defaults::{DefaultsOverride, HostFacts, Provenance, Resolved, VmDefaults};
 pub use name::{NameError, VmName};
 pub use namegen::generate_name;
-pub use records::{ImageRecord, KernelRecord, VmRecord, VmState};
+pub use objname::{MAX_OBJECT_NAME, ObjectNameError, validate_object_name};
+pub use records::{
+    Artifact, ArtifactRole, ImageRecord, KernelRecord, ObjectState, VmRecord, VmState,
+};
 pub use size::{Size, SizeError};

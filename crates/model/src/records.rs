@@ -62,25 +62,138 @@ pub struct VmRecord {
     pub created_at: i64,
 }
 
+/// Images and kernels are journaled: recorded as `building` before their
+/// files are made, `ready` once every file is in place and hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectState {
+    Building,
+    Ready,
+}
+
+impl ObjectState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectState::Building => "building",
+            ObjectState::Ready => "ready",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "building" => Some(ObjectState::Building),
+            "ready" => Some(ObjectState::Ready),
+            _ => None,
+        }
+    }
+}
+
+/// What a file is for. Each image or kernel has at most one of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactRole {
+    /// The read-only base root filesystem of an image (ext4).
+    Rootfs,
+    /// The kernel as Debian ships it; QEMU `-M pc` boots it.
+    Bzimage,
+    /// The ELF kernel extracted from the bzImage; Firecracker and QEMU
+    /// `microvm` boot it.
+    Vmlinux,
+    /// banger's initramfs for this kernel: its modules and banger's init.
+    Initramfs,
+}
+
+impl ArtifactRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactRole::Rootfs => "rootfs",
+            ArtifactRole::Bzimage => "bzimage",
+            ArtifactRole::Vmlinux => "vmlinux",
+            ArtifactRole::Initramfs => "initramfs",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ArtifactRole::Rootfs,
+            ArtifactRole::Bzimage,
+            ArtifactRole::Vmlinux,
+            ArtifactRole::Initramfs,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for ArtifactRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One file of an image or kernel, pinned by its SHA-256 when it was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub role: ArtifactRole,
+    /// The file's name inside the object's folder.
+    pub file: String,
+    /// Lowercase hex.
+    pub sha256: String,
+    pub size: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
     pub name: String,
     pub kernel: String,
-    /// Where the image came from: a recipe hash, a catalog entry, a file.
+    /// Where the image came from: `recipe:<hash>`, `catalog:<entry>`,
+    /// `file:<path>`.
     pub source: String,
+    pub state: ObjectState,
+    pub artifacts: Vec<Artifact>,
     pub created_at: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelRecord {
     pub name: String,
+    /// The kernel release (`uname -r`), e.g. `6.1.0-37-cloud-amd64`.
     pub version: String,
+    pub source: String,
+    pub state: ObjectState,
+    pub artifacts: Vec<Artifact>,
     pub created_at: i64,
+}
+
+impl ImageRecord {
+    pub fn artifact(&self, role: ArtifactRole) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.role == role)
+    }
+}
+
+impl KernelRecord {
+    pub fn artifact(&self, role: ArtifactRole) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.role == role)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_and_object_states_round_trip() {
+        for r in [
+            ArtifactRole::Rootfs,
+            ArtifactRole::Bzimage,
+            ArtifactRole::Vmlinux,
+            ArtifactRole::Initramfs,
+        ] {
+            assert_eq!(ArtifactRole::parse(r.as_str()), Some(r));
+        }
+        for st in [ObjectState::Building, ObjectState::Ready] {
+            assert_eq!(ObjectState::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(ArtifactRole::parse("kernel"), None);
+    }
 
     #[test]
     fn state_round_trips_through_text() {

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use banger_model::{ImageRecord, KernelRecord, Size, VmName, VmRecord, VmState};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::Connection;
 use rusqlite_migration::{M, Migrations};
+
+mod objects;
+mod vms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,6 +34,10 @@ pub enum StoreError {
     },
     #[error("{kind} {name:?} already exists")]
     Exists { kind: &'static str, name: String },
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("kernel {kernel:?} is used by image(s) {}: delete them first", images.join(", "))]
+    KernelInUse { kernel: String, images: Vec<String> },
     #[error("state database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("state database holds an invalid {what}: {value:?}")]
@@ -41,7 +47,10 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("migrations/0001_initial.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("migrations/0001_initial.sql")),
+        M::up(include_str!("migrations/0002_artifacts.sql")),
+    ])
 }
 
 pub struct Store {
@@ -76,7 +85,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -87,122 +96,14 @@ impl Store {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
-
-    // --- VMs ---
-
-    pub fn insert_vm(&self, vm: &VmRecord) -> Result<()> {
-        let disk = i64::try_from(vm.disk_size.bytes()).map_err(|_| StoreError::Corrupt {
-            what: "disk size",
-            value: vm.disk_size.to_string(),
-        })?;
-        let res = self.conn().execute(
-            "INSERT INTO vms (name, image, state, vcpu, memory_mib, disk_size_bytes, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                vm.name.as_str(),
-                vm.image,
-                vm.state.as_str(),
-                vm.vcpu,
-                vm.memory_mib,
-                disk,
-                vm.created_at
-            ],
-        );
-        unique_violation(res, "VM", vm.name.as_str())
-    }
-
-    pub fn list_vms(&self) -> Result<Vec<VmRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT name, image, state, vcpu, memory_mib, disk_size_bytes, created_at
-             FROM vms ORDER BY name",
-        )?;
-        let rows = stmt.query_map([], vm_from_row)?;
-        rows.map(|r| r.map_err(StoreError::from).and_then(|r| r))
-            .collect()
-    }
-
-    pub fn get_vm(&self, name: &str) -> Result<Option<VmRecord>> {
-        let conn = self.conn();
-        let row = conn
-            .query_row(
-                "SELECT name, image, state, vcpu, memory_mib, disk_size_bytes, created_at
-                 FROM vms WHERE name = ?1",
-                [name],
-                vm_from_row,
-            )
-            .optional()?;
-        row.transpose()
-    }
-
-    pub fn vm_exists(&self, name: &str) -> Result<bool> {
-        Ok(self
-            .conn()
-            .query_row("SELECT 1 FROM vms WHERE name = ?1", [name], |_| Ok(()))
-            .optional()?
-            .is_some())
-    }
-
-    // --- images ---
-
-    pub fn insert_image(&self, image: &ImageRecord) -> Result<()> {
-        let res = self.conn().execute(
-            "INSERT INTO images (name, kernel, source, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![image.name, image.kernel, image.source, image.created_at],
-        );
-        unique_violation(res, "image", &image.name)
-    }
-
-    pub fn list_images(&self) -> Result<Vec<ImageRecord>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT name, kernel, source, created_at FROM images ORDER BY name")?;
-        let rows = stmt.query_map([], image_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    pub fn get_image(&self, name: &str) -> Result<Option<ImageRecord>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT name, kernel, source, created_at FROM images WHERE name = ?1",
-                [name],
-                image_from_row,
-            )
-            .optional()?)
-    }
-
-    // --- kernels ---
-
-    pub fn insert_kernel(&self, kernel: &KernelRecord) -> Result<()> {
-        let res = self.conn().execute(
-            "INSERT INTO kernels (name, version, created_at) VALUES (?1, ?2, ?3)",
-            params![kernel.name, kernel.version, kernel.created_at],
-        );
-        unique_violation(res, "kernel", &kernel.name)
-    }
-
-    pub fn list_kernels(&self) -> Result<Vec<KernelRecord>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT name, version, created_at FROM kernels ORDER BY name")?;
-        let rows = stmt.query_map([], kernel_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    pub fn get_kernel(&self, name: &str) -> Result<Option<KernelRecord>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT name, version, created_at FROM kernels WHERE name = ?1",
-                [name],
-                kernel_from_row,
-            )
-            .optional()?)
-    }
 }
 
-fn unique_violation(res: rusqlite::Result<usize>, kind: &'static str, name: &str) -> Result<()> {
+/// Maps a primary-key violation to [`StoreError::Exists`].
+pub(crate) fn unique_violation(
+    res: rusqlite::Result<usize>,
+    kind: &'static str,
+    name: &str,
+) -> Result<()> {
     match res {
         Ok(_) => Ok(()),
         Err(rusqlite::Error::SqliteFailure(e, _))
@@ -217,74 +118,16 @@ fn unique_violation(res: rusqlite::Result<usize>, kind: &'static str, name: &str
     }
 }
 
-/// Row decoding that can find invalid data (a hand-edited database) and
-/// say so, instead of panicking.
-fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Result<VmRecord>> {
-    let name: String = row.get(0)?;
-    let state: String = row.get(2)?;
-    let disk: i64 = row.get(5)?;
-    let decoded = (|| {
-        Ok(VmRecord {
-            name: VmName::parse(&name).map_err(|_| StoreError::Corrupt {
-                what: "VM name",
-                value: name.clone(),
-            })?,
-            image: row.get(1)?,
-            state: VmState::parse(&state).ok_or(StoreError::Corrupt {
-                what: "VM state",
-                value: state.clone(),
-            })?,
-            vcpu: row.get(3)?,
-            memory_mib: row.get(4)?,
-            disk_size: Size::from_bytes(u64::try_from(disk).map_err(|_| StoreError::Corrupt {
-                what: "disk size",
-                value: disk.to_string(),
-            })?),
-            created_at: row.get(6)?,
-        })
-    })();
-    Ok(decoded)
-}
-
-fn image_from_row(row: &Row<'_>) -> rusqlite::Result<ImageRecord> {
-    Ok(ImageRecord {
-        name: row.get(0)?,
-        kernel: row.get(1)?,
-        source: row.get(2)?,
-        created_at: row.get(3)?,
-    })
-}
-
-fn kernel_from_row(row: &Row<'_>) -> rusqlite::Result<KernelRecord> {
-    Ok(KernelRecord {
-        name: row.get(0)?,
-        version: row.get(1)?,
-        created_at: row.get(2)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vm(name: &str) -> VmRecord {
-        VmRecord {
-            name: VmName::parse(name).unwrap(),
-            image: "debian-bookworm".into(),
-            state: VmState::Stopped,
-            vcpu: 2,
-            memory_mib: 2048,
-            disk_size: Size::from_gib(8),
-            created_at: 1_700_000_000,
-        }
-    }
 
     #[test]
     fn migrates_and_uses_wal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("banger.db");
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
         let mode: String = store
             .conn()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -292,7 +135,29 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(store);
         // Reopening an up-to-date database is a no-op.
-        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 1);
+        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 2);
+    }
+
+    #[test]
+    fn migrates_a_version_1_database_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("banger.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::new(vec![M::up(include_str!("migrations/0001_initial.sql"))])
+                .to_latest(&mut conn)
+                .unwrap();
+            conn.execute(
+                "INSERT INTO kernels (name, version, created_at) VALUES ('k', '6.1', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let k = store.get_kernel("k").unwrap().unwrap();
+        assert_eq!(k.state, banger_model::ObjectState::Ready);
+        assert!(k.artifacts.is_empty());
     }
 
     #[test]
@@ -305,74 +170,5 @@ mod tests {
             .unwrap();
         let err = Store::open(&path).err().expect("newer schema refused");
         assert!(matches!(err, StoreError::Migrate { .. }), "{err}");
-    }
-
-    #[test]
-    fn vm_round_trip_and_duplicates() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        store.insert_vm(&vm("web")).unwrap();
-        store.insert_vm(&vm("api")).unwrap();
-        let names: Vec<_> = store
-            .list_vms()
-            .unwrap()
-            .into_iter()
-            .map(|v| v.name.to_string())
-            .collect();
-        assert_eq!(names, ["api", "web"]);
-        assert_eq!(store.get_vm("web").unwrap(), Some(vm("web")));
-        assert_eq!(store.get_vm("nope").unwrap(), None);
-        assert!(store.vm_exists("api").unwrap());
-        let err = store.insert_vm(&vm("web")).unwrap_err();
-        assert_eq!(err.to_string(), "VM \"web\" already exists");
-    }
-
-    #[test]
-    fn corrupt_rows_are_reported_not_panicked() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        store
-            .conn()
-            .execute(
-                "INSERT INTO vms VALUES ('Bad_Name', 'i', 'running', 1, 1, 1, 0)",
-                [],
-            )
-            .unwrap();
-        let err = store.list_vms().unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::Corrupt {
-                    what: "VM name",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn images_need_their_kernel() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let image = ImageRecord {
-            name: "debian-bookworm".into(),
-            kernel: "6.1-cloud".into(),
-            source: "recipe:abc".into(),
-            created_at: 0,
-        };
-        assert!(store.insert_image(&image).is_err(), "foreign key enforced");
-        store
-            .insert_kernel(&KernelRecord {
-                name: "6.1-cloud".into(),
-                version: "6.1.0-37-cloud-amd64".into(),
-                created_at: 0,
-            })
-            .unwrap();
-        store.insert_image(&image).unwrap();
-        assert_eq!(store.list_images().unwrap(), vec![image.clone()]);
-        assert_eq!(store.get_image("debian-bookworm").unwrap(), Some(image));
-        assert_eq!(store.list_kernels().unwrap().len(), 1);
-        assert!(store.get_kernel("6.1-cloud").unwrap().is_some());
     }
 }

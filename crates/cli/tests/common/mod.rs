@@ -8,7 +8,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use banger_model::{ImageRecord, KernelRecord, Size, VmName, VmRecord, VmState};
+use banger_model::{
+    Artifact, ArtifactRole, ImageRecord, KernelRecord, ObjectState, Size, VmName, VmRecord, VmState,
+};
 
 pub struct TestHome {
     dir: tempfile::TempDir,
@@ -138,6 +140,14 @@ pub fn seed(home: &TestHome) {
         .insert_kernel(&KernelRecord {
             name: "cloud-6.1".into(),
             version: "6.1.0-37-cloud-amd64".into(),
+            source: "debian".into(),
+            state: ObjectState::Ready,
+            artifacts: vec![Artifact {
+                role: ArtifactRole::Vmlinux,
+                file: "vmlinux".into(),
+                sha256: "0".repeat(64),
+                size: 1,
+            }],
             created_at: 1_700_000_000,
         })
         .unwrap();
@@ -146,6 +156,8 @@ pub fn seed(home: &TestHome) {
             name: "debian-bookworm".into(),
             kernel: "cloud-6.1".into(),
             source: "recipe".into(),
+            state: ObjectState::Ready,
+            artifacts: vec![],
             created_at: 1_700_000_000,
         })
         .unwrap();
