@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 mod host_command;
+pub mod initramfs;
 pub mod kernel;
 
 pub use host_command::CommandError;

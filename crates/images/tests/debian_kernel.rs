@@ -64,3 +64,39 @@ fn a_truncated_debian_kernel_is_refused_clearly() {
         .to_string();
     assert!(err.contains("truncated"), "{err}");
 }
+
+#[test]
+fn resolves_the_guest_modules_of_the_debian_kernel() {
+    use banger_images::initramfs::{GUEST_MODULES, ModuleIndex};
+    let Some(pkg) = common::debian_kernel() else {
+        return;
+    };
+    let index = ModuleIndex::open(&pkg.modules_dir()).expect("index modules");
+    let order = index.resolve(GUEST_MODULES).expect("resolve");
+    let names: Vec<&str> = order.iter().map(|m| m.name.as_str()).collect();
+    println!("load order: {}", names.join(" "));
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|m| *m == n)
+            .unwrap_or_else(|| panic!("{n} not in {names:?}"))
+    };
+    // ext4 is built into Debian's cloud kernel: no file for it.
+    assert!(!names.contains(&"ext4"));
+    for (module, dep) in [
+        ("virtio_blk", "virtio"),
+        ("virtio_blk", "virtio_ring"),
+        ("virtio_mmio", "virtio"),
+        ("virtio_pci", "virtio_pci_modern_dev"),
+        ("virtio_net", "net_failover"),
+        (
+            "vmw_vsock_virtio_transport",
+            "vmw_vsock_virtio_transport_common",
+        ),
+        ("vmw_vsock_virtio_transport_common", "vsock"),
+    ] {
+        assert!(pos(dep) < pos(module), "{dep} must load before {module}");
+    }
+    pos("overlay");
+    pos("virtio_console");
+}
