@@ -2,6 +2,12 @@
 //! locally with mmdebstrap, the catalog with SHA-256 pins, OCI pulls, the
 //! ELF `vmlinux` extracted from a bzImage, and banger's initramfs.
 //!
-//! Empty today: the guest-artifacts issue fills it. It must not boot
-//! anything; it only produces and verifies files the vmm layer boots.
+//! It must not boot anything and holds no state of its own: it produces and
+//! verifies files in directories its caller names; the daemon records them.
 #![deny(unsafe_code)]
+
+mod host_command;
+pub mod initramfs;
+pub mod kernel;
+
+pub use host_command::CommandError;

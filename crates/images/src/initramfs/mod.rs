@@ -1,0 +1,324 @@
+//! banger's initramfs: a gzip'd newc cpio holding banger-init as `/init`,
+//! the kernel modules the guest needs before its root exists, and the
+//! order to load them in. One per kernel (the modules must match it).
+//!
+//! The layout is a contract with banger-init (crates/init, docs/guest-init.md):
+//! modules live in [`MODULES_DIR`] as `<name>.ko`, uncompressed, and
+//! [`MODULES_ORDER`] lists their file names, one a line, in load order.
+
+pub mod modules;
+
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use cpio::newc::{Builder, ModeFileType};
+
+pub use modules::{Module, ModuleError, ModuleIndex, ResolvedModule};
+
+/// Where the modules sit inside the initramfs.
+pub const MODULES_DIR: &str = "banger/modules";
+/// The load-order file inside the initramfs.
+pub const MODULES_ORDER: &str = "banger/modules.order";
+
+/// What banger's guests need before the root filesystem is mounted:
+/// virtio transports (PCI for `-M pc`, MMIO for microvm and Firecracker),
+/// disks, network, console, vsock, the overlay, and ext4 (builtin on
+/// Debian's kernels, a module on some others).
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+    "vsock",
+    "vmw_vsock_virtio_transport",
+    "overlay",
+    "ext4",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitramfsError {
+    #[error(transparent)]
+    Modules(#[from] ModuleError),
+    #[error("banger-init binary {path}: {source} (build it with 'cargo build -p banger-init')")]
+    Init { path: PathBuf, source: io::Error },
+    #[error("cannot write initramfs {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// What goes into an initramfs.
+#[derive(Debug, Clone)]
+pub struct InitramfsSpec<'a> {
+    /// The banger-init binary (statically linked).
+    pub init: &'a Path,
+    /// The kernel's `lib/modules/<release>` directory.
+    pub modules_dir: &'a Path,
+    /// Modules wanted; their dependencies are added. Usually [`GUEST_MODULES`].
+    pub modules: &'a [&'a str],
+}
+
+/// What [`build_initramfs`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitramfsInfo {
+    /// Module names in load order.
+    pub modules: Vec<String>,
+    pub size: u64,
+}
+
+/// Builds the initramfs for `spec` at `out` (written to a sibling
+/// temporary file and renamed, so `out` is absent or complete).
+pub fn build_initramfs(
+    spec: &InitramfsSpec<'_>,
+    out: &Path,
+) -> Result<InitramfsInfo, InitramfsError> {
+    let index = ModuleIndex::open(spec.modules_dir)?;
+    let order = index.resolve(spec.modules)?;
+    let init = fs::read(spec.init).map_err(|source| InitramfsError::Init {
+        path: spec.init.to_owned(),
+        source,
+    })?;
+    let mut files = Vec::with_capacity(order.len());
+    for module in &order {
+        let data = modules::read_module(&index.dir().join(&module.path))?;
+        files.push((format!("{MODULES_DIR}/{}.ko", module.name), data));
+    }
+    let order_file: String = order.iter().map(|m| format!("{}.ko\n", m.name)).collect();
+
+    let write_err = |source| InitramfsError::Write {
+        path: out.to_owned(),
+        source,
+    };
+    let mut tmp_name = out.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let result = (|| {
+        let file = fs::File::create(&tmp)?;
+        let gz =
+            flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
+        let mut archive = Archive::new(gz);
+        for dir in [
+            "dev",
+            "proc",
+            "sys",
+            "run",
+            "newroot",
+            "banger",
+            MODULES_DIR,
+        ] {
+            archive.dir(dir)?;
+        }
+        archive.char_device("dev/console", 0o600, 5, 1)?;
+        archive.file("init", 0o755, &init)?;
+        for (name, data) in &files {
+            archive.file(name, 0o644, data)?;
+        }
+        archive.file(MODULES_ORDER, 0o644, order_file.as_bytes())?;
+        let file = archive
+            .finish()?
+            .finish()?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, out)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(write_err(e));
+    }
+    let size = fs::metadata(out).map_err(write_err)?.len();
+    Ok(InitramfsInfo {
+        modules: order.into_iter().map(|m| m.name).collect(),
+        size,
+    })
+}
+
+/// A newc cpio stream with fixed owners and times, so the same inputs give
+/// the same bytes (the cpio crate writes the format; we pick the fields).
+struct Archive<W: Write> {
+    out: W,
+    next_ino: u32,
+}
+
+impl<W: Write> Archive<W> {
+    fn new(out: W) -> Self {
+        Archive { out, next_ino: 1 }
+    }
+
+    fn entry(&mut self, name: &str, kind: ModeFileType, perm: u32) -> Builder {
+        self.next_ino += 1;
+        Builder::new(name)
+            .ino(self.next_ino)
+            .uid(0)
+            .gid(0)
+            .mtime(0)
+            .nlink(if matches!(kind, ModeFileType::Directory) {
+                2
+            } else {
+                1
+            })
+            .mode(perm)
+            .set_mode_file_type(kind)
+    }
+
+    fn dir(&mut self, name: &str) -> io::Result<()> {
+        let builder = self.entry(name, ModeFileType::Directory, 0o755);
+        self.write(builder, &[])
+    }
+
+    fn char_device(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> io::Result<()> {
+        let builder = self
+            .entry(name, ModeFileType::Char, perm)
+            .rdev_major(major)
+            .rdev_minor(minor);
+        self.write(builder, &[])
+    }
+
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> io::Result<()> {
+        let builder = self.entry(name, ModeFileType::Regular, perm);
+        self.write(builder, data)
+    }
+
+    fn write(&mut self, builder: Builder, data: &[u8]) -> io::Result<()> {
+        let size = u32::try_from(data.len())
+            .map_err(|_| io::Error::other("file larger than 4 GiB cannot go in a cpio archive"))?;
+        let mut writer = builder.write(&mut self.out, size);
+        writer.write_all(data)?;
+        writer.finish()?;
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<W> {
+        cpio::newc::trailer(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// (name, mode, (rdev major, minor), content) of one archive entry.
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Reads a gzip'd newc cpio back.
+    fn read_archive(path: &Path) -> Vec<Entry> {
+        let mut data = Vec::new();
+        flate2::read::GzDecoder::new(fs::File::open(path).unwrap())
+            .read_to_end(&mut data)
+            .unwrap();
+        let mut entries = Vec::new();
+        let mut rest = &data[..];
+        loop {
+            let mut reader = cpio::NewcReader::new(rest).unwrap();
+            if reader.entry().is_trailer() {
+                break;
+            }
+            let e = reader.entry();
+            let (name, mode, rdev) = (
+                e.name().to_owned(),
+                e.mode(),
+                (e.rdev_major(), e.rdev_minor()),
+            );
+            let mut content = Vec::new();
+            reader.read_to_end(&mut content).unwrap();
+            entries.push((name, mode, rdev, content));
+            rest = reader.finish().unwrap();
+        }
+        entries
+    }
+
+    fn fake_tree(dir: &Path) -> PathBuf {
+        let modules = dir.join("lib/modules/6.1.0-test");
+        fs::create_dir_all(modules.join("kernel")).unwrap();
+        fs::write(
+            modules.join("modules.dep"),
+            "kernel/virtio.ko:\nkernel/virtio_blk.ko: kernel/virtio.ko\nkernel/overlay.ko.gz:\n",
+        )
+        .unwrap();
+        fs::write(modules.join("modules.builtin"), "kernel/ext4.ko\n").unwrap();
+        fs::write(modules.join("kernel/virtio.ko"), b"VIRTIO").unwrap();
+        fs::write(modules.join("kernel/virtio_blk.ko"), b"BLK").unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"OVERLAY").unwrap();
+        fs::write(modules.join("kernel/overlay.ko.gz"), gz.finish().unwrap()).unwrap();
+        fs::write(dir.join("banger-init"), b"\x7fELF init").unwrap();
+        modules
+    }
+
+    #[test]
+    fn round_trips_through_a_cpio_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules_dir = fake_tree(dir.path());
+        let init = dir.path().join("banger-init");
+        let out = dir.path().join("initramfs.cpio.gz");
+        let spec = InitramfsSpec {
+            init: &init,
+            modules_dir: &modules_dir,
+            modules: &["virtio_blk", "overlay", "ext4"],
+        };
+        let info = build_initramfs(&spec, &out).unwrap();
+        assert_eq!(info.modules, ["virtio", "virtio_blk", "overlay"]);
+        assert_eq!(info.size, fs::metadata(&out).unwrap().len());
+
+        let entries = read_archive(&out);
+        let get = |name: &str| {
+            entries
+                .iter()
+                .find(|e| e.0 == name)
+                .unwrap_or_else(|| panic!("{name} missing from the archive"))
+        };
+        let init = get("init");
+        assert_eq!(init.1, 0o100755);
+        assert_eq!(init.3, b"\x7fELF init");
+        assert_eq!(get("banger/modules/virtio_blk.ko").3, b"BLK");
+        // Compressed modules go in decompressed.
+        assert_eq!(get("banger/modules/overlay.ko").3, b"OVERLAY");
+        assert_eq!(
+            get("banger/modules.order").3,
+            b"virtio.ko\nvirtio_blk.ko\noverlay.ko\n"
+        );
+        let console = get("dev/console");
+        assert_eq!((console.1, console.2), (0o020600, (5, 1)));
+        assert_eq!(get("newroot").1, 0o040755);
+        // Directories precede what they contain.
+        let pos = |n: &str| entries.iter().position(|e| e.0 == n).unwrap();
+        assert!(pos("banger/modules") < pos("banger/modules/virtio.ko"));
+
+        // Same inputs, same bytes.
+        let again = dir.path().join("again.cpio.gz");
+        build_initramfs(&spec, &again).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&again).unwrap());
+    }
+
+    #[test]
+    fn failures_leave_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules_dir = fake_tree(dir.path());
+        let out = dir.path().join("initramfs.cpio.gz");
+        let missing_init = dir.path().join("no-such-init");
+        let spec = InitramfsSpec {
+            init: &missing_init,
+            modules_dir: &modules_dir,
+            modules: &["virtio_blk"],
+        };
+        let err = build_initramfs(&spec, &out).unwrap_err().to_string();
+        assert!(
+            err.contains("banger-init binary") && err.contains("no-such-init"),
+            "{err}"
+        );
+        let init = dir.path().join("banger-init");
+        let spec = InitramfsSpec {
+            init: &init,
+            modules_dir: &modules_dir,
+            modules: &["virtio_net"],
+        };
+        let err = build_initramfs(&spec, &out).unwrap_err().to_string();
+        assert!(err.contains("virtio_net"), "{err}");
+        assert!(fs::read_dir(dir.path()).unwrap().all(|e| {
+            let name = e.unwrap().file_name();
+            !name.to_string_lossy().starts_with("initramfs")
+        }));
+    }
+}

@@ -1,0 +1,376 @@
+//! Boots the artifacts this crate makes, under QEMU with TCG: Debian's
+//! cloud kernel as the extracted vmlinux, banger's initramfs with
+//! banger-init, and a tiny ext4 base whose /sbin/init (the `boot-probe`
+//! example of crates/init) reports what the guest sees and powers off.
+//! Proves extraction, the initramfs and banger-init together, before any
+//! VM lifecycle exists.
+//!
+//! Needs qemu-system-x86_64, mkfs.ext4 and apt (for the kernel, cached in
+//! the test cache); skips with the reason when one is missing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
+use banger_images::kernel;
+
+/// A boot that has not powered off by then has hung.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const BASE_UUID: &str = "6b1d0f0e-6a3c-4d53-9c3e-0ba5e0000001";
+const SYSTEM_UUID: &str = "6b1d0f0e-6a3c-4d53-9c3e-0ba5e0000002";
+/// Needed by a TCG guest: without them the kernel hangs calibrating the TSC.
+const TCG_CMDLINE: &str =
+    "console=ttyS0 tsc_early_khz=2000000 lpj=4000000 no_timer_check panic=-1 quiet";
+
+/// Everything a boot needs, made once per test.
+struct Guest {
+    dir: tempfile::TempDir,
+    vmlinux: PathBuf,
+    initramfs: PathBuf,
+}
+
+#[test]
+fn boots_to_the_image_init_with_overlay_root_work_disk_and_network() {
+    let Some(guest) = prepare() else { return };
+    let boot = guest.boot(&format!(
+        "banger.base=UUID={BASE_UUID} banger.system=UUID={SYSTEM_UUID} banger.work=LABEL=banger-work \
+         banger.ip=172.16.0.5/24 banger.gw=172.16.0.1 banger.dns=172.16.0.1 banger.hostname=probe-vm"
+    ));
+    let probe = boot.probe();
+    let expect = |key: &str, value: &str| {
+        assert_eq!(
+            probe.get(key).map(String::as_str),
+            Some(value),
+            "PROBE {key}; console:\n{}",
+            boot.tail()
+        )
+    };
+    expect("pid", "1");
+    expect("hostname", "probe-vm");
+    expect("etc-hostname", "probe-vm");
+    expect("hosts-line", "127.0.1.1\tprobe-vm");
+    expect("mount /", "overlay overlay");
+    expect("work-marker", "from the work disk");
+    expect("per-vm-file", "s3cret mode=600");
+    expect("root-writable", "yes");
+    expect("addresses", "172.16.0.5");
+    expect("default-route", "eth0 via 172.16.0.1");
+    expect("done", "powering off");
+    assert!(
+        probe["resolv"].ends_with("nameserver 172.16.0.1;"),
+        "{}",
+        probe["resolv"]
+    );
+    let work_mount = &probe["mount /root"];
+    assert!(work_mount.starts_with("ext4 /dev/vd"), "{work_mount}");
+    // The write went to the overlay's upper layer on the system disk and
+    // the base stayed untouched.
+    assert!(
+        ext4_has(
+            &guest.dir.path().join("system.ext4"),
+            "/overlay/upper/probe-was-here"
+        ),
+        "the root's write is not on the system disk"
+    );
+    assert!(!ext4_has(
+        &guest.dir.path().join("base.ext4"),
+        "/probe-was-here"
+    ));
+    println!("timings: {}", boot.timings());
+}
+
+#[test]
+fn a_missing_disk_prints_one_line_and_powers_off() {
+    let Some(guest) = prepare() else { return };
+    let boot = guest.boot(&format!(
+        "banger.base=UUID={BASE_UUID} banger.system=UUID=00000000-0000-0000-0000-000000000000 \
+         banger.timeout=1"
+    ));
+    let failures: Vec<&String> = boot
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("banger-init: "))
+        .collect();
+    assert_eq!(failures.len(), 1, "console:\n{}", boot.tail());
+    assert!(
+        failures[0].starts_with(
+            "banger-init: waiting for the system disk UUID=00000000-0000-0000-0000-000000000000: not there after 1.0s (block devices: vda vdb vdc)"
+        ),
+        "{}",
+        failures[0]
+    );
+    assert!(!boot.lines.iter().any(|l| l.starts_with("PROBE")));
+    println!("timings: {}", boot.timings());
+}
+
+/// Fetches and builds everything; `None` (after saying why) when this
+/// machine cannot.
+fn prepare() -> Option<Guest> {
+    for tool in ["qemu-system-x86_64", "mkfs.ext4", "debugfs"] {
+        if which::which(tool).is_err() {
+            println!("skipped: {tool} is not installed");
+            return None;
+        }
+    }
+    let pkg = common::debian_kernel()?;
+    let (init, probe) = build_static_guest_binaries();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+
+    let vmlinux = d.join("vmlinux");
+    kernel::extract_vmlinux_file(&pkg.bzimage(), &vmlinux).expect("extract vmlinux");
+    let initramfs_path = d.join("initramfs.cpio.gz");
+    let modules_dir = pkg.modules_dir();
+    let spec = InitramfsSpec {
+        init: &init,
+        modules_dir: &modules_dir,
+        modules: GUEST_MODULES,
+    };
+    initramfs::build_initramfs(&spec, &initramfs_path).expect("build initramfs");
+
+    let base = d.join("base");
+    for sub in ["sbin", "dev", "proc", "sys", "etc", "root", "run", "tmp"] {
+        fs::create_dir_all(base.join(sub)).unwrap();
+    }
+    fs::copy(&probe, base.join("sbin/init")).unwrap();
+    fs::write(
+        base.join("etc/hosts"),
+        "127.0.0.1\tlocalhost\n127.0.1.1\timage\n",
+    )
+    .unwrap();
+    mkfs(
+        &d.join("base.ext4"),
+        &base,
+        "banger-base",
+        Some(BASE_UUID),
+        "32M",
+    );
+
+    let system = d.join("system");
+    let secret = system.join("banger/files/etc/banger-test/secret");
+    fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    fs::write(&secret, "s3cret").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    mkfs(
+        &d.join("system.ext4"),
+        &system,
+        "banger-system",
+        Some(SYSTEM_UUID),
+        "64M",
+    );
+
+    let work = d.join("work");
+    fs::create_dir_all(&work).unwrap();
+    fs::write(work.join("work-marker"), "from the work disk").unwrap();
+    mkfs(&d.join("work.ext4"), &work, "banger-work", None, "64M");
+
+    Some(Guest {
+        dir,
+        vmlinux,
+        initramfs: initramfs_path,
+    })
+}
+
+/// banger-init and the probe, statically linked, built by a nested cargo
+/// in a target directory of their own (the outer cargo holds its lock);
+/// once per test binary.
+fn build_static_guest_binaries() -> (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(build_static_guest_binaries_now).clone()
+}
+
+fn build_static_guest_binaries_now() -> (PathBuf, PathBuf) {
+    let target_dir = common::test_cache().join("static-guest-target");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let triple = "x86_64-unknown-linux-gnu";
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            triple,
+            "-p",
+            "banger-init",
+        ])
+        .args(["--bin", "banger-init", "--example", "boot-probe"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(&workspace)
+        .output()
+        .expect("run cargo");
+    assert!(
+        output.status.success(),
+        "building static banger-init failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("static guest binaries built in {:?}", started.elapsed());
+    let release = target_dir.join(triple).join("release");
+    (
+        release.join("banger-init"),
+        release.join("examples/boot-probe"),
+    )
+}
+
+fn mkfs(image: &Path, contents: &Path, label: &str, uuid: Option<&str>, size: &str) {
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args(["-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d"])
+        .arg(contents);
+    if let Some(uuid) = uuid {
+        cmd.args(["-U", uuid]);
+    }
+    let output = cmd.arg(image).arg(size).output().expect("run mkfs.ext4");
+    assert!(
+        output.status.success(),
+        "mkfs.ext4 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Whether `path` exists inside the ext4 image (read with debugfs, no mount).
+fn ext4_has(image: &Path, path: &str) -> bool {
+    let output = Command::new("debugfs")
+        .args(["-R", &format!("stat {path}")])
+        .arg(image)
+        .output()
+        .expect("run debugfs");
+    output.status.success() && String::from_utf8_lossy(&output.stdout).contains("Inode:")
+}
+
+/// What one boot printed, and when.
+struct Boot {
+    lines: Vec<String>,
+    /// Seconds from QEMU's start to each line.
+    at: Vec<f64>,
+    total: Duration,
+}
+
+impl Guest {
+    fn boot(&self, banger_params: &str) -> Boot {
+        let d = self.dir.path();
+        let drive = |id: &str, file: &str, ro: bool| {
+            format!(
+                "id={id},file={},format=raw,if=none{}",
+                d.join(file).display(),
+                if ro { ",readonly=on" } else { "" }
+            )
+        };
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-M", "microvm,pit=on,pic=on,rtc=on,isa-serial=on"])
+            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+            .args(["-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1"])
+            .arg("-kernel")
+            .arg(&self.vmlinux)
+            .arg("-initrd")
+            .arg(&self.initramfs)
+            .arg("-append")
+            .arg(format!("{TCG_CMDLINE} {banger_params}"))
+            .args(["-drive", &drive("base", "base.ext4", true)])
+            .args(["-device", "virtio-blk-device,drive=base"])
+            .args(["-drive", &drive("system", "system.ext4", false)])
+            .args(["-device", "virtio-blk-device,drive=system"])
+            .args(["-drive", &drive("work", "work.ext4", false)])
+            .args(["-device", "virtio-blk-device,drive=work"])
+            // A NIC on a hub with nothing else on it: eth0 exists, and no
+            // packet leaves the VM.
+            .args(["-netdev", "hubport,id=net0,hubid=0"])
+            .args(["-device", "virtio-net-device,netdev=net0"])
+            .args(["-serial", "stdio"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("start qemu");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((started.elapsed().as_secs_f64(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut boot = Boot {
+            lines: Vec::new(),
+            at: Vec::new(),
+            total: Duration::ZERO,
+        };
+        loop {
+            while let Ok((at, line)) = rx.try_recv() {
+                boot.at.push(at);
+                boot.lines.push(line.trim_end_matches('\r').to_owned());
+            }
+            if let Some(status) = child.try_wait().expect("wait for qemu") {
+                boot.total = started.elapsed();
+                // Drain what the reader still holds.
+                while let Ok((at, line)) = rx.recv_timeout(Duration::from_millis(200)) {
+                    boot.at.push(at);
+                    boot.lines.push(line.trim_end_matches('\r').to_owned());
+                }
+                assert!(
+                    status.success(),
+                    "qemu exited with {status}:\n{}",
+                    boot.tail()
+                );
+                return boot;
+            }
+            if started.elapsed() > BOOT_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the guest did not power off within {BOOT_TIMEOUT:?}; console tail:\n{}",
+                    boot.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Boot {
+    fn probe(&self) -> BTreeMap<String, String> {
+        self.lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("PROBE "))
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    fn tail(&self) -> String {
+        let start = self.lines.len().saturating_sub(40);
+        self.lines[start..].join("\n")
+    }
+
+    fn when(&self, prefix: &str) -> Option<f64> {
+        self.lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .map(|i| self.at[i])
+    }
+
+    fn timings(&self) -> String {
+        let init_line = self
+            .lines
+            .iter()
+            .find(|l| l.starts_with("banger-init:"))
+            .cloned()
+            .unwrap_or_default();
+        format!(
+            "init line at {:.2?} s, image init at {:.2?} s, powered off at {:.2} s; {init_line}",
+            self.when("banger-init:"),
+            self.when("PROBE pid"),
+            self.total.as_secs_f64()
+        )
+    }
+}

@@ -1,0 +1,196 @@
+//! The boot sequence of banger-init as PID 1 (docs/guest-init.md): early
+//! mounts, command line, modules, disks, the overlay root, per-VM files,
+//! network, then `switch_root` to the image's init.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{chdir, chroot, execv, sethostname};
+
+use crate::cmdline::{self, BootParams};
+use crate::failure::{Context, Failure};
+use crate::plan::{self, NEW_ROOT};
+use crate::{devices, files, modules, network};
+
+pub fn run() -> Result<Infallible, Failure> {
+    let started = Instant::now();
+    mount_early()?;
+    let uptime = fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    let text =
+        fs::read_to_string("/proc/cmdline").context(|| "reading the kernel command line".into())?;
+    let params = cmdline::parse(&text).map_err(|e| Failure::new("kernel command line", e))?;
+
+    let mut timings = Vec::new();
+    let mut phase = Instant::now();
+    let mut lap = |name: &str, timings: &mut Vec<String>| {
+        timings.push(format!("{name} {} ms", phase.elapsed().as_millis()));
+        phase = Instant::now();
+    };
+
+    let loaded = modules::load_all()?;
+    lap(&format!("{loaded} modules"), &mut timings);
+
+    let mut wanted = vec![("base", &params.base), ("system", &params.system)];
+    if let Some(work) = &params.work {
+        wanted.push(("work", work));
+    }
+    let disks = devices::wait_for(&wanted, params.timeout)?;
+    lap("disks", &mut timings);
+
+    mount_root(&params, &disks)?;
+    let copied = files::copy_tree(
+        &Path::new(plan::SYSTEM_MOUNT).join(plan::PER_VM_FILES),
+        Path::new(NEW_ROOT),
+        Some((0, 0)),
+    )?;
+    lap("root", &mut timings);
+
+    configure_identity(&params)?;
+    lap("network", &mut timings);
+
+    println!(
+        "banger-init: root ready in {} ms at uptime {uptime} s ({}; {} per-VM files); starting {}",
+        started.elapsed().as_millis(),
+        timings.join(", "),
+        copied.files,
+        params.init
+    );
+    switch_root(&params.init)
+}
+
+/// /proc, /sys and /dev (devtmpfs) in the initramfs.
+fn mount_early() -> Result<(), Failure> {
+    for (fstype, target) in [("proc", "/proc"), ("sysfs", "/sys"), ("devtmpfs", "/dev")] {
+        mkdir(Path::new(target), 0o755)?;
+        match mount(
+            Some(fstype),
+            target,
+            Some(fstype),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        ) {
+            Ok(()) | Err(Errno::EBUSY) => {}
+            Err(e) => {
+                return Err(Failure::new(
+                    format!("mounting {fstype} on {target}"),
+                    e.desc(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mount_root(params: &BootParams, disks: &[std::path::PathBuf]) -> Result<(), Failure> {
+    let work = params.work.as_ref().map(|_| disks[2].as_path());
+    for m in plan::root_mounts(&disks[0], &disks[1], work) {
+        mkdir(&m.target, 0o755)?;
+        let mut flags = MsFlags::empty();
+        if m.read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(
+            Some(m.source.as_path()),
+            m.target.as_path(),
+            Some(m.fstype),
+            flags,
+            m.options.as_deref(),
+        )
+        .map_err(|e| {
+            Failure::new(
+                format!(
+                    "mounting the {} {} on {}",
+                    m.role,
+                    m.source.display(),
+                    m.target.display()
+                ),
+                mount_hint(e, m.fstype),
+            )
+        })?;
+        for (dir, mode) in &m.then_create {
+            mkdir(dir, *mode)?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_hint(e: Errno, fstype: &str) -> String {
+    match e {
+        Errno::ENODEV => format!(
+            "{} (the kernel has no {fstype} support: module missing from the initramfs?)",
+            e.desc()
+        ),
+        Errno::EINVAL if fstype == "ext4" => format!("{} (not an ext4 filesystem?)", e.desc()),
+        _ => e.desc().to_owned(),
+    }
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), Failure> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .context(|| format!("creating {}", path.display()))
+}
+
+/// Network, resolver, hostname.
+fn configure_identity(params: &BootParams) -> Result<(), Failure> {
+    if let Some(net) = &params.network {
+        network::configure(net, params.timeout)?;
+    }
+    let etc = Path::new(NEW_ROOT).join("etc");
+    if !params.dns.is_empty() {
+        network::replace_file(&etc.join("resolv.conf"), &network::resolv_conf(&params.dns))?;
+    }
+    if let Some(name) = &params.hostname {
+        sethostname(name).map_err(|e| Failure::new("setting the hostname", e.desc()))?;
+        network::replace_file(&etc.join("hostname"), &format!("{name}\n"))?;
+        let hosts = etc.join("hosts");
+        let existing = fs::read_to_string(&hosts).unwrap_or_default();
+        network::replace_file(&hosts, &plan::hosts_with(&existing, name))?;
+    }
+    Ok(())
+}
+
+/// Makes /newroot the root and execs `init` there: the kernel filesystems
+/// move along, the new root is moved over `/` and chrooted into (the
+/// initramfs is left in memory; it is a few megabytes).
+fn switch_root(init: &str) -> Result<Infallible, Failure> {
+    for fs in ["/dev", "/proc", "/sys"] {
+        let target = Path::new(NEW_ROOT).join(&fs[1..]);
+        if target.is_dir() {
+            mount(
+                Some(fs),
+                &target,
+                None::<&str>,
+                MsFlags::MS_MOVE,
+                None::<&str>,
+            )
+            .map_err(|e| Failure::new(format!("moving {fs} into the new root"), e.desc()))?;
+        } else {
+            let _ = umount2(fs, MntFlags::MNT_DETACH);
+        }
+    }
+    let what = || "switching to the new root".to_owned();
+    chdir(NEW_ROOT).map_err(|e| Failure::new(what(), e.desc()))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| Failure::new(what(), e.desc()))?;
+    chroot(".").map_err(|e| Failure::new(what(), e.desc()))?;
+    chdir("/").map_err(|e| Failure::new(what(), e.desc()))?;
+
+    let starting = || format!("starting {init}");
+    if let Err(e) = fs::metadata(init) {
+        return Err(Failure::new(starting(), format!("{e} in the image")));
+    }
+    let path = CString::new(init).map_err(|e| Failure::new(starting(), e))?;
+    execv(&path, &[&path]).map_err(|e| Failure::new(starting(), e.desc()))
+}

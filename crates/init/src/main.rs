@@ -1,0 +1,30 @@
+//! banger-init: `/init` of the initramfs banger builds for each kernel
+//! (crates/images/src/initramfs). As PID 1 it loads the modules the
+//! initramfs carries, finds the disks the kernel command line names,
+//! builds the guest's root (the read-only base under an overlay whose upper
+//! layer is on the per-VM system disk, the work disk at /root), copies the
+//! per-VM files, configures the network, and `switch_root`s to the image's
+//! init. docs/guest-init.md documents the parameters and the sequence.
+//!
+//! It must never hang and never leave a half-booted guest: every wait is
+//! bounded, and any failure prints one line (`banger-init: <what>: <why>`)
+//! and powers the machine off. It holds no policy: the host decides
+//! everything through the command line. Statically linked, so it needs
+//! nothing from the initramfs; no `unsafe` (nix wraps every syscall).
+#![deny(unsafe_code)]
+
+mod boot;
+mod cmdline;
+mod devices;
+mod failure;
+mod files;
+mod modules;
+mod network;
+mod plan;
+
+fn main() {
+    match boot::run() {
+        Ok(never) => match never {},
+        Err(failure) => failure::die(&failure),
+    }
+}
