@@ -77,3 +77,47 @@ impl VmSpec {
 
 /// `GET /v1/defaults`: the daemon's resolved VM defaults.
 pub type DefaultsResponse = VmDefaults;
+
+/// `POST /v1/images/build`: build an image from a recipe. Without a
+/// recipe, banger's default (`debian-bookworm`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildImageRequest {
+    pub name: Option<String>,
+    /// Extra Debian packages on top of the recipe's.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// A recipe file's text (TOML), read by the CLI.
+    pub recipe: Option<String>,
+    /// Where the recipe text came from, for error messages.
+    pub recipe_origin: Option<String>,
+}
+
+/// `POST /v1/images/register`: adopt an ext4 root filesystem file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterImageRequest {
+    pub name: String,
+    /// Absolute path on the host; the daemon copies the file.
+    pub rootfs: PathBuf,
+    pub kernel: String,
+}
+
+/// `POST /v1/images/pull`: make an image from a catalog entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullImageRequest {
+    pub entry: String,
+    /// The image's name, when not the entry's.
+    pub name: Option<String>,
+}
+
+/// One file checked by `POST /v1/images/{name}/verify`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedFile {
+    /// `image NAME` or `kernel NAME`.
+    pub owner: String,
+    pub role: banger_model::ArtifactRole,
+    pub path: PathBuf,
+    pub sha256: String,
+}

@@ -1,6 +1,8 @@
 //! The command line, as clap types. `--help` text is written for people:
 //! every command says what it does and, where it matters, what it needs.
 
+use std::path::PathBuf;
+
 use banger_model::Size;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::ArgValueCompleter;
@@ -135,27 +137,97 @@ pub struct ShowVm {
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
+    /// Build an image from Debian packages (the default debian-bookworm recipe
+    /// unless --from-config names another)
+    ///
+    /// Runs mmdebstrap against the Debian mirror of this host's apt sources,
+    /// then writes a read-only ext4 root filesystem, and prepares the
+    /// kernel inside it (vmlinux and banger's initramfs). A build with the
+    /// same recipe reuses the cached result. The build log goes to
+    /// ~/.local/state/banger/image-build/NAME.log.
+    Build(BuildArgs),
+    /// Adopt your own ext4 root filesystem file as an image
+    Register {
+        /// The ext4 file; it is copied, and the copy pinned by SHA-256
+        #[arg(long, value_name = "FILE")]
+        rootfs: PathBuf,
+        /// Kernel to boot it with (see 'banger kernel list')
+        #[arg(long, add = ArgValueCompleter::new(complete::kernels))]
+        kernel: String,
+        /// Name of the image [default: the file name without .ext4]
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Make an image from a catalog entry (built-in, or ~/.config/banger/catalog.toml)
+    ///
+    /// Every file the entry names is checked against its SHA-256 before the
+    /// image is recorded.
+    Pull {
+        /// Catalog entry
+        #[arg(required_unless_present = "list")]
+        entry: Option<String>,
+        /// Name of the image [default: the entry's name]
+        #[arg(long)]
+        name: Option<String>,
+        /// List the catalog's entries instead
+        #[arg(long, conflicts_with_all = ["name"])]
+        list: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// List images
     List(JsonFlag),
-    /// Show one image
+    /// Show one image, its files and their SHA-256 pins
     Show {
         #[arg(add = ArgValueCompleter::new(complete::images))]
         name: String,
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Check that an image's files (and its kernel's) still match their pins
+    Verify {
+        #[arg(add = ArgValueCompleter::new(complete::images))]
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Delete an image and its files (refused while a VM uses it)
+    Delete {
+        #[arg(add = ArgValueCompleter::new(complete::images))]
+        name: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// Name of the image [default: the recipe's name, debian-bookworm]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A recipe file (TOML) instead of the default recipe
+    #[arg(long, value_name = "FILE")]
+    pub from_config: Option<PathBuf>,
+    /// An extra Debian package to install (repeatable)
+    #[arg(long = "package", value_name = "PACKAGE")]
+    pub packages: Vec<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum KernelCommand {
     /// List kernels
     List(JsonFlag),
-    /// Show one kernel
+    /// Show one kernel and its files
     Show {
         #[arg(add = ArgValueCompleter::new(complete::kernels))]
         name: String,
         #[command(flatten)]
         json: JsonFlag,
+    },
+    /// Delete a kernel and its files (refused while an image uses it)
+    Delete {
+        #[arg(add = ArgValueCompleter::new(complete::kernels))]
+        name: String,
     },
 }
 

@@ -135,3 +135,43 @@ pub fn client_error(e: ClientError) -> anyhow::Error {
         other => anyhow!(other),
     }
 }
+
+/// `1.2 GiB`, `512 MiB`, `4 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(4096), "4.0 KiB");
+        assert_eq!(human_bytes(1536 << 20), "1.5 GiB");
+    }
+
+    #[test]
+    fn ages() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert_eq!(age(now - 5), "5s ago");
+        assert_eq!(age(now - 7200), "2h ago");
+        assert_eq!(age(now - 3 * 86400), "3d ago");
+        assert_eq!(age(now + 100), "0s ago");
+    }
+}

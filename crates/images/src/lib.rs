@@ -6,6 +6,7 @@
 //! verifies files in directories its caller names; the daemon records them.
 #![deny(unsafe_code)]
 
+pub mod catalog;
 mod host_command;
 pub mod initramfs;
 pub mod kernel;

@@ -1,10 +1,15 @@
-use anyhow::Result;
-use banger_api::Client;
-use banger_model::ImageRecord;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use banger_api::{
+    BuildImageRequest, Client, PullImageRequest, RegisterImageRequest, VerifiedFile,
+};
+use banger_model::{Artifact, ImageRecord};
 
 use crate::ExitCode;
-use crate::args::ImageCommand;
-use crate::output::{age, client_error, print_json, print_table, table};
+use crate::args::{BuildArgs, ImageCommand};
+use crate::output::{age, client_error, follow, human_bytes, print_json, print_table, table};
+use crate::path_segment;
 
 pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
     match cmd {
@@ -13,13 +18,19 @@ pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
             if flag.json {
                 print_json(&images)?;
             } else if images.is_empty() {
-                println!("no images yet: the default one is built when first needed");
+                println!(
+                    "no images yet: 'banger image build' makes the default one \
+                     (vm run builds it when first needed)"
+                );
             } else {
-                let mut t = table(&["name", "kernel", "source", "created"]);
+                let mut t = table(&["name", "kernel", "state", "size", "source", "created"]);
                 for i in &images {
+                    let size: u64 = i.artifacts.iter().map(|a| a.size).sum();
                     t.add_row(vec![
                         i.name.clone(),
                         i.kernel.clone(),
+                        i.state.as_str().to_string(),
+                        human_bytes(size),
                         i.source.clone(),
                         age(i.created_at),
                     ]);
@@ -29,7 +40,7 @@ pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
         }
         ImageCommand::Show { name, json } => {
             let image: ImageRecord = client
-                .get(&format!("/v1/images/{}", crate::path_segment(&name)))
+                .get(&format!("/v1/images/{}", path_segment(&name)))
                 .await
                 .map_err(client_error)?;
             if json.json {
@@ -38,9 +49,162 @@ pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
                 println!("name:    {}", image.name);
                 println!("kernel:  {}", image.kernel);
                 println!("source:  {}", image.source);
+                println!("state:   {}", image.state.as_str());
                 println!("created: {}", age(image.created_at));
+                print_artifacts(&image.artifacts);
             }
+        }
+        ImageCommand::Build(args) => {
+            let image = build(client, &args).await?;
+            if args.json.json {
+                print_json(&image)?;
+            } else {
+                println!("image {} is ready (kernel {})", image.name, image.kernel);
+            }
+        }
+        ImageCommand::Register {
+            rootfs,
+            kernel,
+            name,
+        } => {
+            let rootfs = std::path::absolute(&rootfs)
+                .with_context(|| format!("cannot resolve {}", rootfs.display()))?;
+            let name = match name {
+                Some(n) => n,
+                None => default_name(&rootfs)?,
+            };
+            let req = RegisterImageRequest {
+                name,
+                rootfs,
+                kernel,
+            };
+            let events = client
+                .stream("/v1/images/register", &req)
+                .await
+                .map_err(client_error)?;
+            let image: ImageRecord = serde_json::from_value(follow(events).await?)?;
+            println!("image {} is ready (kernel {})", image.name, image.kernel);
+        }
+        ImageCommand::Pull {
+            entry,
+            name,
+            list,
+            json,
+        } => {
+            if list {
+                let entries: serde_json::Value =
+                    client.get("/v1/catalog").await.map_err(client_error)?;
+                if json.json {
+                    print_json(&entries)?;
+                } else {
+                    let mut t = table(&["name", "source", "description"]);
+                    for e in entries.as_array().into_iter().flatten() {
+                        t.add_row(vec![
+                            e["name"].as_str().unwrap_or_default().to_string(),
+                            e["source"]["kind"].as_str().unwrap_or_default().to_string(),
+                            e["description"].as_str().unwrap_or_default().to_string(),
+                        ]);
+                    }
+                    print_table(&t);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let Some(entry) = entry else {
+                bail!("name a catalog entry, or use --list");
+            };
+            let events = client
+                .stream("/v1/images/pull", &PullImageRequest { entry, name })
+                .await
+                .map_err(client_error)?;
+            let image: ImageRecord = serde_json::from_value(follow(events).await?)?;
+            if json.json {
+                print_json(&image)?;
+            } else {
+                println!("image {} is ready (kernel {})", image.name, image.kernel);
+            }
+        }
+        ImageCommand::Verify { name, json } => {
+            let files: Vec<VerifiedFile> = client
+                .post(
+                    &format!("/v1/images/{}/verify", path_segment(&name)),
+                    &serde_json::json!({}),
+                )
+                .await
+                .map_err(client_error)?;
+            if json.json {
+                print_json(&files)?;
+            } else {
+                for f in &files {
+                    println!("ok  {} {} {}", f.owner, f.role, f.path.display());
+                }
+                println!("image {name}: every file matches its SHA-256 pin");
+            }
+        }
+        ImageCommand::Delete { name } => {
+            client
+                .delete::<serde_json::Value>(&format!("/v1/images/{}", path_segment(&name)))
+                .await
+                .map_err(client_error)?;
+            println!("deleted image {name}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn build(client: &Client, args: &BuildArgs) -> Result<ImageRecord> {
+    let (recipe, recipe_origin) = match &args.from_config {
+        Some(path) => (
+            Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read recipe {}", path.display()))?,
+            ),
+            Some(path.display().to_string()),
+        ),
+        None => (None, None),
+    };
+    let req = BuildImageRequest {
+        name: args.name.clone(),
+        packages: args.packages.clone(),
+        recipe,
+        recipe_origin,
+    };
+    let events = client
+        .stream("/v1/images/build", &req)
+        .await
+        .map_err(client_error)?;
+    Ok(serde_json::from_value(follow(events).await?)?)
+}
+
+/// `tools.ext4` → `tools`.
+fn default_name(rootfs: &Path) -> Result<String> {
+    let stem = rootfs
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty());
+    match stem {
+        Some(s) => Ok(s.to_string()),
+        None => bail!(
+            "cannot derive an image name from {}: give --name",
+            rootfs.display()
+        ),
+    }
+}
+
+pub fn print_artifacts(artifacts: &[Artifact]) {
+    if artifacts.is_empty() {
+        return;
+    }
+    println!("files:");
+    let mut t = table(&["role", "file", "size", "sha256"]);
+    for a in artifacts {
+        t.add_row(vec![
+            a.role.to_string(),
+            a.file.clone(),
+            human_bytes(a.size),
+            a.sha256.clone(),
+        ]);
+    }
+    for line in t.to_string().lines() {
+        println!("  {}", line.trim());
+    }
 }

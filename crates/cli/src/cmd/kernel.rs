@@ -4,7 +4,9 @@ use banger_model::KernelRecord;
 
 use crate::ExitCode;
 use crate::args::KernelCommand;
+use crate::cmd::image::print_artifacts;
 use crate::output::{age, client_error, print_json, print_table, table};
+use crate::path_segment;
 
 pub async fn run(cmd: KernelCommand, client: &Client) -> Result<ExitCode> {
     match cmd {
@@ -16,16 +18,22 @@ pub async fn run(cmd: KernelCommand, client: &Client) -> Result<ExitCode> {
             } else if kernels.is_empty() {
                 println!("no kernels yet: one comes with the first image");
             } else {
-                let mut t = table(&["name", "version", "created"]);
+                let mut t = table(&["name", "version", "state", "source", "created"]);
                 for k in &kernels {
-                    t.add_row(vec![k.name.clone(), k.version.clone(), age(k.created_at)]);
+                    t.add_row(vec![
+                        k.name.clone(),
+                        k.version.clone(),
+                        k.state.as_str().to_string(),
+                        k.source.clone(),
+                        age(k.created_at),
+                    ]);
                 }
                 print_table(&t);
             }
         }
         KernelCommand::Show { name, json } => {
             let kernel: KernelRecord = client
-                .get(&format!("/v1/kernels/{}", crate::path_segment(&name)))
+                .get(&format!("/v1/kernels/{}", path_segment(&name)))
                 .await
                 .map_err(client_error)?;
             if json.json {
@@ -33,8 +41,18 @@ pub async fn run(cmd: KernelCommand, client: &Client) -> Result<ExitCode> {
             } else {
                 println!("name:    {}", kernel.name);
                 println!("version: {}", kernel.version);
+                println!("source:  {}", kernel.source);
+                println!("state:   {}", kernel.state.as_str());
                 println!("created: {}", age(kernel.created_at));
+                print_artifacts(&kernel.artifacts);
             }
+        }
+        KernelCommand::Delete { name } => {
+            client
+                .delete::<serde_json::Value>(&format!("/v1/kernels/{}", path_segment(&name)))
+                .await
+                .map_err(client_error)?;
+            println!("deleted kernel {name}");
         }
     }
     Ok(ExitCode::SUCCESS)
