@@ -6,6 +6,8 @@
 //! verifies files in directories its caller names; the daemon records them.
 #![deny(unsafe_code)]
 
+pub mod debian;
+pub mod digest;
 mod host_command;
 pub mod initramfs;
 pub mod kernel;
