@@ -7,6 +7,8 @@
 #![deny(unsafe_code)]
 
 pub mod catalog;
+pub mod debian;
+pub mod digest;
 mod host_command;
 pub mod initramfs;
 pub mod kernel;

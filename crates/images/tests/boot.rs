@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
@@ -121,7 +121,7 @@ fn prepare() -> Option<Guest> {
         }
     }
     let pkg = common::debian_kernel()?;
-    let (init, probe) = build_static_guest_binaries();
+    let (init, probe) = common::build_static_guest_binaries();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
 
@@ -177,48 +177,6 @@ fn prepare() -> Option<Guest> {
         vmlinux,
         initramfs: initramfs_path,
     })
-}
-
-/// banger-init and the probe, statically linked, built by a nested cargo
-/// in a target directory of their own (the outer cargo holds its lock);
-/// once per test binary.
-fn build_static_guest_binaries() -> (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(build_static_guest_binaries_now).clone()
-}
-
-fn build_static_guest_binaries_now() -> (PathBuf, PathBuf) {
-    let target_dir = common::test_cache().join("static-guest-target");
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let triple = "x86_64-unknown-linux-gnu";
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            triple,
-            "-p",
-            "banger-init",
-        ])
-        .args(["--bin", "banger-init", "--example", "boot-probe"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .current_dir(&workspace)
-        .output()
-        .expect("run cargo");
-    assert!(
-        output.status.success(),
-        "building static banger-init failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("static guest binaries built in {:?}", started.elapsed());
-    let release = target_dir.join(triple).join("release");
-    (
-        release.join("banger-init"),
-        release.join("examples/boot-probe"),
-    )
 }
 
 fn mkfs(image: &Path, contents: &Path, label: &str, uuid: Option<&str>, size: &str) {

@@ -69,15 +69,15 @@ pub fn run() -> Result<Infallible, Failure> {
 
 /// /proc, /sys and /dev (devtmpfs) in the initramfs.
 fn mount_early() -> Result<(), Failure> {
-    for (fstype, target) in [("proc", "/proc"), ("sysfs", "/sys"), ("devtmpfs", "/dev")] {
+    let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    // /dev keeps exec, as systemd mounts it.
+    for (fstype, target, flags) in [
+        ("proc", "/proc", quiet),
+        ("sysfs", "/sys", quiet),
+        ("devtmpfs", "/dev", MsFlags::MS_NOSUID),
+    ] {
         mkdir(Path::new(target), 0o755)?;
-        match mount(
-            Some(fstype),
-            target,
-            Some(fstype),
-            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        ) {
+        match mount(Some(fstype), target, Some(fstype), flags, None::<&str>) {
             Ok(()) | Err(Errno::EBUSY) => {}
             Err(e) => {
                 return Err(Failure::new(

@@ -3,7 +3,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use banger_images::kernel::package::{self, CLOUD_KERNEL_META, KernelPackage};
 
@@ -29,4 +32,46 @@ pub fn debian_kernel() -> Option<KernelPackage> {
             None
         }
     }
+}
+
+/// banger-init and the probe, statically linked, built by a nested cargo
+/// in a target directory of their own (the outer cargo holds its lock);
+/// once per test binary.
+pub fn build_static_guest_binaries() -> (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(build_static_guest_binaries_now).clone()
+}
+
+fn build_static_guest_binaries_now() -> (PathBuf, PathBuf) {
+    let target_dir = test_cache().join("static-guest-target");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let triple = "x86_64-unknown-linux-gnu";
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            triple,
+            "-p",
+            "banger-init",
+        ])
+        .args(["--bin", "banger-init", "--example", "boot-probe"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(&workspace)
+        .output()
+        .expect("run cargo");
+    assert!(
+        output.status.success(),
+        "building static banger-init failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("static guest binaries built in {:?}", started.elapsed());
+    let release = target_dir.join(triple).join("release");
+    (
+        release.join("banger-init"),
+        release.join("examples/boot-probe"),
+    )
 }

@@ -1,0 +1,968 @@
+//! The default image, `debian-bookworm`, built locally from Debian's
+//! packages: mmdebstrap into a directory, banger's adjustments (sshd
+//! policy, no host keys, no machine-id), the kernel taken out of the same
+//! packages (bzImage, vmlinux and optionally banger's initramfs), and the
+//! tree packed into a read-only ext4 base with `mkfs.ext4 -d`, no mounting.
+//!
+//! A recipe hash (SHA-256 of the recipe's canonical text) names the output
+//! directory, so a second build of the same recipe is a lookup. The mirror
+//! is not part of the hash: it says where packages come from, not what the
+//! image is. apt's downloaded packages are kept in a cache directory shared
+//! by all builds.
+//!
+//! The build runs mmdebstrap in root mode (it chroots, and the tree's file
+//! owners must be real for `mkfs.ext4 -d`), so it needs root: bangerd's
+//! root helper, or root in dev/CI.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::digest::{self, Artifact, DigestError};
+use crate::host_command::{self, CommandError};
+use crate::initramfs::{self, GUEST_MODULES, InitramfsError, InitramfsSpec};
+use crate::kernel::{self, KernelError, package::CLOUD_KERNEL_META};
+
+/// Bumped whenever the build steps change what an image contains, so old
+/// cache entries are not reused for a new recipe.
+const RECIPE_FORMAT: u32 = 1;
+
+pub const DEFAULT_SUITE: &str = "bookworm";
+
+/// What `debian-bookworm` holds, beyond Debian's minbase and the kernel.
+/// Recommends are not installed, so what systemd, sshd and logins need is
+/// named here (udev for device units, dbus for logind).
+pub const DEFAULT_PACKAGES: &[&str] = &[
+    "build-essential",
+    "ca-certificates",
+    "curl",
+    "dbus",
+    "git",
+    "iproute2",
+    "iputils-ping",
+    "jq",
+    "kmod",
+    "less",
+    "libpam-systemd",
+    "netbase",
+    "openssh-server",
+    "openssh-sftp-server",
+    "procps",
+    "sudo",
+    "systemd",
+    "systemd-sysv",
+    "udev",
+];
+
+/// sshd policy, as a drop-in (`/etc/ssh/sshd_config.d/banger.conf`).
+pub const SSHD_CONFIG: &str = "\
+# banger: keys only; host keys are supplied per VM at boot.
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+StrictModes yes
+";
+
+/// The free space and spare inodes the base gets beyond its content.
+const HEADROOM_BYTES: u64 = 256 << 20;
+const HEADROOM_FRACTION: f64 = 0.10;
+
+pub const ROOTFS: &str = "rootfs.ext4";
+pub const BZIMAGE: &str = "vmlinuz";
+pub const VMLINUX: &str = "vmlinux";
+pub const INITRAMFS: &str = "initramfs.cpio.gz";
+pub const RECIPE_FILE: &str = "recipe.txt";
+pub const RELEASE_FILE: &str = "kernel-release";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DebianError {
+    #[error(
+        "no Debian apt source found in /etc/apt: set the image mirror in banger's config (e.g. http://deb.debian.org/debian)"
+    )]
+    NoMirror,
+    #[error("{path}: {reason}")]
+    BadSources { path: PathBuf, reason: String },
+    #[error("{0:?} is not a Debian package name (lowercase letters, digits, '+', '-', '.')")]
+    BadPackage(String),
+    #[error(
+        "building the Debian image needs root (mmdebstrap chroots and keeps file owners): run it through bangerd's root helper or as root"
+    )]
+    NeedsRoot,
+    #[error(
+        "cache path {0} contains whitespace, which mmdebstrap's hooks cannot take: choose another cache directory"
+    )]
+    BadCachePath(PathBuf),
+    #[error("mmdebstrap failed: {0}")]
+    Bootstrap(CommandError),
+    #[error("the bootstrapped tree has no kernel in /boot (is {0} in the package list?)")]
+    NoKernel(String),
+    #[error("mkfs.ext4 failed to make the base rootfs: {0}")]
+    Filesystem(CommandError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Initramfs(#[from] InitramfsError),
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DebianError {
+    let path = path.to_owned();
+    move |source| DebianError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// One apt source: a repository URI, its suites and components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptSource {
+    pub uri: String,
+    pub suites: Vec<String>,
+    pub components: Vec<String>,
+}
+
+/// Everything that decides what a Debian image contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianRecipe {
+    pub suite: String,
+    pub sources: Vec<AptSource>,
+    /// Sorted, without duplicates.
+    pub packages: Vec<String>,
+    pub kernel_package: String,
+    pub sshd_config: String,
+}
+
+impl DebianRecipe {
+    /// The default `debian-bookworm` recipe from the given sources.
+    pub fn bookworm(sources: Vec<AptSource>) -> Self {
+        DebianRecipe {
+            suite: DEFAULT_SUITE.to_owned(),
+            sources,
+            packages: DEFAULT_PACKAGES.iter().map(|p| (*p).to_owned()).collect(),
+            kernel_package: CLOUD_KERNEL_META.to_owned(),
+            sshd_config: SSHD_CONFIG.to_owned(),
+        }
+        .normalized()
+    }
+
+    /// Adds packages (`image build --package`), checking their names.
+    pub fn with_packages<S: AsRef<str>>(mut self, extra: &[S]) -> Result<Self, DebianError> {
+        for name in extra {
+            let name = name.as_ref();
+            validate_package(name)?;
+            self.packages.push(name.to_owned());
+        }
+        Ok(self.normalized())
+    }
+
+    fn normalized(mut self) -> Self {
+        self.packages.sort();
+        self.packages.dedup();
+        self
+    }
+
+    /// The recipe as stable text: what the hash covers.
+    pub fn canonical(&self) -> String {
+        let mut suites: Vec<&str> = self
+            .sources
+            .iter()
+            .flat_map(|s| s.suites.iter().map(String::as_str))
+            .collect();
+        suites.sort();
+        suites.dedup();
+        let mut components: Vec<&str> = self
+            .sources
+            .iter()
+            .flat_map(|s| s.components.iter().map(String::as_str))
+            .collect();
+        components.sort();
+        components.dedup();
+        let mut text = format!(
+            "banger-debian-recipe {RECIPE_FORMAT}\nsuite {}\nvariant minbase\nsuites {}\ncomponents {}\nkernel {}\n",
+            self.suite,
+            suites.join(" "),
+            components.join(" "),
+            self.kernel_package
+        );
+        for package in &self.packages {
+            text.push_str(&format!("package {package}\n"));
+        }
+        for line in self.sshd_config.lines() {
+            text.push_str(&format!("sshd {line}\n"));
+        }
+        text
+    }
+
+    /// SHA-256 of [`canonical`](Self::canonical), lowercase hex.
+    pub fn hash(&self) -> String {
+        digest::sha256_str(&self.canonical())
+    }
+}
+
+fn validate_package(name: &str) -> Result<(), DebianError> {
+    let ok = name.len() >= 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(DebianError::BadPackage(name.to_owned()))
+    }
+}
+
+/// The host's apt sources for `suite` (e.g. bookworm, bookworm-updates,
+/// bookworm-security) from `/etc/apt`; if the host runs another release,
+/// its main Debian archive with `suite`.
+pub fn host_sources(suite: &str) -> Result<Vec<AptSource>, DebianError> {
+    let mut all = Vec::new();
+    let list = Path::new("/etc/apt/sources.list");
+    if let Ok(text) = fs::read_to_string(list) {
+        all.extend(parse_one_line(&text));
+    }
+    if let Ok(entries) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let Ok(text) = fs::read_to_string(&path) else {
+                continue;
+            };
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("sources") => {
+                    all.extend(
+                        parse_deb822(&text).map_err(|reason| DebianError::BadSources {
+                            path: path.clone(),
+                            reason,
+                        })?,
+                    )
+                }
+                Some("list") => all.extend(parse_one_line(&text)),
+                _ => {}
+            }
+        }
+    }
+    sources_for_suite(&all, suite).ok_or(DebianError::NoMirror)
+}
+
+/// Keeps the sources of `suite`'s family; failing that, reuses the first
+/// non-security Debian archive for `suite`.
+fn sources_for_suite(all: &[AptSource], suite: &str) -> Option<Vec<AptSource>> {
+    let in_family = |s: &str| s == suite || s.starts_with(&format!("{suite}-"));
+    let matching: Vec<AptSource> = all
+        .iter()
+        .filter_map(|source| {
+            let suites: Vec<String> = source
+                .suites
+                .iter()
+                .filter(|s| in_family(s))
+                .cloned()
+                .collect();
+            (!suites.is_empty()).then(|| AptSource {
+                suites,
+                ..source.clone()
+            })
+        })
+        .collect();
+    if !matching.is_empty() {
+        return Some(matching);
+    }
+    all.iter()
+        .find(|s| !s.uri.contains("security") && !s.suites.iter().any(|x| x.ends_with("-security")))
+        .map(|s| {
+            vec![AptSource {
+                uri: s.uri.clone(),
+                suites: vec![suite.to_owned()],
+                components: vec!["main".to_owned()],
+            }]
+        })
+}
+
+/// deb822 `.sources` paragraphs of type `deb`.
+fn parse_deb822(text: &str) -> Result<Vec<AptSource>, String> {
+    let mut sources = Vec::new();
+    for paragraph in text.split("\n\n") {
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for line in paragraph.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if line.starts_with([' ', '\t']) {
+                if let Some(last) = fields.last_mut() {
+                    last.1.push(' ');
+                    last.1.push_str(line.trim());
+                }
+                continue;
+            }
+            let (key, value) = line
+                .split_once(':')
+                .ok_or_else(|| format!("expected 'Field: value', found {line:?}"))?;
+            fields.push((key.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        let get = |key: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        if !get("types").iter().any(|t| t == "deb") {
+            continue;
+        }
+        if get("enabled").first().is_some_and(|e| e == "no") {
+            continue;
+        }
+        for uri in get("uris") {
+            sources.push(AptSource {
+                uri,
+                suites: get("suites"),
+                components: get("components"),
+            });
+        }
+    }
+    Ok(sources)
+}
+
+/// One-line `deb [options] uri suite components…` entries.
+fn parse_one_line(text: &str) -> Vec<AptSource> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.split('#').next()?.trim();
+            let rest = line.strip_prefix("deb ")?.trim_start();
+            let rest = if rest.starts_with('[') {
+                rest.split_once(']')?.1.trim_start()
+            } else {
+                rest
+            };
+            let mut words = rest.split_whitespace();
+            let uri = words.next()?.to_owned();
+            let suite = words.next()?.to_owned();
+            Some(AptSource {
+                uri,
+                suites: vec![suite],
+                components: words.map(str::to_owned).collect(),
+            })
+        })
+        .collect()
+}
+
+/// Phases of a build, for progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildPhase {
+    Bootstrap,
+    Configure,
+    Kernel,
+    Initramfs,
+    Filesystem,
+    Pin,
+}
+
+/// Where a build reads and writes.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Built images live in `<images_cache>/<recipe hash>/`.
+    pub images_cache: PathBuf,
+    /// apt's downloaded packages, shared by builds.
+    pub apt_cache: PathBuf,
+    /// Tool output goes here (appended).
+    pub log: PathBuf,
+    /// banger-init; when given, the build also makes the initramfs.
+    pub init: Option<PathBuf>,
+}
+
+/// A built (or reused) image.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub dir: PathBuf,
+    pub recipe_hash: String,
+    pub kernel_release: String,
+    /// Pins of every artifact in `dir` (rootfs, kernel files, recipe).
+    pub artifacts: Vec<Artifact>,
+    /// True when the cache already had this recipe.
+    pub reused: bool,
+}
+
+impl BuiltImage {
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join(ROOTFS)
+    }
+    pub fn bzimage(&self) -> PathBuf {
+        self.dir.join(BZIMAGE)
+    }
+    pub fn vmlinux(&self) -> PathBuf {
+        self.dir.join(VMLINUX)
+    }
+    /// Present when the build was given banger-init.
+    pub fn initramfs(&self) -> Option<PathBuf> {
+        let path = self.dir.join(INITRAMFS);
+        path.exists().then_some(path)
+    }
+    /// The base filesystem's UUID, for `banger.base=UUID=…`.
+    pub fn rootfs_uuid(&self) -> String {
+        uuid_from_hash(&self.recipe_hash)
+    }
+}
+
+/// Builds `recipe` unless the cache has it. On failure nothing is left
+/// behind but the log.
+pub fn build_image(
+    recipe: &DebianRecipe,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(BuildPhase),
+) -> Result<BuiltImage, DebianError> {
+    let hash = recipe.hash();
+    let dir = options.images_cache.join(&hash);
+    if dir.join(digest::SUMS_FILE).exists() {
+        let kernel_release = fs::read_to_string(dir.join(RELEASE_FILE))
+            .map_err(io_err("read", &dir.join(RELEASE_FILE)))?
+            .trim()
+            .to_owned();
+        return Ok(BuiltImage {
+            artifacts: digest::read_pins(&dir)?,
+            dir,
+            recipe_hash: hash,
+            kernel_release,
+            reused: true,
+        });
+    }
+    if !running_as_root() {
+        return Err(DebianError::NeedsRoot);
+    }
+    if options
+        .apt_cache
+        .to_string_lossy()
+        .contains(char::is_whitespace)
+    {
+        return Err(DebianError::BadCachePath(options.apt_cache.clone()));
+    }
+    for d in [&options.images_cache, &options.apt_cache] {
+        fs::create_dir_all(d).map_err(io_err("create", d))?;
+    }
+    if let Some(parent) = options.log.parent() {
+        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    }
+    let staging = options.images_cache.join(format!(".{hash}.partial"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io_err("remove stale", &staging))?;
+    }
+    fs::create_dir(&staging).map_err(io_err("create", &staging))?;
+    let result = build_into(recipe, options, &staging, progress);
+    let built = match result {
+        Ok(release) => release,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    fs::rename(&staging, &dir).map_err(io_err("move into place", &dir))?;
+    Ok(BuiltImage {
+        artifacts: digest::read_pins(&dir)?,
+        dir,
+        recipe_hash: hash,
+        kernel_release: built,
+        reused: false,
+    })
+}
+
+/// The build proper, into `out`; returns the kernel release.
+fn build_into(
+    recipe: &DebianRecipe,
+    options: &BuildOptions,
+    out: &Path,
+    progress: &mut dyn FnMut(BuildPhase),
+) -> Result<String, DebianError> {
+    let root = out.join("root");
+    progress(BuildPhase::Bootstrap);
+    host_command::run_logged(
+        Command::new("mmdebstrap").args(mmdebstrap_args(recipe, &root, &options.apt_cache)),
+        &options.log,
+    )
+    .map_err(DebianError::Bootstrap)?;
+
+    progress(BuildPhase::Configure);
+    configure_tree(&root, &recipe.sshd_config)?;
+
+    progress(BuildPhase::Kernel);
+    let release = find_kernel(&root, &recipe.kernel_package)?;
+    let bzimage = root.join("boot").join(format!("vmlinuz-{release}"));
+    fs::copy(&bzimage, out.join(BZIMAGE)).map_err(io_err("copy", &bzimage))?;
+    kernel::extract_vmlinux_file(&bzimage, &out.join(VMLINUX))?;
+    fs::write(out.join(RELEASE_FILE), format!("{release}\n"))
+        .map_err(io_err("write", &out.join(RELEASE_FILE)))?;
+
+    let mut pinned = vec![ROOTFS, BZIMAGE, VMLINUX, RECIPE_FILE];
+    if let Some(init) = &options.init {
+        progress(BuildPhase::Initramfs);
+        let modules_dir = root.join("lib/modules").join(&release);
+        let spec = InitramfsSpec {
+            init,
+            modules_dir: &modules_dir,
+            modules: GUEST_MODULES,
+        };
+        initramfs::build_initramfs(&spec, &out.join(INITRAMFS))?;
+        pinned.push(INITRAMFS);
+    }
+
+    progress(BuildPhase::Filesystem);
+    let (used, inodes) = tree_usage(&root)?;
+    let (size, inode_count) = filesystem_size(used, inodes);
+    host_command::run_logged(
+        Command::new("mkfs.ext4").args(mkfs_args(
+            &root,
+            &out.join(ROOTFS),
+            size,
+            inode_count,
+            &uuid_from_hash(&recipe.hash()),
+        )),
+        &options.log,
+    )
+    .map_err(DebianError::Filesystem)?;
+    fs::remove_dir_all(&root).map_err(io_err("remove", &root))?;
+
+    progress(BuildPhase::Pin);
+    fs::write(out.join(RECIPE_FILE), recipe.canonical())
+        .map_err(io_err("write", &out.join(RECIPE_FILE)))?;
+    digest::pin(out, &pinned)?;
+    Ok(release)
+}
+
+/// mmdebstrap's arguments: root mode into a directory, no Recommends, the
+/// package cache synced in and out (`sync-in`/`sync-out` are mmdebstrap's
+/// own hook commands; the one shell hook is a fixed string).
+fn mmdebstrap_args(recipe: &DebianRecipe, root: &Path, apt_cache: &Path) -> Vec<OsString> {
+    let mut packages = recipe.packages.clone();
+    packages.push(recipe.kernel_package.clone());
+    let cache = apt_cache.to_string_lossy();
+    let mut args: Vec<OsString> = [
+        "--mode=root".to_owned(),
+        "--variant=minbase".to_owned(),
+        "--format=directory".to_owned(),
+        format!("--include={}", packages.join(",")),
+        "--skip=essential/unlink".to_owned(),
+        r#"--setup-hook=mkdir -p "$1/var/cache/apt/archives""#.to_owned(),
+        format!("--setup-hook=sync-in {cache} /var/cache/apt/archives/"),
+        format!("--customize-hook=sync-out /var/cache/apt/archives {cache}"),
+        recipe.suite.clone(),
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(root.as_os_str().to_owned());
+    for source in &recipe.sources {
+        for suite in &source.suites {
+            args.push(format!("deb {} {suite} {}", source.uri, source.components.join(" ")).into());
+        }
+    }
+    args
+}
+
+/// banger's changes to the bootstrapped tree: the sshd policy, and nothing
+/// that must differ per VM (host keys, machine-id, hostname) baked in.
+fn configure_tree(root: &Path, sshd_config: &str) -> Result<(), DebianError> {
+    let ssh_dir = root.join("etc/ssh");
+    let dropin_dir = ssh_dir.join("sshd_config.d");
+    fs::create_dir_all(&dropin_dir).map_err(io_err("create", &dropin_dir))?;
+    let dropin = dropin_dir.join("banger.conf");
+    fs::write(&dropin, sshd_config).map_err(io_err("write", &dropin))?;
+    fs::set_permissions(&dropin, fs::Permissions::from_mode(0o644))
+        .map_err(io_err("chmod", &dropin))?;
+    if let Ok(entries) = fs::read_dir(&ssh_dir) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+                fs::remove_file(entry.path()).map_err(io_err("remove", &entry.path()))?;
+            }
+        }
+    }
+    // An empty machine-id makes systemd generate one at first boot.
+    let machine_id = root.join("etc/machine-id");
+    fs::write(&machine_id, "").map_err(io_err("write", &machine_id))?;
+    for leftover in ["var/lib/dbus/machine-id", "etc/hostname"] {
+        remove_if_present(&root.join(leftover))?;
+    }
+    // Debian's own initramfs is never used: banger boots its own.
+    if let Ok(entries) = fs::read_dir(root.join("boot")) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("initrd.img")
+            {
+                remove_if_present(&entry.path())?;
+            }
+        }
+    }
+    let archives = root.join("var/cache/apt/archives");
+    if let Ok(entries) = fs::read_dir(&archives) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry.path().extension().is_some_and(|e| e == "deb") {
+                remove_if_present(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<(), DebianError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
+/// The release of the one kernel in the tree's /boot.
+fn find_kernel(root: &Path, kernel_package: &str) -> Result<String, DebianError> {
+    let mut releases: Vec<String> = fs::read_dir(root.join("boot"))
+        .map_err(|_| DebianError::NoKernel(kernel_package.to_owned()))?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("vmlinuz-"))
+                .map(str::to_owned)
+        })
+        .collect();
+    releases.sort();
+    releases
+        .pop()
+        .ok_or_else(|| DebianError::NoKernel(kernel_package.to_owned()))
+}
+
+/// Bytes allocated and inodes used by the tree (hard links counted once).
+fn tree_usage(root: &Path) -> Result<(u64, u64), DebianError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut used = 0u64;
+    let mut inodes = 0u64;
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let meta = entry.metadata().map_err(io_err("stat", &entry.path()))?;
+            if !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            inodes += 1;
+            used += meta.blocks() * 512;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok((used, inodes))
+}
+
+/// Filesystem size in bytes (whole MiB) and inode count for a tree:
+/// content plus metadata estimate plus headroom.
+fn filesystem_size(used: u64, inodes: u64) -> (u64, u64) {
+    let inode_count = inodes + inodes / 5 + 4096;
+    // 256-byte inodes, plus ~2% for block groups, bitmaps and directories.
+    let metadata = inode_count * 256 + used / 50;
+    let raw = used + metadata;
+    let size = raw + (raw as f64 * HEADROOM_FRACTION) as u64 + HEADROOM_BYTES;
+    let mib = 1u64 << 20;
+    (size.div_ceil(mib) * mib, inode_count)
+}
+
+/// The base is read-only, so no journal: less space, and no replay to
+/// refuse on a read-only device.
+fn mkfs_args(root: &Path, image: &Path, size: u64, inodes: u64, uuid: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "-q".into(),
+        "-F".into(),
+        "-t".into(),
+        "ext4".into(),
+        "-O".into(),
+        "^has_journal".into(),
+        "-L".into(),
+        "banger-base".into(),
+        "-U".into(),
+        uuid.into(),
+        "-N".into(),
+        inodes.to_string().into(),
+        "-d".into(),
+    ];
+    args.push(root.as_os_str().to_owned());
+    args.push(image.as_os_str().to_owned());
+    args.push(format!("{}k", size / 1024).into());
+    args
+}
+
+/// A UUID (version-4 shaped) from the first bytes of a hex hash, so the
+/// same recipe's base always has the same UUID.
+fn uuid_from_hash(hash: &str) -> String {
+    let h: String = hash
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(32)
+        .collect();
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+fn running_as_root() -> bool {
+    // The effective uid is the second field of Uid: in /proc/self/status.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST_SOURCES: &str = "\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+";
+
+    fn host() -> Vec<AptSource> {
+        sources_for_suite(&parse_deb822(HOST_SOURCES).unwrap(), "bookworm").unwrap()
+    }
+
+    #[test]
+    fn reads_deb822_sources() {
+        let sources = host();
+        assert_eq!(sources.len(), 2);
+        assert_eq!(sources[0].uri, "http://deb.debian.org/debian");
+        assert_eq!(sources[0].suites, ["bookworm", "bookworm-updates"]);
+        assert_eq!(sources[1].suites, ["bookworm-security"]);
+        assert!(
+            parse_deb822("Types deb\n")
+                .unwrap_err()
+                .contains("Field: value")
+        );
+    }
+
+    #[test]
+    fn reads_one_line_sources_and_falls_back_on_other_releases() {
+        let list = "# comment\ndeb [signed-by=/k.gpg] http://mirror.example/debian trixie main contrib\n\
+                    deb http://security.debian.org/debian-security trixie-security main\ndeb-src http://x/debian trixie main\n";
+        let all = parse_one_line(list);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].components, ["main", "contrib"]);
+        let sources = sources_for_suite(&all, "bookworm").unwrap();
+        assert_eq!(
+            sources,
+            [AptSource {
+                uri: "http://mirror.example/debian".into(),
+                suites: vec!["bookworm".into()],
+                components: vec!["main".into()],
+            }]
+        );
+        assert_eq!(sources_for_suite(&[], "bookworm"), None);
+    }
+
+    #[test]
+    fn the_hash_covers_what_the_image_holds_not_where_it_came_from() {
+        let a = DebianRecipe::bookworm(host());
+        let b = DebianRecipe::bookworm(host())
+            .with_packages(&["git", "curl"])
+            .unwrap();
+        assert_eq!(a.hash(), b.hash(), "duplicates and order do not matter");
+        let mut other_mirror = host();
+        other_mirror[0].uri = "http://mirror.example/debian".into();
+        assert_eq!(a.hash(), DebianRecipe::bookworm(other_mirror).hash());
+        let c = a.clone().with_packages(&["htop"]).unwrap();
+        assert_ne!(a.hash(), c.hash());
+        assert!(c.canonical().contains("package htop\n"));
+        let mut d = a.clone();
+        d.sshd_config.push_str("X11Forwarding no\n");
+        assert_ne!(a.hash(), d.hash());
+        assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn package_names_are_checked() {
+        let r = DebianRecipe::bookworm(host());
+        for bad in ["", "a", "Foo", "pkg;rm", "-x", "a b", "pkg=1.0"] {
+            let err = r.clone().with_packages(&[bad]).unwrap_err().to_string();
+            assert!(err.contains("not a Debian package name"), "{bad}: {err}");
+        }
+        r.with_packages(&["g++", "libstdc++6", "python3.11"])
+            .unwrap();
+    }
+
+    #[test]
+    fn the_default_recipe_has_the_issue_s_packages_and_sshd_policy() {
+        let r = DebianRecipe::bookworm(host());
+        for p in [
+            "systemd",
+            "openssh-server",
+            "ca-certificates",
+            "git",
+            "curl",
+            "jq",
+            "iproute2",
+            "sudo",
+            "less",
+            "procps",
+            "build-essential",
+        ] {
+            assert!(r.packages.iter().any(|x| x == p), "{p}");
+        }
+        assert_eq!(r.kernel_package, "linux-image-cloud-amd64");
+        for line in [
+            "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes",
+            "StrictModes yes",
+        ] {
+            assert!(r.sshd_config.contains(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn mmdebstrap_gets_packages_kernel_cache_and_every_source() {
+        let r = DebianRecipe::bookworm(host());
+        let args: Vec<String> = mmdebstrap_args(&r, Path::new("/c/x/root"), Path::new("/c/apt"))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let include = args.iter().find(|a| a.starts_with("--include=")).unwrap();
+        assert!(include.contains(",linux-image-cloud-amd64"), "{include}");
+        assert!(args.contains(&"--setup-hook=sync-in /c/apt /var/cache/apt/archives/".into()));
+        assert!(args.contains(&"--customize-hook=sync-out /var/cache/apt/archives /c/apt".into()));
+        let tail = &args[args.len() - 5..];
+        assert_eq!(
+            tail,
+            [
+                "bookworm",
+                "/c/x/root",
+                "deb http://deb.debian.org/debian bookworm main",
+                "deb http://deb.debian.org/debian bookworm-updates main",
+                "deb http://deb.debian.org/debian-security bookworm-security main",
+            ]
+        );
+    }
+
+    #[test]
+    fn configuring_removes_per_vm_identity_and_adds_sshd_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["etc/ssh", "var/lib/dbus", "boot", "var/cache/apt/archives"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "etc/ssh/ssh_host_ed25519_key",
+            "etc/ssh/ssh_host_ed25519_key.pub",
+            "etc/ssh/sshd_config",
+            "etc/machine-id",
+            "var/lib/dbus/machine-id",
+            "etc/hostname",
+            "boot/vmlinuz-6.1.0-9-cloud-amd64",
+            "boot/initrd.img-6.1.0-9-cloud-amd64",
+            "var/cache/apt/archives/git_1_amd64.deb",
+        ] {
+            fs::write(root.join(f), "x").unwrap();
+        }
+        configure_tree(root, SSHD_CONFIG).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("etc/ssh/sshd_config.d/banger.conf")).unwrap(),
+            SSHD_CONFIG
+        );
+        assert!(!root.join("etc/ssh/ssh_host_ed25519_key").exists());
+        assert!(!root.join("etc/ssh/ssh_host_ed25519_key.pub").exists());
+        assert!(root.join("etc/ssh/sshd_config").exists());
+        assert_eq!(fs::read_to_string(root.join("etc/machine-id")).unwrap(), "");
+        assert!(!root.join("var/lib/dbus/machine-id").exists());
+        assert!(!root.join("etc/hostname").exists());
+        assert!(!root.join("boot/initrd.img-6.1.0-9-cloud-amd64").exists());
+        assert!(!root.join("var/cache/apt/archives/git_1_amd64.deb").exists());
+        assert_eq!(find_kernel(root, "k").unwrap(), "6.1.0-9-cloud-amd64");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(
+            find_kernel(empty.path(), "linux-image-cloud-amd64")
+                .unwrap_err()
+                .to_string()
+                .contains("linux-image-cloud-amd64")
+        );
+    }
+
+    #[test]
+    fn sizes_leave_headroom_and_round_to_mib() {
+        let (size, inodes) = filesystem_size(1 << 30, 40_000);
+        assert_eq!(size % (1 << 20), 0);
+        assert!(size > (1u64 << 30) + HEADROOM_BYTES, "{size}");
+        assert!(size < (1u64 << 30) * 3 / 2 + HEADROOM_BYTES, "{size}");
+        assert!(inodes >= 48_000, "{inodes}");
+    }
+
+    #[test]
+    fn tree_usage_counts_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), vec![1u8; 100_000]).unwrap();
+        fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        let (used, inodes) = tree_usage(dir.path()).unwrap();
+        assert_eq!(inodes, 2);
+        assert!(used >= 100_000, "{used}");
+    }
+
+    #[test]
+    fn uuids_from_hashes_are_stable_and_well_formed() {
+        let uuid = uuid_from_hash(&digest::sha256_str("x"));
+        assert_eq!(uuid, uuid_from_hash(&digest::sha256_str("x")));
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(&uuid[14..15], "4");
+        assert_eq!(&uuid[19..20], "8");
+    }
+
+    #[test]
+    fn mkfs_gets_a_read_only_friendly_layout() {
+        let args: Vec<String> = mkfs_args(
+            Path::new("/r"),
+            Path::new("/o/rootfs.ext4"),
+            3 << 30,
+            9000,
+            "u",
+        )
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect();
+        assert!(args.windows(2).any(|w| w == ["-O", "^has_journal"]));
+        assert!(args.windows(2).any(|w| w == ["-N", "9000"]));
+        assert_eq!(
+            &args[args.len() - 3..],
+            ["/r", "/o/rootfs.ext4", "3145728k"]
+        );
+    }
+}
