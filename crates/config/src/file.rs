@@ -24,6 +24,8 @@ pub struct Config {
     pub log_level: Option<LogLevel>,
     pub bridge_name: Option<String>,
     pub bridge_cidr: Option<Ipv4Net>,
+    /// Debian mirror for image builds; default: the host's apt sources.
+    pub debian_mirror: Option<String>,
     #[serde(default)]
     pub vm_defaults: DefaultsOverride,
     #[serde(default)]
@@ -192,6 +194,14 @@ impl Config {
                  like {DEFAULT_BRIDGE_CIDR}"
             ));
         }
+        if let Some(m) = &self.debian_mirror
+            && !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file:/"))
+        {
+            return Err(format!(
+                "debian_mirror {m:?} must be an http://, https:// or file:/ URL, \
+                 like http://deb.debian.org/debian"
+            ));
+        }
         if let Some(name) = &self.default_image_name
             && name.is_empty()
         {
@@ -338,6 +348,7 @@ qemu_bin = "qemu-system-x86_64"
 log_level = "debug"
 bridge_name = "br-test"
 bridge_cidr = "10.9.0.1/16"
+debian_mirror = "http://deb.debian.org/debian"
 
 [vm_defaults]
 vcpu = 2
@@ -401,6 +412,7 @@ mode = "0700"
             ("bridge_cidr = \"not-a-net\"", "bridge_cidr"),
             ("[vm_defaults]\ndisk_size = \"8\"", "unit"),
             ("[vm_defaults]\nvcpu = 0", "at least 1"),
+            ("debian_mirror = \"deb.debian.org\"", "http://"),
             (
                 "[[file_sync]]\nhost = \"a\"\nguest = \"b\"\nmode = \"0999\"",
                 "octal",

@@ -98,6 +98,32 @@ impl Paths {
     pub fn socket(&self) -> PathBuf {
         self.runtime_dir.join("bangerd.sock")
     }
+    /// One folder per kernel: its bzImage, vmlinux and initramfs.
+    pub fn kernels_dir(&self) -> PathBuf {
+        self.state_dir.join("kernels")
+    }
+    /// One folder per image: its read-only base rootfs.
+    pub fn images_dir(&self) -> PathBuf {
+        self.state_dir.join("images")
+    }
+    /// The log of `image build NAME`.
+    pub fn image_build_log(&self, image: &str) -> PathBuf {
+        self.state_dir
+            .join("image-build")
+            .join(format!("{image}.log"))
+    }
+    /// Built images by recipe hash, reused by later builds.
+    pub fn image_cache(&self) -> PathBuf {
+        self.cache_dir.join("images")
+    }
+    /// Debian packages downloaded by builds, shared between them.
+    pub fn apt_cache(&self) -> PathBuf {
+        self.cache_dir.join("apt")
+    }
+    /// The user's own image catalog, merged over the built-in one.
+    pub fn user_catalog(&self) -> PathBuf {
+        self.config_dir.join("catalog.toml")
+    }
     pub fn default_ssh_key(&self) -> PathBuf {
         self.state_dir.join("ssh").join("id_ed25519")
     }

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 mod error;
+mod images;
 mod lock;
 mod logging;
 mod orchestrator;

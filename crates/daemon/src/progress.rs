@@ -28,14 +28,12 @@ impl Progress {
         // The client may have gone; the operation goes on regardless.
         let _ = self.tx.send(event);
     }
-    #[allow(dead_code)] // used by the image and VM operations as they land
     pub fn phase(&self, name: &str, message: impl Into<String>) {
         self.send(Event::Phase {
             name: name.into(),
             message: message.into(),
         });
     }
-    #[allow(dead_code)]
     pub fn progress(&self, phase: &str, done: u64, total: Option<u64>) {
         self.send(Event::Progress {
             phase: phase.into(),

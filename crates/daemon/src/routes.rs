@@ -6,10 +6,15 @@ use axum::extract::{Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use banger_api::{CreateVmRequest, DaemonStatus};
+use banger_api::{
+    BuildImageRequest, CreateVmRequest, DaemonStatus, PullImageRequest, RegisterImageRequest,
+    VerifiedFile,
+};
+use banger_images::catalog::Entry;
 use banger_model::{ImageRecord, KernelRecord, VmDefaults, VmRecord};
 
 use crate::error::{Failure, JsonBody};
+use crate::images;
 use crate::progress::stream_operation;
 use crate::server::Daemon;
 
@@ -21,9 +26,14 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/v1/vms", get(list_vms).post(create_vm))
         .route("/v1/vms/{name}", get(show_vm))
         .route("/v1/images", get(list_images))
-        .route("/v1/images/{name}", get(show_image))
+        .route("/v1/images/build", post(build_image))
+        .route("/v1/images/register", post(register_image))
+        .route("/v1/images/pull", post(pull_image))
+        .route("/v1/images/{name}", get(show_image).delete(delete_image))
+        .route("/v1/images/{name}/verify", post(verify_image))
+        .route("/v1/catalog", get(catalog))
         .route("/v1/kernels", get(list_kernels))
-        .route("/v1/kernels/{name}", get(show_kernel))
+        .route("/v1/kernels/{name}", get(show_kernel).delete(delete_kernel))
         .fallback(unknown_path)
         .layer(middleware::from_fn(log_request))
         .with_state(daemon)
@@ -92,6 +102,54 @@ async fn show_image(
         .ok_or_else(|| {
             Failure::not_found(format!("image {name:?} not found: see 'banger image list'"))
         })
+}
+
+async fn build_image(
+    State(d): State<Daemon>,
+    JsonBody(req): JsonBody<BuildImageRequest>,
+) -> Response {
+    stream_operation(move |p| async move { images::build(&d, req, &p).await })
+}
+
+async fn register_image(
+    State(d): State<Daemon>,
+    JsonBody(req): JsonBody<RegisterImageRequest>,
+) -> Response {
+    stream_operation(move |p| async move { images::register(&d, req, &p).await })
+}
+
+async fn pull_image(
+    State(d): State<Daemon>,
+    JsonBody(req): JsonBody<PullImageRequest>,
+) -> Response {
+    stream_operation(move |p| async move { images::pull(&d, req, &p).await })
+}
+
+async fn verify_image(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<VerifiedFile>>, Failure> {
+    Ok(Json(images::verify(&d, &name).await?))
+}
+
+async fn delete_image(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    images::delete_image(&d, &name).await?;
+    Ok(Json(serde_json::json!({ "deleted": name })))
+}
+
+async fn catalog(State(d): State<Daemon>) -> Result<Json<Vec<Entry>>, Failure> {
+    Ok(Json(images::catalog(&d)?.entries().cloned().collect()))
+}
+
+async fn delete_kernel(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    images::delete_kernel(&d, &name).await?;
+    Ok(Json(serde_json::json!({ "deleted": name })))
 }
 
 async fn list_kernels(State(d): State<Daemon>) -> Result<Json<Vec<KernelRecord>>, Failure> {

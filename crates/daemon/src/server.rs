@@ -28,6 +28,8 @@ pub enum StartError {
     Bind { path: PathBuf, source: io::Error },
     #[error("{path} exists and is not a socket: move it aside")]
     NotASocket { path: PathBuf },
+    #[error("cannot clean up after an interrupted operation: {0}")]
+    Reconcile(String),
     #[error("server error: {0}")]
     Serve(io::Error),
 }
@@ -45,6 +47,8 @@ pub(crate) struct Inner {
     pub store: Arc<Store>,
     pub started: Instant,
     pub shutdown: Notify,
+    /// Serializes image builds.
+    pub build_lock: tokio::sync::Mutex<()>,
     _lock: DaemonLock,
 }
 
@@ -80,9 +84,14 @@ impl Daemon {
                 store: Arc::new(store),
                 started: Instant::now(),
                 shutdown: Notify::new(),
+                build_lock: tokio::sync::Mutex::new(()),
                 _lock: lock,
             }),
         };
+        // Before serving: nothing half-made may be seen as usable.
+        crate::images::reconcile(&daemon)
+            .await
+            .map_err(|f| StartError::Reconcile(f.error.message))?;
         Ok((daemon, listener))
     }
 

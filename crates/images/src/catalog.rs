@@ -204,10 +204,7 @@ fn pinned(file: &RawFile) -> Result<PinnedFile, String> {
         }
         (None, Some(path)) if path.is_absolute() => Location::Path(path.clone()),
         (None, Some(path)) => {
-            return Err(format!(
-                "path {} must be absolute",
-                path.display()
-            ));
+            return Err(format!("path {} must be absolute", path.display()));
         }
         _ => return Err("rootfs needs exactly one of `url` or `path`".into()),
     };
@@ -297,8 +294,14 @@ rootfs = {{ path = "/srv/deb.ext4", sha256 = "{SUM}", size = 1 }}
     fn bad_entries_are_named() {
         for (text, needle) in [
             ("[[image]]\nname = \"a\"\n", "exactly one of `recipe`"),
-            ("[[image]]\nname = \"a/b\"\nrecipe = \"x\"\n", "image name \"a/b\""),
-            ("[[image]]\nname = \"a\"\nrecipe = \"x\"\nkernel = \"k\"\n", "remove `kernel`"),
+            (
+                "[[image]]\nname = \"a/b\"\nrecipe = \"x\"\n",
+                "image name \"a/b\"",
+            ),
+            (
+                "[[image]]\nname = \"a\"\nrecipe = \"x\"\nkernel = \"k\"\n",
+                "remove `kernel`",
+            ),
             (
                 "[[image]]\nname = \"a\"\nrootfs = { path = \"rel.ext4\", sha256 = \"00\", size = 1 }\n",
                 "must be absolute",
@@ -311,8 +314,14 @@ rootfs = {{ path = "/srv/deb.ext4", sha256 = "{SUM}", size = 1 }}
                 "[[image]]\nname = \"a\"\nrootfs = { url = \"ftp://x\", sha256 = \"00\", size = 1 }\n",
                 "https://",
             ),
-            ("[[image]]\nname = \"a\"\nrecipe = \"x\"\n[[image]]\nname = \"a\"\nrecipe = \"y\"\n", "twice"),
-            ("[[image]]\nname = \"a\"\nrecipe = \"x\"\nbogus = 1\n", "line 4: unknown key `bogus`"),
+            (
+                "[[image]]\nname = \"a\"\nrecipe = \"x\"\n[[image]]\nname = \"a\"\nrecipe = \"y\"\n",
+                "twice",
+            ),
+            (
+                "[[image]]\nname = \"a\"\nrecipe = \"x\"\nbogus = 1\n",
+                "line 4: unknown key `bogus`",
+            ),
         ] {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(needle), "{text:?} gave {err}");

@@ -1,9 +1,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use banger_api::{
-    BuildImageRequest, Client, PullImageRequest, RegisterImageRequest, VerifiedFile,
-};
+use banger_api::{BuildImageRequest, Client, PullImageRequest, RegisterImageRequest, VerifiedFile};
 use banger_model::{Artifact, ImageRecord};
 
 use crate::ExitCode;

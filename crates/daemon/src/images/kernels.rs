@@ -1,0 +1,225 @@
+//! Kernels: recorded once per release and shared by the images that boot
+//! them. Each holds Debian's bzImage, the ELF vmlinux extracted from it,
+//! and banger's initramfs made from the same kernel's modules.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
+use banger_images::kernel::extract_vmlinux_file;
+use banger_model::{ArtifactRole, KernelRecord, ObjectState};
+
+use super::files::{io_failure, pin, place};
+use super::{blocking, now};
+use crate::error::Failure;
+use crate::progress::Progress;
+use crate::server::Daemon;
+
+pub(super) const BZIMAGE: &str = "vmlinuz";
+pub(super) const VMLINUX: &str = "vmlinux";
+pub(super) const INITRAMFS: &str = "initramfs.cpio.gz";
+
+/// Where a kernel's files come from.
+pub(super) enum KernelFiles {
+    /// All three made already (the image build cache).
+    Prebuilt {
+        bzimage: PathBuf,
+        vmlinux: PathBuf,
+        initramfs: PathBuf,
+    },
+    /// A bzImage and its modules tree: vmlinux and the initramfs are made.
+    Tree {
+        bzimage: PathBuf,
+        modules_dir: PathBuf,
+    },
+}
+
+/// The kernel named `release`, recorded from `files` unless it exists.
+pub(super) async fn ensure_kernel(
+    d: &Daemon,
+    release: &str,
+    source: String,
+    files: KernelFiles,
+    progress: &Progress,
+) -> Result<KernelRecord, Failure> {
+    let name = release.to_string();
+    if let Some(k) = d.with_store(move |s| s.get_kernel(&name)).await? {
+        if k.state == ObjectState::Ready {
+            progress.info(format!("kernel {release} already present: reusing it"));
+            return Ok(k);
+        }
+        return Err(Failure::conflict(format!(
+            "kernel {release} is still being made by another operation: try again shortly"
+        )));
+    }
+    banger_model::validate_object_name("kernel", release)
+        .map_err(|e| Failure::bad_request(e.to_string()))?;
+    let record = KernelRecord {
+        name: release.to_string(),
+        version: release.to_string(),
+        source,
+        state: ObjectState::Building,
+        artifacts: vec![],
+        created_at: now(),
+    };
+    let rec = record.clone();
+    d.with_store(move |s| s.insert_kernel(&rec)).await?;
+    let dir = d.inner.paths.kernels_dir().join(release);
+    let init = super::init_binary();
+    let progress = progress.clone();
+    let fill_dir = dir.clone();
+    let filled = blocking(move || {
+        recreate_dir(&fill_dir)?;
+        fill(&fill_dir, files, init, &progress)
+    })
+    .await;
+    match filled {
+        Ok(artifacts) => {
+            let name = record.name.clone();
+            d.with_store(move |s| s.finish_kernel(&name, &artifacts))
+                .await?;
+            let name = record.name.clone();
+            d.with_store(move |s| s.get_kernel(&name))
+                .await?
+                .ok_or_else(|| Failure::internal("kernel vanished after being recorded"))
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            let name = record.name.clone();
+            let _ = d.with_store(move |s| s.delete_kernel(&name)).await;
+            Err(e)
+        }
+    }
+}
+
+fn fill(
+    dir: &Path,
+    files: KernelFiles,
+    init: Result<PathBuf, Failure>,
+    progress: &Progress,
+) -> Result<Vec<banger_model::Artifact>, Failure> {
+    progress.phase("kernel", "preparing the kernel");
+    match files {
+        KernelFiles::Prebuilt {
+            bzimage,
+            vmlinux,
+            initramfs,
+        } => {
+            place(&bzimage, &dir.join(BZIMAGE))?;
+            place(&vmlinux, &dir.join(VMLINUX))?;
+            place(&initramfs, &dir.join(INITRAMFS))?;
+        }
+        KernelFiles::Tree {
+            bzimage,
+            modules_dir,
+        } => {
+            place(&bzimage, &dir.join(BZIMAGE))?;
+            extract_vmlinux_file(&bzimage, &dir.join(VMLINUX))
+                .map_err(|e| Failure::bad_request(e.to_string()))?;
+            progress.phase("initramfs", "building banger's initramfs");
+            let init = init?;
+            let spec = InitramfsSpec {
+                init: &init,
+                modules_dir: &modules_dir,
+                modules: GUEST_MODULES,
+            };
+            initramfs::build_initramfs(&spec, &dir.join(INITRAMFS))
+                .map_err(|e| Failure::bad_request(e.to_string()))?;
+        }
+    }
+    progress.phase("pin", "recording SHA-256 pins");
+    Ok(vec![
+        pin(dir, BZIMAGE, ArtifactRole::Bzimage)?,
+        pin(dir, VMLINUX, ArtifactRole::Vmlinux)?,
+        pin(dir, INITRAMFS, ArtifactRole::Initramfs)?,
+    ])
+}
+
+pub(super) fn recreate_dir(dir: &Path) -> Result<(), Failure> {
+    if dir.exists() {
+        // No record owns it (we just inserted ours): a leftover of a crash.
+        fs::remove_dir_all(dir).map_err(|e| io_failure("remove leftover", dir, e))?;
+    }
+    fs::create_dir_all(dir).map_err(|e| io_failure("create", dir, e))
+}
+
+/// The kernel installed inside an ext4 root filesystem, read with debugfs
+/// (no mounting): its newest `/boot/vmlinuz-*` and the matching modules
+/// tree, copied into `out`. Returns `(release, bzimage, modules_dir)`.
+pub(super) fn kernel_from_rootfs(
+    rootfs: &Path,
+    out: &Path,
+) -> Result<(String, PathBuf, PathBuf), Failure> {
+    fs::create_dir_all(out).map_err(|e| io_failure("create", out, e))?;
+    let listing = debugfs(rootfs, "ls -p /boot")?;
+    let mut releases: Vec<String> = listing
+        .lines()
+        .filter_map(|l| l.split('/').nth(5))
+        .filter_map(|n| n.strip_prefix("vmlinuz-"))
+        .map(str::to_string)
+        .collect();
+    releases.sort();
+    let release = releases.pop().ok_or_else(|| {
+        Failure::bad_request(format!(
+            "{} has no kernel in /boot (no vmlinuz-*): name one with kernel = \"...\" in the \
+             catalog entry",
+            rootfs.display()
+        ))
+    })?;
+    banger_model::validate_object_name("kernel", &release)
+        .map_err(|e| Failure::bad_request(e.to_string()))?;
+    let bzimage = out.join(format!("vmlinuz-{release}"));
+    debugfs(
+        rootfs,
+        &format!("dump /boot/vmlinuz-{release} {}", bzimage.display()),
+    )?;
+    // debugfs reports a missing file on stderr but exits 0.
+    if !bzimage.is_file() {
+        return Err(Failure::bad_request(format!(
+            "cannot read /boot/vmlinuz-{release} from {}",
+            rootfs.display()
+        )));
+    }
+    let modules = out.join("modules");
+    fs::create_dir(&modules).map_err(|e| io_failure("create", &modules, e))?;
+    // Debian since bookworm has /lib -> usr/lib; older trees have /lib.
+    for base in ["/usr/lib/modules", "/lib/modules"] {
+        let _ = debugfs(
+            rootfs,
+            &format!("rdump {base}/{release} {}", modules.display()),
+        );
+        // modules.dep is made by depmod on install; a bare tree has
+        // modules.order, which the initramfs builder can work from.
+        let tree = modules.join(&release);
+        if tree.join("modules.dep").exists() || tree.join("modules.order").exists() {
+            return Ok((release.clone(), bzimage, modules.join(&release)));
+        }
+    }
+    Err(Failure::bad_request(format!(
+        "{} has /boot/vmlinuz-{release} but no modules tree /lib/modules/{release}",
+        rootfs.display()
+    )))
+}
+
+/// One debugfs request (read-only) against an image file.
+fn debugfs(image: &Path, request: &str) -> Result<String, Failure> {
+    let out = Command::new(banger_config::find_tool("debugfs").unwrap_or_else(|| "debugfs".into()))
+        .arg("-R")
+        .arg(request)
+        .arg(image)
+        .output()
+        .map_err(|e| {
+            Failure::internal(format!(
+                "cannot run debugfs: {e} (apt-get install e2fsprogs)"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Failure::bad_request(format!(
+            "debugfs {request:?} on {} failed: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

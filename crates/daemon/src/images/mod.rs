@@ -1,0 +1,546 @@
+//! Images and kernels: building, adopting, pulling, verifying, deleting.
+//!
+//! The files come from the images crate; this module journals them in the
+//! store (a `building` record before any file, `ready` after the last) and
+//! places them in per-object folders under the state dir. A failure removes
+//! what it made, record and files; a crash mid-way is undone by
+//! [`reconcile`] when the daemon starts again.
+
+mod files;
+mod kernels;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use banger_api::{BuildImageRequest, PullImageRequest, RegisterImageRequest, VerifiedFile};
+use banger_images::catalog::{Catalog, Entry, Source};
+use banger_images::debian::{self, AptSource, BuildOptions, BuildPhase, DebianRecipe};
+use banger_images::digest::sha256_file;
+use banger_model::{Artifact, ArtifactRole, ImageRecord, ObjectState, validate_object_name};
+use serde::Deserialize;
+
+use self::files::{Staging, check_ext4, fetch_pinned, io_failure, make_read_only, pin, place};
+use self::kernels::{KernelFiles, ensure_kernel, kernel_from_rootfs, recreate_dir};
+use crate::error::Failure;
+use crate::progress::Progress;
+use crate::server::Daemon;
+
+const ROOTFS: &str = "rootfs.ext4";
+/// The recipe `image build` uses without `--from-config`.
+pub const DEFAULT_RECIPE: &str = "debian-bookworm";
+
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs file work off the async executor.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, Failure>
+where
+    F: FnOnce() -> Result<T, Failure> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Failure::internal(format!("worker task failed: {e}")))?
+}
+
+/// banger's guest init, a static binary shipped beside `bangerd`
+/// (`BANGER_INIT_BIN` overrides, for tests and unusual layouts).
+pub(crate) fn init_binary() -> Result<PathBuf, Failure> {
+    if let Some(p) = std::env::var_os("BANGER_INIT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|me| me.parent().map(|d| d.join("banger-init")))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            Failure::internal(
+                "banger-init is not installed next to bangerd: build it with ./scripts/setup \
+                 (a statically linked build), or set BANGER_INIT_BIN",
+            )
+        })
+}
+
+/// A recipe file for `image build --from-config FILE`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    /// The image's name when `--name` is not given.
+    name: Option<String>,
+    /// Debian suite [default: bookworm].
+    suite: Option<String>,
+    /// Packages on top of the default set.
+    #[serde(default)]
+    packages: Vec<String>,
+}
+
+pub(crate) async fn build(
+    d: &Daemon,
+    req: BuildImageRequest,
+    progress: &Progress,
+) -> Result<ImageRecord, Failure> {
+    let file: RecipeFile = match &req.recipe {
+        Some(text) => toml::from_str(text).map_err(|e| {
+            Failure::bad_request(format!(
+                "recipe {}: {}",
+                req.recipe_origin.as_deref().unwrap_or("(inline)"),
+                e.message().trim()
+            ))
+        })?,
+        None => RecipeFile::default(),
+    };
+    let name = req
+        .name
+        .clone()
+        .or(file.name.clone())
+        .unwrap_or_else(|| DEFAULT_RECIPE.to_string());
+    validate_object_name("image", &name).map_err(|e| Failure::bad_request(e.to_string()))?;
+    refuse_existing(d, &name).await?;
+
+    let suite = file
+        .suite
+        .clone()
+        .unwrap_or_else(|| debian::DEFAULT_SUITE.to_string());
+    let sources = match &d.inner.config.debian_mirror {
+        Some(mirror) => vec![AptSource {
+            uri: mirror.clone(),
+            suites: vec![suite.clone(), format!("{suite}-updates")],
+            components: vec!["main".into()],
+        }],
+        None => debian::host_sources(&suite).map_err(|e| Failure::bad_request(e.to_string()))?,
+    };
+    let mut packages = file.packages.clone();
+    packages.extend(req.packages.iter().cloned());
+    let mut recipe = DebianRecipe::bookworm(sources)
+        .with_packages(&packages)
+        .map_err(|e| Failure::bad_request(e.to_string()))?;
+    recipe.suite = suite;
+    let hash = recipe.hash();
+    let init = init_binary()?;
+
+    // One build at a time: they are heavy, and two builds of one recipe
+    // would race for its cache folder.
+    let _guard = d.inner.build_lock.lock().await;
+    let log = d.inner.paths.image_build_log(&name);
+    if let Some(parent) = log.parent() {
+        fs::create_dir_all(parent).map_err(|e| io_failure("create", parent, e))?;
+    }
+    let _ = fs::remove_file(&log);
+    progress.info(format!(
+        "building image {name} from recipe {} (log: {})",
+        &hash[..12],
+        log.display()
+    ));
+    let options = BuildOptions {
+        images_cache: d.inner.paths.image_cache(),
+        apt_cache: d.inner.paths.apt_cache(),
+        log: log.clone(),
+        init: Some(init),
+    };
+    let p = progress.clone();
+    let built = blocking(move || {
+        debian::build_image(&recipe, &options, &mut |phase| {
+            let (key, text) = match phase {
+                BuildPhase::Bootstrap => ("mmdebstrap", "bootstrapping Debian packages"),
+                BuildPhase::Configure => ("configure", "configuring sshd, machine-id, hostname"),
+                BuildPhase::Kernel => ("kernel", "extracting the kernel"),
+                BuildPhase::Initramfs => ("initramfs", "building banger's initramfs"),
+                BuildPhase::Filesystem => ("ext4", "writing the ext4 root filesystem"),
+                BuildPhase::Pin => ("pin", "recording SHA-256 pins"),
+            };
+            p.phase(key, text);
+        })
+        .map_err(|e| {
+            let e = e.to_string();
+            let log = log.display().to_string();
+            // Tool failures already name the log; others get it added.
+            let hint = if e.contains(&log) {
+                String::new()
+            } else {
+                format!(" (log: {log})")
+            };
+            Failure::bad_request(format!("image build failed: {e}{hint}"))
+        })
+    })
+    .await?;
+    if built.reused {
+        progress.info(format!(
+            "recipe {} was built before: reusing {}",
+            &built.recipe_hash[..12],
+            built.dir.display()
+        ));
+    }
+    let pins = built.artifacts.clone();
+    let pinned = move |file: &str, role| -> Result<Artifact, Failure> {
+        pins.iter()
+            .find(|a| a.name == file)
+            .map(|a| Artifact {
+                role,
+                file: file.to_string(),
+                sha256: a.sha256.clone(),
+                size: a.size,
+            })
+            .ok_or_else(|| Failure::internal(format!("the build left no pin for {file}")))
+    };
+    let initramfs = built
+        .initramfs()
+        .ok_or_else(|| Failure::internal("the build made no initramfs"))?;
+    let kernel = ensure_kernel(
+        d,
+        &built.kernel_release,
+        format!("recipe:{}", &built.recipe_hash[..12]),
+        KernelFiles::Prebuilt {
+            bzimage: built.bzimage(),
+            vmlinux: built.vmlinux(),
+            initramfs,
+        },
+        progress,
+    )
+    .await?;
+    let rootfs = built.rootfs();
+    let rootfs_pin = pinned(debian::ROOTFS, ArtifactRole::Rootfs)?;
+    create_image(
+        d,
+        &name,
+        &kernel.name,
+        format!("recipe:{}", &built.recipe_hash[..12]),
+        move |dir| {
+            place(&rootfs, &dir.join(ROOTFS))?;
+            Ok(vec![Artifact {
+                file: ROOTFS.into(),
+                ..rootfs_pin
+            }])
+        },
+    )
+    .await
+}
+
+pub(crate) async fn register(
+    d: &Daemon,
+    req: RegisterImageRequest,
+    progress: &Progress,
+) -> Result<ImageRecord, Failure> {
+    validate_object_name("image", &req.name).map_err(|e| Failure::bad_request(e.to_string()))?;
+    if !req.rootfs.is_absolute() {
+        return Err(Failure::bad_request(format!(
+            "rootfs {} must be an absolute path",
+            req.rootfs.display()
+        )));
+    }
+    refuse_existing(d, &req.name).await?;
+    require_kernel(d, &req.kernel).await?;
+    let rootfs = req.rootfs.clone();
+    blocking(move || check_ext4(&rootfs)).await?;
+    let p = progress.clone();
+    let src = req.rootfs.clone();
+    create_image(
+        d,
+        &req.name,
+        &req.kernel,
+        format!("file:{}", req.rootfs.display()),
+        move |dir| {
+            p.phase("copy", format!("copying {}", src.display()));
+            let dst = dir.join(ROOTFS);
+            fs::copy(&src, &dst).map_err(|e| io_failure("copy", &src, e))?;
+            make_read_only(&dst)?;
+            p.phase("pin", "recording the SHA-256 pin");
+            Ok(vec![pin(dir, ROOTFS, ArtifactRole::Rootfs)?])
+        },
+    )
+    .await
+}
+
+pub(crate) fn catalog(d: &Daemon) -> Result<Catalog, Failure> {
+    Catalog::load(&d.inner.paths.user_catalog()).map_err(|e| Failure::bad_request(e.to_string()))
+}
+
+pub(crate) async fn pull(
+    d: &Daemon,
+    req: PullImageRequest,
+    progress: &Progress,
+) -> Result<ImageRecord, Failure> {
+    let catalog = catalog(d)?;
+    let entry: Entry = catalog
+        .get(&req.entry)
+        .map_err(|e| Failure::not_found(e.to_string()))?
+        .clone();
+    let name = req.name.clone().unwrap_or_else(|| entry.name.clone());
+    validate_object_name("image", &name).map_err(|e| Failure::bad_request(e.to_string()))?;
+    match entry.source {
+        Source::Recipe { recipe } => {
+            if recipe != DEFAULT_RECIPE {
+                return Err(Failure::bad_request(format!(
+                    "catalog entry {:?} names recipe {recipe:?}, but this banger knows only \
+                     {DEFAULT_RECIPE:?}",
+                    entry.name
+                )));
+            }
+            build(
+                d,
+                BuildImageRequest {
+                    name: Some(name),
+                    ..Default::default()
+                },
+                progress,
+            )
+            .await
+        }
+        Source::Rootfs { rootfs, kernel } => {
+            refuse_existing(d, &name).await?;
+            if let Some(k) = &kernel {
+                require_kernel(d, k).await?;
+            }
+            let staging = Staging::new(d.inner.paths.images_dir().join(format!(".pull-{name}")))?;
+            let file = staging.0.join(ROOTFS);
+            let (p, e, f) = (progress.clone(), entry.name.clone(), file.clone());
+            blocking(move || {
+                fetch_pinned(&e, &rootfs, &f, &p)?;
+                check_ext4(&f)
+            })
+            .await?;
+            let kernel = match kernel {
+                Some(k) => k,
+                None => {
+                    progress.phase("kernel", "reading the kernel installed in the image");
+                    let (f, out) = (file.clone(), staging.0.join("kernel"));
+                    let (release, bzimage, modules_dir) =
+                        blocking(move || kernel_from_rootfs(&f, &out)).await?;
+                    ensure_kernel(
+                        d,
+                        &release,
+                        format!("catalog:{}", entry.name),
+                        KernelFiles::Tree {
+                            bzimage,
+                            modules_dir,
+                        },
+                        progress,
+                    )
+                    .await?
+                    .name
+                }
+            };
+            let p = progress.clone();
+            let image = create_image(
+                d,
+                &name,
+                &kernel,
+                format!("catalog:{}", entry.name),
+                move |dir| {
+                    let dst = dir.join(ROOTFS);
+                    fs::rename(&file, &dst).map_err(|e| io_failure("move", &file, e))?;
+                    make_read_only(&dst)?;
+                    p.phase("pin", "recording the SHA-256 pin");
+                    Ok(vec![pin(dir, ROOTFS, ArtifactRole::Rootfs)?])
+                },
+            )
+            .await;
+            drop(staging);
+            image
+        }
+    }
+}
+
+/// Hashes every file of the image and of its kernel against its pin.
+/// Booting calls this first: a changed file is named, never booted.
+pub(crate) async fn verify(d: &Daemon, name: &str) -> Result<Vec<VerifiedFile>, Failure> {
+    let key = name.to_string();
+    let image = d
+        .with_store(move |s| s.get_image(&key))
+        .await?
+        .ok_or_else(|| not_found("image", name))?;
+    let kernel_name = image.kernel.clone();
+    let kernel = d
+        .with_store(move |s| s.get_kernel(&kernel_name))
+        .await?
+        .ok_or_else(|| not_found("kernel", &image.kernel))?;
+    for (kind, state, n) in [
+        ("image", image.state, &image.name),
+        ("kernel", kernel.state, &kernel.name),
+    ] {
+        if state != ObjectState::Ready {
+            return Err(Failure::conflict(format!(
+                "{kind} {n} is still being made: wait for it to finish"
+            )));
+        }
+    }
+    let mut files = Vec::new();
+    let image_dir = d.inner.paths.images_dir().join(&image.name);
+    let kernel_dir = d.inner.paths.kernels_dir().join(&kernel.name);
+    for a in &image.artifacts {
+        files.push((
+            format!("image {}", image.name),
+            image_dir.join(&a.file),
+            a.clone(),
+        ));
+    }
+    for a in &kernel.artifacts {
+        files.push((
+            format!("kernel {}", kernel.name),
+            kernel_dir.join(&a.file),
+            a.clone(),
+        ));
+    }
+    blocking(move || {
+        files
+            .into_iter()
+            .map(|(owner, path, pinned)| {
+                let (sha256, _) = sha256_file(&path).map_err(|e| {
+                    Failure::conflict(format!("{owner}: {e}: rebuild or re-pull it"))
+                })?;
+                if sha256 != pinned.sha256 {
+                    return Err(Failure::conflict(format!(
+                        "{} of {owner} changed since it was made (SHA-256 {sha256}, pinned {}): \
+                         refusing to boot it; delete and rebuild or re-pull it",
+                        path.display(),
+                        pinned.sha256
+                    )));
+                }
+                Ok(VerifiedFile {
+                    owner,
+                    role: pinned.role,
+                    path,
+                    sha256,
+                })
+            })
+            .collect()
+    })
+    .await
+}
+
+pub(crate) async fn delete_image(d: &Daemon, name: &str) -> Result<(), Failure> {
+    let key = name.to_string();
+    let users = d.with_store(move |s| s.vms_using_image(&key)).await?;
+    if !users.is_empty() {
+        return Err(Failure::conflict(format!(
+            "image {name} is used by VM(s) {}: delete them first",
+            users.join(", ")
+        )));
+    }
+    let key = name.to_string();
+    d.with_store(move |s| s.delete_image(&key))
+        .await
+        .map_err(|f| if_missing(f, "image", name))?;
+    remove_dir(&d.inner.paths.images_dir().join(name)).await
+}
+
+pub(crate) async fn delete_kernel(d: &Daemon, name: &str) -> Result<(), Failure> {
+    let key = name.to_string();
+    d.with_store(move |s| s.delete_kernel(&key))
+        .await
+        .map_err(|f| if_missing(f, "kernel", name))?;
+    remove_dir(&d.inner.paths.kernels_dir().join(name)).await
+}
+
+/// Undoes what a daemon that died mid-operation left `building`.
+pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
+    let (kernels, images) = d.with_store(|s| s.unfinished()).await?;
+    for name in images {
+        tracing::warn!(image = %name, "removing an image left unfinished by a crash");
+        let key = name.clone();
+        d.with_store(move |s| s.delete_image(&key)).await?;
+        remove_dir(&d.inner.paths.images_dir().join(&name)).await?;
+    }
+    for name in kernels {
+        tracing::warn!(kernel = %name, "removing a kernel left unfinished by a crash");
+        let key = name.clone();
+        d.with_store(move |s| s.delete_kernel(&key)).await?;
+        remove_dir(&d.inner.paths.kernels_dir().join(&name)).await?;
+    }
+    Ok(())
+}
+
+/// Journals an image, fills its folder with `fill`, and marks it ready;
+/// on failure removes both.
+async fn create_image<F>(
+    d: &Daemon,
+    name: &str,
+    kernel: &str,
+    source: String,
+    fill: F,
+) -> Result<ImageRecord, Failure>
+where
+    F: FnOnce(&Path) -> Result<Vec<Artifact>, Failure> + Send + 'static,
+{
+    let record = ImageRecord {
+        name: name.to_string(),
+        kernel: kernel.to_string(),
+        source,
+        state: ObjectState::Building,
+        artifacts: vec![],
+        created_at: now(),
+    };
+    d.with_store(move |s| s.insert_image(&record)).await?;
+    let dir = d.inner.paths.images_dir().join(name);
+    let fill_dir = dir.clone();
+    let filled = blocking(move || {
+        recreate_dir(&fill_dir)?;
+        fill(&fill_dir)
+    })
+    .await;
+    let key = name.to_string();
+    match filled {
+        Ok(artifacts) => d
+            .with_store(move |s| {
+                s.finish_image(&key, &artifacts)?;
+                s.get_image(&key)
+            })
+            .await?
+            .ok_or_else(|| Failure::internal("image vanished after being recorded")),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            let _ = d.with_store(move |s| s.delete_image(&key)).await;
+            Err(e)
+        }
+    }
+}
+
+async fn refuse_existing(d: &Daemon, name: &str) -> Result<(), Failure> {
+    let key = name.to_string();
+    if d.with_store(move |s| s.get_image(&key)).await?.is_some() {
+        return Err(Failure::conflict(format!(
+            "image {name} already exists: choose another --name, or delete it with \
+             'banger image delete {name}'"
+        )));
+    }
+    Ok(())
+}
+
+async fn require_kernel(d: &Daemon, name: &str) -> Result<(), Failure> {
+    let key = name.to_string();
+    match d.with_store(move |s| s.get_kernel(&key)).await? {
+        Some(k) if k.state == ObjectState::Ready => Ok(()),
+        Some(_) => Err(Failure::conflict(format!(
+            "kernel {name} is still being made: try again shortly"
+        ))),
+        None => Err(not_found("kernel", name)),
+    }
+}
+
+fn not_found(kind: &str, name: &str) -> Failure {
+    Failure::not_found(format!(
+        "{kind} {name:?} not found: see 'banger {kind} list'"
+    ))
+}
+
+fn if_missing(f: Failure, kind: &str, name: &str) -> Failure {
+    if f.error.code == "not_found" {
+        not_found(kind, name)
+    } else {
+        f
+    }
+}
+
+async fn remove_dir(dir: &Path) -> Result<(), Failure> {
+    let dir = dir.to_path_buf();
+    blocking(move || match fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_failure("remove", &dir, e)),
+    })
+    .await
+}

@@ -1,0 +1,109 @@
+//! What banger's integration tests share: a cache outside the source tree
+//! for things worth making once (Debian's kernel, statically linked guest
+//! binaries, built images), and the skip convention.
+//!
+//! Test support only: no crate depends on it outside `[dev-dependencies]`.
+#![deny(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use banger_images::kernel::package::{self, CLOUD_KERNEL_META, KernelPackage};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `$BANGER_TEST_CACHE`, else `test-cache` in cargo's target directory
+/// (outside the source tree's tracked files either way).
+pub fn test_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BANGER_TEST_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    target.join("test-cache")
+}
+
+/// Prints the reason a test does not run; call it and return.
+pub fn skip(why: impl std::fmt::Display) {
+    println!("skipped: {why}");
+}
+
+/// Debian's cloud kernel, fetched once into the test cache; `None` (after
+/// printing why) when apt cannot provide it.
+pub fn debian_kernel() -> Option<KernelPackage> {
+    match package::fetch(CLOUD_KERNEL_META, &test_cache().join("debian-kernel")) {
+        Ok(pkg) => Some(pkg),
+        Err(e) => {
+            skip(format!("cannot fetch the Debian kernel: {e}"));
+            None
+        }
+    }
+}
+
+/// Statically linked guest binaries: `banger-init` and the `boot-probe`
+/// example, built by a nested cargo in a target directory of their own
+/// (the outer cargo holds its lock); once per test binary.
+pub struct GuestBinaries {
+    pub init: PathBuf,
+    pub boot_probe: PathBuf,
+}
+
+pub fn static_guest_binaries() -> &'static GuestBinaries {
+    static BUILT: OnceLock<GuestBinaries> = OnceLock::new();
+    BUILT.get_or_init(build_static_guest_binaries)
+}
+
+fn build_static_guest_binaries() -> GuestBinaries {
+    let target_dir = test_cache().join("static-guest-target");
+    let triple = "x86_64-unknown-linux-gnu";
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            triple,
+            "-p",
+            "banger-init",
+        ])
+        .args(["--bin", "banger-init", "--example", "boot-probe"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(workspace())
+        .output()
+        .expect("run cargo");
+    assert!(
+        output.status.success(),
+        "building static banger-init failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("static guest binaries built in {:?}", started.elapsed());
+    let release = target_dir.join(triple).join("release");
+    GuestBinaries {
+        init: release.join("banger-init"),
+        boot_probe: release.join("examples/boot-probe"),
+    }
+}
+
+/// `mkfs.ext4 -d CONTENTS IMAGE SIZE`, owned by root inside.
+pub fn mkfs_ext4(image: &Path, contents: &Path, label: &str, size: &str) {
+    let output = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d"])
+        .arg(contents)
+        .arg(image)
+        .arg(size)
+        .output()
+        .expect("run mkfs.ext4");
+    assert!(
+        output.status.success(),
+        "mkfs.ext4 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
