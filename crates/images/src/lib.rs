@@ -4,6 +4,11 @@
 //!
 //! It must not boot anything and holds no state of its own: it produces and
 //! verifies files in directories its caller names; the daemon records them.
+//!
+//! Here today: `kernel` (vmlinux extraction, Debian kernel packages),
+//! `initramfs` (module resolution, the cpio), `debian` (the default image
+//! recipe and build), `digest` (SHA-256 pins). The catalog and OCI pulls
+//! are still to come.
 #![deny(unsafe_code)]
 
 pub mod catalog;

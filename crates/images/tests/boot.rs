@@ -65,6 +65,14 @@ fn boots_to_the_image_init_with_overlay_root_work_disk_and_network() {
     expect("default-route", "eth0 via 172.16.0.1");
     expect("done", "powering off");
     assert!(
+        boot.lines
+            .iter()
+            .any(|l| l.starts_with("banger-init ready in ")),
+        "no readiness line; console:\n{}",
+        boot.tail()
+    );
+    assert!(!boot.lines.iter().any(|l| l.starts_with("banger-init: ")));
+    assert!(
         probe["resolv"].ends_with("nameserver 172.16.0.1;"),
         "{}",
         probe["resolv"]
@@ -321,12 +329,12 @@ impl Boot {
         let init_line = self
             .lines
             .iter()
-            .find(|l| l.starts_with("banger-init:"))
+            .find(|l| l.starts_with("banger-init"))
             .cloned()
             .unwrap_or_default();
         format!(
             "init line at {:.2?} s, image init at {:.2?} s, powered off at {:.2} s; {init_line}",
-            self.when("banger-init:"),
+            self.when("banger-init"),
             self.when("PROBE pid"),
             self.total.as_secs_f64()
         )

@@ -58,7 +58,7 @@ pub fn run() -> Result<Infallible, Failure> {
     lap("network", &mut timings);
 
     println!(
-        "banger-init: root ready in {} ms at uptime {uptime} s ({}; {} per-VM files); starting {}",
+        "banger-init ready in {} ms at uptime {uptime} s ({}; {} per-VM files); starting {}",
         started.elapsed().as_millis(),
         timings.join(", "),
         copied.files,

@@ -23,6 +23,11 @@ mod network;
 mod plan;
 
 fn main() {
+    // A bug must end like any other failure: one line, then power off
+    // (not a panic message and a kernel panic for killing init).
+    std::panic::set_hook(Box::new(|info| {
+        failure::die(&failure::Failure::new("internal error", info));
+    }));
     match boot::run() {
         Ok(never) => match never {},
         Err(failure) => failure::die(&failure),

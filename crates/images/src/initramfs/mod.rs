@@ -43,6 +43,10 @@ pub enum InitramfsError {
     Modules(#[from] ModuleError),
     #[error("banger-init binary {path}: {source} (build it with 'cargo build -p banger-init')")]
     Init { path: PathBuf, source: io::Error },
+    #[error(
+        "banger-init binary {path} {reason}: the initramfs has no libc; build it with RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu -p banger-init"
+    )]
+    InitNotStatic { path: PathBuf, reason: String },
     #[error("cannot write initramfs {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -77,6 +81,10 @@ pub fn build_initramfs(
     let init = fs::read(spec.init).map_err(|source| InitramfsError::Init {
         path: spec.init.to_owned(),
         source,
+    })?;
+    check_static(&init).map_err(|reason| InitramfsError::InitNotStatic {
+        path: spec.init.to_owned(),
+        reason,
     })?;
     let mut files = Vec::with_capacity(order.len());
     for module in &order {
@@ -131,6 +139,27 @@ pub fn build_initramfs(
         modules: order.into_iter().map(|m| m.name).collect(),
         size,
     })
+}
+
+/// A dynamically linked `/init` would die in the initramfs with only the
+/// kernel's "Requested init /init failed (error -2)"; catch it here.
+fn check_static(binary: &[u8]) -> Result<(), String> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(binary)
+        .map_err(|_| "is not a 64-bit ELF executable".to_owned())?;
+    let endian = header
+        .endian()
+        .map_err(|_| "is not a 64-bit ELF executable".to_owned())?;
+    let phdrs = header
+        .program_headers(endian, binary)
+        .map_err(|e| format!("has bad program headers ({e})"))?;
+    if phdrs
+        .iter()
+        .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP)
+    {
+        return Err("is dynamically linked (it names an ELF interpreter)".into());
+    }
+    Ok(())
 }
 
 /// A newc cpio stream with fixed owners and times, so the same inputs give
@@ -243,7 +272,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(b"OVERLAY").unwrap();
         fs::write(modules.join("kernel/overlay.ko.gz"), gz.finish().unwrap()).unwrap();
-        fs::write(dir.join("banger-init"), b"\x7fELF init").unwrap();
+        fs::write(dir.join("banger-init"), fake_executable(false)).unwrap();
         modules
     }
 
@@ -271,7 +300,7 @@ mod tests {
         };
         let init = get("init");
         assert_eq!(init.1, 0o100755);
-        assert_eq!(init.3, b"\x7fELF init");
+        assert_eq!(init.3, fake_executable(false));
         assert_eq!(get("banger/modules/virtio_blk.ko").3, b"BLK");
         // Compressed modules go in decompressed.
         assert_eq!(get("banger/modules/overlay.ko").3, b"OVERLAY");
@@ -290,6 +319,53 @@ mod tests {
         let again = dir.path().join("again.cpio.gz");
         build_initramfs(&spec, &again).unwrap();
         assert_eq!(fs::read(&out).unwrap(), fs::read(&again).unwrap());
+    }
+
+    /// An x86-64 ELF header and one program header: PT_INTERP when
+    /// `dynamic`, else PT_LOAD.
+    fn fake_executable(dynamic: bool) -> Vec<u8> {
+        let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        elf.extend_from_slice(&object::elf::ET_DYN.to_le_bytes());
+        elf.extend_from_slice(&object::elf::EM_X86_64.to_le_bytes());
+        elf.extend_from_slice(&1u32.to_le_bytes());
+        elf.extend_from_slice(&0u64.to_le_bytes()); // entry
+        elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
+        elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+        elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+        for half in [64u16, 56, 1, 64, 0, 0] {
+            elf.extend_from_slice(&half.to_le_bytes());
+        }
+        let p_type = if dynamic {
+            object::elf::PT_INTERP
+        } else {
+            object::elf::PT_LOAD
+        };
+        elf.extend_from_slice(&p_type.to_le_bytes());
+        elf.extend_from_slice(&[0u8; 52]);
+        elf
+    }
+
+    #[test]
+    fn a_dynamic_or_foreign_init_is_refused() {
+        assert_eq!(check_static(&fake_executable(false)), Ok(()));
+        let err = check_static(&fake_executable(true)).unwrap_err();
+        assert!(err.contains("dynamically linked"), "{err}");
+        let err = check_static(b"#!/bin/sh\n").unwrap_err();
+        assert!(err.contains("not a 64-bit ELF"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let modules_dir = fake_tree(dir.path());
+        let init = dir.path().join("banger-init");
+        fs::write(&init, fake_executable(true)).unwrap();
+        let spec = InitramfsSpec {
+            init: &init,
+            modules_dir: &modules_dir,
+            modules: &["virtio_blk"],
+        };
+        let err = build_initramfs(&spec, &dir.path().join("i.cpio.gz"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("crt-static"), "{err}");
     }
 
     #[test]
