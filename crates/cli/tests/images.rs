@@ -52,7 +52,7 @@ fn rootfs_with_kernel() -> Option<Rootfs> {
     assert!(status.success());
     fs::write(tree.join("sbin/init"), "#!/bin/sh\n").unwrap();
     let path = dir.path().join("tiny.ext4");
-    banger_testkit::mkfs_ext4(&path, &tree, "tiny", "256M");
+    banger_testkit::mkfs_ext4(&path, &tree, "tiny", None, "256M");
     fs::remove_dir_all(&tree).unwrap();
     let (sha256, size) = sha256_file(&path).unwrap();
     Some(Rootfs {

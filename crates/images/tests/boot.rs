@@ -8,27 +8,22 @@
 //! Needs qemu-system-x86_64, mkfs.ext4 and apt (for the kernel, cached in
 //! the test cache); skips with the reason when one is missing.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
 use banger_images::kernel;
+use banger_testkit::qemu::{Console, Microvm};
+use banger_testkit::{mkfs_ext4 as mkfs, static_guest_binaries};
 
 /// A boot that has not powered off by then has hung.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const BASE_UUID: &str = "6b1d0f0e-6a3c-4d53-9c3e-0ba5e0000001";
 const SYSTEM_UUID: &str = "6b1d0f0e-6a3c-4d53-9c3e-0ba5e0000002";
-/// Needed by a TCG guest: without them the kernel hangs calibrating the TSC.
-const TCG_CMDLINE: &str =
-    "console=ttyS0 tsc_early_khz=2000000 lpj=4000000 no_timer_check panic=-1 quiet";
 
 /// Everything a boot needs, made once per test.
 struct Guest {
@@ -122,14 +117,12 @@ fn a_missing_disk_prints_one_line_and_powers_off() {
 /// Fetches and builds everything; `None` (after saying why) when this
 /// machine cannot.
 fn prepare() -> Option<Guest> {
-    for tool in ["qemu-system-x86_64", "mkfs.ext4", "debugfs"] {
-        if which::which(tool).is_err() {
-            println!("skipped: {tool} is not installed");
-            return None;
-        }
+    if !banger_testkit::have_tools(&["qemu-system-x86_64", "mkfs.ext4", "debugfs"]) {
+        return None;
     }
-    let pkg = common::debian_kernel()?;
-    let (init, probe) = common::build_static_guest_binaries();
+    let pkg = banger_testkit::debian_kernel()?;
+    let bins = static_guest_binaries();
+    let (init, probe) = (bins.init.clone(), bins.boot_probe.clone());
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
 
@@ -187,21 +180,6 @@ fn prepare() -> Option<Guest> {
     })
 }
 
-fn mkfs(image: &Path, contents: &Path, label: &str, uuid: Option<&str>, size: &str) {
-    let mut cmd = Command::new("mkfs.ext4");
-    cmd.args(["-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d"])
-        .arg(contents);
-    if let Some(uuid) = uuid {
-        cmd.args(["-U", uuid]);
-    }
-    let output = cmd.arg(image).arg(size).output().expect("run mkfs.ext4");
-    assert!(
-        output.status.success(),
-        "mkfs.ext4 failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Whether `path` exists inside the ext4 image (read with debugfs, no mount).
 fn ext4_has(image: &Path, path: &str) -> bool {
     let output = Command::new("debugfs")
@@ -212,94 +190,36 @@ fn ext4_has(image: &Path, path: &str) -> bool {
     output.status.success() && String::from_utf8_lossy(&output.stdout).contains("Inode:")
 }
 
-/// What one boot printed, and when.
-struct Boot {
-    lines: Vec<String>,
-    /// Seconds from QEMU's start to each line.
-    at: Vec<f64>,
-    total: Duration,
-}
+/// One boot to power-off: the console as [`Console`], plus what the
+/// probe reported.
+struct Boot(Console);
 
 impl Guest {
     fn boot(&self, banger_params: &str) -> Boot {
         let d = self.dir.path();
-        let drive = |id: &str, file: &str, ro: bool| {
-            format!(
-                "id={id},file={},format=raw,if=none{}",
-                d.join(file).display(),
-                if ro { ",readonly=on" } else { "" }
-            )
-        };
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-M", "microvm,pit=on,pic=on,rtc=on,isa-serial=on"])
-            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-            .args(["-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1"])
-            .arg("-kernel")
-            .arg(&self.vmlinux)
-            .arg("-initrd")
-            .arg(&self.initramfs)
-            .arg("-append")
-            .arg(format!("{TCG_CMDLINE} {banger_params}"))
-            .args(["-drive", &drive("base", "base.ext4", true)])
-            .args(["-device", "virtio-blk-device,drive=base"])
-            .args(["-drive", &drive("system", "system.ext4", false)])
-            .args(["-device", "virtio-blk-device,drive=system"])
-            .args(["-drive", &drive("work", "work.ext4", false)])
-            .args(["-device", "virtio-blk-device,drive=work"])
-            // A NIC on a hub with nothing else on it: eth0 exists, and no
-            // packet leaves the VM.
-            .args(["-netdev", "hubport,id=net0,hubid=0"])
-            .args(["-device", "virtio-net-device,netdev=net0"])
-            .args(["-serial", "stdio"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let started = Instant::now();
-        let mut child = cmd.spawn().expect("start qemu");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((started.elapsed().as_secs_f64(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut boot = Boot {
-            lines: Vec::new(),
-            at: Vec::new(),
-            total: Duration::ZERO,
-        };
-        loop {
-            while let Ok((at, line)) = rx.try_recv() {
-                boot.at.push(at);
-                boot.lines.push(line.trim_end_matches('\r').to_owned());
-            }
-            if let Some(status) = child.try_wait().expect("wait for qemu") {
-                boot.total = started.elapsed();
-                // Drain what the reader still holds.
-                while let Ok((at, line)) = rx.recv_timeout(Duration::from_millis(200)) {
-                    boot.at.push(at);
-                    boot.lines.push(line.trim_end_matches('\r').to_owned());
-                }
-                assert!(
-                    status.success(),
-                    "qemu exited with {status}:\n{}",
-                    boot.tail()
-                );
-                return boot;
-            }
-            if started.elapsed() > BOOT_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the guest did not power off within {BOOT_TIMEOUT:?}; console tail:\n{}",
-                    boot.tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let console = Microvm::new(
+            &self.vmlinux,
+            &self.initramfs,
+            &format!("quiet {banger_params}"),
+        )
+        .drive(&d.join("base.ext4"), true)
+        .drive(&d.join("system.ext4"), false)
+        .drive(&d.join("work.ext4"), false)
+        .run(BOOT_TIMEOUT, |_| false);
+        assert!(
+            console.status.is_some_and(|s| s.success()),
+            "qemu exited with {:?}:\n{}",
+            console.status,
+            console.tail()
+        );
+        Boot(console)
+    }
+}
+
+impl std::ops::Deref for Boot {
+    type Target = Console;
+    fn deref(&self) -> &Console {
+        &self.0
     }
 }
 
@@ -311,18 +231,6 @@ impl Boot {
             .filter_map(|l| l.split_once(": "))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect()
-    }
-
-    fn tail(&self) -> String {
-        let start = self.lines.len().saturating_sub(40);
-        self.lines[start..].join("\n")
-    }
-
-    fn when(&self, prefix: &str) -> Option<f64> {
-        self.lines
-            .iter()
-            .position(|l| l.starts_with(prefix))
-            .map(|i| self.at[i])
     }
 
     fn timings(&self) -> String {

@@ -1,14 +1,12 @@
 //! Extraction on a real Debian cloud kernel (LZ4-compressed bzImage).
 
-mod common;
-
 use std::time::Instant;
 
 use banger_images::kernel::{self, Compression, KernelError};
 
 #[test]
 fn extracts_the_debian_cloud_kernel() {
-    let Some(pkg) = common::debian_kernel() else {
+    let Some(pkg) = banger_testkit::debian_kernel() else {
         return;
     };
     let bzimage = std::fs::read(pkg.bzimage()).expect("read the fetched bzImage");
@@ -40,7 +38,7 @@ fn extracts_the_debian_cloud_kernel() {
 
 #[test]
 fn a_truncated_debian_kernel_is_refused_clearly() {
-    let Some(pkg) = common::debian_kernel() else {
+    let Some(pkg) = banger_testkit::debian_kernel() else {
         return;
     };
     let bzimage = std::fs::read(pkg.bzimage()).expect("read the fetched bzImage");
@@ -68,7 +66,7 @@ fn a_truncated_debian_kernel_is_refused_clearly() {
 #[test]
 fn resolves_the_guest_modules_of_the_debian_kernel() {
     use banger_images::initramfs::{GUEST_MODULES, ModuleIndex};
-    let Some(pkg) = common::debian_kernel() else {
+    let Some(pkg) = banger_testkit::debian_kernel() else {
         return;
     };
     let index = ModuleIndex::open(&pkg.modules_dir()).expect("index modules");

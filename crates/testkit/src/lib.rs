@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use banger_images::kernel::package::{self, CLOUD_KERNEL_META, KernelPackage};
 
+pub mod qemu;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -27,6 +29,17 @@ pub fn test_cache() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
     target.join("test-cache")
+}
+
+/// Whether every tool is installed; if not, says which is missing.
+pub fn have_tools(tools: &[&str]) -> bool {
+    for tool in tools {
+        if banger_config::find_tool(tool).is_none() {
+            skip(format!("{tool} is not installed"));
+            return false;
+        }
+    }
+    true
 }
 
 /// Prints the reason a test does not run; call it and return.
@@ -93,14 +106,14 @@ fn build_static_guest_binaries() -> GuestBinaries {
 }
 
 /// `mkfs.ext4 -d CONTENTS IMAGE SIZE`, owned by root inside.
-pub fn mkfs_ext4(image: &Path, contents: &Path, label: &str, size: &str) {
-    let output = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d"])
-        .arg(contents)
-        .arg(image)
-        .arg(size)
-        .output()
-        .expect("run mkfs.ext4");
+pub fn mkfs_ext4(image: &Path, contents: &Path, label: &str, uuid: Option<&str>, size: &str) {
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args(["-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d"])
+        .arg(contents);
+    if let Some(uuid) = uuid {
+        cmd.args(["-U", uuid]);
+    }
+    let output = cmd.arg(image).arg(size).output().expect("run mkfs.ext4");
     assert!(
         output.status.success(),
         "mkfs.ext4 failed: {}",
