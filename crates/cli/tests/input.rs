@@ -116,6 +116,7 @@ fn doctor_json_has_the_documented_shape() {
         "ip",
         "nft or iptables",
         "git",
+        "banger-init",
     ] {
         let c = checks
             .iter()

@@ -104,6 +104,8 @@ pub struct HostProbe {
     pub host: HostFacts,
     /// For each entry of [`TOOLS`], the path of the first program found.
     pub tools: Vec<Option<PathBuf>>,
+    /// banger's static guest init, or why it is unusable.
+    pub init: Result<PathBuf, String>,
 }
 
 impl HostProbe {
@@ -120,6 +122,7 @@ impl HostProbe {
                 .iter()
                 .map(|t| t.programs.iter().find_map(|p| find_tool(p)))
                 .collect(),
+            init: banger_images::initramfs::find_init_binary(),
         }
     }
 }
@@ -259,6 +262,25 @@ pub fn diagnose(probe: &HostProbe) -> Report {
         }
     }
 
+    match &probe.init {
+        Ok(path) => push(
+            "banger-init",
+            Status::Ok,
+            format!("{} (static; the guest's /init)", path.display()),
+            None,
+        ),
+        Err(e) => push(
+            "banger-init",
+            Status::Fail,
+            e.clone(),
+            Some(
+                "run ./scripts/setup, which builds it statically beside banger, or set \
+                 BANGER_INIT_BIN"
+                    .into(),
+            ),
+        ),
+    }
+
     Report {
         ok: checks.iter().all(|c| c.status != Status::Fail),
         checks,
@@ -295,6 +317,11 @@ mod tests {
                 .iter()
                 .map(|t| tools.then(|| PathBuf::from("/usr/bin").join(t.programs[0])))
                 .collect(),
+            init: if tools {
+                Ok("/usr/bin/banger-init".into())
+            } else {
+                Err("banger-init /usr/bin/banger-init: not found".into())
+            },
         }
     }
 
@@ -321,6 +348,14 @@ mod tests {
         let hv = check(&r, "hypervisor");
         assert_eq!(hv.status, Status::Fail);
         assert!(hv.fix.as_deref().unwrap().contains("qemu-system-x86"));
+        assert_eq!(check(&r, "banger-init").status, Status::Fail);
+        assert!(
+            check(&r, "banger-init")
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("scripts/setup")
+        );
         let mm = check(&r, "mmdebstrap");
         assert_eq!(mm.status, Status::Fail);
         assert_eq!(mm.fix.as_deref(), Some("apt-get install mmdebstrap"));

@@ -96,7 +96,7 @@ pub enum DebianError {
         "cache path {0} contains whitespace, which mmdebstrap's hooks cannot take: choose another cache directory"
     )]
     BadCachePath(PathBuf),
-    #[error("mmdebstrap failed: {0}")]
+    #[error("{0}")]
     Bootstrap(CommandError),
     #[error("the bootstrapped tree has no kernel in /boot (is {0} in the package list?)")]
     NoKernel(String),

@@ -48,22 +48,9 @@ where
         .map_err(|e| Failure::internal(format!("worker task failed: {e}")))?
 }
 
-/// banger's guest init, a static binary shipped beside `bangerd`
-/// (`BANGER_INIT_BIN` overrides, for tests and unusual layouts).
+/// banger's guest init, a static binary shipped beside `bangerd`.
 pub(crate) fn init_binary() -> Result<PathBuf, Failure> {
-    if let Some(p) = std::env::var_os("BANGER_INIT_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|me| me.parent().map(|d| d.join("banger-init")))
-        .filter(|p| p.is_file())
-        .ok_or_else(|| {
-            Failure::internal(
-                "banger-init is not installed next to bangerd: build it with ./scripts/setup \
-                 (a statically linked build), or set BANGER_INIT_BIN",
-            )
-        })
+    banger_images::initramfs::find_init_binary().map_err(Failure::internal)
 }
 
 /// A recipe file for `image build --from-config FILE`.

@@ -141,6 +141,32 @@ pub fn build_initramfs(
     })
 }
 
+/// Where banger's guest init is: `$BANGER_INIT_BIN`, else `banger-init`
+/// installed beside the running binary (banger and bangerd ship together
+/// with it). Checked to be a statically linked ELF.
+pub fn find_init_binary() -> Result<PathBuf, String> {
+    let path = match std::env::var_os("BANGER_INIT_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot tell where banger is installed: {e}"))?
+            .with_file_name("banger-init"),
+    };
+    let data = fs::read(&path).map_err(|e| {
+        format!(
+            "banger-init {}: {e}: build it with ./scripts/setup (a static build), or set \
+             BANGER_INIT_BIN",
+            path.display()
+        )
+    })?;
+    check_static(&data).map_err(|why| {
+        format!(
+            "banger-init {} {why}: rebuild it with ./scripts/setup (a static build)",
+            path.display()
+        )
+    })?;
+    Ok(path)
+}
+
 /// A dynamically linked `/init` would die in the initramfs with only the
 /// kernel's "Requested init /init failed (error -2)"; catch it here.
 fn check_static(binary: &[u8]) -> Result<(), String> {
