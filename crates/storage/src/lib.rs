@@ -1,8 +1,20 @@
-//! Per-VM disks (DESIGN.md, "storage"): the shared read-only base rootfs of
-//! an image, a sparse system disk holding the copy-on-write upper layer for
-//! `/`, and a persistent ext4 work disk mounted at `/root`. Disks are made
-//! and filled without mounting (`mkfs.ext4 -d`, `resize2fs`, `debugfs`).
+//! Per-VM disks (DESIGN.md, "storage"). Each VM boots from its image's
+//! shared read-only base plus two disks of its own, both sparse ext4 files
+//! in the VM's folder:
 //!
-//! Empty today: the VM lifecycle issue fills it. It must not reach into the
-//! store or the network; the orchestrator calls it with paths and sizes.
+//! - the **system disk** holds the overlay's upper layer for `/` (so
+//!   changes outside `/root` persist across restarts) and the per-VM files
+//!   banger-init copies into the guest (`banger/files/…`: sshd host keys);
+//! - the **work disk** is mounted at `/root`, seeded with
+//!   `/root/.ssh/authorized_keys`, sized by `--disk-size`, and can grow.
+//!
+//! Disks are made and filled without mounting (`mkfs.ext4 -d`, `debugfs`,
+//! `resize2fs`), so this needs no privilege and leaves no loop device. It
+//! knows files and sizes only: no store, no network, no hypervisor.
 #![deny(unsafe_code)]
+
+mod disk;
+
+pub use disk::{
+    DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk, new_uuid, usage,
+};
