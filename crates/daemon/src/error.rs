@@ -44,9 +44,9 @@ impl Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Exists { .. } | StoreError::KernelInUse { .. } => {
-                Failure::conflict(e.to_string())
-            }
+            StoreError::Exists { .. }
+            | StoreError::KernelInUse { .. }
+            | StoreError::IpTaken { .. } => Failure::conflict(e.to_string()),
             StoreError::NotFound { .. } => Failure::not_found(e.to_string()),
             other => Failure::internal(other.to_string()),
         }

@@ -54,10 +54,26 @@ impl fmt::Display for VmState {
 pub struct VmRecord {
     pub name: VmName,
     pub image: String,
+    /// The kernel the VM boots, fixed when it is created.
+    pub kernel: String,
     pub state: VmState,
     pub vcpu: u32,
     pub memory_mib: u64,
+    /// Size of the work disk at `/root`.
     pub disk_size: Size,
+    pub nat: bool,
+    /// The guest's address, leased for the VM's lifetime (unique).
+    pub ip: Option<String>,
+    pub mac: String,
+    pub tap: String,
+    /// Filesystem UUIDs banger-init finds the VM's disks by.
+    pub system_uuid: String,
+    pub work_uuid: String,
+    /// What the hypervisor layer persists to find a running VM again
+    /// (process id and start time, control socket); `None` when stopped.
+    pub runtime: Option<serde_json::Value>,
+    /// Why the VM last failed, for `vm show`.
+    pub last_error: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
 }

@@ -34,6 +34,8 @@ pub enum StoreError {
     },
     #[error("{kind} {name:?} already exists")]
     Exists { kind: &'static str, name: String },
+    #[error("address {ip} is already leased to another VM")]
+    IpTaken { ip: String },
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
     #[error("kernel {kernel:?} is used by image(s) {}: delete them first", images.join(", "))]
@@ -50,6 +52,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("migrations/0001_initial.sql")),
         M::up(include_str!("migrations/0002_artifacts.sql")),
+        M::up(include_str!("migrations/0003_vm_runtime.sql")),
     ])
 }
 
@@ -127,7 +130,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("banger.db");
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), 3);
         let mode: String = store
             .conn()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -135,7 +138,7 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(store);
         // Reopening an up-to-date database is a no-op.
-        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 2);
+        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 3);
     }
 
     #[test]
@@ -154,7 +157,7 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), 3);
         let k = store.get_kernel("k").unwrap().unwrap();
         assert_eq!(k.state, banger_model::ObjectState::Ready);
         assert!(k.artifacts.is_empty());

@@ -165,10 +165,19 @@ pub fn seed(home: &TestHome) {
         .insert_vm(&VmRecord {
             name: VmName::parse("web-1").unwrap(),
             image: "debian-bookworm".into(),
+            kernel: "cloud-6.1".into(),
             state: VmState::Stopped,
             vcpu: 2,
             memory_mib: 2048,
             disk_size: Size::from_gib(8),
+            nat: false,
+            ip: Some("172.16.0.2".into()),
+            mac: "52:54:00:00:00:02".into(),
+            tap: "bgrweb1".into(),
+            system_uuid: String::new(),
+            work_uuid: String::new(),
+            runtime: None,
+            last_error: None,
             created_at: 1_700_000_000,
         })
         .unwrap();
