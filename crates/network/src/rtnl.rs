@@ -23,7 +23,7 @@ use std::io;
 
 /// IFLA_TUN_TYPE inside a tun device's IFLA_INFO_DATA, and its TAP value
 /// (IFF_TAP); netlink-packet-route leaves tun attributes unparsed.
-const IFLA_TUN_TYPE: u16 = 1;
+const IFLA_TUN_TYPE: u16 = 3;
 const IFF_TAP: u8 = 2;
 const RT_TABLE_LOCAL: u32 = 255;
 
