@@ -9,6 +9,8 @@ use crate::NetError;
 use crate::naming::validate_ifname;
 use crate::rtnl::{Address, Link, Route, Rtnl};
 
+const EEXIST: i32 = 17;
+
 /// The bridge: its name and its own address with the prefix of the guest
 /// subnet, e.g. `banger0` with `172.16.0.1/24`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,16 @@ pub fn ensure_bridge(spec: &BridgeSpec) -> Result<(), NetError> {
     validate_ifname(&spec.name)?;
     validate_cidr(spec.cidr)?;
     let mut rtnl = Rtnl::open().map_err(|e| NetError::netlink("opening a netlink socket", e))?;
+    // Addresses and routes before links: a bridge a concurrent caller
+    // makes in between is then seen as ours without its address (which
+    // we add, tolerating EEXIST), never as a stranger whose address
+    // overlaps.
+    let addresses = rtnl
+        .addresses()
+        .map_err(|e| NetError::netlink("listing IPv4 addresses", e))?;
+    let routes = rtnl
+        .routes()
+        .map_err(|e| NetError::netlink("listing IPv4 routes", e))?;
     let links = rtnl
         .links()
         .map_err(|e| NetError::netlink("listing network interfaces", e))?;
@@ -37,12 +49,6 @@ pub fn ensure_bridge(spec: &BridgeSpec) -> Result<(), NetError> {
             kind: link.kind_name(),
         });
     }
-    let addresses = rtnl
-        .addresses()
-        .map_err(|e| NetError::netlink("listing IPv4 addresses", e))?;
-    let routes = rtnl
-        .routes()
-        .map_err(|e| NetError::netlink("listing IPv4 routes", e))?;
 
     let own_index = existing.as_ref().map(|l| l.index);
     let own: Vec<Ipv4Net> = addresses
@@ -79,8 +85,16 @@ pub fn ensure_bridge(spec: &BridgeSpec) -> Result<(), NetError> {
     let index = match existing {
         Some(link) => link.index,
         None => {
-            rtnl.add_bridge(&spec.name)
-                .map_err(|e| NetError::netlink(format!("creating bridge {}", spec.name), e))?;
+            match rtnl.add_bridge(&spec.name) {
+                // Made meanwhile by a concurrent ensure_bridge: use it.
+                Err(e) if e.raw_os_error() != Some(EEXIST) => {
+                    return Err(NetError::netlink(
+                        format!("creating bridge {}", spec.name),
+                        e,
+                    ));
+                }
+                _ => {}
+            }
             rtnl.link(&spec.name)
                 .map_err(|e| NetError::netlink("listing network interfaces", e))?
                 .ok_or_else(|| {
@@ -93,10 +107,15 @@ pub fn ensure_bridge(spec: &BridgeSpec) -> Result<(), NetError> {
         }
     };
     if own.is_empty() {
-        rtnl.add_address(index, spec.cidr.addr(), spec.cidr.prefix_len())
-            .map_err(|e| {
-                NetError::netlink(format!("adding {} to bridge {}", spec.cidr, spec.name), e)
-            })?;
+        match rtnl.add_address(index, spec.cidr.addr(), spec.cidr.prefix_len()) {
+            Err(e) if e.raw_os_error() != Some(EEXIST) => {
+                return Err(NetError::netlink(
+                    format!("adding {} to bridge {}", spec.cidr, spec.name),
+                    e,
+                ));
+            }
+            _ => {}
+        }
     }
     rtnl.set_up(index)
         .map_err(|e| NetError::netlink(format!("bringing up bridge {}", spec.name), e))?;

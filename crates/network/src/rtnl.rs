@@ -340,3 +340,44 @@ fn tun_is_tap(nlas: &[netlink_packet_route::link::InfoTun]) -> Option<bool> {
         value.first() == Some(&IFF_TAP)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::DefaultNla;
+    use netlink_packet_route::link::InfoTun;
+
+    fn tun_link(attrs: Vec<InfoTun>) -> Link {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 7;
+        msg.header.flags = LinkFlags::Up;
+        msg.attributes.push(LinkAttribute::IfName("bgr0".into()));
+        msg.attributes.push(LinkAttribute::Controller(3));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Tun),
+            LinkInfo::Data(InfoData::Tun(attrs)),
+        ]));
+        link_from(msg)
+    }
+
+    #[test]
+    fn a_tap_is_told_from_a_tun_by_ifla_tun_type() {
+        // IFLA_TUN_OWNER (1) comes first in the kernel's dump; its value
+        // must not be read as the type.
+        let owner = InfoTun::Other(DefaultNla::new(1, 1000u32.to_ne_bytes().to_vec()));
+        let tap = tun_link(vec![
+            owner.clone(),
+            InfoTun::Other(DefaultNla::new(3, vec![2])),
+        ]);
+        assert_eq!(tap.name, "bgr0");
+        assert_eq!(tap.controller, Some(3));
+        assert!(tap.up);
+        assert!(tap.is_tap());
+        assert!(!tap.is_bridge());
+        let tun = tun_link(vec![owner, InfoTun::Other(DefaultNla::new(3, vec![1]))]);
+        assert!(!tun.is_tap());
+        assert_eq!(tun.kind_name(), "tun");
+        // An older kernel that does not say: trust the kind.
+        assert!(tun_link(vec![]).is_tap());
+    }
+}

@@ -209,6 +209,19 @@ fn inner_bridge() {
     ensure_bridge(&half).unwrap();
     assert_eq!(ipv4_addresses("banger2"), ["172.30.0.1/24"]);
     assert!(flags(&link_json("banger2")).contains("UP"));
+
+    // Several VMs starting at once all ensure the same new bridge.
+    let racing = BridgeSpec {
+        name: "banger3".into(),
+        cidr: "172.29.0.1/24".parse().unwrap(),
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| ensure_bridge(&racing))).collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+    });
+    assert_eq!(ipv4_addresses("banger3"), ["172.29.0.1/24"]);
 }
 
 #[test]
