@@ -1,7 +1,33 @@
 //! Host networking for VMs (DESIGN.md, "network"): the bridge, one TAP per
-//! VM, guest addresses leased from a pool persisted in the store, optional
-//! NAT rules tagged as banger's own, and the DNS server for the `.vm` zone.
+//! VM attached to it, picking guest addresses from the bridge's subnet (the
+//! leases themselves are persisted by the store), and optional NAT rules
+//! tagged `banger:<vm>` as banger's own. See docs/networking.md.
 //!
-//! Empty today: the VM lifecycle issue fills it. It never passes user input
-//! through a shell.
+//! It must not touch anything it did not make: an interface that is not
+//! its bridge or TAP, a firewall rule without its tag, another nft table.
+//! It never passes input through a shell (netlink, or host tools run with
+//! an argument vector), and it holds no state: callers journal what it
+//! creates. The `.vm` DNS server is not here yet (a later issue).
 #![deny(unsafe_code)]
+
+mod bridge;
+mod command;
+mod error;
+mod naming;
+mod nat;
+mod pool;
+mod rtnl;
+mod tap;
+
+pub use bridge::{BridgeSpec, HostNet, Origin, ensure_bridge, find_overlaps, validate_cidr};
+pub use error::NetError;
+pub use naming::{IFNAME_MAX, TAP_PREFIX, mac_for, tap_name, validate_ifname};
+pub use nat::{
+    NFT_CHAIN, NFT_TABLE, NatBackend, disable_nat, enable_nat, enable_nat_with, nat_enabled,
+    nat_tag,
+};
+pub use pool::next_free_ip;
+pub use tap::{create_tap, create_tap_owned, delete_tap, tap_exists};
+
+/// Re-exported so callers name the bridge CIDR with the same type.
+pub use ipnet::Ipv4Net;
