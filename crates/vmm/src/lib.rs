@@ -1,13 +1,31 @@
-//! Hypervisors (DESIGN.md, "vmm"): one trait, two backends, Firecracker
-//! where KVM works and the binary exists, QEMU everywhere else (with KVM
-//! when it works, TCG software emulation when not).
+//! Hypervisors (DESIGN.md, "vmm"): one trait, two backends. Firecracker
+//! where KVM works and the binary exists; QEMU everywhere else, with KVM
+//! when it can run a stock kernel and TCG software emulation when not.
 //!
-//! Today this crate owns the choice itself: probing whether KVM can run a
-//! stock guest kernel ([`kvm::probe`]) and picking a backend
-//! ([`select::choose`]), so `doctor` and, later, the orchestrator agree on
-//! it. The backends arrive with the VM lifecycle issue; the orchestrator
-//! will hold an `Arc<dyn Hypervisor>` and never ask which one it has.
+//! This crate owns: whether KVM is usable ([`kvm::probe`]), which backend
+//! `hypervisor = auto|firecracker|qemu` means ([`select::choose`]), and the
+//! [`Hypervisor`] trait with its backends ([`qemu`], [`firecracker`]):
+//! turning a [`LaunchSpec`] into a detached hypervisor process, knowing it
+//! again after a daemon restart from a persisted [`VmHandle`] (pid and
+//! start time), stopping and signalling it, and reading its console
+//! ([`wait_for_console`]). The orchestrator holds the `Arc<dyn Hypervisor>`
+//! from [`hypervisor_for`] and never asks which backend it has.
+//!
+//! It must not: create or delete disks, TAP devices or any other host
+//! resource (the caller passes them in, already made), touch the store,
+//! or run anything through a shell. It never waits without a bound.
 #![deny(unsafe_code)]
 
+pub mod console;
+pub mod error;
+pub mod firecracker;
+pub mod hypervisor;
 pub mod kvm;
+pub mod process;
+pub mod qemu;
 pub mod select;
+
+pub use console::wait_for_console;
+pub use error::VmmError;
+pub use hypervisor::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle, hypervisor_for};
+pub use select::{Accel, Backend, Selection};

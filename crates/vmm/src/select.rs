@@ -4,21 +4,21 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use banger_config::{Config, HypervisorChoice};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kvm::KvmStatus;
 
 pub const DEFAULT_FIRECRACKER_BIN: &str = "firecracker";
 pub const DEFAULT_QEMU_BIN: &str = "qemu-system-x86_64";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Firecracker,
     Qemu,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,

@@ -1,0 +1,305 @@
+//! The hypervisor as a host process: spawned detached, known again by pid
+//! and start time (so a reused pid is never mistaken for it), signalled,
+//! and waited for. Shared by both backends.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::error::VmmError;
+use crate::hypervisor::VmHandle;
+
+/// How often waits poll: short enough not to add visible latency.
+pub(crate) const POLL: Duration = Duration::from_millis(20);
+/// How long a process gets to exit after SIGTERM before SIGKILL.
+pub const TERM_WAIT: Duration = Duration::from_secs(3);
+/// How long a process gets to disappear after SIGKILL.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// What `/proc/PID/stat` says about a process, as far as we need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: R, S, D, Z (zombie), X (dead), ...
+    pub state: char,
+    /// Field 22: clock ticks after boot at which the process started.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Reads `/proc/PID/stat`; `None` when there is no such process.
+    pub fn read(pid: u32) -> Option<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Self::parse(&text)
+    }
+
+    /// Parses a `/proc/PID/stat` line. The command name (field 2) is in
+    /// parentheses and may itself contain spaces and parentheses, so the
+    /// fields are counted from the last `)`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = &text[text.rfind(')')? + 1..];
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        // `fields` now starts at field 4; field 22 is 18 further.
+        let start_time = fields.nth(18)?.parse().ok()?;
+        Some(Self { state, start_time })
+    }
+
+    /// A zombie or dead process has finished: only its parent's wait is due.
+    pub fn is_alive(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Is the process with this pid and start time alive (not a zombie)?
+pub fn is_alive(pid: u32, start_time: u64) -> bool {
+    pid > 0 && ProcStat::read(pid).is_some_and(|s| s.start_time == start_time && s.is_alive())
+}
+
+/// Starts `program` in a session of its own (no controlling terminal, not
+/// in bangerd's process group, so neither a terminal's signals nor
+/// bangerd's exit reach it), stdin from /dev/null, stdout and stderr
+/// appended to `log`.
+pub(crate) fn spawn_detached(
+    program: &Path,
+    args: &[std::ffi::OsString],
+    log: &Path,
+) -> Result<Child, VmmError> {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|source| VmmError::Io {
+            what: "opening the log",
+            path: log.to_path_buf(),
+            source,
+        })?;
+    let err = out.try_clone().map_err(|source| VmmError::Io {
+        what: "opening the log",
+        path: log.to_path_buf(),
+        source,
+    })?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    in_new_session(&mut cmd);
+    cmd.spawn().map_err(|source| VmmError::Spawn {
+        binary: program.to_path_buf(),
+        source,
+    })
+}
+
+#[allow(unsafe_code)]
+fn in_new_session(cmd: &mut Command) {
+    // SAFETY: the hook runs in the forked child before exec and only calls
+    // setsid(2), which is async-signal-safe; it neither allocates nor takes
+    // a lock, so it cannot deadlock on state copied from other threads.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        });
+    }
+}
+
+/// Waits for the child in a thread of its own so that, while this process
+/// lives, the hypervisor does not linger as a zombie after it exits. (If
+/// this process exits first, the hypervisor is re-parented and reaped by
+/// init or the nearest subreaper.)
+pub(crate) fn reap_in_background(mut child: Child) {
+    let pid = child.id();
+    let spawned = std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || {
+            let _ = child.wait();
+        });
+    // Without a thread the child is reaped by nobody until we exit; it is
+    // still detached and is_running still sees it end (as a zombie).
+    drop(spawned);
+}
+
+/// The start time of a child just spawned.
+pub(crate) fn start_time_of(child: &Child) -> Option<u64> {
+    ProcStat::read(child.id()).map(|s| s.start_time)
+}
+
+/// Waits up to `timeout` for the process to be gone; true if it is.
+pub(crate) fn wait_gone(pid: u32, start_time: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !is_alive(pid, start_time) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Sends `signal` if the process is still the one in the handle; a
+/// process already gone is not an error (the VM is stopped either way).
+pub(crate) fn send_signal(handle: &VmHandle, signal: Signal) -> Result<(), VmmError> {
+    if !is_alive(handle.pid, handle.start_time) {
+        return Ok(());
+    }
+    let pid = i32::try_from(handle.pid)
+        .map_err(|_| VmmError::Spec(format!("pid {} is out of range", handle.pid)))?;
+    match kill(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(source) => Err(VmmError::Signal {
+            pid: handle.pid,
+            signal: signal.as_str().to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Converts a signal number, refusing numbers that are not signals.
+pub(crate) fn signal_from(number: i32) -> Result<Signal, VmmError> {
+    Signal::try_from(number).map_err(|_| VmmError::InvalidSignal(number))
+}
+
+/// The stop sequence both backends share: `ask` the guest to power off
+/// (errors ignored: the guest may not listen), wait up to `grace`, then
+/// SIGTERM and up to [`TERM_WAIT`], then SIGKILL and up to [`KILL_WAIT`].
+pub(crate) fn stop_sequence(
+    handle: &VmHandle,
+    grace: Duration,
+    ask: impl FnOnce(),
+) -> Result<(), VmmError> {
+    let (pid, start) = (handle.pid, handle.start_time);
+    if !is_alive(pid, start) {
+        return Ok(());
+    }
+    ask();
+    if wait_gone(pid, start, grace) {
+        return Ok(());
+    }
+    send_signal(handle, Signal::SIGTERM)?;
+    if wait_gone(pid, start, TERM_WAIT) {
+        return Ok(());
+    }
+    send_signal(handle, Signal::SIGKILL)?;
+    if wait_gone(pid, start, KILL_WAIT) {
+        return Ok(());
+    }
+    Err(VmmError::Unkillable {
+        pid,
+        after: KILL_WAIT,
+    })
+}
+
+/// The length of a file, 0 when it does not exist yet.
+pub(crate) fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The last `n` non-empty lines written to `path` after byte `from` (at
+/// most the last 64 KiB of them), lossily decoded, `\r` dropped.
+pub fn log_tail(path: &Path, from: u64, n: usize) -> Vec<String> {
+    const MAX: u64 = 64 * 1024;
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // A log shorter than the offset was replaced: read it all.
+    let from = if from > len { 0 } else { from };
+    let start = from.max(len.saturating_sub(MAX));
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').trim_end().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A real line from a QEMU process, with a command name that has a
+    // space and a parenthesis to make field counting honest.
+    const STAT: &str = "4242 (qemu (x) 86) S 1 4242 4242 0 -1 4194624 5366 0 0 0 210 47 0 0 20 0 3 0 \
+                        123456789 1234567168 20000 18446744073709551615 1 1 0 0 0 0 0 4096 16963 0 0 0 17 1 0 0 0 0 0";
+
+    #[test]
+    fn parses_state_and_start_time() {
+        let s = ProcStat::parse(STAT).unwrap();
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.start_time, 123456789);
+        assert!(s.is_alive());
+        let zombie = STAT.replacen(") S ", ") Z ", 1);
+        assert!(!ProcStat::parse(&zombie).unwrap().is_alive());
+        assert_eq!(ProcStat::parse("4242 (qemu) S 1 2"), None);
+        assert_eq!(ProcStat::parse("garbage"), None);
+    }
+
+    #[test]
+    fn knows_this_process_and_rejects_another_start_time() {
+        let me = std::process::id();
+        let stat = ProcStat::read(me).unwrap();
+        assert!(is_alive(me, stat.start_time));
+        assert!(!is_alive(me, stat.start_time + 1));
+        assert!(!is_alive(0, 0));
+    }
+
+    #[test]
+    fn signal_numbers_are_checked() {
+        assert_eq!(signal_from(9).unwrap(), Signal::SIGKILL);
+        assert!(matches!(signal_from(0), Err(VmmError::InvalidSignal(0))));
+        assert!(matches!(
+            signal_from(999),
+            Err(VmmError::InvalidSignal(999))
+        ));
+    }
+
+    #[test]
+    fn tail_reads_only_after_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        std::fs::write(&log, "old boot\r\n\nline 1\nline 2\r\nline 3").unwrap();
+        assert_eq!(log_tail(&log, 0, 2), vec!["line 2", "line 3"]);
+        assert_eq!(log_tail(&log, 10, 10), vec!["line 1", "line 2", "line 3"]);
+        assert_eq!(log_tail(&log, 1000, 1), vec!["line 3"]);
+        assert!(log_tail(&dir.path().join("none"), 0, 5).is_empty());
+    }
+
+    #[test]
+    fn spawned_process_is_detached_and_stopped_by_signals() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let child = spawn_detached(Path::new("sleep"), &["30".into()], &log).unwrap();
+        let pid = child.id();
+        let start_time = start_time_of(&child).unwrap();
+        // Its own session: the session id is its own pid.
+        let sid = nix::unistd::getsid(Some(Pid::from_raw(pid as i32))).unwrap();
+        assert_eq!(sid.as_raw() as u32, pid);
+        reap_in_background(child);
+        let handle = VmHandle {
+            backend: crate::Backend::Qemu,
+            pid,
+            start_time,
+            control_socket: dir.path().join("none.sock"),
+            console_log: log,
+            console_offset: 0,
+        };
+        let started = Instant::now();
+        // `sleep` ignores nothing: SIGTERM ends it right after the grace.
+        stop_sequence(&handle, Duration::from_millis(100), || {}).unwrap();
+        assert!(!is_alive(pid, start_time));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Gone: signalling again is fine.
+        send_signal(&handle, Signal::SIGKILL).unwrap();
+    }
+}

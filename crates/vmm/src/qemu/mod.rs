@@ -1,0 +1,422 @@
+//! The QEMU backend: `qemu-system-x86_64 -M microvm` with the ELF vmlinux
+//! (booted through its PVH note, no firmware), virtio-mmio disks and NIC,
+//! the serial console appended to the VM's console log, QMP on a Unix
+//! socket. KVM when it can run a stock kernel, TCG when not.
+
+pub mod qmp;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::error::VmmError;
+use crate::hypervisor::{self, Hypervisor, LaunchSpec, VmHandle};
+use crate::process::{self, POLL};
+use crate::select::{Accel, Backend};
+use qmp::Qmp;
+
+/// Always on the kernel command line: the console on the microvm's ISA
+/// serial port, and a panic that reboots at once (which `-no-reboot`
+/// turns into QEMU exiting) instead of hanging.
+pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
+/// Under TCG, without these the kernel hangs calibrating the TSC.
+pub const TCG_CMDLINE: &str = "tsc_early_khz=2000000 lpj=4000000 no_timer_check";
+/// The QMP socket's file name in the runtime dir.
+pub const QMP_SOCKET: &str = "qmp.sock";
+/// QEMU's pidfile in the runtime dir.
+pub const PIDFILE: &str = "qemu.pid";
+/// QEMU's own stdout/stderr (not the guest's console) in the VM dir.
+pub const LOG_FILE: &str = "qemu.log";
+/// How long QEMU gets to set the machine up and answer QMP.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many log lines an error quotes.
+const TAIL_LINES: usize = 8;
+
+/// The QEMU backend.
+#[derive(Clone, Debug)]
+pub struct Qemu {
+    binary: PathBuf,
+    accel: Accel,
+}
+
+/// Where one VM's QEMU files go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuFiles {
+    pub qmp: PathBuf,
+    pub pidfile: PathBuf,
+    pub log: PathBuf,
+}
+
+impl QemuFiles {
+    /// The QMP socket and pidfile in the runtime dir, QEMU's log in the VM dir.
+    pub fn for_spec(spec: &LaunchSpec) -> Result<Self, VmmError> {
+        Ok(Self {
+            qmp: hypervisor::socket_path(&spec.runtime_dir, QMP_SOCKET)?,
+            pidfile: spec.runtime_dir.join(PIDFILE),
+            log: spec.vm_dir.join(LOG_FILE),
+        })
+    }
+}
+
+impl Qemu {
+    /// `binary` is `qemu-system-x86_64` (resolved by `select`).
+    pub fn new(binary: &Path, accel: Accel) -> Self {
+        Self {
+            binary: binary.to_path_buf(),
+            accel,
+        }
+    }
+
+    /// The kernel command line QEMU passes: ours, then the spec's.
+    pub fn kernel_cmdline(&self, spec: &LaunchSpec) -> String {
+        let mut line = BASE_CMDLINE.to_owned();
+        if self.accel == Accel::Tcg {
+            line.push(' ');
+            line.push_str(TCG_CMDLINE);
+        }
+        if !spec.cmdline.trim().is_empty() {
+            line.push(' ');
+            line.push_str(spec.cmdline.trim());
+        }
+        line
+    }
+
+    /// The full argument vector (without the program). Never passed
+    /// through a shell; paths inside `-drive`/`-chardev` option strings
+    /// have their commas doubled, as QEMU's option parser wants.
+    pub fn args(&self, spec: &LaunchSpec, files: &QemuFiles) -> Result<Vec<OsString>, VmmError> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        push(&["-name", &opt_escape(&spec.name)]);
+        push(&["-M", "microvm,pit=on,pic=on,rtc=on,isa-serial=on"]);
+        push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        match self.accel {
+            Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        }
+        push(&["-smp", &spec.vcpu.to_string()]);
+        push(&["-m", &format!("{}M", spec.memory_mib)]);
+        push(&["-kernel", utf8(&spec.vmlinux)?]);
+        push(&["-initrd", utf8(&spec.initramfs)?]);
+        push(&["-append", &self.kernel_cmdline(spec)]);
+        for (i, disk) in spec.disks.iter().enumerate() {
+            let ro = if disk.read_only { ",readonly=on" } else { "" };
+            push(&[
+                "-drive",
+                &format!(
+                    "id=d{i},file={},format=raw,if=none{ro}",
+                    opt_escape(utf8(&disk.path)?)
+                ),
+            ]);
+            push(&["-device", &format!("virtio-blk-device,drive=d{i}")]);
+        }
+        if let Some(net) = &spec.net {
+            push(&[
+                "-netdev",
+                &format!("tap,id=n0,ifname={},script=no,downscript=no", net.tap),
+            ]);
+            push(&[
+                "-device",
+                &format!("virtio-net-device,netdev=n0,mac={}", net.mac),
+            ]);
+        }
+        // A file chardev truncates unless told to append: the console log
+        // keeps earlier boots.
+        push(&[
+            "-chardev",
+            &format!(
+                "file,id=console,path={},append=on",
+                opt_escape(utf8(&spec.console_log)?)
+            ),
+        ]);
+        push(&["-serial", "chardev:console"]);
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=qmp,path={},server=on,wait=off",
+                opt_escape(utf8(&files.qmp)?)
+            ),
+        ]);
+        push(&["-mon", "chardev=qmp,mode=control"]);
+        push(&["-pidfile", utf8(&files.pidfile)?]);
+        Ok(a)
+    }
+
+    /// Waits for QMP to answer, or QEMU to exit, or the deadline.
+    fn await_qmp(
+        &self,
+        child: &mut Child,
+        files: &QemuFiles,
+        log_offset: u64,
+    ) -> Result<(), VmmError> {
+        let started = Instant::now();
+        let deadline = started + START_TIMEOUT;
+        let program = self.program();
+        let exited = |child: &mut Child| -> Option<VmmError> {
+            let status = child.try_wait().ok().flatten()?;
+            Some(VmmError::Exited {
+                program: program.clone(),
+                status: status.to_string(),
+                log: files.log.clone(),
+                tail: process::log_tail(&files.log, log_offset, TAIL_LINES),
+            })
+        };
+        let timed_out = || VmmError::StartTimeout {
+            program: program.clone(),
+            after: START_TIMEOUT,
+            log: files.log.clone(),
+            tail: process::log_tail(&files.log, log_offset, TAIL_LINES),
+        };
+        loop {
+            if let Some(e) = exited(child) {
+                return Err(e);
+            }
+            if Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            let Ok(stream) = std::os::unix::net::UnixStream::connect(&files.qmp) else {
+                std::thread::sleep(POLL);
+                continue;
+            };
+            // QEMU sends the greeting once the machine is built (kernel
+            // loaded): an error there closes the socket and QEMU exits.
+            let mut gone = || matches!(child.try_wait(), Ok(Some(_)));
+            let result = Qmp::handshake(stream, &files.qmp, deadline, &mut gone)
+                .and_then(|mut qmp| qmp.query_status(Duration::from_secs(5)).map(drop));
+            return match result {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // Give an exiting QEMU a moment, so the error is its own.
+                    let until = Instant::now() + Duration::from_secs(2);
+                    while Instant::now() < until {
+                        if let Some(exit) = exited(child) {
+                            return Err(exit);
+                        }
+                        std::thread::sleep(POLL);
+                    }
+                    if Instant::now() >= deadline {
+                        Err(timed_out())
+                    } else {
+                        Err(e)
+                    }
+                }
+            };
+        }
+    }
+
+    fn program(&self) -> String {
+        self.binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.binary.display().to_string())
+    }
+}
+
+impl Hypervisor for Qemu {
+    fn backend(&self) -> Backend {
+        Backend::Qemu
+    }
+
+    fn start(&self, spec: &LaunchSpec) -> Result<VmHandle, VmmError> {
+        hypervisor::validate(spec)?;
+        let files = QemuFiles::for_spec(spec)?;
+        let args = self.args(spec, &files)?;
+        hypervisor::ensure_dir(&spec.vm_dir)?;
+        hypervisor::ensure_dir(&spec.runtime_dir)?;
+        hypervisor::remove_stale(&files.qmp)?;
+        let console_offset = process::file_len(&spec.console_log);
+        let log_offset = process::file_len(&files.log);
+        let mut child = process::spawn_detached(&self.binary, &args, &files.log)?;
+        let Some(start_time) = process::start_time_of(&child) else {
+            // Exited before we could even look at it.
+            let _ = child.wait();
+            return Err(VmmError::Exited {
+                program: self.program(),
+                status: "at once".into(),
+                log: files.log.clone(),
+                tail: process::log_tail(&files.log, log_offset, TAIL_LINES),
+            });
+        };
+        if let Err(e) = self.await_qmp(&mut child, &files, log_offset) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        let handle = VmHandle {
+            backend: Backend::Qemu,
+            pid: child.id(),
+            start_time,
+            control_socket: files.qmp,
+            console_log: spec.console_log.clone(),
+            console_offset,
+        };
+        process::reap_in_background(child);
+        Ok(handle)
+    }
+
+    fn is_running(&self, handle: &VmHandle) -> bool {
+        process::is_alive(handle.pid, handle.start_time)
+    }
+
+    fn stop(&self, handle: &VmHandle, grace: Duration) -> Result<(), VmmError> {
+        process::stop_sequence(handle, grace, || {
+            // microvm's ACPI power button reaches a guest that listens
+            // (systemd-logind); one that does not is signalled after grace.
+            if let Ok(mut qmp) = Qmp::connect(&handle.control_socket, Duration::from_secs(2)) {
+                let _ = qmp.execute("system_powerdown", None, Duration::from_secs(2));
+            }
+        })
+    }
+
+    fn kill(&self, handle: &VmHandle, signal: i32) -> Result<(), VmmError> {
+        process::send_signal(handle, process::signal_from(signal)?)
+    }
+}
+
+/// QEMU option values separate options with commas; a literal comma is
+/// written twice.
+fn opt_escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn utf8(path: &Path) -> Result<&str, VmmError> {
+    path.to_str().ok_or_else(|| {
+        VmmError::Spec(format!(
+            "path {} is not valid UTF-8: QEMU options need text",
+            path.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::tests::sample_spec;
+
+    fn args(accel: Accel, spec: &LaunchSpec) -> Vec<String> {
+        let q = Qemu::new(Path::new("/usr/bin/qemu-system-x86_64"), accel);
+        let files = QemuFiles::for_spec(spec).unwrap();
+        q.args(spec, &files)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    /// The value after each occurrence of `flag`.
+    fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn tcg_command_line() {
+        let spec = sample_spec();
+        let a = args(Accel::Tcg, &spec);
+        assert_eq!(
+            values(&a, "-M"),
+            ["microvm,pit=on,pic=on,rtc=on,isa-serial=on"]
+        );
+        for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
+            assert!(a.iter().any(|x| x == flag), "{flag} missing: {a:?}");
+        }
+        assert!(!a.iter().any(|x| x == "-daemonize"));
+        assert_eq!(values(&a, "-accel"), ["tcg"]);
+        assert_eq!(values(&a, "-cpu"), ["max"]);
+        assert_eq!(values(&a, "-smp"), ["2"]);
+        assert_eq!(values(&a, "-m"), ["1024M"]);
+        assert_eq!(values(&a, "-kernel"), ["/var/lib/banger/kernels/k/vmlinux"]);
+        assert_eq!(
+            values(&a, "-initrd"),
+            ["/var/lib/banger/kernels/k/initramfs.cpio.gz"]
+        );
+        assert_eq!(
+            values(&a, "-append"),
+            [
+                "console=ttyS0 panic=-1 tsc_early_khz=2000000 lpj=4000000 no_timer_check \
+              banger.base=/dev/vda banger.system=/dev/vdb"
+            ]
+        );
+        assert_eq!(
+            values(&a, "-chardev"),
+            [
+                "file,id=console,path=/var/lib/banger/vms/dev-box/console.log,append=on",
+                "socket,id=qmp,path=/run/banger/vm/dev-box/qmp.sock,server=on,wait=off",
+            ]
+        );
+        assert_eq!(values(&a, "-serial"), ["chardev:console"]);
+        assert_eq!(values(&a, "-mon"), ["chardev=qmp,mode=control"]);
+        assert_eq!(values(&a, "-pidfile"), ["/run/banger/vm/dev-box/qemu.pid"]);
+        assert_eq!(values(&a, "-name"), ["dev-box"]);
+    }
+
+    #[test]
+    fn kvm_command_line_has_no_tcg_flags() {
+        let a = args(Accel::Kvm, &sample_spec());
+        assert_eq!(values(&a, "-accel"), ["kvm"]);
+        assert_eq!(values(&a, "-cpu"), ["host"]);
+        let append = values(&a, "-append")[0];
+        assert_eq!(
+            append,
+            "console=ttyS0 panic=-1 banger.base=/dev/vda banger.system=/dev/vdb"
+        );
+    }
+
+    #[test]
+    fn disks_in_order_with_the_base_read_only() {
+        let a = args(Accel::Tcg, &sample_spec());
+        assert_eq!(
+            values(&a, "-drive"),
+            [
+                "id=d0,file=/var/lib/banger/images/i/rootfs.ext4,format=raw,if=none,readonly=on",
+                "id=d1,file=/var/lib/banger/vms/dev-box/system.ext4,format=raw,if=none",
+                "id=d2,file=/var/lib/banger/vms/dev-box/work.ext4,format=raw,if=none",
+            ]
+        );
+        assert_eq!(
+            values(&a, "-device")[..3],
+            [
+                "virtio-blk-device,drive=d0",
+                "virtio-blk-device,drive=d1",
+                "virtio-blk-device,drive=d2"
+            ]
+        );
+        // Each -device follows its own -drive.
+        let d0 = a.iter().position(|x| x.starts_with("id=d0,")).unwrap();
+        assert_eq!(a[d0 + 2], "virtio-blk-device,drive=d0");
+    }
+
+    #[test]
+    fn tap_network_and_none() {
+        let spec = sample_spec();
+        let a = args(Accel::Tcg, &spec);
+        assert_eq!(
+            values(&a, "-netdev"),
+            ["tap,id=n0,ifname=bgr-dev-box,script=no,downscript=no"]
+        );
+        assert_eq!(
+            values(&a, "-device").last().copied(),
+            Some("virtio-net-device,netdev=n0,mac=52:54:00:ab:cd:ef")
+        );
+        let mut bare = spec;
+        bare.net = None;
+        bare.disks.clear();
+        let a = args(Accel::Tcg, &bare);
+        assert!(values(&a, "-netdev").is_empty());
+        assert!(values(&a, "-device").is_empty());
+        assert!(values(&a, "-drive").is_empty());
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        let mut spec = sample_spec();
+        spec.disks[1].path = "/vms/a,b/system.ext4".into();
+        spec.console_log = "/vms/a,b/console.log".into();
+        let a = args(Accel::Tcg, &spec);
+        assert!(values(&a, "-drive")[1].starts_with("id=d1,file=/vms/a,,b/system.ext4,format=raw"));
+        assert!(values(&a, "-chardev")[0].contains("path=/vms/a,,b/console.log,append=on"));
+    }
+}
