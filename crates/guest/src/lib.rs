@@ -1,7 +1,24 @@
-//! Talking to a guest (DESIGN.md, "guest"): the managed ed25519 key, guest
-//! host keys generated on the host and pinned in banger's own known_hosts,
-//! OpenSSH sessions multiplexed over one ControlMaster per VM, and workspace
-//! sync. The user's `~/.ssh` is never touched from here.
+//! Reaching a guest over SSH (DESIGN.md, "guest"): the managed ed25519 user
+//! key, per-VM sshd host keys generated on the host and pinned in banger's
+//! own known_hosts before the VM first boots, and OpenSSH sessions
+//! multiplexed over one ControlMaster per VM. Workspace sync comes later.
 //!
-//! Empty today: the VM lifecycle issue fills it.
+//! It drives the system OpenSSH tools (`ssh`, `ssh-keygen`) with argument
+//! vectors, never a shell; only the remote command line is quoted, for the
+//! guest's shell. It must not touch the user's `~/.ssh` (no config, no
+//! known_hosts, no default keys are read or written), never creates or
+//! modifies a user-configured key, and knows nothing of VMs beyond a name,
+//! an address and the paths it is handed: placing the host key on the
+//! system disk and the user key on the work disk is the orchestrator's job.
 #![deny(unsafe_code)]
+
+mod error;
+mod keys;
+mod known_hosts;
+mod openssh;
+mod session;
+
+pub use error::SshError;
+pub use keys::{HOST_KEY_FILE, ensure_user_key, generate_host_key};
+pub use known_hosts::{KnownHosts, host_key_alias};
+pub use session::{SshTarget, exit_code};
