@@ -21,7 +21,9 @@ mod pool;
 mod rtnl;
 mod tap;
 
-pub use bridge::{BridgeSpec, HostNet, Origin, ensure_bridge, find_overlaps, validate_cidr};
+pub use bridge::{
+    BridgeSpec, HostNet, Origin, check_bridge, ensure_bridge, find_overlaps, validate_cidr,
+};
 pub use error::NetError;
 pub use naming::{IFNAME_MAX, TAP_PREFIX, mac_for, tap_name, validate_ifname};
 pub use nat::{
