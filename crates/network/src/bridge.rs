@@ -19,14 +19,74 @@ pub struct BridgeSpec {
     pub cidr: Ipv4Net,
 }
 
+/// What [`inspect`] found: the bridge, if it exists, and whether it
+/// already carries its address.
+struct Found {
+    index: Option<u32>,
+    has_address: bool,
+}
+
+/// The checks of [`ensure_bridge`] without creating or changing anything:
+/// Ok when ensure_bridge would succeed (barring permissions), for `banger
+/// doctor` and for validating `bridge_cidr` before a VM is journaled.
+pub fn check_bridge(spec: &BridgeSpec) -> Result<(), NetError> {
+    let mut rtnl = Rtnl::open().map_err(|e| NetError::netlink("opening a netlink socket", e))?;
+    inspect(&mut rtnl, spec).map(drop)
+}
+
 /// Creates the bridge if absent (address `cidr.addr()`, up), or checks that
 /// an existing one carries that address. Refuses when the CIDR overlaps an
-/// address or route of another interface. Idempotent: it also finishes a
-/// bridge left half-made (no address, or down) by a crash.
+/// address or route of another interface, before creating anything.
+/// Idempotent: it also finishes a bridge left half-made (no address, or
+/// down) by a crash.
 pub fn ensure_bridge(spec: &BridgeSpec) -> Result<(), NetError> {
+    let mut rtnl = Rtnl::open().map_err(|e| NetError::netlink("opening a netlink socket", e))?;
+    let Found { index, has_address } = inspect(&mut rtnl, spec)?;
+    let index = match index {
+        Some(index) => index,
+        None => {
+            match rtnl.add_bridge(&spec.name) {
+                // Made meanwhile by a concurrent ensure_bridge: use it.
+                Err(e) if e.raw_os_error() != Some(EEXIST) => {
+                    return Err(NetError::netlink(
+                        format!("creating bridge {}", spec.name),
+                        e,
+                    ));
+                }
+                _ => {}
+            }
+            rtnl.link(&spec.name)
+                .map_err(|e| NetError::netlink("listing network interfaces", e))?
+                .ok_or_else(|| {
+                    NetError::netlink(
+                        format!("finding bridge {} after creating it", spec.name),
+                        std::io::Error::from(std::io::ErrorKind::NotFound),
+                    )
+                })?
+                .index
+        }
+    };
+    if !has_address {
+        match rtnl.add_address(index, spec.cidr.addr(), spec.cidr.prefix_len()) {
+            Err(e) if e.raw_os_error() != Some(EEXIST) => {
+                return Err(NetError::netlink(
+                    format!("adding {} to bridge {}", spec.cidr, spec.name),
+                    e,
+                ));
+            }
+            _ => {}
+        }
+    }
+    rtnl.set_up(index)
+        .map_err(|e| NetError::netlink(format!("bringing up bridge {}", spec.name), e))?;
+    Ok(())
+}
+
+/// Validates `spec` against the host: the name is free or a bridge with
+/// (at most) our address, and nothing else uses the CIDR.
+fn inspect(rtnl: &mut Rtnl, spec: &BridgeSpec) -> Result<Found, NetError> {
     validate_ifname(&spec.name)?;
     validate_cidr(spec.cidr)?;
-    let mut rtnl = Rtnl::open().map_err(|e| NetError::netlink("opening a netlink socket", e))?;
     // Addresses and routes before links: a bridge a concurrent caller
     // makes in between is then seen as ours without its address (which
     // we add, tolerating EEXIST), never as a stranger whose address
@@ -81,45 +141,10 @@ pub fn ensure_bridge(spec: &BridgeSpec) -> Result<(), NetError> {
                 .join(", "),
         });
     }
-
-    let index = match existing {
-        Some(link) => link.index,
-        None => {
-            match rtnl.add_bridge(&spec.name) {
-                // Made meanwhile by a concurrent ensure_bridge: use it.
-                Err(e) if e.raw_os_error() != Some(EEXIST) => {
-                    return Err(NetError::netlink(
-                        format!("creating bridge {}", spec.name),
-                        e,
-                    ));
-                }
-                _ => {}
-            }
-            rtnl.link(&spec.name)
-                .map_err(|e| NetError::netlink("listing network interfaces", e))?
-                .ok_or_else(|| {
-                    NetError::netlink(
-                        format!("finding bridge {} after creating it", spec.name),
-                        std::io::Error::from(std::io::ErrorKind::NotFound),
-                    )
-                })?
-                .index
-        }
-    };
-    if own.is_empty() {
-        match rtnl.add_address(index, spec.cidr.addr(), spec.cidr.prefix_len()) {
-            Err(e) if e.raw_os_error() != Some(EEXIST) => {
-                return Err(NetError::netlink(
-                    format!("adding {} to bridge {}", spec.cidr, spec.name),
-                    e,
-                ));
-            }
-            _ => {}
-        }
-    }
-    rtnl.set_up(index)
-        .map_err(|e| NetError::netlink(format!("bringing up bridge {}", spec.name), e))?;
-    Ok(())
+    Ok(Found {
+        index: own_index,
+        has_address: !own.is_empty(),
+    })
 }
 
 /// The bridge needs a host address that is neither the network nor the

@@ -9,6 +9,9 @@ pub enum NetError {
     #[error("interface name {name:?} is invalid: {reason}")]
     InvalidName { name: String, reason: &'static str },
 
+    #[error("VM name {name:?} cannot tag a NAT rule: use 1-100 letters, digits, '-', '_' or '.'")]
+    InvalidVmName { name: String },
+
     #[error(
         "bridge CIDR {cidr} is unusable: {reason}; set bridge_cidr to a host address with its prefix, e.g. 172.16.0.1/24"
     )]
@@ -41,11 +44,13 @@ pub enum NetError {
     )]
     NotATap { name: String, kind: String },
 
-    #[error("{action}: {source} (banger needs root or CAP_NET_ADMIN for host networking)")]
+    #[error("{action}: {source}{hint}")]
     Netlink {
         action: String,
         #[source]
         source: io::Error,
+        /// What to do, for the errors that have an obvious remedy.
+        hint: &'static str,
     },
 
     #[error("{tool} not found on PATH or in /usr/sbin, /sbin: install {package}")]
@@ -89,9 +94,35 @@ pub enum NetError {
 
 impl NetError {
     pub(crate) fn netlink(action: impl Into<String>, source: io::Error) -> Self {
+        let hint = match source.kind() {
+            io::ErrorKind::PermissionDenied => {
+                ": banger needs root (or CAP_NET_ADMIN) for host networking"
+            }
+            _ => "",
+        };
         NetError::Netlink {
             action: action.into(),
             source,
+            hint,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_errors_say_what_to_do() {
+        let e = NetError::netlink("creating bridge banger0", io::Error::from_raw_os_error(1));
+        assert_eq!(
+            e.to_string(),
+            "creating bridge banger0: Operation not permitted (os error 1): banger needs root (or CAP_NET_ADMIN) for host networking"
+        );
+        let e = NetError::netlink("deleting TAP x", io::Error::from_raw_os_error(16));
+        assert_eq!(
+            e.to_string(),
+            "deleting TAP x: Device or resource busy (os error 16)"
+        );
     }
 }

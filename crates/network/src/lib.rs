@@ -7,7 +7,9 @@
 //! its bridge or TAP, a firewall rule without its tag, another nft table.
 //! It never passes input through a shell (netlink, or host tools run with
 //! an argument vector), and it holds no state: callers journal what it
-//! creates. The `.vm` DNS server is not here yet (a later issue).
+//! creates. Every call blocks (netlink, host tools): the daemon calls it
+//! from `spawn_blocking`. The `.vm` DNS server is not here yet (a later
+//! issue).
 #![deny(unsafe_code)]
 
 mod bridge;
@@ -19,7 +21,9 @@ mod pool;
 mod rtnl;
 mod tap;
 
-pub use bridge::{BridgeSpec, HostNet, Origin, ensure_bridge, find_overlaps, validate_cidr};
+pub use bridge::{
+    BridgeSpec, HostNet, Origin, check_bridge, ensure_bridge, find_overlaps, validate_cidr,
+};
 pub use error::NetError;
 pub use naming::{IFNAME_MAX, TAP_PREFIX, mac_for, tap_name, validate_ifname};
 pub use nat::{

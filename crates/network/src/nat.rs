@@ -180,9 +180,8 @@ fn validate_vm(vm: &str) -> Result<(), NetError> {
     if ok {
         Ok(())
     } else {
-        Err(NetError::InvalidName {
+        Err(NetError::InvalidVmName {
             name: vm.to_string(),
-            reason: "a VM name for NAT must be 1-100 letters, digits, '-', '_' or '.'",
         })
     }
 }

@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use banger_network::{
-    BridgeSpec, NatBackend, NetError, create_tap, create_tap_owned, delete_tap, disable_nat,
-    enable_nat_with, ensure_bridge, nat_enabled, tap_exists, tap_name,
+    BridgeSpec, NatBackend, NetError, check_bridge, create_tap, create_tap_owned, delete_tap,
+    disable_nat, enable_nat_with, ensure_bridge, nat_enabled, tap_exists, tap_name,
 };
 use serde_json::Value;
 
@@ -141,8 +141,11 @@ fn inner_bridge() {
         name: "banger0".into(),
         cidr: "172.16.0.1/24".parse().unwrap(),
     };
+    check_bridge(&spec).unwrap();
+    assert!(!link_exists("banger0"), "check_bridge changes nothing");
     ensure_bridge(&spec).unwrap();
     ensure_bridge(&spec).unwrap();
+    check_bridge(&spec).unwrap();
     let link = link_json("banger0");
     assert_eq!(link["linkinfo"]["info_kind"], "bridge");
     assert!(flags(&link).contains("UP"), "{link}");
@@ -171,6 +174,8 @@ fn inner_bridge() {
         name: "banger1".into(),
         cidr: "10.20.3.1/24".parse().unwrap(),
     };
+    let err = check_bridge(&clash).unwrap_err();
+    assert!(matches!(err, NetError::Overlap { .. }), "{err}");
     let err = ensure_bridge(&clash).unwrap_err();
     assert!(matches!(err, NetError::Overlap { .. }), "{err}");
     assert!(
