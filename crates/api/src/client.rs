@@ -85,6 +85,28 @@ impl Client {
         read_json(resp).await
     }
 
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp = self.send(Method::PATCH, path, Some(body)).await?;
+        read_json(resp).await
+    }
+
+    /// GETs a body that arrives over time (a console log being written),
+    /// chunk by chunk.
+    pub async fn get_chunks(&self, path: &str) -> Result<Chunks, ClientError> {
+        let resp = self.send(Method::GET, path, None).await?;
+        if !resp.status().is_success() {
+            return Err(error_from(resp).await);
+        }
+        Ok(Chunks {
+            body: resp.into_body(),
+        })
+    }
+
     /// POSTs and returns the streamed progress events.
     pub async fn stream<B: Serialize>(
         &self,
@@ -249,6 +271,26 @@ impl EventStream {
                             .into(),
                     )));
                 }
+            }
+        }
+    }
+}
+
+/// Raw chunks of a streamed body.
+pub struct Chunks {
+    body: Incoming,
+}
+
+impl Chunks {
+    pub async fn next(&mut self) -> Option<Result<Bytes, ClientError>> {
+        loop {
+            match self.body.frame().await? {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(Ok(data));
+                    }
+                }
+                Err(e) => return Some(Err(ClientError::Protocol(format!("stream broke: {e}")))),
             }
         }
     }

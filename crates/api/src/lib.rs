@@ -10,7 +10,7 @@ mod client;
 mod events;
 mod types;
 
-pub use client::{Client, ClientError, EventStream};
+pub use client::{Chunks, Client, ClientError, EventStream};
 pub use events::{Event, NdjsonDecoder, encode_event};
 pub use types::*;
 

@@ -40,9 +40,9 @@ impl ApiError {
     }
 }
 
-/// `POST /v1/vms`: create (and, with the VM lifecycle, boot) a VM. Every
-/// field is optional; the daemon fills gaps from the resolved defaults.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/vms`: create and boot a VM. Every field is optional; the
+/// daemon fills gaps from the resolved defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVmRequest {
     pub name: Option<String>,
@@ -52,6 +52,83 @@ pub struct CreateVmRequest {
     pub disk_size: Option<Size>,
     #[serde(default)]
     pub nat: bool,
+    /// Boot it once created (the default); `false` only records it.
+    #[serde(default = "yes")]
+    pub start: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer to `vm create`, `vm start`, `vm restart`: the VM and how
+/// long each phase took (`--timings`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmStarted {
+    pub vm: banger_model::VmRecord,
+    pub timings: Vec<Timing>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub phase: String,
+    pub secs: f64,
+}
+
+/// `POST /v1/vms/{name}/kill`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillVmRequest {
+    /// `KILL`, `TERM`, `SIGINT`, `9`...; default KILL.
+    pub signal: Option<String>,
+}
+
+/// `PATCH /v1/vms/{name}`: change a stopped VM. Absent fields stay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVmRequest {
+    pub vcpu: Option<u32>,
+    pub memory_mib: Option<u64>,
+    /// The work disk grows to this; shrinking is refused.
+    pub disk_size: Option<Size>,
+    pub nat: Option<bool>,
+}
+
+/// `GET /v1/vms/{name}/ssh`: how the CLI reaches the guest with the
+/// system's OpenSSH client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshInfo {
+    pub vm: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identity: PathBuf,
+    pub known_hosts: PathBuf,
+    pub control_dir: PathBuf,
+}
+
+/// `GET /v1/vms/{name}/stats`: host-side view of a VM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmStats {
+    pub name: String,
+    pub state: banger_model::VmState,
+    /// The hypervisor process, when running.
+    pub pid: Option<u32>,
+    /// CPU time the hypervisor has used (user + system).
+    pub cpu_secs: Option<f64>,
+    /// Resident memory of the hypervisor process.
+    pub rss_bytes: Option<u64>,
+    pub disks: Vec<DiskStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStats {
+    pub name: String,
+    pub path: PathBuf,
+    /// Nominal size.
+    pub size: u64,
+    /// What it takes on the host (sparse files).
+    pub allocated: u64,
 }
 
 /// What a VM will get, after defaults; streamed before any slow work.

@@ -82,15 +82,96 @@ pub struct JsonFlag {
 pub enum VmCommand {
     /// Create a VM, boot it and run a command in it (or open a shell)
     ///
-    /// With `-- COMMAND...` the command runs in the guest and banger exits
-    /// with its status; without, you get an ssh shell.
+    /// With `-- COMMAND...` the command runs in the guest (as root, in /root)
+    /// and banger exits with its status (128+N when a signal killed it);
+    /// without, you get an interactive ssh shell, and leaving it leaves the
+    /// VM running. The default image is built first if it does not exist.
     Run(RunArgs),
-    /// Create a VM from an image (and boot it)
+    /// Create a VM from an image and boot it
     Create(CreateArgs),
+    /// Boot a stopped VM
+    Start(StartArgs),
+    /// Stop a VM gracefully (its disks are kept)
+    Stop(VmName),
+    /// Stop and start a VM
+    Restart(StartArgs),
+    /// Send a signal to a VM's hypervisor process (default KILL)
+    Kill {
+        #[command(flatten)]
+        vm: VmName,
+        /// Signal name or number: KILL, TERM, INT, 9...
+        #[arg(long, short = 's', default_value = "KILL")]
+        signal: String,
+    },
+    /// Delete a VM and its disks
+    Delete {
+        #[command(flatten)]
+        vm: VmName,
+        /// Delete it even if it is running (it is killed first)
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
     /// List VMs
     List(JsonFlag),
     /// Show one VM
     Show(ShowVm),
+    /// Host-side CPU time and memory of a VM's hypervisor, and its disks' usage
+    Stats(ShowVm),
+    /// Open a shell in a running VM, or run a command there
+    Ssh {
+        #[command(flatten)]
+        vm: VmName,
+        /// Command to run instead of a shell (after `--`)
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Print a VM's console log (kernel, init and systemd output)
+    Logs {
+        #[command(flatten)]
+        vm: VmName,
+        /// Keep printing new output as it comes
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Change a stopped VM: vCPUs, memory, a bigger work disk, NAT
+    Set(SetArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VmName {
+    /// The VM's name
+    #[arg(value_parser = parse_vm_name, add = ArgValueCompleter::new(complete::vms))]
+    pub name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub vm: VmName,
+    /// Print how long each phase took
+    #[arg(long)]
+    pub timings: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SetArgs {
+    #[command(flatten)]
+    pub vm: VmName,
+    /// Number of virtual CPUs
+    #[arg(long)]
+    pub vcpu: Option<u32>,
+    /// Guest memory, like 2G or 1536M
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<Size>,
+    /// Grow the work disk to this size (it never shrinks)
+    #[arg(long, value_parser = parse_size)]
+    pub disk_size: Option<Size>,
+    /// Give the VM outbound network access (NAT through the host)
+    #[arg(long, conflicts_with = "no_nat")]
+    pub nat: bool,
+    /// Remove the VM's outbound network access
+    #[arg(long)]
+    pub no_nat: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -113,10 +194,17 @@ pub struct CreateArgs {
     /// Give the VM outbound network access (NAT through the host)
     #[arg(long)]
     pub nat: bool,
+    /// Print how long each phase took
+    #[arg(long)]
+    pub timings: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
+    /// A repository or directory to copy into the VM (workspace mode; not supported yet)
+    pub path: Option<PathBuf>,
     #[command(flatten)]
     pub create: CreateArgs,
     /// Delete the VM when the command or shell exits

@@ -31,9 +31,6 @@ impl Failure {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
-    pub fn unsupported(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "unsupported", message)
-    }
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
         tracing::error!(error = %message, "internal error");

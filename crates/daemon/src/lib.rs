@@ -11,10 +11,10 @@ mod error;
 mod images;
 mod lock;
 mod logging;
-mod orchestrator;
 mod progress;
 mod routes;
 mod server;
+mod vms;
 
 pub use lock::{DaemonLock, LockError};
 pub use logging::init_logging;

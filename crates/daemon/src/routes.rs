@@ -1,14 +1,14 @@
-//! The `/v1` API: decode, call the store or the orchestrator, encode.
+//! The `/v1` API: decode, call the store, `images` or `vms`, encode.
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use banger_api::{
-    BuildImageRequest, CreateVmRequest, DaemonStatus, PullImageRequest, RegisterImageRequest,
-    VerifiedFile,
+    BuildImageRequest, CreateVmRequest, DaemonStatus, KillVmRequest, PullImageRequest,
+    RegisterImageRequest, SetVmRequest, SshInfo, VerifiedFile, VmStats,
 };
 use banger_images::catalog::Entry;
 use banger_model::{ImageRecord, KernelRecord, VmDefaults, VmRecord};
@@ -17,6 +17,7 @@ use crate::error::{Failure, JsonBody};
 use crate::images;
 use crate::progress::stream_operation;
 use crate::server::Daemon;
+use crate::vms;
 
 pub fn router(daemon: Daemon) -> Router {
     Router::new()
@@ -24,7 +25,17 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/defaults", get(defaults))
         .route("/v1/vms", get(list_vms).post(create_vm))
-        .route("/v1/vms/{name}", get(show_vm))
+        .route(
+            "/v1/vms/{name}",
+            get(show_vm).delete(delete_vm).patch(set_vm),
+        )
+        .route("/v1/vms/{name}/start", post(start_vm))
+        .route("/v1/vms/{name}/stop", post(stop_vm))
+        .route("/v1/vms/{name}/restart", post(restart_vm))
+        .route("/v1/vms/{name}/kill", post(kill_vm))
+        .route("/v1/vms/{name}/ssh", get(ssh_vm))
+        .route("/v1/vms/{name}/stats", get(stats_vm))
+        .route("/v1/vms/{name}/logs", get(logs_vm))
         .route("/v1/images", get(list_images))
         .route("/v1/images/build", post(build_image))
         .route("/v1/images/register", post(register_image))
@@ -82,9 +93,123 @@ async fn show_vm(
 }
 
 async fn create_vm(State(d): State<Daemon>, JsonBody(req): JsonBody<CreateVmRequest>) -> Response {
-    stream_operation(move |progress| async move {
-        crate::orchestrator::create_vm(&d, req, &progress).await
-    })
+    stream_operation(move |progress| async move { vms::create(&d, req, &progress).await })
+}
+
+async fn start_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Response {
+    stream_operation(move |progress| async move { vms::start(&d, &name, &progress).await })
+}
+
+async fn restart_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Response {
+    stream_operation(move |progress| async move { vms::restart(&d, &name, &progress).await })
+}
+
+async fn stop_vm(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+) -> Result<Json<VmRecord>, Failure> {
+    Ok(Json(vms::stop(&d, &name).await?))
+}
+
+async fn kill_vm(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<KillVmRequest>,
+) -> Result<Json<VmRecord>, Failure> {
+    let signal =
+        vms::parse_signal(req.signal.as_deref().unwrap_or("KILL")).map_err(Failure::bad_request)?;
+    Ok(Json(vms::kill(&d, &name, signal).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_vm(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    vms::delete(&d, &name, q.force).await?;
+    Ok(Json(serde_json::json!({ "deleted": name })))
+}
+
+async fn set_vm(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<SetVmRequest>,
+) -> Result<Json<VmRecord>, Failure> {
+    Ok(Json(vms::set(&d, &name, req).await?))
+}
+
+async fn ssh_vm(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+) -> Result<Json<SshInfo>, Failure> {
+    Ok(Json(vms::ssh(&d, &name).await?))
+}
+
+async fn stats_vm(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+) -> Result<Json<VmStats>, Failure> {
+    Ok(Json(vms::stats(&d, &name).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The console log as a byte stream; with `follow`, new output is sent as
+/// it is written, until the client goes away.
+async fn logs_vm(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, Failure> {
+    use tokio::io::AsyncReadExt;
+    let path = vms::console_log(&d, &name).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(8);
+    tokio::spawn(async move {
+        let mut file = loop {
+            match tokio::fs::File::open(&path).await {
+                Ok(f) => break f,
+                Err(_) if q.follow && !tx.is_closed() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await
+                }
+                Err(_) => return,
+            }
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) if q.follow => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx
+                        .send(Ok(bytes::Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .into_response(),
+    )
 }
 
 async fn list_images(State(d): State<Daemon>) -> Result<Json<Vec<ImageRecord>>, Failure> {

@@ -49,6 +49,7 @@ pub(crate) struct Inner {
     pub shutdown: Notify,
     /// Serializes image builds.
     pub build_lock: tokio::sync::Mutex<()>,
+    pub vms: crate::vms::VmLocks,
     _lock: DaemonLock,
 }
 
@@ -85,11 +86,15 @@ impl Daemon {
                 started: Instant::now(),
                 shutdown: Notify::new(),
                 build_lock: tokio::sync::Mutex::new(()),
+                vms: Default::default(),
                 _lock: lock,
             }),
         };
         // Before serving: nothing half-made may be seen as usable.
         crate::images::reconcile(&daemon)
+            .await
+            .map_err(|f| StartError::Reconcile(f.error.message))?;
+        crate::vms::reconcile(&daemon)
             .await
             .map_err(|f| StartError::Reconcile(f.error.message))?;
         Ok((daemon, listener))

@@ -8,23 +8,9 @@ use std::process::{Command, Output, Stdio};
 
 use crate::NetError;
 
-const SBIN: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-
-/// The path of `tool`, or `None` when the host has none.
-pub fn find_tool(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SBIN.iter().map(PathBuf::from))
-        .map(|dir| dir.join(tool))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
+/// The path of `tool`, or `None` when the host has none (PATH, then the
+/// sbin directories a daemon's PATH often lacks).
+pub use banger_config::find_tool;
 
 pub fn require_tool(tool: &'static str, package: &'static str) -> Result<PathBuf, NetError> {
     find_tool(tool).ok_or(NetError::ToolMissing { tool, package })

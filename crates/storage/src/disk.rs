@@ -208,6 +208,33 @@ fn chown_seed_to_root(image: &Path, seed: &Seed) -> Result<(), DiskError> {
     Ok(())
 }
 
+/// The UUID of the ext2/3/4 filesystem in `path`, read from its
+/// superblock (how banger-init will find the disk in the guest).
+pub fn read_ext4_uuid(path: &Path) -> Result<String, DiskError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(path).map_err(io_err("open", path))?;
+    let mut sb = [0u8; 0x78];
+    f.seek(SeekFrom::Start(1024))
+        .and_then(|_| f.read_exact(&mut sb))
+        .map_err(io_err("read the superblock of", path))?;
+    if sb[0x38..0x3a] != [0x53, 0xef] {
+        return Err(DiskError::Tool {
+            tool: "ext4",
+            path: path.to_path_buf(),
+            stderr: "no ext4 superblock".into(),
+        });
+    }
+    let u = &sb[0x68..0x78];
+    Ok(uuid::Uuid::from_slice(u)
+        .map_err(|_| DiskError::Tool {
+            tool: "ext4",
+            path: path.to_path_buf(),
+            stderr: "bad UUID".into(),
+        })?
+        .hyphenated()
+        .to_string())
+}
+
 /// Grows a disk image and its ext4 filesystem to `size` (the VM must be
 /// stopped). Shrinking is refused.
 pub fn grow_disk(path: &Path, size: Size) -> Result<(), DiskError> {
@@ -343,6 +370,7 @@ mod tests {
             .unwrap();
         let sb = String::from_utf8_lossy(&sb.stdout);
         assert!(sb.contains(&uuid), "UUID set");
+        assert_eq!(read_ext4_uuid(&disk).unwrap(), uuid);
         assert!(sb.contains("banger-work"), "label set");
         // Nothing left beside it.
         let names: Vec<_> = fs::read_dir(dir.path())

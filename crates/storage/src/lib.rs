@@ -16,5 +16,6 @@
 mod disk;
 
 pub use disk::{
-    DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk, new_uuid, usage,
+    DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk, new_uuid,
+    read_ext4_uuid, usage,
 };

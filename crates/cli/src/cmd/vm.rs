@@ -1,42 +1,150 @@
-use anyhow::{Result, bail};
-use banger_api::{Client, CreateVmRequest};
+use std::io::{IsTerminal, Write};
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use banger_api::{
+    Client, CreateVmRequest, KillVmRequest, SetVmRequest, SshInfo, Timing, VmStarted, VmStats,
+};
+use banger_guest::SshTarget;
 use banger_model::VmRecord;
 
 use crate::ExitCode;
-use crate::args::{CreateArgs, JsonFlag, RunArgs, VmCommand};
-use crate::output::{age, client_error, follow, print_json, print_table, table};
+use crate::args::{CreateArgs, JsonFlag, RunArgs, SetArgs, StartArgs, VmCommand};
+use crate::output::{age, client_error, follow, human_bytes, print_json, print_table, table};
 
 pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
     match cmd {
         VmCommand::List(JsonFlag { json }) => list(client, json).await,
         VmCommand::Show(show) => {
-            let vm: VmRecord = client
-                .get(&format!("/v1/vms/{}", show.name))
-                .await
-                .map_err(client_error)?;
+            let vm = get(client, &show.name).await?;
             if show.json.json {
                 print_json(&vm)?;
             } else {
-                println!("name:    {}", vm.name);
-                println!("state:   {}", vm.state);
-                println!("image:   {}", vm.image);
-                println!(
-                    "spec:    {} vcpu · {} MiB · {} disk",
-                    vm.vcpu, vm.memory_mib, vm.disk_size
-                );
-                println!("created: {}", age(vm.created_at));
+                print_vm(&vm);
             }
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Create(args) => {
-            create(client, &args).await?;
+            let started = create(client, &args, true).await?;
+            report_started(&started, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Run(RunArgs { create: args, .. }) => {
-            create(client, &args).await?;
+        VmCommand::Run(args) => run_vm(client, args).await,
+        VmCommand::Start(StartArgs { vm, timings }) => {
+            let events = client
+                .stream(
+                    &format!("/v1/vms/{}/start", vm.name),
+                    &serde_json::json!({}),
+                )
+                .await
+                .map_err(client_error)?;
+            let started: VmStarted = serde_json::from_value(follow(events).await?)?;
+            println!(
+                "VM {} is running at {}",
+                vm.name,
+                started.vm.ip.as_deref().unwrap_or("?")
+            );
+            if timings {
+                print_timings(&started.timings);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Restart(StartArgs { vm, timings }) => {
+            let events = client
+                .stream(
+                    &format!("/v1/vms/{}/restart", vm.name),
+                    &serde_json::json!({}),
+                )
+                .await
+                .map_err(client_error)?;
+            let started: VmStarted = serde_json::from_value(follow(events).await?)?;
+            println!("VM {} restarted", vm.name);
+            if timings {
+                print_timings(&started.timings);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Stop(vm) => {
+            let spinner = crate::output::spinner(&format!("stopping {}", vm.name));
+            let result: Result<VmRecord, _> = client
+                .post(&format!("/v1/vms/{}/stop", vm.name), &serde_json::json!({}))
+                .await;
+            spinner.finish_and_clear();
+            result.map_err(client_error)?;
+            println!("VM {} stopped", vm.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Kill { vm, signal } => {
+            let after: VmRecord = client
+                .post(
+                    &format!("/v1/vms/{}/kill", vm.name),
+                    &KillVmRequest {
+                        signal: Some(signal.clone()),
+                    },
+                )
+                .await
+                .map_err(client_error)?;
+            println!("sent {signal} to VM {}: it is {}", vm.name, after.state);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Delete { vm, force } => {
+            delete(client, &vm.name, force).await?;
+            println!("deleted VM {}", vm.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Stats(show) => {
+            let stats: VmStats = client
+                .get(&format!("/v1/vms/{}/stats", show.name))
+                .await
+                .map_err(client_error)?;
+            if show.json.json {
+                print_json(&stats)?;
+            } else {
+                print_stats(&stats);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Ssh { vm, command } => {
+            let info: SshInfo = client
+                .get(&format!("/v1/vms/{}/ssh", vm.name))
+                .await
+                .map_err(client_error)?;
+            ssh(&info, &command).await
+        }
+        VmCommand::Logs { vm, follow } => {
+            let mut chunks = client
+                .get_chunks(&format!("/v1/vms/{}/logs?follow={follow}", vm.name))
+                .await
+                .map_err(client_error)?;
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(client_error)?;
+                if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+                    break; // the reader went away (a pager closed)
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Set(args) => {
+            let vm = set(client, &args).await?;
+            println!(
+                "VM {}: {} vcpu · {} MiB · {} disk · NAT {}",
+                vm.name,
+                vm.vcpu,
+                vm.memory_mib,
+                vm.disk_size,
+                if vm.nat { "on" } else { "off" }
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn get(client: &Client, name: &str) -> Result<VmRecord> {
+    client
+        .get(&format!("/v1/vms/{name}"))
+        .await
+        .map_err(client_error)
 }
 
 async fn list(client: &Client, json: bool) -> Result<ExitCode> {
@@ -47,12 +155,13 @@ async fn list(client: &Client, json: bool) -> Result<ExitCode> {
         println!("no VMs: start one with 'banger vm run'");
     } else {
         let mut t = table(&[
-            "name", "state", "image", "vcpu", "memory", "disk", "created",
+            "name", "state", "ip", "image", "vcpu", "memory", "disk", "created",
         ]);
         for v in &vms {
             t.add_row(vec![
                 v.name.to_string(),
                 v.state.to_string(),
+                v.ip.clone().unwrap_or_default(),
                 v.image.clone(),
                 v.vcpu.to_string(),
                 format!("{} MiB", v.memory_mib),
@@ -65,7 +174,54 @@ async fn list(client: &Client, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn request(args: &CreateArgs) -> Result<CreateVmRequest> {
+fn print_vm(vm: &VmRecord) {
+    println!("name:    {}", vm.name);
+    println!("state:   {}", vm.state);
+    println!("image:   {} (kernel {})", vm.image, vm.kernel);
+    println!(
+        "spec:    {} vcpu · {} MiB · {} disk",
+        vm.vcpu, vm.memory_mib, vm.disk_size
+    );
+    println!(
+        "network: {} ({}, {}){}",
+        vm.ip.as_deref().unwrap_or("-"),
+        vm.tap,
+        vm.mac,
+        if vm.nat { ", NAT" } else { "" }
+    );
+    if let Some(pid) = vm.runtime.as_ref().and_then(|r| r.get("pid")) {
+        println!("pid:     {pid}");
+    }
+    println!("created: {}", age(vm.created_at));
+    if let Some(e) = &vm.last_error {
+        println!("error:   {e}");
+    }
+}
+
+fn print_stats(s: &VmStats) {
+    println!("name:    {}", s.name);
+    println!("state:   {}", s.state);
+    if let Some(pid) = s.pid {
+        println!("pid:     {pid}");
+    }
+    if let Some(cpu) = s.cpu_secs {
+        println!("cpu:     {cpu:.1} s");
+    }
+    if let Some(rss) = s.rss_bytes {
+        println!("memory:  {} resident", human_bytes(rss));
+    }
+    for d in &s.disks {
+        println!(
+            "disk:    {} {} of {} used on the host ({})",
+            d.name,
+            human_bytes(d.allocated),
+            human_bytes(d.size),
+            d.path.display()
+        );
+    }
+}
+
+fn request(args: &CreateArgs, start: bool) -> Result<CreateVmRequest> {
     let memory_mib = match args.memory {
         Some(m) if !m.bytes().is_multiple_of(1 << 20) => {
             bail!("--memory {m} is not a whole number of MiB: write it like 1536M or 2G")
@@ -80,12 +236,176 @@ fn request(args: &CreateArgs) -> Result<CreateVmRequest> {
         memory_mib,
         disk_size: args.disk_size,
         nat: args.nat,
+        start,
     })
 }
 
-async fn create(client: &Client, args: &CreateArgs) -> Result<VmRecord> {
-    let req = request(args)?;
+async fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<VmStarted> {
+    let req = request(args, start)?;
     let events = client.stream("/v1/vms", &req).await.map_err(client_error)?;
     let result = follow(events).await?;
     Ok(serde_json::from_value(result)?)
+}
+
+fn report_started(started: &VmStarted, args: &CreateArgs) -> Result<()> {
+    if args.json.json {
+        print_json(&started.vm)?;
+    } else {
+        println!(
+            "VM {} is running at {}: 'banger vm ssh {}'",
+            started.vm.name,
+            started.vm.ip.as_deref().unwrap_or("?"),
+            started.vm.name
+        );
+    }
+    if args.timings {
+        print_timings(&started.timings);
+    }
+    Ok(())
+}
+
+pub fn print_timings(timings: &[Timing]) {
+    let total: f64 = timings.iter().map(|t| t.secs).sum();
+    eprintln!("timings:");
+    for t in timings {
+        eprintln!("  {:<12} {:>7.2} s", t.phase, t.secs);
+    }
+    eprintln!("  {:<12} {:>7.2} s", "total", total);
+}
+
+async fn delete(client: &Client, name: &str, force: bool) -> Result<()> {
+    client
+        .delete::<serde_json::Value>(&format!("/v1/vms/{name}?force={force}"))
+        .await
+        .map_err(client_error)?;
+    Ok(())
+}
+
+async fn set(client: &Client, args: &SetArgs) -> Result<VmRecord> {
+    let memory_mib = match args.memory {
+        Some(m) if !m.bytes().is_multiple_of(1 << 20) => {
+            bail!("--memory {m} is not a whole number of MiB")
+        }
+        Some(m) => Some(m.mib()),
+        None => None,
+    };
+    let nat = match (args.nat, args.no_nat) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    if args.vcpu.is_none() && memory_mib.is_none() && args.disk_size.is_none() && nat.is_none() {
+        bail!("nothing to change: give --vcpu, --memory, --disk-size, --nat or --no-nat");
+    }
+    client
+        .patch(
+            &format!("/v1/vms/{}", args.vm.name),
+            &SetVmRequest {
+                vcpu: args.vcpu,
+                memory_mib,
+                disk_size: args.disk_size,
+                nat,
+            },
+        )
+        .await
+        .map_err(client_error)
+}
+
+fn target(info: &SshInfo) -> SshTarget {
+    SshTarget {
+        vm: info.vm.clone(),
+        host: info.host.clone(),
+        port: info.port,
+        user: info.user.clone(),
+        identity: info.identity.clone(),
+        known_hosts: info.known_hosts.clone(),
+        control_dir: info.control_dir.clone(),
+    }
+}
+
+/// Runs OpenSSH in the foreground with this terminal; returns the remote
+/// command's status as banger's own. ssh's own stderr is passed through and
+/// its end kept, to tell ssh's failures (a changed host key) from the
+/// command's status.
+async fn ssh(info: &SshInfo, command: &[String]) -> Result<ExitCode> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let interactive = command.is_empty();
+    let mut cmd = target(info).command(command, interactive && std::io::stdin().is_terminal());
+    cmd.stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped());
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .context("cannot run ssh (apt-get install openssh-client)")?;
+    let stderr = child.stderr.take();
+    let relay = tokio::spawn(async move {
+        let mut tail: Vec<String> = Vec::new();
+        let Some(stderr) = stderr else { return tail };
+        let mut lines = BufReader::new(stderr).lines();
+        let mut out = tokio::io::stderr();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = out.write_all(format!("{line}\n").as_bytes()).await;
+            tail.push(line);
+            if tail.len() > 20 {
+                tail.remove(0);
+            }
+        }
+        tail
+    });
+    // Ctrl-C belongs to the remote command: ssh passes it on, and banger
+    // must outlive it to report the status (and clean up with --rm).
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.context("waiting for ssh")?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let tail = relay.await.unwrap_or_default().join("\n");
+    let code = banger_guest::exit_code(status, &tail).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.path {
+        bail!(
+            "workspace mode (vm run {}) is not supported yet: run without PATH, and copy files \
+             with 'banger vm ssh'",
+            path.display()
+        );
+    }
+    let started = match create(client, &args.create, true).await {
+        Ok(s) => s,
+        Err(e) => return Err(e),
+    };
+    let name = started.vm.name.to_string();
+    let info: SshInfo = client
+        .get(&format!("/v1/vms/{name}/ssh"))
+        .await
+        .map_err(client_error)?;
+    let t0 = std::time::Instant::now();
+    let result = ssh(&info, &args.command).await;
+    let mut timings = started.timings.clone();
+    timings.push(Timing {
+        phase: if args.command.is_empty() {
+            "session"
+        } else {
+            "command"
+        }
+        .into(),
+        secs: t0.elapsed().as_secs_f64(),
+    });
+    if args.rm {
+        target(&info).close();
+        if let Err(e) = delete(client, &name, true).await {
+            eprintln!("warning: could not delete VM {name}: {e:#}");
+        }
+    } else if args.command.is_empty() {
+        eprintln!(
+            "VM {name} is still running: 'banger vm ssh {name}' to return, 'banger vm delete --force {name}' to remove it"
+        );
+    }
+    if args.create.timings {
+        print_timings(&timings);
+    }
+    result
 }

@@ -332,6 +332,83 @@ pub(crate) async fn pull(
     }
 }
 
+/// The image `name`, built first when it is the default one and absent
+/// (`vm run` on a fresh machine), else an error saying how to get it.
+pub(crate) async fn ensure_image(
+    d: &Daemon,
+    name: &str,
+    progress: &Progress,
+) -> Result<ImageRecord, Failure> {
+    let key = name.to_string();
+    if let Some(image) = d.with_store(move |s| s.get_image(&key)).await? {
+        if image.state != ObjectState::Ready {
+            return Err(Failure::conflict(format!(
+                "image {name} is still being made: wait for it to finish"
+            )));
+        }
+        return Ok(image);
+    }
+    let default = d.inner.config.default_image_name();
+    if name == default && name == DEFAULT_RECIPE {
+        progress.info(format!(
+            "image {name} is not built yet: building it now (once; later VMs reuse it)"
+        ));
+        return build(
+            d,
+            BuildImageRequest {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            progress,
+        )
+        .await;
+    }
+    Err(Failure::not_found(format!(
+        "image {name:?} not found: run 'banger image build' or 'banger image list'"
+    )))
+}
+
+pub(crate) async fn get_image(d: &Daemon, name: &str) -> Result<ImageRecord, Failure> {
+    let key = name.to_string();
+    d.with_store(move |s| s.get_image(&key))
+        .await?
+        .ok_or_else(|| not_found("image", name))
+}
+
+pub(crate) async fn get_kernel(
+    d: &Daemon,
+    name: &str,
+) -> Result<banger_model::KernelRecord, Failure> {
+    let key = name.to_string();
+    d.with_store(move |s| s.get_kernel(&key))
+        .await?
+        .ok_or_else(|| not_found("kernel", name))
+}
+
+/// Where an image's file of `role` is.
+pub(crate) fn artifact_path(
+    d: &Daemon,
+    image: &ImageRecord,
+    role: ArtifactRole,
+) -> Result<PathBuf, Failure> {
+    image
+        .artifact(role)
+        .map(|a| d.inner.paths.images_dir().join(&image.name).join(&a.file))
+        .ok_or_else(|| Failure::internal(format!("image {} has no {role} file", image.name)))
+}
+
+/// Where a kernel's file of `role` is.
+pub(crate) fn kernel_path(
+    d: &Daemon,
+    kernel: &banger_model::KernelRecord,
+    role: ArtifactRole,
+) -> Result<PathBuf, Failure> {
+    kernel
+        .artifact(role)
+        .map(|a| d.inner.paths.kernels_dir().join(&kernel.name).join(&a.file))
+        .ok_or_else(|| Failure::internal(format!("kernel {} has no {role} file", kernel.name)))
+}
+
 /// Hashes every file of the image and of its kernel against its pin.
 /// Booting calls this first: a changed file is named, never booted.
 pub(crate) async fn verify(d: &Daemon, name: &str) -> Result<Vec<VerifiedFile>, Failure> {

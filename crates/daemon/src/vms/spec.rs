@@ -1,12 +1,11 @@
-//! Multi-step operations on VMs, images and kernels. Every input is
-//! validated here again, whatever the CLI already checked: the API is
-//! public to anything that can open the socket.
+//! What a VM will get: a create request validated (again, whatever the
+//! CLI already checked: the API is open to anything that can reach the
+//! socket) and filled from the resolved defaults.
 
 use banger_api::{CreateVmRequest, VmSpec};
 use banger_model::{Size, VmDefaults, VmName, generate_name};
 
 use crate::error::Failure;
-use crate::progress::Progress;
 use crate::server::Daemon;
 
 const MAX_VCPU: u32 = 64;
@@ -38,17 +37,8 @@ pub(crate) async fn resolve_spec(d: &Daemon, req: CreateVmRequest) -> Result<VmS
         }
     };
     let vcpu = req.vcpu.unwrap_or(defaults.vcpu.value);
-    if vcpu == 0 || vcpu > MAX_VCPU {
-        return Err(Failure::bad_request(format!(
-            "--vcpu {vcpu} is out of range: give 1 to {MAX_VCPU}"
-        )));
-    }
     let memory_mib = req.memory_mib.unwrap_or(defaults.memory_mib.value);
-    if memory_mib < MIN_MEMORY_MIB {
-        return Err(Failure::bad_request(format!(
-            "--memory {memory_mib} MiB is too small: a guest needs at least {MIN_MEMORY_MIB} MiB"
-        )));
-    }
+    check_sizes(vcpu, memory_mib)?;
     let disk_size: Size = req.disk_size.unwrap_or(defaults.disk_size.value);
     Ok(VmSpec {
         name: name.to_string(),
@@ -62,27 +52,17 @@ pub(crate) async fn resolve_spec(d: &Daemon, req: CreateVmRequest) -> Result<VmS
     })
 }
 
-/// `vm create`: resolves the spec, reports it, and checks the image.
-///
-/// Booting arrives with the VM lifecycle (hypervisor backends, disks,
-/// network); until then a request that passes every check is refused with
-/// that reason rather than recorded as a VM that can never run.
-pub(crate) async fn create_vm(
-    d: &Daemon,
-    req: CreateVmRequest,
-    progress: &Progress,
-) -> Result<banger_model::VmRecord, Failure> {
-    let spec = resolve_spec(d, req).await?;
-    progress.info(format!("spec: {}", spec.summary()));
-    let image = spec.image.clone();
-    if d.with_store(move |s| s.get_image(&image)).await?.is_none() {
-        return Err(Failure::not_found(format!(
-            "image {:?} not found: run 'banger image build' or 'banger image list'",
-            spec.image
+/// The limits on any VM, whatever the host.
+pub(crate) fn check_sizes(vcpu: u32, memory_mib: u64) -> Result<(), Failure> {
+    if vcpu == 0 || vcpu > MAX_VCPU {
+        return Err(Failure::bad_request(format!(
+            "--vcpu {vcpu} is out of range: give 1 to {MAX_VCPU}"
         )));
     }
-    Err(Failure::unsupported(
-        "this bangerd cannot boot VMs yet: the VM lifecycle (hypervisor backends, disks, \
-         network) is not built",
-    ))
+    if memory_mib < MIN_MEMORY_MIB {
+        return Err(Failure::bad_request(format!(
+            "--memory {memory_mib} MiB is too small: a guest needs at least {MIN_MEMORY_MIB} MiB"
+        )));
+    }
+    Ok(())
 }

@@ -1,0 +1,323 @@
+//! The VM lifecycle end to end, under QEMU/TCG, with `bangerd` inside a
+//! network namespace this test creates: its bridge, TAPs, NAT rules and
+//! guest addresses exist only there and vanish with it. The default image
+//! is built (or reused from the test cache, by recipe hash) before, outside
+//! the namespace, which has no route to the Debian mirror.
+//!
+//! One test, few boots: each VM serves several assertions.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use banger_model::{VmRecord, VmState};
+use common::*;
+
+/// A network namespace, deleted (with whatever is left in it) on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Option<Self> {
+        let name = format!("banger-e2e-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            banger_testkit::skip("cannot create a network namespace (ip netns add)");
+            return None;
+        }
+        let ns = Netns(name);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// The shared caches (apt packages, built images by recipe hash) of the
+/// test cache, seen from this banger home.
+fn share_caches(home: &TestHome) {
+    let cache = banger_testkit::test_cache();
+    let own = home.root().join("cache");
+    fs::create_dir_all(&own).unwrap();
+    for (mine, shared) in [("images", "images"), ("apt", "apt-archives")] {
+        fs::create_dir_all(cache.join(shared)).unwrap();
+        std::os::unix::fs::symlink(cache.join(shared), own.join(mine)).unwrap();
+    }
+}
+
+fn vm_list(home: &TestHome, ns: &Netns) -> Vec<VmRecord> {
+    let out = banger_in(home, ns, &["vm", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("vm list --json")
+}
+
+/// `banger ARGS` inside the namespace (so the daemon it starts lives there).
+fn banger_in(home: &TestHome, ns: &Netns, args: &[&str]) -> Output {
+    let init = &banger_testkit::static_guest_binaries().init;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0])
+        .arg(TestHome::banger_bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.root().join("home"))
+        .env("BANGER_HOME", home.root())
+        .env("BANGER_INIT_BIN", init);
+    cmd.output().expect("run banger in the namespace")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+fn link_exists(ns: &Netns, name: &str) -> bool {
+    ns.exec(&["ip", "link", "show", name]).status.success()
+}
+
+#[test]
+fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
+    if !running_as_root() {
+        return banger_testkit::skip("needs root (network namespaces, TAP devices)");
+    }
+    if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
+        return banger_testkit::skip("BANGER_TEST_SKIP_IMAGE_BUILD is set: no image to boot");
+    }
+    if !banger_testkit::have_tools(&["qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "ssh", "ip"])
+    {
+        return;
+    }
+    let home = TestHome::new();
+    share_caches(&home);
+    let init = banger_testkit::static_guest_binaries().init.clone();
+
+    // The image, outside the namespace (the mirror is reachable only here).
+    let build = home
+        .banger(&["image", "build"])
+        .env("BANGER_INIT_BIN", &init)
+        .timeout(std::time::Duration::from_secs(900))
+        .output()
+        .unwrap();
+    ok(build, "image build");
+    home.banger(&["daemon", "stop"]).assert().success();
+
+    let Some(ns) = Netns::new() else { return };
+    let b = |args: &[&str]| banger_in(&home, &ns, args);
+
+    // Command mode: the exit status comes back, and --rm leaves nothing.
+    let out = b(&[
+        "vm",
+        "run",
+        "--rm",
+        "--name",
+        "seven",
+        "--timings",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("timings:"), "{}", stderr(&out));
+    assert!(
+        vm_list(&home, &ns).is_empty(),
+        "--rm deleted the VM and its lease"
+    );
+    assert!(
+        !link_exists(&ns, &banger_network::tap_name("seven")),
+        "TAP removed"
+    );
+
+    // Two VMs: different addresses, and they reach each other.
+    ok(b(&["vm", "create", "--name", "alpha"]), "vm create alpha");
+    ok(b(&["vm", "create", "--name", "beta"]), "vm create beta");
+    let vms = vm_list(&home, &ns);
+    let ip = |n: &str| {
+        vms.iter()
+            .find(|v| v.name.as_str() == n)
+            .and_then(|v| v.ip.clone())
+            .unwrap()
+    };
+    assert_ne!(ip("alpha"), ip("beta"));
+    assert!(vms.iter().all(|v| v.state == VmState::Running), "{vms:?}");
+    ok(
+        b(&[
+            "vm",
+            "ssh",
+            "alpha",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            &ip("beta"),
+        ]),
+        "alpha pings beta",
+    );
+    let hostname = ok(b(&["vm", "ssh", "beta", "--", "hostname"]), "hostname");
+    assert_eq!(hostname.trim(), "beta");
+
+    // Files in /root (work disk) and elsewhere (overlay) survive a restart.
+    ok(
+        b(&[
+            "vm",
+            "ssh",
+            "alpha",
+            "--",
+            "sh",
+            "-c",
+            "echo kept > /root/keep && echo sys > /etc/banger-mark && sync",
+        ]),
+        "write files",
+    );
+    ok(b(&["vm", "stop", "alpha"]), "vm stop");
+    assert!(
+        !link_exists(&ns, &banger_network::tap_name("alpha")),
+        "TAP removed on stop"
+    );
+    ok(
+        b(&["vm", "set", "alpha", "--nat", "--disk-size", "9G"]),
+        "vm set",
+    );
+    ok(b(&["vm", "start", "alpha"]), "vm start");
+    let files = ok(
+        b(&[
+            "vm",
+            "ssh",
+            "alpha",
+            "--",
+            "cat",
+            "/root/keep",
+            "/etc/banger-mark",
+        ]),
+        "cat",
+    );
+    assert_eq!(files, "kept\nsys\n");
+    let df = ok(
+        b(&[
+            "vm",
+            "ssh",
+            "alpha",
+            "--",
+            "df",
+            "-BG",
+            "--output=size",
+            "/root",
+        ]),
+        "df",
+    );
+    assert!(
+        df.contains("9G") || df.contains("8G"),
+        "work disk grown: {df}"
+    );
+    let rules = ns.exec(&["nft", "list", "table", "ip", "banger"]);
+    assert!(
+        stdout(&rules).contains("banger:alpha"),
+        "NAT rule: {}",
+        stdout(&rules)
+    );
+
+    // A changed host key is refused, loudly.
+    let kh = home.state().join("ssh/known_hosts");
+    let original = fs::read_to_string(&kh).unwrap();
+    let forged = forge_key_for(&original, &ip("beta"), home.root());
+    fs::write(&kh, forged).unwrap();
+    // Forget the multiplexed connection, so the next one shows its key.
+    for entry in fs::read_dir(home.root().join("run/ssh")).unwrap() {
+        let _ = fs::remove_file(entry.unwrap().path());
+    }
+    let out = b(&["vm", "ssh", "beta", "--", "true"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("host key") && err.to_lowercase().contains("mitm"),
+        "{err}"
+    );
+    fs::write(&kh, original).unwrap();
+
+    // The daemon can go away: VMs keep running and are re-adopted.
+    let pid_before = vm_list(&home, &ns)
+        .iter()
+        .find(|v| v.name.as_str() == "alpha")
+        .and_then(|v| v.runtime.as_ref()?.get("pid")?.as_u64());
+    ok(b(&["daemon", "stop"]), "daemon stop");
+    let after = vm_list(&home, &ns);
+    let alpha = after.iter().find(|v| v.name.as_str() == "alpha").unwrap();
+    assert_eq!(alpha.state, VmState::Running, "{alpha:?}");
+    assert_eq!(
+        alpha.runtime.as_ref().and_then(|r| r.get("pid")?.as_u64()),
+        pid_before
+    );
+    ok(
+        b(&["vm", "ssh", "alpha", "--", "true"]),
+        "ssh after re-adoption",
+    );
+
+    ok(b(&["vm", "delete", "--force", "alpha"]), "delete alpha");
+    ok(b(&["vm", "delete", "--force", "beta"]), "delete beta");
+    assert!(vm_list(&home, &ns).is_empty());
+    assert!(!link_exists(&ns, &banger_network::tap_name("alpha")));
+    assert!(!stdout(&ns.exec(&["nft", "list", "table", "ip", "banger"])).contains("banger:alpha"));
+    assert!(!fs::read_to_string(&kh).unwrap_or_default().contains("beta"));
+    let _ = b(&["daemon", "stop"]);
+}
+
+/// known_hosts with beta's key swapped for a freshly generated one.
+fn forge_key_for(known_hosts: &str, ip: &str, scratch: &Path) -> String {
+    let key = scratch.join("forged");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+    let forged_key = public.split_whitespace().nth(1).unwrap().to_string();
+    known_hosts
+        .lines()
+        .map(|line| {
+            if line.contains(ip) && line.contains("ssh-ed25519") {
+                let mut words: Vec<&str> = line.split_whitespace().collect();
+                if let Some(i) = words.iter().position(|w| *w == "ssh-ed25519") {
+                    words[i + 1] = &forged_key;
+                }
+                words.join(" ")
+            } else {
+                line.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect()
+}

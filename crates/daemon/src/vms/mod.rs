@@ -1,0 +1,769 @@
+//! The VM lifecycle: create, start, stop, kill, delete, change, and what
+//! reconcile does after a restart. The hypervisor is whatever
+//! `select::choose` picked, behind `dyn Hypervisor`: nothing here asks
+//! which one it is.
+//!
+//! Every step records what it is about to make before making it: the VM
+//! row (with its lease and disk UUIDs) before its disks, the hypervisor's
+//! handle as soon as the process exists. Teardown reads the store, never
+//! memory, so a crash at any point is undone by [`reconcile`].
+
+mod boot;
+mod host;
+mod spec;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use banger_api::{CreateVmRequest, SetVmRequest, SshInfo, VmStarted, VmStats};
+use banger_guest::{KnownHosts, SshError, SshTarget};
+use banger_model::{ArtifactRole, Size, VmRecord, VmState};
+use banger_storage::{SYSTEM_DISK_SIZE, Seed};
+use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle};
+
+pub(crate) use self::boot::parse_signal;
+use self::boot::{GuestParams, Timer, available_memory_mib, check_resources, guest_cmdline};
+use crate::error::Failure;
+use crate::images::{self, blocking, now};
+use crate::progress::Progress;
+use crate::server::Daemon;
+
+/// How long a booting guest may take to start banger-init, and then sshd.
+/// TCG is slow: Debian's systemd answers ssh ~10-16 s after QEMU starts.
+const INIT_TIMEOUT: Duration = Duration::from_secs(90);
+const SSH_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a graceful stop may take before the hypervisor is killed.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// Serializes operations on one VM (start vs stop vs delete), while other
+/// VMs proceed.
+#[derive(Default)]
+pub(crate) struct VmLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held while choosing a name and an address.
+    pub lease: tokio::sync::Mutex<()>,
+}
+
+impl VmLocks {
+    fn of(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_string()).or_default().clone()
+    }
+}
+
+/// Where a VM's files are.
+struct VmPaths {
+    dir: PathBuf,
+    system: PathBuf,
+    work: PathBuf,
+    console: PathBuf,
+    host_keys: PathBuf,
+    /// Short, for sockets (Unix socket paths are limited to 107 bytes).
+    runtime: PathBuf,
+}
+
+fn paths(d: &Daemon, vm: &VmRecord) -> VmPaths {
+    let dir = d.inner.paths.state_dir.join("vms").join(vm.name.as_str());
+    VmPaths {
+        system: dir.join("system.ext4"),
+        work: dir.join("work.ext4"),
+        console: dir.join("console.log"),
+        host_keys: dir.join("ssh"),
+        runtime: d.inner.paths.runtime_dir.join(&vm.tap),
+        dir,
+    }
+}
+
+fn known_hosts(d: &Daemon) -> KnownHosts {
+    KnownHosts::new(d.inner.paths.state_dir.join("ssh").join("known_hosts"))
+}
+
+fn ssh_info(d: &Daemon, vm: &VmRecord) -> Result<SshInfo, Failure> {
+    Ok(SshInfo {
+        vm: vm.name.to_string(),
+        host: vm
+            .ip
+            .clone()
+            .ok_or_else(|| Failure::internal(format!("VM {} has no address", vm.name)))?,
+        port: 22,
+        user: "root".into(),
+        identity: d.inner.config.ssh_key_path(&d.inner.paths),
+        known_hosts: d.inner.paths.state_dir.join("ssh").join("known_hosts"),
+        control_dir: d.inner.paths.runtime_dir.join("ssh"),
+    })
+}
+
+fn ssh_target(info: &SshInfo) -> SshTarget {
+    SshTarget {
+        vm: info.vm.clone(),
+        host: info.host.clone(),
+        port: info.port,
+        user: info.user.clone(),
+        identity: info.identity.clone(),
+        known_hosts: info.known_hosts.clone(),
+        control_dir: info.control_dir.clone(),
+    }
+}
+
+async fn get(d: &Daemon, name: &str) -> Result<VmRecord, Failure> {
+    let key = name.to_string();
+    d.with_store(move |s| s.get_vm(&key))
+        .await?
+        .ok_or_else(|| Failure::not_found(format!("VM {name:?} not found: see 'banger vm list'")))
+}
+
+async fn set_state(
+    d: &Daemon,
+    name: &str,
+    state: VmState,
+    runtime: Option<serde_json::Value>,
+    error: Option<String>,
+) -> Result<(), Failure> {
+    let key = name.to_string();
+    d.with_store(move |s| s.set_vm_state(&key, state, &runtime, error.as_deref()))
+        .await
+}
+
+fn handle_of(vm: &VmRecord) -> Option<VmHandle> {
+    vm.runtime
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+// --- create ---
+
+pub(crate) async fn create(
+    d: &Daemon,
+    req: CreateVmRequest,
+    progress: &Progress,
+) -> Result<VmStarted, Failure> {
+    let mut timer = Timer::new();
+    let start = req.start;
+    let spec = spec::resolve_spec(d, req).await?;
+    progress.info(format!("spec: {}", spec.summary()));
+    check_resources(
+        spec.vcpu,
+        spec.memory_mib,
+        d.inner.host.cpus,
+        available_memory_mib(),
+    )
+    .map_err(Failure::bad_request)?;
+    host::hypervisor(d)?;
+    let image = images::ensure_image(d, &spec.image, progress).await?;
+    timer.mark("image");
+
+    let record = {
+        let _lease = d.inner.vms.lease.lock().await;
+        let key = spec.name.clone();
+        if d.with_store(move |s| s.vm_exists(&key)).await? {
+            return Err(Failure::conflict(format!(
+                "VM \"{}\" already exists: choose another --name",
+                spec.name
+            )));
+        }
+        let leased = d.with_store(|s| s.leased_ips()).await?;
+        let used = leased.iter().filter_map(|ip| ip.parse().ok()).collect();
+        let cidr = d.inner.config.bridge_cidr();
+        let ip = banger_network::next_free_ip(cidr, &used).ok_or_else(|| {
+            Failure::conflict(format!(
+                "no free guest address left in {cidr}: delete VMs, or widen bridge_cidr"
+            ))
+        })?;
+        let record = VmRecord {
+            name: banger_model::VmName::parse(&spec.name)
+                .map_err(|e| Failure::bad_request(e.to_string()))?,
+            image: image.name.clone(),
+            kernel: image.kernel.clone(),
+            state: VmState::Created,
+            vcpu: spec.vcpu,
+            memory_mib: spec.memory_mib,
+            disk_size: spec.disk_size,
+            nat: spec.nat,
+            ip: Some(ip.to_string()),
+            mac: banger_network::mac_for(&spec.name),
+            tap: banger_network::tap_name(&spec.name),
+            system_uuid: banger_storage::new_uuid(),
+            work_uuid: banger_storage::new_uuid(),
+            runtime: None,
+            last_error: None,
+            created_at: now(),
+        };
+        let rec = record.clone();
+        // The journal entry: from here on, reconcile knows this VM.
+        d.with_store(move |s| s.insert_vm(&rec)).await?;
+        record
+    };
+    let lock = d.inner.vms.of(record.name.as_str());
+    let _guard = lock.lock().await;
+    progress.phase("disks", "making the VM's disks and keys");
+    if let Err(e) = prepare(d, &record).await {
+        destroy(d, &record).await;
+        return Err(e);
+    }
+    set_state(d, record.name.as_str(), VmState::Stopped, None, None).await?;
+    timer.mark("disks");
+    if !start {
+        let vm = get(d, record.name.as_str()).await?;
+        return Ok(VmStarted {
+            vm,
+            timings: timer.phases,
+        });
+    }
+    let vm = boot(d, record.name.as_str(), progress, &mut timer).await?;
+    Ok(VmStarted {
+        vm,
+        timings: timer.phases,
+    })
+}
+
+/// Keys, disks and the known_hosts pin of a recorded VM.
+async fn prepare(d: &Daemon, vm: &VmRecord) -> Result<(), Failure> {
+    let p = paths(d, vm);
+    let key_path = d.inner.config.ssh_key_path(&d.inner.paths);
+    let managed = d.inner.config.ssh_key_path.is_none();
+    let vm = vm.clone();
+    let kh = known_hosts(d);
+    blocking(move || {
+        fs::create_dir_all(&p.host_keys)
+            .map_err(|e| Failure::internal(format!("cannot create {}: {e}", p.dir.display())))?;
+        let user_key = banger_guest::ensure_user_key(&key_path, managed)
+            .map_err(|e| Failure::bad_request(e.to_string()))?;
+        let host_pub = banger_guest::generate_host_key(&p.host_keys, vm.name.as_str())
+            .map_err(|e| Failure::internal(e.to_string()))?;
+        let host_key = fs::read(p.host_keys.join("ssh_host_ed25519_key"))
+            .map_err(|e| Failure::internal(format!("cannot read the host key: {e}")))?;
+        let system = Seed::default()
+            .file("banger/files/etc/ssh/ssh_host_ed25519_key", host_key, 0o600)
+            .file(
+                "banger/files/etc/ssh/ssh_host_ed25519_key.pub",
+                format!("{}\n", host_pub.trim()),
+                0o644,
+            );
+        banger_storage::make_disk(
+            &p.system,
+            SYSTEM_DISK_SIZE,
+            "banger-system",
+            &vm.system_uuid,
+            &system,
+        )
+        .map_err(|e| Failure::internal(e.to_string()))?;
+        let work = Seed::default().file(
+            ".ssh/authorized_keys",
+            format!("{}\n", user_key.trim()),
+            0o600,
+        );
+        banger_storage::make_disk(&p.work, vm.disk_size, "banger-work", &vm.work_uuid, &work)
+            .map_err(|e| Failure::internal(e.to_string()))?;
+        // Pinned before the first boot: even the first connection is
+        // verified.
+        let ip = vm.ip.clone().unwrap_or_default();
+        kh.pin(
+            vm.name.as_str(),
+            &[ip, format!("{}.vm", vm.name)],
+            &host_pub,
+        )
+        .map_err(|e| Failure::internal(e.to_string()))
+    })
+    .await
+}
+
+// --- start ---
+
+pub(crate) async fn start(
+    d: &Daemon,
+    name: &str,
+    progress: &Progress,
+) -> Result<VmStarted, Failure> {
+    let lock = d.inner.vms.of(name);
+    let _guard = lock.lock().await;
+    let mut timer = Timer::new();
+    let vm = boot(d, name, progress, &mut timer).await?;
+    Ok(VmStarted {
+        vm,
+        timings: timer.phases,
+    })
+}
+
+/// Boots a stopped VM and waits for its sshd. The caller holds the VM's
+/// lock.
+async fn boot(
+    d: &Daemon,
+    name: &str,
+    progress: &Progress,
+    timer: &mut Timer,
+) -> Result<VmRecord, Failure> {
+    let vm = get(d, name).await?;
+    let hv = host::hypervisor(d)?;
+    if let Some(h) = handle_of(&vm)
+        && host::for_handle(&h).is_running(&h)
+    {
+        return Err(Failure::conflict(format!(
+            "VM {name} is already running (pid {}): 'banger vm ssh {name}'",
+            h.pid
+        )));
+    }
+    check_resources(
+        vm.vcpu,
+        vm.memory_mib,
+        d.inner.host.cpus,
+        available_memory_mib(),
+    )
+    .map_err(Failure::bad_request)?;
+    progress.phase("verify", "checking the image's files against their pins");
+    images::verify(d, &vm.image).await?;
+    let image = images::get_image(d, &vm.image).await?;
+    let kernel = images::get_kernel(d, &vm.kernel).await?;
+    timer.mark("verify");
+
+    progress.phase("network", "setting up the bridge and the VM's TAP");
+    let p = paths(d, &vm);
+    let bridge = banger_network::BridgeSpec {
+        name: d.inner.config.bridge_name().to_string(),
+        cidr: d.inner.config.bridge_cidr(),
+    };
+    let (tap, nat, vm_name) = (vm.tap.clone(), vm.nat, vm.name.to_string());
+    let ip: std::net::Ipv4Addr = vm
+        .ip
+        .as_deref()
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| Failure::internal(format!("VM {name} has no valid address")))?;
+    blocking(move || {
+        banger_network::ensure_bridge(&bridge).map_err(|e| Failure::bad_request(e.to_string()))?;
+        banger_network::create_tap(&tap, &bridge.name)
+            .map_err(|e| Failure::internal(e.to_string()))?;
+        if nat {
+            banger_network::enable_nat(&vm_name, ip, &bridge.name)
+                .map_err(|e| Failure::internal(e.to_string()))?;
+        }
+        Ok(())
+    })
+    .await
+    .inspect_err(|_| {
+        let _ = banger_network::delete_tap(&vm.tap);
+    })?;
+    timer.mark("network");
+
+    let rootfs = images::artifact_path(d, &image, ArtifactRole::Rootfs)?;
+    let base_uuid = {
+        let r = rootfs.clone();
+        blocking(move || {
+            banger_storage::read_ext4_uuid(&r).map_err(|e| Failure::internal(e.to_string()))
+        })
+        .await?
+    };
+    let spec = LaunchSpec {
+        name: vm.name.to_string(),
+        vm_dir: p.dir.clone(),
+        runtime_dir: p.runtime.clone(),
+        vcpu: vm.vcpu,
+        memory_mib: vm.memory_mib,
+        vmlinux: images::kernel_path(d, &kernel, ArtifactRole::Vmlinux)?,
+        bzimage: images::kernel_path(d, &kernel, ArtifactRole::Bzimage)?,
+        initramfs: images::kernel_path(d, &kernel, ArtifactRole::Initramfs)?,
+        cmdline: guest_cmdline(&GuestParams {
+            name: vm.name.as_str(),
+            base_uuid: &base_uuid,
+            system_uuid: &vm.system_uuid,
+            work_uuid: &vm.work_uuid,
+            ip,
+            bridge: d.inner.config.bridge_cidr(),
+        }),
+        disks: vec![
+            DiskSpec {
+                path: rootfs,
+                read_only: true,
+            },
+            DiskSpec {
+                path: p.system.clone(),
+                read_only: false,
+            },
+            DiskSpec {
+                path: p.work.clone(),
+                read_only: false,
+            },
+        ],
+        net: Some(NetSpec {
+            tap: vm.tap.clone(),
+            mac: vm.mac.clone(),
+        }),
+        console_log: p.console.clone(),
+    };
+    progress.phase("boot", "starting the hypervisor");
+    set_state(d, name, VmState::Starting, None, None).await?;
+    let launcher = hv.clone();
+    let handle = match blocking(move || {
+        fs::create_dir_all(&spec.runtime_dir).map_err(|e| {
+            Failure::internal(format!("cannot create {}: {e}", spec.runtime_dir.display()))
+        })?;
+        launcher
+            .start(&spec)
+            .map_err(|e| Failure::internal(e.to_string()))
+    })
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            teardown_network(&vm).await;
+            set_state(d, name, VmState::Error, None, Some(e.error.message.clone())).await?;
+            return Err(e);
+        }
+    };
+    let runtime = serde_json::to_value(&handle).ok();
+    set_state(d, name, VmState::Starting, runtime.clone(), None).await?;
+    timer.mark("hypervisor");
+
+    progress.phase("kernel", "waiting for the kernel and banger-init");
+    let (h, c, hv2) = (handle.clone(), p.console.clone(), hv.clone());
+    let init = blocking(move || {
+        banger_vmm::wait_for_console(&c, "banger-init ready", &h, hv2.as_ref(), INIT_TIMEOUT)
+            .map_err(|e| Failure::internal(e.to_string()))
+    })
+    .await;
+    if let Err(e) = init {
+        return Err(fail_boot(d, &vm, &hv, &handle, e.error.message).await);
+    }
+    timer.mark("kernel+init");
+
+    progress.phase("ssh", "waiting for sshd");
+    let info = ssh_info(d, &vm)?;
+    let (h, hv2) = (handle.clone(), hv.clone());
+    let ready = blocking(move || Ok(wait_for_ssh(&ssh_target(&info), &h, hv2.as_ref()))).await?;
+    match ready {
+        Ok(()) => {}
+        Err(SshWait::Died) => {
+            let msg = format!(
+                "the hypervisor exited while the guest booted: see 'banger vm logs {name}'"
+            );
+            return Err(fail_boot(d, &vm, &hv, &handle, msg).await);
+        }
+        Err(SshWait::Fatal(msg)) => {
+            return Err(fail_boot(d, &vm, &hv, &handle, msg).await);
+        }
+        Err(SshWait::Timeout(last)) => {
+            // Kept running for diagnosis; the record says why.
+            let msg = format!(
+                "sshd in VM {name} did not answer within {}s ({last}); the VM is left \
+                 running: read 'banger vm logs {name}', then 'banger vm delete --force {name}'",
+                SSH_TIMEOUT.as_secs()
+            );
+            set_state(d, name, VmState::Error, runtime, Some(msg.clone())).await?;
+            return Err(Failure::internal(msg));
+        }
+    }
+    timer.mark("ssh");
+    set_state(d, name, VmState::Running, runtime, None).await?;
+    get(d, name).await
+}
+
+enum SshWait {
+    Died,
+    Timeout(String),
+    Fatal(String),
+}
+
+fn wait_for_ssh(target: &SshTarget, handle: &VmHandle, hv: &dyn Hypervisor) -> Result<(), SshWait> {
+    let started = Instant::now();
+    let mut last = String::from("no answer yet");
+    while started.elapsed() < SSH_TIMEOUT {
+        if !hv.is_running(handle) {
+            return Err(SshWait::Died);
+        }
+        match target.wait_ready(Duration::from_secs(3)) {
+            Ok(_) => return Ok(()),
+            Err(e @ SshError::HostKeyChanged { .. }) => return Err(SshWait::Fatal(e.to_string())),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(SshWait::Timeout(last))
+}
+
+/// A boot that failed: stop what runs, free the network, record why.
+async fn fail_boot(
+    d: &Daemon,
+    vm: &VmRecord,
+    hv: &Arc<dyn Hypervisor>,
+    handle: &VmHandle,
+    why: String,
+) -> Failure {
+    let (hv, h) = (hv.clone(), handle.clone());
+    let _ = blocking(move || {
+        hv.stop(&h, Duration::from_secs(1))
+            .map_err(|e| Failure::internal(e.to_string()))
+    })
+    .await;
+    teardown_network(vm).await;
+    let _ = set_state(d, vm.name.as_str(), VmState::Error, None, Some(why.clone())).await;
+    Failure::internal(why)
+}
+
+/// Removes the VM's TAP and NAT rules; absent ones are fine.
+async fn teardown_network(vm: &VmRecord) {
+    let (tap, name, nat) = (vm.tap.clone(), vm.name.to_string(), vm.nat);
+    let _ = blocking(move || {
+        if nat && let Err(e) = banger_network::disable_nat(&name) {
+            tracing::warn!(vm = %name, error = %e, "cannot remove NAT rules");
+        }
+        if let Err(e) = banger_network::delete_tap(&tap) {
+            tracing::warn!(vm = %name, error = %e, "cannot delete the TAP");
+        }
+        Ok(())
+    })
+    .await;
+}
+
+// --- stop, kill, restart ---
+
+pub(crate) async fn stop(d: &Daemon, name: &str) -> Result<VmRecord, Failure> {
+    let lock = d.inner.vms.of(name);
+    let _guard = lock.lock().await;
+    stop_locked(d, name, None).await
+}
+
+/// Graceful stop, or `signal` when given. Returns the stopped VM.
+async fn stop_locked(d: &Daemon, name: &str, signal: Option<i32>) -> Result<VmRecord, Failure> {
+    let vm = get(d, name).await?;
+    let Some(handle) = handle_of(&vm) else {
+        if vm.state == VmState::Running || vm.state == VmState::Starting {
+            set_state(d, name, VmState::Stopped, None, None).await?;
+        }
+        return get(d, name).await;
+    };
+    let hv = host::for_handle(&handle);
+    set_state(d, name, VmState::Stopping, vm.runtime.clone(), None).await?;
+    let h = handle.clone();
+    blocking(move || {
+        match signal {
+            None => hv.stop(&h, STOP_GRACE),
+            Some(sig) => hv.kill(&h, sig).map(|()| {
+                let started = Instant::now();
+                while hv.is_running(&h) && started.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }),
+        }
+        .map_err(|e| Failure::internal(e.to_string()))
+    })
+    .await?;
+    if host::for_handle(&handle).is_running(&handle) {
+        // A signal that does not end the process (STOP, USR1...).
+        set_state(d, name, vm.state, vm.runtime.clone(), None).await?;
+        return get(d, name).await;
+    }
+    if let Ok(info) = ssh_info(d, &vm) {
+        ssh_target(&info).close();
+    }
+    teardown_network(&vm).await;
+    set_state(d, name, VmState::Stopped, None, None).await?;
+    get(d, name).await
+}
+
+pub(crate) async fn kill(d: &Daemon, name: &str, signal: i32) -> Result<VmRecord, Failure> {
+    let lock = d.inner.vms.of(name);
+    let _guard = lock.lock().await;
+    let vm = get(d, name).await?;
+    if handle_of(&vm).is_none() {
+        return Err(Failure::conflict(format!("VM {name} is not running")));
+    }
+    stop_locked(d, name, Some(signal)).await
+}
+
+pub(crate) async fn restart(
+    d: &Daemon,
+    name: &str,
+    progress: &Progress,
+) -> Result<VmStarted, Failure> {
+    let lock = d.inner.vms.of(name);
+    let _guard = lock.lock().await;
+    progress.phase("stop", "stopping");
+    stop_locked(d, name, None).await?;
+    let mut timer = Timer::new();
+    let vm = boot(d, name, progress, &mut timer).await?;
+    Ok(VmStarted {
+        vm,
+        timings: timer.phases,
+    })
+}
+
+// --- delete ---
+
+pub(crate) async fn delete(d: &Daemon, name: &str, force: bool) -> Result<(), Failure> {
+    let lock = d.inner.vms.of(name);
+    let _guard = lock.lock().await;
+    let vm = get(d, name).await?;
+    if let Some(h) = handle_of(&vm)
+        && host::for_handle(&h).is_running(&h)
+    {
+        if !force {
+            return Err(Failure::conflict(format!(
+                "VM {name} is running: stop it first ('banger vm stop {name}'), or use --force"
+            )));
+        }
+        stop_locked(d, name, Some(9)).await?;
+    }
+    destroy(d, &vm).await;
+    Ok(())
+}
+
+/// Removes everything a VM has: network, known_hosts entries, files, and
+/// last its record (so a failure half-way leaves it findable).
+async fn destroy(d: &Daemon, vm: &VmRecord) {
+    teardown_network(vm).await;
+    let p = paths(d, vm);
+    let kh = known_hosts(d);
+    let name = vm.name.to_string();
+    let _ = blocking(move || {
+        if let Err(e) = kh.remove(&name) {
+            tracing::warn!(vm = %name, error = %e, "cannot remove known_hosts entries");
+        }
+        for dir in [&p.dir, &p.runtime] {
+            if let Err(e) = fs::remove_dir_all(dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(vm = %name, dir = %dir.display(), error = %e, "cannot remove");
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let key = vm.name.to_string();
+    if let Err(e) = d.with_store(move |s| s.delete_vm(&key)).await {
+        tracing::warn!(vm = %vm.name, error = %e.error.message, "cannot delete the record");
+    }
+}
+
+// --- set, ssh, stats ---
+
+pub(crate) async fn set(d: &Daemon, name: &str, req: SetVmRequest) -> Result<VmRecord, Failure> {
+    let lock = d.inner.vms.of(name);
+    let _guard = lock.lock().await;
+    let vm = get(d, name).await?;
+    if handle_of(&vm).is_some() {
+        return Err(Failure::conflict(format!(
+            "VM {name} is running: stop it first ('banger vm stop {name}')"
+        )));
+    }
+    let vcpu = req.vcpu.unwrap_or(vm.vcpu);
+    let memory_mib = req.memory_mib.unwrap_or(vm.memory_mib);
+    spec::check_sizes(vcpu, memory_mib)?;
+    check_resources(vcpu, memory_mib, d.inner.host.cpus, None).map_err(Failure::bad_request)?;
+    let disk_size: Size = req.disk_size.unwrap_or(vm.disk_size);
+    if disk_size < vm.disk_size {
+        return Err(Failure::bad_request(format!(
+            "--disk-size {disk_size} is smaller than the work disk's {}: disks only grow",
+            vm.disk_size
+        )));
+    }
+    if disk_size > vm.disk_size {
+        let work = paths(d, &vm).work;
+        blocking(move || {
+            banger_storage::grow_disk(&work, disk_size)
+                .map_err(|e| Failure::internal(e.to_string()))
+        })
+        .await?;
+    }
+    let nat = req.nat.unwrap_or(vm.nat);
+    let key = name.to_string();
+    d.with_store(move |s| s.set_vm_spec(&key, vcpu, memory_mib, disk_size, nat))
+        .await?;
+    get(d, name).await
+}
+
+pub(crate) async fn ssh(d: &Daemon, name: &str) -> Result<SshInfo, Failure> {
+    let vm = get(d, name).await?;
+    if vm.state != VmState::Running {
+        return Err(Failure::conflict(format!(
+            "VM {name} is {}: start it with 'banger vm start {name}'",
+            vm.state
+        )));
+    }
+    ssh_info(d, &vm)
+}
+
+pub(crate) async fn stats(d: &Daemon, name: &str) -> Result<VmStats, Failure> {
+    let vm = get(d, name).await?;
+    let p = paths(d, &vm);
+    let handle = handle_of(&vm).filter(|h| host::for_handle(h).is_running(h));
+    blocking(move || {
+        let (cpu_secs, rss_bytes) = match &handle {
+            Some(h) => host::process_usage(h.pid),
+            None => (None, None),
+        };
+        let disks = [("system", &p.system), ("work", &p.work)]
+            .into_iter()
+            .filter_map(|(n, path)| {
+                banger_storage::usage(path)
+                    .ok()
+                    .map(|u| banger_api::DiskStats {
+                        name: n.to_string(),
+                        path: path.clone(),
+                        size: u.size,
+                        allocated: u.allocated,
+                    })
+            })
+            .collect();
+        Ok(VmStats {
+            name: vm.name.to_string(),
+            state: vm.state,
+            pid: handle.map(|h| h.pid),
+            cpu_secs,
+            rss_bytes,
+            disks,
+        })
+    })
+    .await
+}
+
+/// The console log of a VM, for `vm logs`.
+pub(crate) async fn console_log(d: &Daemon, name: &str) -> Result<PathBuf, Failure> {
+    let vm = get(d, name).await?;
+    Ok(paths(d, &vm).console)
+}
+
+// --- reconcile ---
+
+/// After a daemon (re)start: re-adopt VMs whose hypervisor still runs,
+/// mark the others stopped and free their network, and remove VMs whose
+/// creation a crash interrupted.
+pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
+    let vms = d.with_store(|s| s.list_vms()).await?;
+    for vm in vms {
+        let name = vm.name.to_string();
+        if vm.state == VmState::Created {
+            tracing::warn!(vm = %name, "removing a VM whose creation was interrupted");
+            destroy(d, &vm).await;
+            continue;
+        }
+        match handle_of(&vm) {
+            Some(h) if host::for_handle(&h).is_running(&h) => {
+                tracing::info!(vm = %name, pid = h.pid, "re-adopted a running VM");
+            }
+            Some(_) => {
+                tracing::warn!(vm = %name, "its hypervisor exited while bangerd was down");
+                teardown_network(&vm).await;
+                set_state(
+                    d,
+                    &name,
+                    VmState::Stopped,
+                    None,
+                    Some(format!(
+                        "the hypervisor exited while bangerd was not running: see 'banger vm logs {name}'"
+                    )),
+                )
+                .await?;
+            }
+            None if matches!(
+                vm.state,
+                VmState::Running | VmState::Starting | VmState::Stopping
+            ) =>
+            {
+                teardown_network(&vm).await;
+                set_state(d, &name, VmState::Stopped, None, None).await?;
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
