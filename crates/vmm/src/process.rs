@@ -215,13 +215,45 @@ pub fn log_tail(path: &Path, from: u64, n: usize) -> Vec<String> {
     if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
         return Vec::new();
     }
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<String> = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r').trim_end().to_owned())
+    let lines: Vec<String> = bytes
+        .split(|&b| b == b'\n')
+        .map(|l| String::from_utf8_lossy(&plain(l)).trim_end().to_owned())
         .filter(|l| !l.is_empty())
         .collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+/// A console line as a person reads it: terminal escape sequences
+/// (systemd's colours, `ESC [ ... letter`) and other control characters
+/// (`\r`, NUL) removed, tabs kept.
+pub fn plain(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            0x1b => {
+                i += 1;
+                if line.get(i) == Some(&b'[') {
+                    // CSI: parameters and intermediates, then one final byte.
+                    i += 1;
+                    while i < line.len() && !(0x40..=0x7e).contains(&line[i]) {
+                        i += 1;
+                    }
+                }
+                i += 1;
+            }
+            b'\t' => {
+                out.push(b'\t');
+                i += 1;
+            }
+            c if c < 0x20 || c == 0x7f => i += 1,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -262,6 +294,17 @@ mod tests {
             signal_from(999),
             Err(VmmError::InvalidSignal(999))
         ));
+    }
+
+    #[test]
+    fn plain_drops_colours_and_control_characters() {
+        let line =
+            b"[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1;39mmulti-user.target\x1b[0m\r";
+        assert_eq!(
+            String::from_utf8(plain(line)).unwrap(),
+            "[  OK  ] Reached target multi-user.target"
+        );
+        assert_eq!(plain(b"a\tb\x00c\x1b"), b"a\tbc");
     }
 
     #[test]
