@@ -1,6 +1,7 @@
 //! A stand-in for an image's `/sbin/init` in banger's boot test
 //! (crates/images/tests/boot.rs): reports on the console what the guest
-//! sees after banger-init's switch_root, then powers off.
+//! sees after banger-init's switch_root, then powers off (or, with
+//! `probe.stay` on the kernel command line, keeps running).
 //! Lines start with `PROBE ` so the test can pick them out.
 
 use std::fs;
@@ -60,6 +61,18 @@ fn main() {
         .collect::<Vec<_>>()
         .join(",");
     report("default-route", gateway);
+    // `probe.stay` on the kernel command line (banger-init ignores words
+    // not starting with `banger.`): keep running like a real image's init,
+    // for tests of stopping a VM from the host.
+    if read("/proc/cmdline")
+        .split_whitespace()
+        .any(|w| w == "probe.stay")
+    {
+        report("done", "staying up".into());
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     report("done", "powering off".into());
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use crate::error::VmmError;
 use crate::hypervisor::{Hypervisor, VmHandle};
-use crate::process::{POLL, log_tail};
+use crate::process::{POLL, log_tail, plain};
 
 /// How many console lines an error quotes.
 const TAIL_LINES: usize = 20;
 
-/// Waits until a line containing `needle` appears in `log` after the
-/// handle's `console_offset` (earlier boots' output is skipped), the
+/// Waits until a line containing `needle` (compared without terminal
+/// colour codes) appears in `log` after the handle's `console_offset`
+/// (earlier boots' output is skipped), the
 /// hypervisor exits, or `timeout` passes. Returns how long it waited; the
 /// error carries the console's last lines.
 pub fn wait_for_console(
@@ -84,12 +85,19 @@ impl<'a> LineScanner<'a> {
         self.partial.extend_from_slice(&fresh);
         // The unfinished line counts too (a prompt has no newline), but is
         // kept until it is finished.
+        // Lines are compared as a person sees them: without colours.
         let found = self
             .partial
             .split(|&b| b == b'\n')
-            .any(|line| contains(line, self.needle));
+            .any(|line| contains(&plain(line), self.needle));
         if let Some(last_newline) = self.partial.iter().rposition(|&b| b == b'\n') {
             self.partial.drain(..=last_newline);
+        }
+        // A guest that never ends its line must not grow this forever.
+        const MAX_PARTIAL: usize = 64 * 1024;
+        if self.partial.len() > MAX_PARTIAL {
+            let cut = self.partial.len() - MAX_PARTIAL / 2;
+            self.partial.drain(..cut);
         }
         found
     }
@@ -120,6 +128,18 @@ mod tests {
         assert!(!scanner.scan(&log));
         f.write_all(b"it ready in 310 ms\r\n").unwrap();
         assert!(scanner.scan(&log), "a line split across two writes");
+    }
+
+    #[test]
+    fn colours_do_not_hide_a_needle() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(
+            &log,
+            "[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1;39mmulti-user.target\x1b[0m.\r\n",
+        )
+        .unwrap();
+        assert!(LineScanner::new("Reached target multi-user.target", 0).scan(&log));
     }
 
     #[test]

@@ -115,6 +115,20 @@ pub fn hypervisor_for(selection: &Selection) -> Arc<dyn Hypervisor> {
 /// Checks what both backends rely on, before anything is spawned.
 pub(crate) fn validate(spec: &LaunchSpec) -> Result<(), VmmError> {
     let bad = |m: String| Err(VmmError::Spec(m));
+    // QEMU's -name and Firecracker's --id take it; Firecracker allows
+    // letters, digits and '-', at most 64.
+    let name_ok = !spec.name.is_empty()
+        && spec.name.len() <= 63
+        && spec
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !name_ok {
+        return bad(format!(
+            "VM name {:?} must be a DNS label: 1-63 letters, digits or '-'",
+            spec.name
+        ));
+    }
     if spec.vcpu == 0 {
         return bad("vcpu must be at least 1".into());
     }
@@ -195,6 +209,17 @@ pub(crate) fn socket_path(runtime_dir: &Path, file: &str) -> Result<PathBuf, Vmm
     Ok(path)
 }
 
+/// Makes the folders a start writes into: the VM dir, the runtime dir,
+/// and the console log's folder.
+pub(crate) fn ensure_dirs(spec: &LaunchSpec) -> Result<(), VmmError> {
+    ensure_dir(&spec.vm_dir)?;
+    ensure_dir(&spec.runtime_dir)?;
+    match spec.console_log.parent() {
+        Some(parent) => ensure_dir(parent),
+        None => Ok(()),
+    }
+}
+
 /// Makes a folder (and its parents) if missing.
 pub(crate) fn ensure_dir(path: &Path) -> Result<(), VmmError> {
     std::fs::create_dir_all(path).map_err(|source| VmmError::Io {
@@ -264,6 +289,8 @@ pub(crate) mod tests {
             validate(&s).unwrap_err().to_string()
         };
         assert!(with(|s| s.vcpu = 0).contains("vcpu"));
+        assert!(with(|s| s.name = "a_b".into()).contains("DNS label"));
+        assert!(with(|s| s.name = String::new()).contains("DNS label"));
         assert!(with(|s| s.memory_mib = 8).contains("at least 32 MiB"));
         assert!(with(|s| s.vmlinux = "vmlinux".into()).contains("not an absolute path"));
         assert!(

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+/// What the probe found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum KvmStatus {
@@ -25,6 +26,7 @@ pub enum KvmStatus {
 }
 
 impl KvmStatus {
+    /// Can KVM run banger's stock guest kernel?
     pub fn is_usable(&self) -> bool {
         matches!(self, KvmStatus::Usable)
     }
@@ -61,11 +63,13 @@ impl Default for KvmProbe<'static> {
     }
 }
 
+/// Probes this host's `/dev/kvm`, `kvm_pvm` module and CPU flags.
 pub fn probe() -> KvmStatus {
     KvmProbe::default().run()
 }
 
 impl KvmProbe<'_> {
+    /// Looks at the paths this probe names.
     pub fn run(&self) -> KvmStatus {
         if !self.dev.exists() {
             return KvmStatus::Absent;

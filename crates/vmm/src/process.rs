@@ -27,6 +27,9 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 pub struct ProcStat {
     /// Field 3: R, S, D, Z (zombie), X (dead), ...
     pub state: char,
+    /// Fields 14 and 15: CPU time in user and kernel mode, clock ticks.
+    pub utime: u64,
+    pub stime: u64,
     /// Field 22: clock ticks after boot at which the process started.
     pub start_time: u64,
 }
@@ -43,17 +46,71 @@ impl ProcStat {
     /// fields are counted from the last `)`.
     pub fn parse(text: &str) -> Option<Self> {
         let rest = &text[text.rfind(')')? + 1..];
-        let mut fields = rest.split_whitespace();
-        let state = fields.next()?.chars().next()?;
-        // `fields` now starts at field 4; field 22 is 18 further.
-        let start_time = fields.nth(18)?.parse().ok()?;
-        Some(Self { state, start_time })
+        // Field N is at index N - 3 from here (field 3 is the state).
+        let f: Vec<&str> = rest.split_whitespace().take(20).collect();
+        let number = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+        let state = f.first()?.chars().next()?;
+        Some(Self {
+            state,
+            utime: number(14)?,
+            stime: number(15)?,
+            start_time: number(22)?,
+        })
     }
 
     /// A zombie or dead process has finished: only its parent's wait is due.
     pub fn is_alive(&self) -> bool {
         !matches!(self.state, 'Z' | 'X' | 'x')
     }
+}
+
+/// What the hypervisor process costs the host (for `vm stats`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessUsage {
+    /// CPU time used so far, user plus kernel.
+    pub cpu: Duration,
+    /// Resident memory (`VmRSS`).
+    pub rss_bytes: u64,
+    /// How long the process has been running.
+    pub age: Duration,
+}
+
+/// The usage of the handle's process; `None` when it is not running.
+pub fn usage(handle: &VmHandle) -> Option<ProcessUsage> {
+    let stat = ProcStat::read(handle.pid)?;
+    if stat.start_time != handle.start_time || !stat.is_alive() {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", handle.pid)).ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    usage_from(&stat, &status, &uptime, clock_ticks())
+}
+
+fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+fn usage_from(stat: &ProcStat, status: &str, uptime: &str, ticks: u64) -> Option<ProcessUsage> {
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let up: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let started = stat.start_time as f64 / ticks as f64;
+    let cpu_ticks = stat.utime + stat.stime;
+    Some(ProcessUsage {
+        cpu: Duration::from_millis(cpu_ticks * 1000 / ticks),
+        rss_bytes: rss_kib * 1024,
+        age: Duration::from_secs_f64((up - started).max(0.0)),
+    })
 }
 
 /// Is the process with this pid and start time alive (not a zombie)?
@@ -215,13 +272,45 @@ pub fn log_tail(path: &Path, from: u64, n: usize) -> Vec<String> {
     if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
         return Vec::new();
     }
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<String> = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r').trim_end().to_owned())
+    let lines: Vec<String> = bytes
+        .split(|&b| b == b'\n')
+        .map(|l| String::from_utf8_lossy(&plain(l)).trim_end().to_owned())
         .filter(|l| !l.is_empty())
         .collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+/// A console line as a person reads it: terminal escape sequences
+/// (systemd's colours, `ESC [ ... letter`) and other control characters
+/// (`\r`, NUL) removed, tabs kept.
+pub fn plain(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            0x1b => {
+                i += 1;
+                if line.get(i) == Some(&b'[') {
+                    // CSI: parameters and intermediates, then one final byte.
+                    i += 1;
+                    while i < line.len() && !(0x40..=0x7e).contains(&line[i]) {
+                        i += 1;
+                    }
+                }
+                i += 1;
+            }
+            b'\t' => {
+                out.push(b'\t');
+                i += 1;
+            }
+            c if c < 0x20 || c == 0x7f => i += 1,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -246,12 +335,40 @@ mod tests {
     }
 
     #[test]
+    fn usage_from_proc_files() {
+        let stat = ProcStat::parse(STAT).unwrap();
+        assert_eq!((stat.utime, stat.stime), (210, 47));
+        let status =
+            "Name:\tqemu-system-x86\nVmPeak:\t 2000000 kB\nVmRSS:\t  523456 kB\nThreads:\t3\n";
+        let u = usage_from(&stat, status, "1234577.89 2000000.00\n", 100).unwrap();
+        assert_eq!(u.cpu, Duration::from_millis(2570));
+        assert_eq!(u.rss_bytes, 523456 * 1024);
+        assert_eq!(u.age.as_secs(), 10);
+        assert_eq!(usage_from(&stat, "Name: x\n", "1 1", 100), None);
+    }
+
+    #[test]
     fn knows_this_process_and_rejects_another_start_time() {
         let me = std::process::id();
         let stat = ProcStat::read(me).unwrap();
         assert!(is_alive(me, stat.start_time));
         assert!(!is_alive(me, stat.start_time + 1));
         assert!(!is_alive(0, 0));
+        let handle = VmHandle {
+            backend: crate::Backend::Qemu,
+            pid: me,
+            start_time: stat.start_time,
+            control_socket: "/none".into(),
+            console_log: "/none".into(),
+            console_offset: 0,
+        };
+        let u = usage(&handle).unwrap();
+        assert!(u.rss_bytes > 0, "{u:?}");
+        let other = VmHandle {
+            start_time: stat.start_time + 1,
+            ..handle
+        };
+        assert_eq!(usage(&other), None);
     }
 
     #[test]
@@ -262,6 +379,17 @@ mod tests {
             signal_from(999),
             Err(VmmError::InvalidSignal(999))
         ));
+    }
+
+    #[test]
+    fn plain_drops_colours_and_control_characters() {
+        let line =
+            b"[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1;39mmulti-user.target\x1b[0m\r";
+        assert_eq!(
+            String::from_utf8(plain(line)).unwrap(),
+            "[  OK  ] Reached target multi-user.target"
+        );
+        assert_eq!(plain(b"a\tb\x00c\x1b"), b"a\tbc");
     }
 
     #[test]

@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::kvm::KvmStatus;
 
+/// The Firecracker binary looked up on `PATH` unless `firecracker_bin` is set.
 pub const DEFAULT_FIRECRACKER_BIN: &str = "firecracker";
+/// The QEMU binary looked up on `PATH` unless `qemu_bin` is set.
 pub const DEFAULT_QEMU_BIN: &str = "qemu-system-x86_64";
 
+/// A hypervisor backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -18,6 +21,7 @@ pub enum Backend {
     Qemu,
 }
 
+/// How the guest's CPU runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
@@ -44,6 +48,7 @@ impl fmt::Display for Accel {
     }
 }
 
+/// The backend to use on this host, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Selection {
     pub backend: Backend,
@@ -53,6 +58,7 @@ pub struct Selection {
     pub reason: String,
 }
 
+/// Why no hypervisor can be used, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NoHypervisor {
     pub reason: String,
@@ -74,6 +80,7 @@ pub struct HostHypervisors {
 }
 
 impl HostHypervisors {
+    /// Probes KVM and finds both binaries as `config` names them.
     pub fn probe(config: &Config) -> Self {
         let fc = config
             .firecracker_bin
@@ -102,6 +109,7 @@ pub fn find_program(program: &Path) -> Result<PathBuf, String> {
     })
 }
 
+/// Picks the backend `want` means on a host like `host`.
 pub fn choose(want: HypervisorChoice, host: &HostHypervisors) -> Result<Selection, NoHypervisor> {
     let kvm_ok = host.kvm.is_usable();
     let install_qemu = "install QEMU: apt-get install qemu-system-x86".to_string();

@@ -122,8 +122,7 @@ impl Firecracker {
     fn spawn(&self, spec: &LaunchSpec) -> Result<Spawned, VmmError> {
         hypervisor::validate(spec)?;
         let socket = hypervisor::socket_path(&spec.runtime_dir, API_SOCKET)?;
-        hypervisor::ensure_dir(&spec.vm_dir)?;
-        hypervisor::ensure_dir(&spec.runtime_dir)?;
+        hypervisor::ensure_dirs(spec)?;
         // Firecracker refuses to start when its socket path exists.
         hypervisor::remove_stale(&socket)?;
         let console_offset = process::file_len(&spec.console_log);

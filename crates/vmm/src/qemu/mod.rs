@@ -222,8 +222,7 @@ impl Hypervisor for Qemu {
         hypervisor::validate(spec)?;
         let files = QemuFiles::for_spec(spec)?;
         let args = self.args(spec, &files)?;
-        hypervisor::ensure_dir(&spec.vm_dir)?;
-        hypervisor::ensure_dir(&spec.runtime_dir)?;
+        hypervisor::ensure_dirs(spec)?;
         hypervisor::remove_stale(&files.qmp)?;
         let console_offset = process::file_len(&spec.console_log);
         let log_offset = process::file_len(&files.log);
