@@ -144,6 +144,7 @@ impl SshTarget {
             })
             .map_err(|e| SshError::io(format!("creating {}", self.control_dir.display()), e))?;
 
+        let mut last_error: Option<String> = None;
         loop {
             let now = Instant::now();
             let remaining = deadline.saturating_duration_since(now);
@@ -158,7 +159,7 @@ impl SshTarget {
             let attempt_deadline = deadline.min(now + ATTEMPT_LIMIT);
             let (status, stderr) = openssh::wait_until(child, attempt_deadline)
                 .map_err(|e| SshError::io(format!("waiting for ssh to VM {}", self.vm), e))?;
-            let last_error = match status {
+            let error = match status {
                 Some(status) if status.success() => return Ok(start.elapsed()),
                 Some(status) => match openssh::classify(&stderr) {
                     Failure::HostKeyChanged(_) => {
@@ -182,20 +183,29 @@ impl SshTarget {
                         }
                     }
                 },
-                None => format!(
-                    "an attempt was still running after {:.1} s",
-                    (Instant::now() - now).as_secs_f64()
-                ),
+                // Cut short by the deadline: worth reporting only if it ran
+                // long enough to say something (a stuck handshake).
+                None => {
+                    let ran = Instant::now() - now;
+                    match last_error.take() {
+                        Some(previous) if ran < Duration::from_secs(1) => previous,
+                        _ => format!(
+                            "an attempt was still running after {:.1} s",
+                            ran.as_secs_f64()
+                        ),
+                    }
+                }
             };
+            last_error = Some(error);
             let now = Instant::now();
-            if now >= deadline {
+            if now + POLL_INTERVAL >= deadline {
                 return Err(SshError::Timeout {
                     vm: self.vm.clone(),
                     waited: now - start,
-                    last_error,
+                    last_error: last_error.unwrap_or_default(),
                 });
             }
-            thread::sleep(POLL_INTERVAL.min(deadline - now));
+            thread::sleep(POLL_INTERVAL);
         }
     }
 
