@@ -73,7 +73,7 @@ impl SshTarget {
         push(self.port.to_string().into());
         push("-l".into());
         push(self.user.clone().into());
-        let options: [(&str, String); 18] = [
+        let options: [(&str, String); 17] = [
             ("IdentitiesOnly", "yes".into()),
             ("PreferredAuthentications", "publickey".into()),
             ("GlobalKnownHostsFile", "/dev/null".into()),
@@ -95,7 +95,6 @@ impl SshTarget {
             ("ForwardX11", "no".into()),
             ("ClearAllForwardings", "yes".into()),
             ("LogLevel", "ERROR".into()),
-            ("RequestTTY", if interactive { "auto" } else { "no" }.into()),
         ];
         for (name, value) in options {
             push("-o".into());
@@ -167,10 +166,9 @@ impl SshTarget {
                             vm: self.vm.clone(),
                         });
                     }
-                    Failure::HostKeyNotPinned => {
+                    Failure::HostKeyNotPinned(_) => {
                         return Err(SshError::HostKeyNotPinned {
                             vm: self.vm.clone(),
-                            known_hosts: self.known_hosts.clone(),
                         });
                     }
                     Failure::Ssh(line) => line,
@@ -252,6 +250,17 @@ fn remote_command(words: &[String]) -> String {
     format!("{}; exit $?", quoted.join(" "))
 }
 
+/// The VM a HostKeyAlias ssh named belongs to.
+fn vm_of(alias: Option<String>) -> String {
+    match alias {
+        Some(alias) => alias
+            .strip_suffix(".vm")
+            .map(str::to_string)
+            .unwrap_or(alias),
+        None => "?".into(),
+    }
+}
+
 /// The exit status of a finished remote command as banger's own: its code,
 /// or 128+N for a signal. ssh exits 255 for its own failures as well as for
 /// a remote `exit 255`: when `stderr_tail` (the last lines ssh's stderr
@@ -266,14 +275,8 @@ pub fn exit_code(status: ExitStatus, stderr_tail: &str) -> Result<i32, SshError>
     }
     match openssh::classify(stderr_tail) {
         Failure::NotSsh => Ok(code),
-        Failure::HostKeyChanged(alias) => Err(SshError::HostKeyChanged {
-            vm: alias
-                .map(|a| a.strip_suffix(".vm").map(str::to_string).unwrap_or(a))
-                .unwrap_or_else(|| "?".into()),
-        }),
-        Failure::HostKeyNotPinned => Err(SshError::Connection {
-            detail: openssh::last_line(stderr_tail),
-        }),
+        Failure::HostKeyChanged(alias) => Err(SshError::HostKeyChanged { vm: vm_of(alias) }),
+        Failure::HostKeyNotPinned(alias) => Err(SshError::HostKeyNotPinned { vm: vm_of(alias) }),
         Failure::Ssh(line) => Err(SshError::Connection { detail: line }),
     }
 }

@@ -235,4 +235,9 @@ fn a_changed_or_unpinned_host_key_is_refused_at_once() {
     ));
     assert!(start.elapsed() < Duration::from_secs(10));
     assert_eq!(known_hosts.pinned(VM).unwrap(), None);
+    let (out, _) = run(t.command(&words(&["true"]), false), &home);
+    assert!(matches!(
+        exit_code(out.status, &stderr(&out)),
+        Err(SshError::HostKeyNotPinned { ref vm }) if vm == VM
+    ));
 }
