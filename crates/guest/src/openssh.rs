@@ -157,6 +157,7 @@ const SSH_ERROR_PREFIXES: &[&str] = &[
     "ControlSocket ",
     "mux_client_",
     "muxclient:",
+    "unix_listener:",
     "client_loop:",
     "Timeout, server",
     "Load key ",

@@ -21,6 +21,9 @@ const SERVER_ALIVE_INTERVAL_SECS: u64 = 10;
 const SERVER_ALIVE_COUNT_MAX: u64 = 3;
 /// How long the ControlMaster outlives its last session.
 const CONTROL_PERSIST_SECS: u64 = 300;
+/// The longest ControlPath that works: a Unix socket path holds 107 bytes,
+/// and ssh first binds the path plus a 17-byte random suffix.
+const MAX_CONTROL_PATH: usize = 107 - 17;
 /// The pause between readiness attempts.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// The longest one readiness attempt may take (handshake included).
@@ -42,9 +45,20 @@ pub struct SshTarget {
 }
 
 impl SshTarget {
-    /// The ControlMaster socket of this VM and user.
+    /// The ControlMaster socket of this VM and user: `<control_dir>/USER@VM`,
+    /// or, where that would not fit in a socket path, a 16-digit hash of it.
     pub fn control_path(&self) -> PathBuf {
-        self.control_dir.join(format!("{}@{}", self.user, self.vm))
+        use std::os::unix::ffi::OsStrExt;
+        let name = format!("{}@{}", self.user, self.vm);
+        let path = self.control_dir.join(&name);
+        if path.as_os_str().as_bytes().len() <= MAX_CONTROL_PATH {
+            return path;
+        }
+        // FNV-1a: stable across builds, so every banger process agrees.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        self.control_dir.join(format!("{hash:016x}"))
     }
 
     /// `ssh` with banger's options, then `--`, the host and the remote
@@ -128,6 +142,7 @@ impl SshTarget {
     pub fn wait_ready(&self, timeout: Duration) -> Result<Duration, SshError> {
         let start = Instant::now();
         let deadline = start + timeout;
+        self.check_control_path()?;
         if let Err(e) = std::fs::metadata(&self.identity) {
             return Err(SshError::io(
                 format!("reading ssh key {}", self.identity.display()),
@@ -207,6 +222,21 @@ impl SshTarget {
         }
     }
 
+    /// Refuses a ControlPath ssh could not bind: it would fail every
+    /// attempt until the timeout with nothing the guest could fix.
+    fn check_control_path(&self) -> Result<(), SshError> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = self.control_path();
+        if path.as_os_str().as_bytes().len() > MAX_CONTROL_PATH {
+            return Err(SshError::Invalid {
+                what: "ControlMaster socket path",
+                value: path.display().to_string(),
+                why: "longer than 90 bytes, more than a Unix socket address holds: use a shorter control_dir",
+            });
+        }
+        Ok(())
+    }
+
     /// Closes the VM's ControlMaster (`ssh -O exit`) and waits briefly for
     /// its socket to go, so that the next connection makes a fresh,
     /// verified handshake; no master running is fine. Call it when the VM
@@ -284,6 +314,7 @@ pub fn exit_code(status: ExitStatus, stderr_tail: &str) -> Result<i32, SshError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn target() -> SshTarget {
         SshTarget {
@@ -425,6 +456,31 @@ mod tests {
         assert_eq!(value("port").as_deref(), Some("22"));
         assert_eq!(value("user").as_deref(), Some("root"));
         assert_eq!(value("hostname").as_deref(), Some("172.16.0.5"));
+    }
+
+    #[test]
+    fn control_paths_fit_in_a_socket_address() {
+        let mut t = target();
+        t.control_dir = "/run/user/1000/banger/ssh".into();
+        t.vm = "v".repeat(40);
+        assert_eq!(
+            t.control_path(),
+            Path::new("/run/user/1000/banger/ssh").join(format!("root@{}", t.vm))
+        );
+        // A long name gets a short, stable, distinct socket name.
+        t.vm = "v".repeat(63);
+        let hashed = t.control_path();
+        assert!(t.check_control_path().is_ok());
+        assert_eq!(hashed.file_name().unwrap().len(), 16);
+        assert_eq!(t.control_path(), hashed);
+        t.vm = "w".repeat(63);
+        assert_ne!(t.control_path(), hashed);
+        // A directory too long for any socket is refused before connecting.
+        t.control_dir = PathBuf::from(format!("/{}", "d".repeat(80)));
+        assert!(matches!(
+            t.wait_ready(Duration::from_secs(5)),
+            Err(SshError::Invalid { .. })
+        ));
     }
 
     fn exited(code: i32) -> ExitStatus {
