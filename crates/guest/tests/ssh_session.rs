@@ -208,6 +208,7 @@ fn a_changed_or_unpinned_host_key_is_refused_at_once() {
         }
         other => panic!("{other:?}"),
     }
+    println!("changed key refused after {:?}", start.elapsed());
     assert!(
         start.elapsed() < Duration::from_secs(10),
         "waited {:?}",
