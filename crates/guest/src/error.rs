@@ -53,9 +53,9 @@ pub enum SshError {
     HostKeyChanged { vm: String },
 
     #[error(
-        "no host key is pinned for VM {vm} in {known_hosts}: its entry was removed or the VM was not created by this banger; recreate the VM"
+        "no host key is pinned for VM {vm} in banger's known_hosts: its entry was removed or the VM was not created by this banger; recreate the VM"
     )]
-    HostKeyNotPinned { vm: String, known_hosts: PathBuf },
+    HostKeyNotPinned { vm: String },
 
     #[error("ssh to VM {vm} not ready after {:.1} s: {last_error}", waited.as_secs_f64())]
     Timeout {

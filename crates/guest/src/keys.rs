@@ -74,9 +74,11 @@ pub fn ensure_user_key(path: &Path, managed: bool) -> Result<String, SshError> {
         || format!("reading the public half of {}", path.display()),
     )
     .map_err(|e| match e {
-        SshError::ToolFailed { .. } if !managed => SshError::KeyNeedsPublicHalf {
-            path: path.to_path_buf(),
-        },
+        SshError::ToolFailed { ref stderr, .. } if stderr.contains("passphrase") => {
+            SshError::KeyNeedsPublicHalf {
+                path: path.to_path_buf(),
+            }
+        }
         e => e,
     })?;
     let line = parse_public_line(&String::from_utf8_lossy(&output.stdout), path)?;

@@ -128,8 +128,8 @@ pub(crate) enum Failure {
     /// The guest presented a key other than the pinned one; carries the
     /// HostKeyAlias ssh named.
     HostKeyChanged(Option<String>),
-    /// No key is pinned for the alias.
-    HostKeyNotPinned,
+    /// No key is pinned for the alias (which it carries).
+    HostKeyNotPinned(Option<String>),
     /// Anything else ssh itself reported (refused, timed out, auth, mux).
     Ssh(String),
     /// Nothing ssh would print: the remote command's own output.
@@ -150,7 +150,6 @@ const SSH_ERROR_PREFIXES: &[&str] = &[
     "banner exchange:",
     "Host key verification failed",
     "Host key for ",
-    "No ED25519 host key is known",
     "Permission denied (",
     "Received disconnect from",
     "Disconnected from",
@@ -158,6 +157,7 @@ const SSH_ERROR_PREFIXES: &[&str] = &[
     "ControlSocket ",
     "mux_client_",
     "muxclient:",
+    "unix_listener:",
     "client_loop:",
     "Timeout, server",
     "Load key ",
@@ -183,7 +183,12 @@ pub(crate) fn classify(stderr: &str) -> Failure {
         return Failure::HostKeyChanged(alias);
     }
     if stderr.contains("host key is known for") && stderr.contains("strict checking") {
-        return Failure::HostKeyNotPinned;
+        let alias = stderr.lines().find_map(|line| {
+            line.split_once(" host key is known for ")
+                .and_then(|(_, rest)| rest.split_once(" and you have"))
+                .map(|(alias, _)| alias.to_string())
+        });
+        return Failure::HostKeyNotPinned(alias);
     }
     if stderr.contains("Host key verification failed") {
         // Any other verification failure (e.g. only keys of another type
@@ -231,7 +236,10 @@ mod tests {
         );
         let unknown = "No ED25519 host key is known for web.vm and you have requested strict checking.\r\n\
                        Host key verification failed.\r\n";
-        assert_eq!(classify(unknown), Failure::HostKeyNotPinned);
+        assert_eq!(
+            classify(unknown),
+            Failure::HostKeyNotPinned(Some("web.vm".into()))
+        );
         assert_eq!(
             classify("ssh: connect to host 172.16.0.5 port 22: Connection refused\r\n"),
             Failure::Ssh("ssh: connect to host 172.16.0.5 port 22: Connection refused".into())

@@ -21,6 +21,9 @@ const SERVER_ALIVE_INTERVAL_SECS: u64 = 10;
 const SERVER_ALIVE_COUNT_MAX: u64 = 3;
 /// How long the ControlMaster outlives its last session.
 const CONTROL_PERSIST_SECS: u64 = 300;
+/// The longest ControlPath that works: a Unix socket path holds 107 bytes,
+/// and ssh first binds the path plus a 17-byte random suffix.
+const MAX_CONTROL_PATH: usize = 107 - 17;
 /// The pause between readiness attempts.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// The longest one readiness attempt may take (handshake included).
@@ -42,9 +45,20 @@ pub struct SshTarget {
 }
 
 impl SshTarget {
-    /// The ControlMaster socket of this VM and user.
+    /// The ControlMaster socket of this VM and user: `<control_dir>/USER@VM`,
+    /// or, where that would not fit in a socket path, a 16-digit hash of it.
     pub fn control_path(&self) -> PathBuf {
-        self.control_dir.join(format!("{}@{}", self.user, self.vm))
+        use std::os::unix::ffi::OsStrExt;
+        let name = format!("{}@{}", self.user, self.vm);
+        let path = self.control_dir.join(&name);
+        if path.as_os_str().as_bytes().len() <= MAX_CONTROL_PATH {
+            return path;
+        }
+        // FNV-1a: stable across builds, so every banger process agrees.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        self.control_dir.join(format!("{hash:016x}"))
     }
 
     /// `ssh` with banger's options, then `--`, the host and the remote
@@ -73,7 +87,7 @@ impl SshTarget {
         push(self.port.to_string().into());
         push("-l".into());
         push(self.user.clone().into());
-        let options: [(&str, String); 18] = [
+        let options: [(&str, String); 17] = [
             ("IdentitiesOnly", "yes".into()),
             ("PreferredAuthentications", "publickey".into()),
             ("GlobalKnownHostsFile", "/dev/null".into()),
@@ -95,7 +109,6 @@ impl SshTarget {
             ("ForwardX11", "no".into()),
             ("ClearAllForwardings", "yes".into()),
             ("LogLevel", "ERROR".into()),
-            ("RequestTTY", if interactive { "auto" } else { "no" }.into()),
         ];
         for (name, value) in options {
             push("-o".into());
@@ -129,6 +142,7 @@ impl SshTarget {
     pub fn wait_ready(&self, timeout: Duration) -> Result<Duration, SshError> {
         let start = Instant::now();
         let deadline = start + timeout;
+        self.check_control_path()?;
         if let Err(e) = std::fs::metadata(&self.identity) {
             return Err(SshError::io(
                 format!("reading ssh key {}", self.identity.display()),
@@ -144,6 +158,7 @@ impl SshTarget {
             })
             .map_err(|e| SshError::io(format!("creating {}", self.control_dir.display()), e))?;
 
+        let mut last_error: Option<String> = None;
         loop {
             let now = Instant::now();
             let remaining = deadline.saturating_duration_since(now);
@@ -158,7 +173,7 @@ impl SshTarget {
             let attempt_deadline = deadline.min(now + ATTEMPT_LIMIT);
             let (status, stderr) = openssh::wait_until(child, attempt_deadline)
                 .map_err(|e| SshError::io(format!("waiting for ssh to VM {}", self.vm), e))?;
-            let last_error = match status {
+            let error = match status {
                 Some(status) if status.success() => return Ok(start.elapsed()),
                 Some(status) => match openssh::classify(&stderr) {
                     Failure::HostKeyChanged(_) => {
@@ -166,10 +181,9 @@ impl SshTarget {
                             vm: self.vm.clone(),
                         });
                     }
-                    Failure::HostKeyNotPinned => {
+                    Failure::HostKeyNotPinned(_) => {
                         return Err(SshError::HostKeyNotPinned {
                             vm: self.vm.clone(),
-                            known_hosts: self.known_hosts.clone(),
                         });
                     }
                     Failure::Ssh(line) => line,
@@ -182,21 +196,45 @@ impl SshTarget {
                         }
                     }
                 },
-                None => format!(
-                    "an attempt was still running after {:.1} s",
-                    (Instant::now() - now).as_secs_f64()
-                ),
+                // Cut short by the deadline: worth reporting only if it ran
+                // long enough to say something (a stuck handshake).
+                None => {
+                    let ran = Instant::now() - now;
+                    match last_error.take() {
+                        Some(previous) if ran < Duration::from_secs(1) => previous,
+                        _ => format!(
+                            "an attempt was still running after {:.1} s",
+                            ran.as_secs_f64()
+                        ),
+                    }
+                }
             };
+            last_error = Some(error);
             let now = Instant::now();
-            if now >= deadline {
+            if now + POLL_INTERVAL >= deadline {
                 return Err(SshError::Timeout {
                     vm: self.vm.clone(),
                     waited: now - start,
-                    last_error,
+                    last_error: last_error.unwrap_or_default(),
                 });
             }
-            thread::sleep(POLL_INTERVAL.min(deadline - now));
+            thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// Refuses a ControlPath ssh could not bind: it would fail every
+    /// attempt until the timeout with nothing the guest could fix.
+    fn check_control_path(&self) -> Result<(), SshError> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = self.control_path();
+        if path.as_os_str().as_bytes().len() > MAX_CONTROL_PATH {
+            return Err(SshError::Invalid {
+                what: "ControlMaster socket path",
+                value: path.display().to_string(),
+                why: "longer than 90 bytes, more than a Unix socket address holds: use a shorter control_dir",
+            });
+        }
+        Ok(())
     }
 
     /// Closes the VM's ControlMaster (`ssh -O exit`) and waits briefly for
@@ -242,6 +280,17 @@ fn remote_command(words: &[String]) -> String {
     format!("{}; exit $?", quoted.join(" "))
 }
 
+/// The VM a HostKeyAlias ssh named belongs to.
+fn vm_of(alias: Option<String>) -> String {
+    match alias {
+        Some(alias) => alias
+            .strip_suffix(".vm")
+            .map(str::to_string)
+            .unwrap_or(alias),
+        None => "?".into(),
+    }
+}
+
 /// The exit status of a finished remote command as banger's own: its code,
 /// or 128+N for a signal. ssh exits 255 for its own failures as well as for
 /// a remote `exit 255`: when `stderr_tail` (the last lines ssh's stderr
@@ -256,14 +305,8 @@ pub fn exit_code(status: ExitStatus, stderr_tail: &str) -> Result<i32, SshError>
     }
     match openssh::classify(stderr_tail) {
         Failure::NotSsh => Ok(code),
-        Failure::HostKeyChanged(alias) => Err(SshError::HostKeyChanged {
-            vm: alias
-                .map(|a| a.strip_suffix(".vm").map(str::to_string).unwrap_or(a))
-                .unwrap_or_else(|| "?".into()),
-        }),
-        Failure::HostKeyNotPinned => Err(SshError::Connection {
-            detail: openssh::last_line(stderr_tail),
-        }),
+        Failure::HostKeyChanged(alias) => Err(SshError::HostKeyChanged { vm: vm_of(alias) }),
+        Failure::HostKeyNotPinned(alias) => Err(SshError::HostKeyNotPinned { vm: vm_of(alias) }),
         Failure::Ssh(line) => Err(SshError::Connection { detail: line }),
     }
 }
@@ -271,6 +314,7 @@ pub fn exit_code(status: ExitStatus, stderr_tail: &str) -> Result<i32, SshError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn target() -> SshTarget {
         SshTarget {
@@ -412,6 +456,31 @@ mod tests {
         assert_eq!(value("port").as_deref(), Some("22"));
         assert_eq!(value("user").as_deref(), Some("root"));
         assert_eq!(value("hostname").as_deref(), Some("172.16.0.5"));
+    }
+
+    #[test]
+    fn control_paths_fit_in_a_socket_address() {
+        let mut t = target();
+        t.control_dir = "/run/user/1000/banger/ssh".into();
+        t.vm = "v".repeat(40);
+        assert_eq!(
+            t.control_path(),
+            Path::new("/run/user/1000/banger/ssh").join(format!("root@{}", t.vm))
+        );
+        // A long name gets a short, stable, distinct socket name.
+        t.vm = "v".repeat(63);
+        let hashed = t.control_path();
+        assert!(t.check_control_path().is_ok());
+        assert_eq!(hashed.file_name().unwrap().len(), 16);
+        assert_eq!(t.control_path(), hashed);
+        t.vm = "w".repeat(63);
+        assert_ne!(t.control_path(), hashed);
+        // A directory too long for any socket is refused before connecting.
+        t.control_dir = PathBuf::from(format!("/{}", "d".repeat(80)));
+        assert!(matches!(
+            t.wait_ready(Duration::from_secs(5)),
+            Err(SshError::Invalid { .. })
+        ));
     }
 
     fn exited(code: i32) -> ExitStatus {
