@@ -687,10 +687,9 @@ pub(crate) async fn stats(d: &Daemon, name: &str) -> Result<VmStats, Failure> {
     let p = paths(d, &vm);
     let handle = handle_of(&vm).filter(|h| host::for_handle(h).is_running(h));
     blocking(move || {
-        let (cpu_secs, rss_bytes) = match &handle {
-            Some(h) => host::process_usage(h.pid),
-            None => (None, None),
-        };
+        let usage = handle.as_ref().and_then(banger_vmm::process::usage);
+        let cpu_secs = usage.as_ref().map(|u| u.cpu.as_secs_f64());
+        let rss_bytes = usage.as_ref().map(|u| u.rss_bytes);
         let disks = [("system", &p.system), ("work", &p.work)]
             .into_iter()
             .filter_map(|(n, path)| {
