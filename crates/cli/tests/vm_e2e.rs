@@ -58,18 +58,6 @@ fn running_as_root() -> bool {
     })
 }
 
-/// The shared caches (apt packages, built images by recipe hash) of the
-/// test cache, seen from this banger home.
-fn share_caches(home: &TestHome) {
-    let cache = banger_testkit::test_cache();
-    let own = home.root().join("cache");
-    fs::create_dir_all(&own).unwrap();
-    for (mine, shared) in [("images", "images"), ("apt", "apt-archives")] {
-        fs::create_dir_all(cache.join(shared)).unwrap();
-        std::os::unix::fs::symlink(cache.join(shared), own.join(mine)).unwrap();
-    }
-}
-
 fn vm_list(home: &TestHome, ns: &Netns) -> Vec<VmRecord> {
     let out = banger_in(home, ns, &["vm", "list", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));

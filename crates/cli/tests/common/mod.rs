@@ -182,3 +182,15 @@ pub fn seed(home: &TestHome) {
         })
         .unwrap();
 }
+
+/// The shared caches (apt packages, built images by recipe hash) of the
+/// test cache, seen from this banger home.
+pub fn share_caches(home: &TestHome) {
+    let cache = banger_testkit::test_cache();
+    let own = home.root().join("cache");
+    std::fs::create_dir_all(&own).unwrap();
+    for (mine, shared) in [("images", "images"), ("apt", "apt-archives")] {
+        std::fs::create_dir_all(cache.join(shared)).unwrap();
+        std::os::unix::fs::symlink(cache.join(shared), own.join(mine)).unwrap();
+    }
+}

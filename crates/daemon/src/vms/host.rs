@@ -1,6 +1,6 @@
 //! The hypervisor for a new boot, or for a running VM's handle.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use banger_vmm::select::{Accel, HostHypervisors, Selection, choose};
@@ -26,4 +26,27 @@ pub(super) fn for_handle(handle: &VmHandle) -> Arc<dyn Hypervisor> {
         binary: PathBuf::new(),
         reason: String::new(),
     })
+}
+
+/// A hypervisor started for this VM whose handle was never recorded (the
+/// daemon died between spawning it and writing it down): found by QEMU's
+/// pidfile in the VM's runtime folder, and only if that process's command
+/// line names this very folder. Killed; returns its pid.
+pub(super) fn kill_orphan(runtime_dir: &Path) -> Option<u32> {
+    let pid: i32 = std::fs::read_to_string(runtime_dir.join(banger_vmm::qemu::PIDFILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let needle = runtime_dir.as_os_str().as_encoded_bytes();
+    if !cmdline.windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .ok()?;
+    u32::try_from(pid).ok()
 }

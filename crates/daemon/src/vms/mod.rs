@@ -610,8 +610,13 @@ pub(crate) async fn delete(d: &Daemon, name: &str, force: bool) -> Result<(), Fa
 /// Removes everything a VM has: network, known_hosts entries, files, and
 /// last its record (so a failure half-way leaves it findable).
 async fn destroy(d: &Daemon, vm: &VmRecord) {
-    teardown_network(vm).await;
     let p = paths(d, vm);
+    if handle_of(vm).is_none()
+        && let Some(pid) = host::kill_orphan(&p.runtime)
+    {
+        tracing::warn!(vm = %vm.name, pid, "killed a hypervisor whose start was never recorded");
+    }
+    teardown_network(vm).await;
     let kh = known_hosts(d);
     let name = vm.name.to_string();
     let _ = blocking(move || {
@@ -736,6 +741,26 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
             continue;
         }
         match handle_of(&vm) {
+            Some(h) if vm.state == VmState::Starting && host::for_handle(&h).is_running(&h) => {
+                // Nobody waits for this boot any more: end it cleanly rather
+                // than leave a VM that never becomes ready.
+                tracing::warn!(vm = %name, pid = h.pid, "stopping a boot the restart interrupted");
+                let hv = host::for_handle(&h);
+                let _ = blocking(move || {
+                    hv.stop(&h, Duration::from_secs(1))
+                        .map_err(|e| Failure::internal(e.to_string()))
+                })
+                .await;
+                teardown_network(&vm).await;
+                set_state(
+                    d,
+                    &name,
+                    VmState::Stopped,
+                    None,
+                    Some("its boot was interrupted by a bangerd restart: start it again".into()),
+                )
+                .await?;
+            }
             Some(h) if host::for_handle(&h).is_running(&h) => {
                 tracing::info!(vm = %name, pid = h.pid, "re-adopted a running VM");
             }

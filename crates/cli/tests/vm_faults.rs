@@ -1,0 +1,184 @@
+//! What the host cannot give, and a hypervisor that dies at start: one
+//! clear error each, and nothing half-made left behind (no TAP, no lease
+//! held by a VM that does not exist, no process). bangerd runs in a network
+//! namespace of the test's own, as in vm_e2e.rs.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use banger_model::{VmRecord, VmState};
+use common::*;
+
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Option<Self> {
+        let name = format!("banger-faults-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            banger_testkit::skip("cannot create a network namespace (ip netns add)");
+            return None;
+        }
+        Some(Netns(name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+fn banger_in(home: &TestHome, ns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(TestHome::banger_bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.root().join("home"))
+        .env("BANGER_HOME", home.root())
+        .env(
+            "BANGER_INIT_BIN",
+            &banger_testkit::static_guest_binaries().init,
+        )
+        .output()
+        .expect("run banger in the namespace")
+}
+
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+#[test]
+fn what_the_host_lacks_is_refused_before_anything_is_made() {
+    let home = TestHome::new();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let too_many = (cpus + 1).to_string();
+    if cpus < 64 {
+        home.banger(&["vm", "create", "--vcpu", &too_many])
+            .assert()
+            .code(1)
+            .stderr(predicates::str::contains(format!(
+                "--vcpu {too_many} is more than this host's {cpus} CPUs"
+            )));
+    }
+    home.banger(&["vm", "create", "--memory", "1T"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("this host has available"));
+
+    home.write_config("hypervisor = \"qemu\"\nqemu_bin = \"/nonexistent/qemu-system-x86_64\"\n");
+    home.banger(&["daemon", "stop"]).assert().success();
+    home.banger(&["vm", "create"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "/nonexistent/qemu-system-x86_64 is not an executable file",
+        ));
+
+    home.write_config(
+        "hypervisor = \"firecracker\"\nfirecracker_bin = \"/nonexistent/firecracker\"\n",
+    );
+    home.banger(&["daemon", "stop"]).assert().success();
+    home.banger(&["vm", "create"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "hypervisor = \"firecracker\" but",
+        ));
+
+    let out = home.banger(&["vm", "list", "--json"]).output().unwrap();
+    assert_eq!(stdout(&out).trim(), "[]", "nothing was recorded");
+}
+
+#[test]
+fn a_hypervisor_dying_at_start_and_an_exhausted_pool() {
+    if !running_as_root() {
+        return banger_testkit::skip("needs root (network namespaces, TAP devices)");
+    }
+    if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
+        return banger_testkit::skip("BANGER_TEST_SKIP_IMAGE_BUILD is set: no image to boot");
+    }
+    if !banger_testkit::have_tools(&["mmdebstrap", "mkfs.ext4", "ip"]) {
+        return;
+    }
+    let home = TestHome::new();
+    share_caches(&home);
+    // A "QEMU" that fails the way a real one does on a bad option.
+    let fake = home.root().join("fake-qemu");
+    fs::write(
+        &fake,
+        "#!/bin/sh\necho 'qemu-system-x86_64: boom, no such machine' >&2\nexit 1\n",
+    )
+    .unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    // A /30: the bridge takes .1, one guest can have .2, and that is all.
+    home.write_config(&format!(
+        "hypervisor = \"qemu\"\nqemu_bin = \"{}\"\nbridge_cidr = \"172.31.9.1/30\"\nbridge_name = \"bgrtest0\"\n",
+        fake.display()
+    ));
+    let init = banger_testkit::static_guest_binaries().init.clone();
+    let build = home
+        .banger(&["image", "build"])
+        .env("BANGER_INIT_BIN", &init)
+        .timeout(std::time::Duration::from_secs(900))
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "image build: {}", stderr(&build));
+    home.banger(&["daemon", "stop"]).assert().success();
+
+    let Some(ns) = Netns::new() else { return };
+    let out = banger_in(&home, &ns, &["vm", "create", "--name", "doomed"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("boom, no such machine"),
+        "quotes the hypervisor: {err}"
+    );
+    assert_eq!(
+        err.trim().lines().last().map(|l| l.starts_with("error: ")),
+        Some(true),
+        "{err}"
+    );
+
+    let out = banger_in(&home, &ns, &["vm", "list", "--json"]);
+    let vms: Vec<VmRecord> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0].state, VmState::Error);
+    assert!(vms[0].runtime.is_none(), "no process recorded");
+    assert!(vms[0].last_error.as_deref().unwrap_or("").contains("boom"));
+    let tap = banger_network::tap_name("doomed");
+    let link = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "ip", "link", "show", &tap])
+        .output()
+        .unwrap();
+    assert!(!link.status.success(), "no TAP left behind");
+
+    // Its lease is the pool's only address.
+    let out = banger_in(&home, &ns, &["vm", "create", "--name", "second"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no free guest address left in 172.31.9.1/30"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = banger_in(&home, &ns, &["vm", "delete", "doomed"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!home.state().join("vms/doomed").exists(), "disks removed");
+    let out = banger_in(&home, &ns, &["vm", "list", "--json"]);
+    assert_eq!(stdout(&out).trim(), "[]");
+    let _ = banger_in(&home, &ns, &["daemon", "stop"]);
+}
