@@ -273,6 +273,51 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         "ssh after re-adoption",
     );
 
+    // kill -9 of the daemon in the middle of a create: the restarted
+    // daemon leaves neither a process nor a TAP behind.
+    let init = banger_testkit::static_guest_binaries().init.clone();
+    let mut creating = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(TestHome::banger_bin())
+        .args(["vm", "create", "--name", "gamma"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.root().join("home"))
+        .env("BANGER_HOME", home.root())
+        .env("BANGER_INIT_BIN", &init)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = home.state().join("banger.db");
+    let gamma_pid = wait_until("gamma's hypervisor is recorded", || {
+        let store = banger_store::Store::open(&db).ok()?;
+        let vm = store.get_vm("gamma").ok()??;
+        vm.runtime.as_ref()?.get("pid")?.as_u64()
+    });
+    let daemon_pid = fs::read_to_string(home.state().join("bangerd.lock")).unwrap();
+    let _ = Command::new("kill")
+        .args(["-9", daemon_pid.trim()])
+        .status();
+    let _ = creating.wait();
+    let after = vm_list(&home, &ns); // starts a new daemon, which reconciles
+    let gamma = after.iter().find(|v| v.name.as_str() == "gamma").unwrap();
+    assert_eq!(gamma.state, VmState::Stopped, "{gamma:?}");
+    assert!(gamma.runtime.is_none());
+    assert!(
+        !Path::new(&format!("/proc/{gamma_pid}")).exists()
+            || fs::read_to_string(format!("/proc/{gamma_pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "gamma's hypervisor is gone"
+    );
+    assert!(
+        !link_exists(&ns, &banger_network::tap_name("gamma")),
+        "gamma's TAP is gone"
+    );
+    let alpha = after.iter().find(|v| v.name.as_str() == "alpha").unwrap();
+    assert_eq!(alpha.state, VmState::Running, "alpha survived that too");
+    ok(b(&["vm", "delete", "gamma"]), "delete gamma");
+
     ok(b(&["vm", "delete", "--force", "alpha"]), "delete alpha");
     ok(b(&["vm", "delete", "--force", "beta"]), "delete beta");
     assert!(vm_list(&home, &ns).is_empty());
@@ -308,4 +353,19 @@ fn forge_key_for(known_hosts: &str, ip: &str, scratch: &Path) -> String {
         })
         .map(|l| l + "\n")
         .collect()
+}
+
+/// Polls `probe` until it gives a value (60 s at most).
+fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

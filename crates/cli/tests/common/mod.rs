@@ -104,8 +104,20 @@ impl TestHome {
 
 impl Drop for TestHome {
     fn drop(&mut self) {
-        // Never leave a daemon behind, even when the test failed.
+        // Never leave a daemon or a VM behind, even when the test failed:
+        // hypervisors are detached and would outlive the test.
         let _ = self.banger(&["daemon", "stop"]).output();
+        if let Ok(store) = banger_store::Store::open(&self.state().join("banger.db"))
+            && let Ok(vms) = store.list_vms()
+        {
+            for vm in vms {
+                if let Some(pid) = vm.runtime.as_ref().and_then(|r| r.get("pid")?.as_u64()) {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                }
+            }
+        }
     }
 }
 
