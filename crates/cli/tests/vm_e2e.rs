@@ -318,6 +318,46 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     assert_eq!(alpha.state, VmState::Running, "alpha survived that too");
     ok(b(&["vm", "delete", "gamma"]), "delete gamma");
 
+    // An sshd that never lets banger in: the start gives up after the boot
+    // timeout, says so with the console's tail, and leaves the VM running.
+    ok(b(&["vm", "stop", "beta"]), "stop beta");
+    let work = home.state().join("vms/beta/work.ext4");
+    let rm = Command::new("debugfs")
+        .args(["-w", "-R", "rm /.ssh/authorized_keys"])
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    ok(b(&["daemon", "stop"]), "daemon stop");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(TestHome::banger_bin())
+        .args(["vm", "start", "beta"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.root().join("home"))
+        .env("BANGER_HOME", home.root())
+        .env("BANGER_INIT_BIN", &init)
+        .env("BANGER_BOOT_TIMEOUT", "30")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("did not answer within 30s"), "{err}");
+    assert!(err.contains("console: "), "quotes the console: {err}");
+    assert!(err.contains("banger vm logs beta"), "{err}");
+    let beta = vm_list(&home, &ns)
+        .into_iter()
+        .find(|v| v.name.as_str() == "beta")
+        .unwrap();
+    assert_eq!(beta.state, VmState::Error);
+    assert!(beta.runtime.is_some(), "left running for diagnosis");
+    let logs = ok(b(&["vm", "logs", "beta"]), "vm logs");
+    assert!(
+        logs.contains("banger-init ready"),
+        "the console log is there"
+    );
+
     ok(b(&["vm", "delete", "--force", "alpha"]), "delete alpha");
     ok(b(&["vm", "delete", "--force", "beta"]), "delete beta");
     assert!(vm_list(&home, &ns).is_empty());

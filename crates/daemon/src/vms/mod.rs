@@ -33,8 +33,22 @@ use crate::server::Daemon;
 
 /// How long a booting guest may take to start banger-init, and then sshd.
 /// TCG is slow: Debian's systemd answers ssh ~10-16 s after QEMU starts.
+/// `BANGER_BOOT_TIMEOUT` (seconds) caps both, for slow hosts and tests.
 const INIT_TIMEOUT: Duration = Duration::from_secs(90);
 const SSH_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn boot_timeout(default: Duration) -> Duration {
+    std::env::var("BANGER_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(default, Duration::from_secs)
+}
+
+/// The console's last lines of this boot, for errors.
+fn console_tail(handle: &VmHandle) -> String {
+    banger_vmm::process::log_tail(&handle.console_log, handle.console_offset, 8).join(" | ")
+}
 /// How long a graceful stop may take before the hypervisor is killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
@@ -418,8 +432,14 @@ async fn boot(
     progress.phase("kernel", "waiting for the kernel and banger-init");
     let (h, c, hv2) = (handle.clone(), p.console.clone(), hv.clone());
     let init = blocking(move || {
-        banger_vmm::wait_for_console(&c, "banger-init ready", &h, hv2.as_ref(), INIT_TIMEOUT)
-            .map_err(|e| Failure::internal(e.to_string()))
+        banger_vmm::wait_for_console(
+            &c,
+            "banger-init ready",
+            &h,
+            hv2.as_ref(),
+            boot_timeout(INIT_TIMEOUT),
+        )
+        .map_err(|e| Failure::internal(e.to_string()))
     })
     .await;
     if let Err(e) = init {
@@ -445,9 +465,10 @@ async fn boot(
         Err(SshWait::Timeout(last)) => {
             // Kept running for diagnosis; the record says why.
             let msg = format!(
-                "sshd in VM {name} did not answer within {}s ({last}); the VM is left \
-                 running: read 'banger vm logs {name}', then 'banger vm delete --force {name}'",
-                SSH_TIMEOUT.as_secs()
+                "sshd in VM {name} did not answer within {}s ({last}); console: {}; the VM is \
+                 left running: read 'banger vm logs {name}', then 'banger vm delete --force {name}'",
+                boot_timeout(SSH_TIMEOUT).as_secs(),
+                console_tail(&handle)
             );
             set_state(d, name, VmState::Error, runtime, Some(msg.clone())).await?;
             return Err(Failure::internal(msg));
@@ -467,7 +488,7 @@ enum SshWait {
 fn wait_for_ssh(target: &SshTarget, handle: &VmHandle, hv: &dyn Hypervisor) -> Result<(), SshWait> {
     let started = Instant::now();
     let mut last = String::from("no answer yet");
-    while started.elapsed() < SSH_TIMEOUT {
+    while started.elapsed() < boot_timeout(SSH_TIMEOUT) {
         if !hv.is_running(handle) {
             return Err(SshWait::Died);
         }
