@@ -232,7 +232,7 @@ fn image_build_with_an_unreachable_mirror_fails_cleanly() {
     if which::which("mmdebstrap").is_err() {
         return banger_testkit::skip("mmdebstrap is not installed");
     }
-    if !running_as_root() {
+    if !banger_testkit::running_as_root() {
         return banger_testkit::skip("image builds need root (mmdebstrap --mode=root)");
     }
     let home = TestHome::new();
@@ -300,13 +300,4 @@ fn bad_image_requests_are_refused_up_front() {
         .assert()
         .code(1)
         .stderr(contains("image \"nope\" not found"));
-}
-
-fn running_as_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }

@@ -15,68 +15,14 @@ use std::process::{Command, Output};
 use banger_model::{VmRecord, VmState};
 use common::*;
 
-/// A network namespace, deleted (with whatever is left in it) on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Option<Self> {
-        let name = format!("banger-e2e-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            banger_testkit::skip("cannot create a network namespace (ip netns add)");
-            return None;
-        }
-        let ns = Netns(name);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        Some(ns)
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .expect("ip netns exec")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
-
-fn running_as_root() -> bool {
-    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
-}
-
 fn vm_list(home: &TestHome, ns: &Netns) -> Vec<VmRecord> {
     let out = banger_in(home, ns, &["vm", "list", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).expect("vm list --json")
 }
 
-/// `banger ARGS` inside the namespace (so the daemon it starts lives there).
 fn banger_in(home: &TestHome, ns: &Netns, args: &[&str]) -> Output {
-    let init = &banger_testkit::static_guest_binaries().init;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.0])
-        .arg(TestHome::banger_bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.root().join("home"))
-        .env("BANGER_HOME", home.root())
-        .env("BANGER_INIT_BIN", init);
-    cmd.output().expect("run banger in the namespace")
+    home.banger_in(ns, args, &[])
 }
 
 fn ok(out: Output, what: &str) -> String {
@@ -96,7 +42,7 @@ fn link_exists(ns: &Netns, name: &str) -> bool {
 
 #[test]
 fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
-    if !running_as_root() {
+    if !banger_testkit::running_as_root() {
         return banger_testkit::skip("needs root (network namespaces, TAP devices)");
     }
     if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
@@ -120,7 +66,9 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     ok(build, "image build");
     home.banger(&["daemon", "stop"]).assert().success();
 
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = Netns::new("banger-e2e") else {
+        return;
+    };
     let b = |args: &[&str]| banger_in(&home, &ns, args);
 
     // Command mode: the exit status comes back, and --rm leaves nothing.
@@ -275,16 +223,8 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
 
     // kill -9 of the daemon in the middle of a create: the restarted
     // daemon leaves neither a process nor a TAP behind.
-    let init = banger_testkit::static_guest_binaries().init.clone();
-    let mut creating = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(TestHome::banger_bin())
-        .args(["vm", "create", "--name", "gamma"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.root().join("home"))
-        .env("BANGER_HOME", home.root())
-        .env("BANGER_INIT_BIN", &init)
+    let mut creating = home
+        .banger_in_command(&ns, &["vm", "create", "--name", "gamma"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -329,18 +269,11 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         .unwrap();
     assert!(rm.status.success());
     ok(b(&["daemon", "stop"]), "daemon stop");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(TestHome::banger_bin())
-        .args(["vm", "start", "beta"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.root().join("home"))
-        .env("BANGER_HOME", home.root())
-        .env("BANGER_INIT_BIN", &init)
-        .env("BANGER_BOOT_TIMEOUT", "30")
-        .output()
-        .unwrap();
+    let out = home.banger_in(
+        &ns,
+        &["vm", "start", "beta"],
+        &[("BANGER_BOOT_TIMEOUT", "30")],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("did not answer within 30s"), "{err}");

@@ -7,59 +7,10 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use banger_model::{VmRecord, VmState};
 use common::*;
-
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Option<Self> {
-        let name = format!("banger-faults-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            banger_testkit::skip("cannot create a network namespace (ip netns add)");
-            return None;
-        }
-        Some(Netns(name))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
-
-fn banger_in(home: &TestHome, ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(TestHome::banger_bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.root().join("home"))
-        .env("BANGER_HOME", home.root())
-        .env(
-            "BANGER_INIT_BIN",
-            &banger_testkit::static_guest_binaries().init,
-        )
-        .output()
-        .expect("run banger in the namespace")
-}
-
-fn running_as_root() -> bool {
-    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
-}
 
 #[test]
 fn what_the_host_lacks_is_refused_before_anything_is_made() {
@@ -105,7 +56,7 @@ fn what_the_host_lacks_is_refused_before_anything_is_made() {
 
 #[test]
 fn a_hypervisor_dying_at_start_and_an_exhausted_pool() {
-    if !running_as_root() {
+    if !banger_testkit::running_as_root() {
         return banger_testkit::skip("needs root (network namespaces, TAP devices)");
     }
     if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
@@ -139,8 +90,10 @@ fn a_hypervisor_dying_at_start_and_an_exhausted_pool() {
     assert!(build.status.success(), "image build: {}", stderr(&build));
     home.banger(&["daemon", "stop"]).assert().success();
 
-    let Some(ns) = Netns::new() else { return };
-    let out = banger_in(&home, &ns, &["vm", "create", "--name", "doomed"]);
+    let Some(ns) = Netns::new("banger-faults") else {
+        return;
+    };
+    let out = home.banger_in(&ns, &["vm", "create", "--name", "doomed"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -153,7 +106,7 @@ fn a_hypervisor_dying_at_start_and_an_exhausted_pool() {
         "{err}"
     );
 
-    let out = banger_in(&home, &ns, &["vm", "list", "--json"]);
+    let out = home.banger_in(&ns, &["vm", "list", "--json"], &[]);
     let vms: Vec<VmRecord> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(vms.len(), 1);
     assert_eq!(vms[0].state, VmState::Error);
@@ -167,7 +120,7 @@ fn a_hypervisor_dying_at_start_and_an_exhausted_pool() {
     assert!(!link.status.success(), "no TAP left behind");
 
     // Its lease is the pool's only address.
-    let out = banger_in(&home, &ns, &["vm", "create", "--name", "second"]);
+    let out = home.banger_in(&ns, &["vm", "create", "--name", "second"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("no free guest address left in 172.31.9.1/30"),
@@ -175,10 +128,10 @@ fn a_hypervisor_dying_at_start_and_an_exhausted_pool() {
         stderr(&out)
     );
 
-    let out = banger_in(&home, &ns, &["vm", "delete", "doomed"]);
+    let out = home.banger_in(&ns, &["vm", "delete", "doomed"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!home.state().join("vms/doomed").exists(), "disks removed");
-    let out = banger_in(&home, &ns, &["vm", "list", "--json"]);
+    let out = home.banger_in(&ns, &["vm", "list", "--json"], &[]);
     assert_eq!(stdout(&out).trim(), "[]");
-    let _ = banger_in(&home, &ns, &["daemon", "stop"]);
+    let _ = home.banger_in(&ns, &["daemon", "stop"], &[]);
 }

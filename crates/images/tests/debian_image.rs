@@ -31,7 +31,7 @@ fn builds_the_default_image_then_reuses_it() {
     ]) {
         return;
     }
-    if !running_as_root() {
+    if !banger_testkit::running_as_root() {
         return banger_testkit::skip(
             "building the Debian image needs root (mmdebstrap --mode=root)",
         );
@@ -183,13 +183,4 @@ fn smoke_boot(image: &debian::BuiltImage) {
         console.when_contains("OpenBSD Secure Shell server"),
         console.when_contains("Multi-User System"),
     );
-}
-
-fn running_as_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }

@@ -42,6 +42,14 @@ pub fn have_tools(tools: &[&str]) -> bool {
     true
 }
 
+/// Whether this process runs as root (namespaces, TAPs, mmdebstrap).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
 /// Prints the reason a test does not run; call it and return.
 pub fn skip(why: impl std::fmt::Display) {
     println!("skipped: {why}");

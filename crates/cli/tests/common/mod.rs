@@ -206,3 +206,69 @@ pub fn share_caches(home: &TestHome) {
         std::os::unix::fs::symlink(cache.join(shared), own.join(mine)).unwrap();
     }
 }
+
+/// A network namespace for a daemon of a test's own, deleted on drop (the
+/// bridge, TAPs and NAT rules made in it go with it).
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(prefix: &str) -> Option<Self> {
+        let name = format!("{prefix}-{}", std::process::id());
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            banger_testkit::skip("cannot create a network namespace (ip netns add)");
+            return None;
+        }
+        let ns = Netns(name);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+impl TestHome {
+    /// `banger ARGS` inside `ns` (so the daemon it starts lives there),
+    /// with banger's static guest init and `extra` environment.
+    pub fn banger_in(&self, ns: &Netns, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let mut cmd = self.banger_in_command(ns, args);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run banger in the namespace")
+    }
+
+    /// The command [`Self::banger_in`] runs, to spawn it instead.
+    pub fn banger_in_command(&self, ns: &Netns, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &ns.0])
+            .arg(Self::banger_bin())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root().join("home"))
+            .env("BANGER_HOME", self.root())
+            .env(
+                "BANGER_INIT_BIN",
+                &banger_testkit::static_guest_binaries().init,
+            );
+        cmd
+    }
+}
