@@ -55,6 +55,10 @@ pub struct CreateVmRequest {
     /// Boot it once created (the default); `false` only records it.
     #[serde(default = "yes")]
     pub start: bool,
+    /// Delete it if it fails to boot (`vm run --rm`), unless it was left
+    /// running because its sshd did not answer.
+    #[serde(default)]
+    pub remove_on_failure: bool,
 }
 
 fn yes() -> bool {

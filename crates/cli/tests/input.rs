@@ -117,6 +117,7 @@ fn doctor_json_has_the_documented_shape() {
         "nft or iptables",
         "git",
         "banger-init",
+        "privileges",
     ] {
         let c = checks
             .iter()

@@ -133,5 +133,17 @@ fn a_hypervisor_dying_at_start_and_an_exhausted_pool() {
     assert!(!home.state().join("vms/doomed").exists(), "disks removed");
     let out = home.banger_in(&ns, &["vm", "list", "--json"], &[]);
     assert_eq!(stdout(&out).trim(), "[]");
+
+    // vm run --rm does not keep a VM that failed to boot.
+    let out = home.banger_in(
+        &ns,
+        &["vm", "run", "--rm", "--name", "gone", "--", "true"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("boom"), "{}", stderr(&out));
+    let out = home.banger_in(&ns, &["vm", "list", "--json"], &[]);
+    assert_eq!(stdout(&out).trim(), "[]", "the failed VM was removed");
+    assert!(!home.state().join("vms/gone").exists());
     let _ = home.banger_in(&ns, &["daemon", "stop"], &[]);
 }

@@ -9,6 +9,9 @@ use banger_api::{ApiError, ErrorBody};
 use banger_store::StoreError;
 use serde::de::DeserializeOwned;
 
+/// The error code of [`Failure::boot_timeout`].
+pub const BOOT_TIMEOUT: &str = "boot_timeout";
+
 #[derive(Debug)]
 pub struct Failure {
     pub status: StatusCode,
@@ -30,6 +33,10 @@ impl Failure {
     }
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    /// A guest that did not come up in time (left running for diagnosis).
+    pub fn boot_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, BOOT_TIMEOUT, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();

@@ -50,6 +50,7 @@ pub(crate) struct Inner {
     /// Serializes image builds.
     pub build_lock: tokio::sync::Mutex<()>,
     pub vms: crate::vms::VmLocks,
+    pub verified: crate::images::VerifiedFiles,
     _lock: DaemonLock,
 }
 
@@ -87,6 +88,7 @@ impl Daemon {
                 shutdown: Notify::new(),
                 build_lock: tokio::sync::Mutex::new(()),
                 vms: Default::default(),
+                verified: Default::default(),
                 _lock: lock,
             }),
         };

@@ -106,6 +106,8 @@ pub struct HostProbe {
     pub tools: Vec<Option<PathBuf>>,
     /// banger's static guest init, or why it is unusable.
     pub init: Result<PathBuf, String>,
+    /// Whether banger runs as root (it makes the bridge and TAP devices).
+    pub root: bool,
 }
 
 impl HostProbe {
@@ -123,6 +125,10 @@ impl HostProbe {
                 .map(|t| t.programs.iter().find_map(|p| find_tool(p)))
                 .collect(),
             init: banger_images::initramfs::find_init_binary(),
+            root: std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+            }),
         }
     }
 }
@@ -281,6 +287,24 @@ pub fn diagnose(probe: &HostProbe) -> Report {
         ),
     }
 
+    if probe.root {
+        push(
+            "privileges",
+            Status::Ok,
+            "root: bangerd can make the bridge, TAP devices and NAT rules".into(),
+            None,
+        );
+    } else {
+        push(
+            "privileges",
+            Status::Fail,
+            "not root: bangerd makes the bridge, TAP devices and NAT rules, which needs root \
+             until banger's system install (a narrow root helper) exists"
+                .into(),
+            Some("run banger as root, e.g. with sudo".into()),
+        );
+    }
+
     Report {
         ok: checks.iter().all(|c| c.status != Status::Fail),
         checks,
@@ -322,6 +346,7 @@ mod tests {
             } else {
                 Err("banger-init /usr/bin/banger-init: not found".into())
             },
+            root: tools,
         }
     }
 
@@ -349,6 +374,7 @@ mod tests {
         assert_eq!(hv.status, Status::Fail);
         assert!(hv.fix.as_deref().unwrap().contains("qemu-system-x86"));
         assert_eq!(check(&r, "banger-init").status, Status::Fail);
+        assert_eq!(check(&r, "privileges").status, Status::Fail);
         assert!(
             check(&r, "banger-init")
                 .fix

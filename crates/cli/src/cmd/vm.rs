@@ -25,7 +25,7 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Create(args) => {
-            let started = create(client, &args, true).await?;
+            let started = create(client, &args, false).await?;
             report_started(&started, &args)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -221,7 +221,7 @@ fn print_stats(s: &VmStats) {
     }
 }
 
-fn request(args: &CreateArgs, start: bool) -> Result<CreateVmRequest> {
+fn request(args: &CreateArgs, start: bool, remove_on_failure: bool) -> Result<CreateVmRequest> {
     let memory_mib = match args.memory {
         Some(m) if !m.bytes().is_multiple_of(1 << 20) => {
             bail!("--memory {m} is not a whole number of MiB: write it like 1536M or 2G")
@@ -237,11 +237,12 @@ fn request(args: &CreateArgs, start: bool) -> Result<CreateVmRequest> {
         disk_size: args.disk_size,
         nat: args.nat,
         start,
+        remove_on_failure,
     })
 }
 
-async fn create(client: &Client, args: &CreateArgs, start: bool) -> Result<VmStarted> {
-    let req = request(args, start)?;
+async fn create(client: &Client, args: &CreateArgs, remove_on_failure: bool) -> Result<VmStarted> {
+    let req = request(args, true, remove_on_failure)?;
     let events = client.stream("/v1/vms", &req).await.map_err(client_error)?;
     let result = follow(events).await?;
     Ok(serde_json::from_value(result)?)
@@ -373,10 +374,7 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
             path.display()
         );
     }
-    let started = match create(client, &args.create, true).await {
-        Ok(s) => s,
-        Err(e) => return Err(e),
-    };
+    let started = create(client, &args.create, args.rm).await?;
     let name = started.vm.name.to_string();
     let info: SshInfo = client
         .get(&format!("/v1/vms/{name}/ssh"))

@@ -411,7 +411,66 @@ pub(crate) fn kernel_path(
 
 /// Hashes every file of the image and of its kernel against its pin.
 /// Booting calls this first: a changed file is named, never booted.
+/// What a file looked like when it was last hashed and matched its pin.
+/// The kernel changes ctime on every write (and no one can set it back),
+/// so a file with the same stamp still has the contents that matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        })
+    }
+}
+
+/// Files verified since the daemon started, so that booting does not
+/// re-hash a gigabyte that has not been touched: a boot checks the stamp,
+/// and hashes again whenever anything about the file changed.
+#[derive(Default)]
+pub(crate) struct VerifiedFiles(
+    std::sync::Mutex<std::collections::HashMap<PathBuf, (FileStamp, String)>>,
+);
+
+impl VerifiedFiles {
+    fn matches(&self, path: &Path, sha256: &str) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(path)
+            .is_some_and(|(stamp, sha)| sha == sha256 && FileStamp::of(path) == Some(*stamp))
+    }
+
+    fn record(&self, path: &Path, stamp: FileStamp, sha256: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(path.to_path_buf(), (stamp, sha256.to_string()));
+    }
+}
+
+/// Before a boot: every file of the image and its kernel must match its
+/// pin; a file unchanged since this daemon last hashed it is not hashed
+/// again.
+pub(crate) async fn verify_for_boot(d: &Daemon, name: &str) -> Result<(), Failure> {
+    verify_files(d, name, false).await.map(|_| ())
+}
+
+/// `image verify`: hashes every file again, whatever the stamps say.
 pub(crate) async fn verify(d: &Daemon, name: &str) -> Result<Vec<VerifiedFile>, Failure> {
+    verify_files(d, name, true).await
+}
+
+async fn verify_files(d: &Daemon, name: &str, full: bool) -> Result<Vec<VerifiedFile>, Failure> {
     let key = name.to_string();
     let image = d
         .with_store(move |s| s.get_image(&key))
@@ -449,10 +508,21 @@ pub(crate) async fn verify(d: &Daemon, name: &str) -> Result<Vec<VerifiedFile>, 
             a.clone(),
         ));
     }
+    let daemon = d.clone();
     blocking(move || {
+        let cache = &daemon.inner.verified;
         files
             .into_iter()
             .map(|(owner, path, pinned)| {
+                if !full && cache.matches(&path, &pinned.sha256) {
+                    return Ok(VerifiedFile {
+                        owner,
+                        role: pinned.role,
+                        path,
+                        sha256: pinned.sha256,
+                    });
+                }
+                let before = FileStamp::of(&path);
                 let (sha256, _) = sha256_file(&path).map_err(|e| {
                     Failure::conflict(format!("{owner}: {e}: rebuild or re-pull it"))
                 })?;
@@ -463,6 +533,12 @@ pub(crate) async fn verify(d: &Daemon, name: &str) -> Result<Vec<VerifiedFile>, 
                         path.display(),
                         pinned.sha256
                     )));
+                }
+                // Remembered only if nothing changed while it was read.
+                if let Some(stamp) = before
+                    && FileStamp::of(&path) == Some(stamp)
+                {
+                    cache.record(&path, stamp, &sha256);
                 }
                 Ok(VerifiedFile {
                     owner,

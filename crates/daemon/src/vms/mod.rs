@@ -26,7 +26,7 @@ use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle};
 
 pub(crate) use self::boot::parse_signal;
 use self::boot::{GuestParams, Timer, available_memory_mib, check_resources, guest_cmdline};
-use crate::error::Failure;
+use crate::error::{BOOT_TIMEOUT, Failure};
 use crate::images::{self, blocking, now};
 use crate::progress::Progress;
 use crate::server::Daemon;
@@ -155,7 +155,7 @@ pub(crate) async fn create(
     progress: &Progress,
 ) -> Result<VmStarted, Failure> {
     let mut timer = Timer::new();
-    let start = req.start;
+    let (start, remove_on_failure) = (req.start, req.remove_on_failure);
     let spec = spec::resolve_spec(d, req).await?;
     progress.info(format!("spec: {}", spec.summary()));
     check_resources(
@@ -226,7 +226,18 @@ pub(crate) async fn create(
             timings: timer.phases,
         });
     }
-    let vm = boot(d, record.name.as_str(), progress, &mut timer).await?;
+    let vm = match boot(d, record.name.as_str(), progress, &mut timer).await {
+        Ok(vm) => vm,
+        // `vm run --rm`: a VM that failed to boot is not kept, unless it
+        // is still running for diagnosis (its sshd never answered).
+        Err(e) if remove_on_failure && e.error.code != BOOT_TIMEOUT => {
+            if let Ok(vm) = get(d, record.name.as_str()).await {
+                destroy(d, &vm).await;
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     Ok(VmStarted {
         vm,
         timings: timer.phases,
@@ -327,7 +338,7 @@ async fn boot(
     )
     .map_err(Failure::bad_request)?;
     progress.phase("verify", "checking the image's files against their pins");
-    images::verify(d, &vm.image).await?;
+    images::verify_for_boot(d, &vm.image).await?;
     let image = images::get_image(d, &vm.image).await?;
     let kernel = images::get_kernel(d, &vm.kernel).await?;
     timer.mark("verify");
@@ -471,7 +482,7 @@ async fn boot(
                 console_tail(&handle)
             );
             set_state(d, name, VmState::Error, runtime, Some(msg.clone())).await?;
-            return Err(Failure::internal(msg));
+            return Err(Failure::boot_timeout(msg));
         }
     }
     timer.mark("ssh");
