@@ -138,10 +138,12 @@ fn configures_starts_watches_and_stops() {
             "/drives/d0",
             "/drives/d1",
             "/network-interfaces/eth0",
+            "/vsock",
             "/actions"
         ]
     );
-    assert_eq!(requests[5]["body"], json!({"action_type": "InstanceStart"}));
+    assert_eq!(requests[5]["body"]["guest_cid"], json!(3));
+    assert_eq!(requests[6]["body"], json!({"action_type": "InstanceStart"}));
     assert_eq!(
         requests[1]["body"]["boot_args"],
         json!(
@@ -236,6 +238,10 @@ fn fields(path: &str) -> (&'static [&'static str], &'static [&'static str]) {
                 "vcpu_count",
                 "huge_pages",
             ],
+        ),
+        "/vsock" => (
+            &["guest_cid", "uds_path"],
+            &["guest_cid", "uds_path", "vsock_id"],
         ),
         "/boot-source" => (
             &["kernel_image_path"],

@@ -16,7 +16,7 @@ use crate::process::{self, POLL};
 use crate::select::Backend;
 use api::{
     ActionType, ApiClient, BootSource, Drive, InstanceActionInfo, MachineConfiguration,
-    NetworkInterface,
+    NetworkInterface, Vsock,
 };
 
 /// Always on the kernel command line: the serial console, a reboot
@@ -31,6 +31,11 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// The guest's network interface id in the API.
 pub const IFACE_ID: &str = "eth0";
+/// The guest's vsock context id (2 is the host; 3 is the first guest's).
+pub const GUEST_CID: u32 = 3;
+/// The Unix socket, in the runtime dir, that Firecracker maps the guest's
+/// vsock to.
+pub const VSOCK_SOCKET: &str = "vsock.sock";
 const TAIL_LINES: usize = 8;
 
 /// The Firecracker backend.
@@ -114,6 +119,15 @@ impl Firecracker {
                 }))?,
             ));
         }
+        // The guest channel for banger's agent: Firecracker maps the
+        // guest's vsock to a Unix socket here, no host vsock module needed.
+        calls.push((
+            "/vsock".to_owned(),
+            json(serde_json::to_value(Vsock {
+                guest_cid: GUEST_CID,
+                uds_path: spec.runtime_dir.join(VSOCK_SOCKET),
+            }))?,
+        ));
         Ok(calls)
     }
 
@@ -300,7 +314,8 @@ mod tests {
                 "/drives/d0",
                 "/drives/d1",
                 "/drives/d2",
-                "/network-interfaces/eth0"
+                "/network-interfaces/eth0",
+                "/vsock"
             ]
         );
         assert_eq!(
