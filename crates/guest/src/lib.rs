@@ -17,6 +17,7 @@ mod keys;
 mod known_hosts;
 mod openssh;
 mod session;
+pub mod workspace;
 
 pub use error::SshError;
 pub use keys::{HOST_KEY_FILE, ensure_user_key, generate_host_key};

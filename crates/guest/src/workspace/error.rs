@@ -1,0 +1,68 @@
+use std::io;
+use std::path::PathBuf;
+
+/// What can go wrong choosing a workspace's files or archiving them. Each
+/// message is one line for the operator, naming the path at fault and
+/// saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("workspace path {path} does not exist: check the PATH given to 'banger vm run'")]
+    NotFound { path: PathBuf },
+
+    #[error(
+        "workspace path {path} is not a directory: give the repository's directory, not a file in it"
+    )]
+    NotADirectory { path: PathBuf },
+
+    #[error(
+        "{path} is inside a git repository but git is not installed: install git (apt install git)"
+    )]
+    GitMissing { path: PathBuf },
+
+    #[error("{action} failed ({status}): {stderr}")]
+    GitFailed {
+        action: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("{action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "file name {path} cannot be copied into the guest: {why}; rename it (or, if it is untracked, ignore it)"
+    )]
+    UnrepresentableName { path: String, why: &'static str },
+
+    #[error(
+        "symbolic link {path} cannot be copied into the guest: its target {target} {why}; change or remove the link"
+    )]
+    UnrepresentableLink {
+        path: String,
+        target: String,
+        why: &'static str,
+    },
+
+    #[error(
+        "{path} lies under {link}, a symbolic link in the working tree, and banger does not follow links out of the tree: make {link} a directory again (git checkout -- {link}) or remove {path} from the index (git rm --cached)"
+    )]
+    ThroughSymlink { path: PathBuf, link: PathBuf },
+
+    #[error(
+        "{path} changed while the workspace was being archived ({what}): run the command again"
+    )]
+    Changed { path: PathBuf, what: &'static str },
+}
+
+impl WorkspaceError {
+    pub(crate) fn io(action: impl Into<String>, source: io::Error) -> Self {
+        WorkspaceError::Io {
+            action: action.into(),
+            source,
+        }
+    }
+}
