@@ -120,9 +120,21 @@ pub fn select(path: &Path, opts: &SelectOptions) -> Result<Selection, WorkspaceE
     let entry::Collector {
         mut entries,
         total_bytes,
-        warnings,
+        mut warnings,
         ..
     } = collector;
+    if entries.is_empty() {
+        warnings.push(match mode {
+            SelectionMode::Git if !opts.include_untracked => format!(
+                "no files selected in {}: it holds no tracked files (--include-untracked adds untracked ones)",
+                root.display()
+            ),
+            _ => format!(
+                "no files selected in {}: it is empty or all ignored",
+                root.display()
+            ),
+        });
+    }
     entries.sort_by(|a, b| {
         a.path
             .as_os_str()
