@@ -524,3 +524,84 @@ fn the_dry_run_lists_what_the_archive_holds() {
     );
     assert!(total.ends_with("git mode"), "{total}");
 }
+
+#[test]
+fn an_untracked_name_that_is_not_utf8_is_refused_only_when_sent() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    if no_git() {
+        return;
+    }
+    let fx = fixture();
+    let bad = fx.repo.join(OsStr::from_bytes(b"caf\xe9.txt"));
+    if fs::write(&bad, "latin-1\n").is_err() {
+        println!("skipped: this filesystem refuses names that are not UTF-8");
+        return;
+    }
+    // Untracked and not asked for: not looked at, no error.
+    select(&fx.repo, &SelectOptions::default()).unwrap();
+    let err = select(&fx.repo, &UNTRACKED).unwrap_err();
+    assert!(
+        matches!(err, WorkspaceError::UnrepresentableName { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(r#""caf\xE9.txt""#), "{err}");
+    assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+}
+
+#[test]
+fn a_tracked_file_now_a_directory_and_an_empty_selection_are_reported() {
+    if no_git() {
+        return;
+    }
+    let fx = fixture();
+    fs::remove_file(fx.repo.join("README.md")).unwrap();
+    write(&fx.repo.join("README.md/inside"), "x\n", 0o644);
+    let sel = select(&fx.repo, &SelectOptions::default()).unwrap();
+    assert!(!paths(&sel).iter().any(|p| p.starts_with("README.md")));
+    assert!(
+        warned(&sel, "tracked file README.md is a directory"),
+        "{:?}",
+        sel.warnings
+    );
+
+    write(&fx.repo.join("empty/untracked.txt"), "x\n", 0o644);
+    let sel = select(&fx.repo.join("empty"), &SelectOptions::default()).unwrap();
+    assert!(sel.entries.is_empty());
+    assert!(warned(&sel, "no files selected"), "{:?}", sel.warnings);
+    let mut archive = Vec::new();
+    write_tar(&sel, &mut archive).unwrap();
+    assert_eq!(members(&archive).keys().collect::<Vec<_>>(), ["empty"]);
+}
+
+/// A writer that fails after `left` bytes, like an ssh pipe whose far end
+/// went away.
+struct Failing {
+    left: usize,
+}
+
+impl std::io::Write for Failing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_broken_output_is_an_error_not_a_panic() {
+    if no_git() {
+        return;
+    }
+    let fx = fixture();
+    let sel = select(&fx.repo, &SelectOptions::default()).unwrap();
+    let err = write_tar(&sel, Failing { left: 1500 }).unwrap_err();
+    assert!(matches!(err, WorkspaceError::Io { .. }), "{err}");
+}
