@@ -203,8 +203,15 @@ pub struct CreateArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// A repository or directory to copy into the VM (workspace mode; not supported yet)
+    /// A repository or directory to copy into the VM, at /root/NAME; the
+    /// command runs there. A git repository sends its tracked files as they
+    /// are in the working tree (uncommitted edits included, ignored files
+    /// never); another directory is sent as is, minus what .gitignore files
+    /// exclude.
+    #[arg(value_hint = clap::ValueHint::DirPath)]
     pub path: Option<PathBuf>,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
     #[command(flatten)]
     pub create: CreateArgs,
     /// Delete the VM when the command or shell exits
@@ -213,6 +220,28 @@ pub struct RunArgs {
     /// Command to run in the guest (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct WorkspaceArgs {
+    /// Also send untracked files that git does not ignore
+    #[arg(long)]
+    pub include_untracked: bool,
+    /// Print the files that would be sent, and their total size, and exit
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Check out this branch in the guest's copy (not supported yet)
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+    /// Check out this ref in the guest's copy (not supported yet)
+    #[arg(long, value_name = "REF")]
+    pub from: Option<String>,
+}
+
+impl WorkspaceArgs {
+    pub fn any(&self) -> bool {
+        self.include_untracked || self.dry_run || self.branch.is_some() || self.from.is_some()
+    }
 }
 
 #[derive(Args, Debug)]

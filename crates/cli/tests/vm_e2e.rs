@@ -71,10 +71,30 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     };
     let b = |args: &[&str]| banger_in(&home, &ns, args);
 
-    // Command mode: the exit status comes back, and --rm leaves nothing.
+    // Workspace mode: a repo's tracked files, as in the working tree, land
+    // in /root/NAME where the command runs; its exit status comes back, and
+    // --rm leaves nothing.
+    let repo = fixture_repo(home.root());
+    let repo_arg = repo.to_str().unwrap();
+    let dry = b(&["vm", "run", repo_arg, "--dry-run", "--include-untracked"]);
+    let listing = ok(dry, "dry run");
+    assert!(
+        listing.contains("run.sh") && listing.contains("notes.txt"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("build.log"),
+        "ignored files are never sent: {listing}"
+    );
+    assert!(vm_list(&home, &ns).is_empty(), "--dry-run creates no VM");
+    let check = "pwd; cat README; ls -l run.sh | cut -c1-10; \
+                 test -e notes.txt && echo untracked-present; \
+                 test -e build.log && echo ignored-present; \
+                 readlink link; exit 7";
     let out = b(&[
         "vm",
         "run",
+        repo_arg,
         "--rm",
         "--name",
         "seven",
@@ -82,10 +102,22 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         "--",
         "sh",
         "-c",
-        "exit 7",
+        check,
     ]);
     assert_eq!(out.status.code(), Some(7), "stderr: {}", stderr(&out));
+    let seen = stdout(&out);
+    assert_eq!(
+        seen,
+        "/root/fixture\nedited, not committed\n-rwxr-xr-x\nREADME\n",
+        "stderr: {}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("timings:"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("workspace: "),
+        "says which mode: {}",
+        stderr(&out)
+    );
     assert!(
         vm_list(&home, &ns).is_empty(),
         "--rm deleted the VM and its lease"
@@ -341,4 +373,40 @@ fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// A git repository with a tracked script (0755), a tracked file edited
+/// after the commit, a symlink, an untracked file and an ignored one.
+fn fixture_repo(root: &Path) -> std::path::PathBuf {
+    let repo = root.join("fixture");
+    fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.invalid",
+                "-C",
+            ])
+            .arg(&repo)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    };
+    git(&["init", "-q"]);
+    fs::write(repo.join("README"), "committed\n").unwrap();
+    fs::write(repo.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(repo.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("README", repo.join("link")).unwrap();
+    fs::write(repo.join(".gitignore"), "*.log\n").unwrap();
+    git(&["add", "README", "run.sh", "link", ".gitignore"]);
+    git(&["commit", "-q", "-m", "fixture"]);
+    fs::write(repo.join("README"), "edited, not committed\n").unwrap();
+    fs::write(repo.join("notes.txt"), "untracked\n").unwrap();
+    fs::write(repo.join("build.log"), "ignored\n").unwrap();
+    repo
 }

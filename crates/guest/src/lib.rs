@@ -1,7 +1,8 @@
 //! Reaching a guest over SSH (DESIGN.md, "guest"): the managed ed25519 user
 //! key, per-VM sshd host keys generated on the host and pinned in banger's
 //! own known_hosts before the VM first boots, and OpenSSH sessions
-//! multiplexed over one ControlMaster per VM. Workspace sync comes later.
+//! multiplexed over one ControlMaster per VM; and which files of a user's
+//! directory a workspace sends into a guest, as one tar stream (`workspace`).
 //!
 //! It drives the system OpenSSH tools (`ssh`, `ssh-keygen`) with argument
 //! vectors, never a shell; only the remote command line is quoted, for the

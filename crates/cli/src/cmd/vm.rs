@@ -5,7 +5,6 @@ use anyhow::{Context, Result, bail};
 use banger_api::{
     Client, CreateVmRequest, KillVmRequest, SetVmRequest, SshInfo, Timing, VmStarted, VmStats,
 };
-use banger_guest::SshTarget;
 use banger_model::VmRecord;
 
 use crate::ExitCode;
@@ -312,26 +311,20 @@ async fn set(client: &Client, args: &SetArgs) -> Result<VmRecord> {
         .map_err(client_error)
 }
 
-fn target(info: &SshInfo) -> SshTarget {
-    SshTarget {
-        vm: info.vm.clone(),
-        host: info.host.clone(),
-        port: info.port,
-        user: info.user.clone(),
-        identity: info.identity.clone(),
-        known_hosts: info.known_hosts.clone(),
-        control_dir: info.control_dir.clone(),
-    }
-}
-
 /// Runs OpenSSH in the foreground with this terminal; returns the remote
 /// command's status as banger's own. ssh's own stderr is passed through and
 /// its end kept, to tell ssh's failures (a changed host key) from the
 /// command's status.
 async fn ssh(info: &SshInfo, command: &[String]) -> Result<ExitCode> {
+    ssh_words(info, command, command.is_empty()).await
+}
+
+/// As [`ssh`], with the remote words given and whether the session is
+/// interactive (a terminal, when there is one).
+async fn ssh_words(info: &SshInfo, command: &[String], interactive: bool) -> Result<ExitCode> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let interactive = command.is_empty();
-    let mut cmd = target(info).command(command, interactive && std::io::stdin().is_terminal());
+    let mut cmd = crate::workspace::target(info)
+        .command(command, interactive && std::io::stdin().is_terminal());
     cmd.stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped());
@@ -367,12 +360,19 @@ async fn ssh(info: &SshInfo, command: &[String]) -> Result<ExitCode> {
 }
 
 async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
-    if let Some(path) = &args.path {
-        bail!(
-            "workspace mode (vm run {}) is not supported yet: run without PATH, and copy files \
-             with 'banger vm ssh'",
-            path.display()
-        );
+    let selection = match &args.path {
+        Some(path) => Some(crate::workspace::select(path, &args.workspace)?),
+        None if args.workspace.any() => bail!(
+            "--include-untracked, --dry-run, --branch and --from go with a PATH: \
+             'banger vm run PATH ...'"
+        ),
+        None => None,
+    };
+    if let Some(sel) = &selection
+        && args.workspace.dry_run
+    {
+        crate::workspace::print_dry_run(sel)?;
+        return Ok(ExitCode::SUCCESS);
     }
     let started = create(client, &args.create, args.rm).await?;
     let name = started.vm.name.to_string();
@@ -380,26 +380,47 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         .get(&format!("/v1/vms/{name}/ssh"))
         .await
         .map_err(client_error)?;
-    let t0 = std::time::Instant::now();
-    let result = ssh(&info, &args.command).await;
     let mut timings = started.timings.clone();
-    timings.push(Timing {
-        phase: if args.command.is_empty() {
-            "session"
-        } else {
-            "command"
+    let mut command = args.command.clone();
+    if let Some(sel) = selection {
+        let t0 = std::time::Instant::now();
+        let target = crate::workspace::target(&info);
+        let dir = crate::workspace::guest_dir(&sel);
+        let shipped = tokio::task::spawn_blocking(move || {
+            crate::workspace::ship(&target, &sel)?;
+            crate::workspace::bootstrap_tooling(&target, &sel);
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+        .context("copying the workspace")?;
+        if let Err(e) = shipped {
+            if args.rm {
+                let _ = delete(client, &name, true).await;
+            }
+            return Err(e);
         }
-        .into(),
+        timings.push(Timing {
+            phase: "workspace".into(),
+            secs: t0.elapsed().as_secs_f64(),
+        });
+        command = crate::workspace::in_dir(&dir, &args.command);
+    }
+    let t0 = std::time::Instant::now();
+    let interactive = args.command.is_empty();
+    let result = ssh_words(&info, &command, interactive).await;
+    timings.push(Timing {
+        phase: if interactive { "session" } else { "command" }.into(),
         secs: t0.elapsed().as_secs_f64(),
     });
     if args.rm {
-        target(&info).close();
+        crate::workspace::target(&info).close();
         if let Err(e) = delete(client, &name, true).await {
             eprintln!("warning: could not delete VM {name}: {e:#}");
         }
-    } else if args.command.is_empty() {
+    } else if interactive {
         eprintln!(
-            "VM {name} is still running: 'banger vm ssh {name}' to return, 'banger vm delete --force {name}' to remove it"
+            "VM {name} is still running: 'banger vm ssh {name}' to return, \
+             'banger vm delete --force {name}' to remove it"
         );
     }
     if args.create.timings {

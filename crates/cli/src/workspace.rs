@@ -1,0 +1,154 @@
+//! Workspace mode of `vm run PATH`: the files are chosen here, on the
+//! user's side (banger_guest::workspace), and streamed as one tar archive
+//! over the VM's multiplexed ssh connection into `/root/NAME`, where the
+//! command then runs.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use banger_api::SshInfo;
+use banger_guest::SshTarget;
+use banger_guest::workspace::{self, SelectOptions, Selection};
+
+use crate::args::WorkspaceArgs;
+use crate::output::human_bytes;
+
+/// Where the files land in the guest.
+pub fn guest_dir(sel: &Selection) -> String {
+    format!("/root/{}", sel.repo_name)
+}
+
+/// Chooses the files, saying on stderr which mode was used and what was
+/// left out.
+pub fn select(path: &std::path::Path, args: &WorkspaceArgs) -> Result<Selection> {
+    if args.branch.is_some() || args.from.is_some() {
+        bail!(
+            "--branch and --from are not supported yet: check the branch out on the host, \
+             then 'banger vm run PATH'"
+        );
+    }
+    let sel = workspace::select(
+        path,
+        &SelectOptions {
+            include_untracked: args.include_untracked,
+        },
+    )?;
+    eprintln!(
+        "workspace: {} ({} files, {}) -> {}",
+        sel.mode,
+        sel.entries.len(),
+        human_bytes(sel.total_bytes),
+        guest_dir(&sel)
+    );
+    for w in &sel.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(sel)
+}
+
+/// Streams the selection into the guest: one `tar -x` at the far end of
+/// the VM's ssh connection, fed as the archive is written.
+pub fn ship(target: &SshTarget, sel: &Selection) -> Result<()> {
+    let remote: Vec<String> = ["tar", "-x", "-C", "/root"].map(String::from).to_vec();
+    let mut child = target
+        .command(&remote, false)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run ssh (apt-get install openssh-client)")?;
+    let stdin = child.stdin.take().context("ssh's stdin")?;
+    let written = workspace::write_tar(sel, std::io::BufWriter::new(stdin));
+    let out = child.wait_with_output().context("waiting for ssh")?;
+    if !out.status.success() {
+        bail!(
+            "copying the workspace into the VM failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    written?;
+    Ok(())
+}
+
+/// Starts `mise install` in the background when the repository pins
+/// tools with mise and the image has it; never waits for it or fails on
+/// it. Its output, or why it was skipped, goes to a log in the guest.
+pub fn bootstrap_tooling(target: &SshTarget, sel: &Selection) {
+    let pinned = sel.entries.iter().any(|e| {
+        matches!(
+            e.path.to_str(),
+            Some(".mise.toml" | "mise.toml" | ".tool-versions")
+        )
+    });
+    if !pinned {
+        return;
+    }
+    let script = "log=/root/.cache/banger/vm-run-tooling-$1.log; mkdir -p /root/.cache/banger; \
+                  if command -v mise >/dev/null 2>&1; then \
+                  cd \"/root/$1\" && nohup mise install >\"$log\" 2>&1 </dev/null & \
+                  else echo 'mise not in image, skipped' >\"$log\"; fi";
+    let remote: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+        "sh".into(),
+        sel.repo_name.clone(),
+    ];
+    let _ = target
+        .command(&remote, false)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The remote words that run `command` (or a login shell) in `dir`.
+pub fn in_dir(dir: &str, command: &[String]) -> Vec<String> {
+    let mut words: Vec<String> = vec!["sh".into(), "-c".into()];
+    if command.is_empty() {
+        words.push("cd \"$1\" && exec \"${SHELL:-/bin/sh}\" -l".into());
+        words.extend(["sh".into(), dir.to_string()]);
+    } else {
+        words.push("cd \"$1\" && shift && exec \"$@\"".into());
+        words.extend(["sh".into(), dir.to_string()]);
+        words.extend(command.iter().cloned());
+    }
+    words
+}
+
+/// `--dry-run`: the list of files and their total size, on stdout.
+pub fn print_dry_run(sel: &Selection) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(workspace::dry_run_listing(sel).as_bytes())?;
+    Ok(())
+}
+
+pub fn target(info: &SshInfo) -> SshTarget {
+    SshTarget {
+        vm: info.vm.clone(),
+        host: info.host.clone(),
+        port: info.port,
+        user: info.user.clone(),
+        identity: info.identity.clone(),
+        known_hosts: info.known_hosts.clone(),
+        control_dir: info.control_dir.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_run_in_the_workspace() {
+        let w = in_dir("/root/repo", &["make".into(), "test".into()]);
+        assert_eq!(w[0..2], ["sh", "-c"]);
+        assert_eq!(w[3..], ["sh", "/root/repo", "make", "test"]);
+        let shell = in_dir("/root/repo", &[]);
+        assert!(shell[2].contains("exec \"${SHELL:-/bin/sh}\" -l"));
+        // The directory and the command are arguments, never spliced into
+        // the script.
+        assert!(!w[2].contains("repo") && !w[2].contains("make"));
+    }
+}
