@@ -135,6 +135,23 @@ pub enum VmCommand {
     },
     /// Change a stopped VM: vCPUs, memory, a bigger work disk, NAT
     Set(SetArgs),
+    /// Copy a repository or directory into a running VM
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkspaceCommand {
+    /// Copy PATH's files into /root/NAME of a running VM (as `vm run PATH` does)
+    Prepare {
+        #[command(flatten)]
+        vm: VmName,
+        /// The repository or directory
+        #[arg(value_hint = clap::ValueHint::DirPath)]
+        path: PathBuf,
+        #[command(flatten)]
+        workspace: WorkspaceArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -217,6 +217,17 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         stdout(&rules)
     );
 
+    // A workspace copied into a running VM.
+    ok(
+        b(&["vm", "workspace", "prepare", "alpha", repo_arg]),
+        "workspace prepare",
+    );
+    let readme = ok(
+        b(&["vm", "ssh", "alpha", "--", "cat", "/root/fixture/README"]),
+        "cat README",
+    );
+    assert_eq!(readme, "edited, not committed\n");
+
     // A changed host key is refused, loudly.
     let kh = home.state().join("ssh/known_hosts");
     let original = fs::read_to_string(&kh).unwrap();

@@ -8,7 +8,7 @@ use banger_api::{
 use banger_model::VmRecord;
 
 use crate::ExitCode;
-use crate::args::{CreateArgs, JsonFlag, RunArgs, SetArgs, StartArgs, VmCommand};
+use crate::args::{CreateArgs, JsonFlag, RunArgs, SetArgs, StartArgs, VmCommand, WorkspaceCommand};
 use crate::output::{age, client_error, follow, human_bytes, print_json, print_table, table};
 
 pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
@@ -122,6 +122,25 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
                     break; // the reader went away (a pager closed)
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Workspace(WorkspaceCommand::Prepare {
+            vm,
+            path,
+            workspace,
+        }) => {
+            let sel = crate::workspace::select(&path, &workspace)?;
+            if workspace.dry_run {
+                crate::workspace::print_dry_run(&sel)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let info: SshInfo = client
+                .get(&format!("/v1/vms/{}/ssh", vm.name))
+                .await
+                .map_err(client_error)?;
+            let dir = crate::workspace::guest_dir(&sel);
+            copy_workspace(&info, sel).await?;
+            println!("copied into {dir} of VM {}", vm.name);
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Set(args) => {
@@ -359,6 +378,18 @@ async fn ssh_words(info: &SshInfo, command: &[String], interactive: bool) -> Res
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
+/// Streams a selection into the VM, then starts its tool bootstrap.
+async fn copy_workspace(info: &SshInfo, sel: banger_guest::workspace::Selection) -> Result<()> {
+    let target = crate::workspace::target(info);
+    tokio::task::spawn_blocking(move || {
+        crate::workspace::ship(&target, &sel)?;
+        crate::workspace::bootstrap_tooling(&target, &sel);
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+    .context("copying the workspace")?
+}
+
 async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     let selection = match &args.path {
         Some(path) => Some(crate::workspace::select(path, &args.workspace)?),
@@ -384,16 +415,8 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     let mut command = args.command.clone();
     if let Some(sel) = selection {
         let t0 = std::time::Instant::now();
-        let target = crate::workspace::target(&info);
         let dir = crate::workspace::guest_dir(&sel);
-        let shipped = tokio::task::spawn_blocking(move || {
-            crate::workspace::ship(&target, &sel)?;
-            crate::workspace::bootstrap_tooling(&target, &sel);
-            Ok::<_, anyhow::Error>(())
-        })
-        .await
-        .context("copying the workspace")?;
-        if let Err(e) = shipped {
+        if let Err(e) = copy_workspace(&info, sel).await {
             if args.rm {
                 let _ = delete(client, &name, true).await;
             }
