@@ -54,6 +54,18 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     }
     let home = TestHome::new();
     share_caches(&home);
+    // [[file_sync]]: a file from the user's home lands in every new VM's
+    // /root; one that points outside home is refused.
+    fs::write(
+        home.root().join("home/.gitconfig"),
+        "[user]\n\tname = banger\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", home.root().join("home/escape")).unwrap();
+    home.write_config(
+        "[[file_sync]]\nhost = \"~/.gitconfig\"\nguest = \"~/.gitconfig\"\n\n\
+         [[file_sync]]\nhost = \"~/escape\"\nguest = \"~/escape\"\n",
+    );
     let init = banger_testkit::static_guest_binaries().init.clone();
 
     // The image, outside the namespace (the mirror is reachable only here).
@@ -216,6 +228,20 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         "NAT rule: {}",
         stdout(&rules)
     );
+
+    let synced = ok(
+        b(&[
+            "vm",
+            "ssh",
+            "alpha",
+            "--",
+            "sh",
+            "-c",
+            "stat -c %a /root/.gitconfig; cat /root/.gitconfig; test -e /root/escape || echo no-escape",
+        ]),
+        "file_sync",
+    );
+    assert_eq!(synced, "600\n[user]\n\tname = banger\nno-escape\n");
 
     // A workspace copied into a running VM.
     ok(

@@ -108,6 +108,8 @@ pub struct HostProbe {
     pub init: Result<PathBuf, String>,
     /// Whether banger runs as root (it makes the bridge and TAP devices).
     pub root: bool,
+    /// The user's home, which `[[file_sync]]` host paths must stay inside.
+    pub home: PathBuf,
 }
 
 impl HostProbe {
@@ -125,6 +127,7 @@ impl HostProbe {
                 .map(|t| t.programs.iter().find_map(|p| find_tool(p)))
                 .collect(),
             init: banger_images::initramfs::find_init_binary(),
+            home: paths.home.clone(),
             root: std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
                 s.lines()
                     .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
@@ -305,6 +308,39 @@ pub fn diagnose(probe: &HostProbe) -> Report {
         );
     }
 
+    for entry in &config.file_sync {
+        let name = format!("file_sync {}", entry.host);
+        match banger_storage::file_sync::check(entry, &probe.home) {
+            Ok(true) => push(
+                &name,
+                Status::Ok,
+                format!("copied to {} in new VMs", entry.guest),
+                None,
+            ),
+            Ok(false) => push(
+                &name,
+                Status::Warn,
+                format!(
+                    "{} does not exist: skipped when VMs are created",
+                    entry.host
+                ),
+                Some(format!(
+                    "create it, or remove the entry from {}",
+                    probe.config_file.display()
+                )),
+            ),
+            Err(e) => push(
+                &name,
+                Status::Warn,
+                format!("{e}: skipped when VMs are created"),
+                Some(format!(
+                    "fix the [[file_sync]] entry in {}",
+                    probe.config_file.display()
+                )),
+            ),
+        }
+    }
+
     Report {
         ok: checks.iter().all(|c| c.status != Status::Fail),
         checks,
@@ -347,6 +383,7 @@ mod tests {
                 Err("banger-init /usr/bin/banger-init: not found".into())
             },
             root: tools,
+            home: PathBuf::from("/nonexistent-home"),
         }
     }
 
@@ -403,6 +440,36 @@ mod tests {
         assert!(!r.ok);
         assert_eq!(check(&r, "config").status, Status::Fail);
         assert_eq!(check(&r, "hypervisor").status, Status::Ok);
+    }
+
+    #[test]
+    fn file_sync_entries_are_listed_and_bad_ones_flagged() {
+        let mut p = probe(KvmStatus::Usable, true, true);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".gitconfig"), "x").unwrap();
+        p.home = dir.path().to_path_buf();
+        let mut config = Config::default();
+        for (host, guest) in [
+            ("~/.gitconfig", "~/.gitconfig"),
+            ("~/absent", "~/absent"),
+            ("~/.gitconfig", "/etc/gitconfig"),
+        ] {
+            config.file_sync.push(banger_config::FileSyncEntry {
+                host: host.into(),
+                guest: guest.into(),
+                mode: None,
+            });
+        }
+        p.config = Ok(config);
+        let r = diagnose(&p);
+        let sync: Vec<_> = r
+            .checks
+            .iter()
+            .filter(|c| c.name.starts_with("file_sync "))
+            .map(|c| c.status)
+            .collect();
+        assert_eq!(sync, [Status::Ok, Status::Warn, Status::Warn]);
+        assert!(r.ok, "file_sync problems never block vm run");
     }
 
     #[test]

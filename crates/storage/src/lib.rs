@@ -8,12 +8,16 @@
 //! - the **work disk** is mounted at `/root`, seeded with
 //!   `/root/.ssh/authorized_keys`, sized by `--disk-size`, and can grow.
 //!
+//! `file_sync` decides which of the user's files `[[file_sync]]` puts on a
+//! new work disk.
+//!
 //! Disks are made and filled without mounting (`mkfs.ext4 -d`, `debugfs`,
 //! `resize2fs`), so this needs no privilege and leaves no loop device. It
 //! knows files and sizes only: no store, no network, no hypervisor.
 #![deny(unsafe_code)]
 
 mod disk;
+pub mod file_sync;
 
 pub use disk::{
     DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk, new_uuid,

@@ -213,7 +213,7 @@ pub(crate) async fn create(
     let lock = d.inner.vms.of(record.name.as_str());
     let _guard = lock.lock().await;
     progress.phase("disks", "making the VM's disks and keys");
-    if let Err(e) = prepare(d, &record).await {
+    if let Err(e) = prepare(d, &record, progress).await {
         destroy(d, &record).await;
         return Err(e);
     }
@@ -244,9 +244,13 @@ pub(crate) async fn create(
     })
 }
 
-/// Keys, disks and the known_hosts pin of a recorded VM.
-async fn prepare(d: &Daemon, vm: &VmRecord) -> Result<(), Failure> {
+/// Keys, disks (with `[[file_sync]]`'s files on the work disk) and the
+/// known_hosts pin of a recorded VM.
+async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), Failure> {
     let p = paths(d, vm);
+    let sync = d.inner.config.file_sync.clone();
+    let home = d.inner.paths.home.clone();
+    let progress = progress.clone();
     let key_path = d.inner.config.ssh_key_path(&d.inner.paths);
     let managed = d.inner.config.ssh_key_path.is_none();
     let vm = vm.clone();
@@ -275,7 +279,15 @@ async fn prepare(d: &Daemon, vm: &VmRecord) -> Result<(), Failure> {
             &system,
         )
         .map_err(|e| Failure::internal(e.to_string()))?;
-        let work = Seed::default().file(
+        let synced = banger_storage::file_sync::plan(&sync, &home);
+        for warning in &synced.warnings {
+            progress.warn(warning.clone());
+        }
+        // banger's key goes last: a synced file cannot replace it.
+        let work = Seed {
+            files: synced.files,
+        }
+        .file(
             ".ssh/authorized_keys",
             format!("{}\n", user_key.trim()),
             0o600,
