@@ -99,17 +99,9 @@ pub struct SetVmRequest {
 }
 
 /// `GET /v1/vms/{name}/ssh`: how the CLI reaches the guest with the
-/// system's OpenSSH client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SshInfo {
-    pub vm: String,
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub identity: PathBuf,
-    pub known_hosts: PathBuf,
-    pub control_dir: PathBuf,
-}
+/// system's OpenSSH client; the guest crate's own description of a target,
+/// so neither side copies it field by field.
+pub use banger_guest::SshTarget as SshInfo;
 
 /// `GET /v1/vms/{name}/stats`: host-side view of a VM.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

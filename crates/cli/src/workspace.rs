@@ -7,7 +7,6 @@ use std::io::Write;
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
-use banger_api::SshInfo;
 use banger_guest::SshTarget;
 use banger_guest::workspace::{self, SelectOptions, Selection};
 
@@ -122,18 +121,6 @@ pub fn print_dry_run(sel: &Selection) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(workspace::dry_run_listing(sel).as_bytes())?;
     Ok(())
-}
-
-pub fn target(info: &SshInfo) -> SshTarget {
-    SshTarget {
-        vm: info.vm.clone(),
-        host: info.host.clone(),
-        port: info.port,
-        user: info.user.clone(),
-        identity: info.identity.clone(),
-        known_hosts: info.known_hosts.clone(),
-        control_dir: info.control_dir.clone(),
-    }
 }
 
 #[cfg(test)]

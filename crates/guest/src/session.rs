@@ -33,7 +33,7 @@ const ATTEMPT_LIMIT: Duration = Duration::from_secs(20);
 /// pinned under [`host_key_alias`]`(vm)`; `control_dir` is a short
 /// directory (Unix socket paths are limited to 108 bytes) holding the
 /// ControlMaster sockets, e.g. `$XDG_RUNTIME_DIR/banger/ssh`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SshTarget {
     pub vm: String,
     pub host: String,

@@ -342,8 +342,7 @@ async fn ssh(info: &SshInfo, command: &[String]) -> Result<ExitCode> {
 /// interactive (a terminal, when there is one).
 async fn ssh_words(info: &SshInfo, command: &[String], interactive: bool) -> Result<ExitCode> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let mut cmd = crate::workspace::target(info)
-        .command(command, interactive && std::io::stdin().is_terminal());
+    let mut cmd = info.command(command, interactive && std::io::stdin().is_terminal());
     cmd.stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped());
@@ -380,7 +379,7 @@ async fn ssh_words(info: &SshInfo, command: &[String], interactive: bool) -> Res
 
 /// Streams a selection into the VM, then starts its tool bootstrap.
 async fn copy_workspace(info: &SshInfo, sel: banger_guest::workspace::Selection) -> Result<()> {
-    let target = crate::workspace::target(info);
+    let target = info.clone();
     tokio::task::spawn_blocking(move || {
         crate::workspace::ship(&target, &sel)?;
         crate::workspace::bootstrap_tooling(&target, &sel);
@@ -436,7 +435,7 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         secs: t0.elapsed().as_secs_f64(),
     });
     if args.rm {
-        crate::workspace::target(&info).close();
+        info.close();
         if let Err(e) = delete(client, &name, true).await {
             eprintln!("warning: could not delete VM {name}: {e:#}");
         }

@@ -110,18 +110,6 @@ fn ssh_info(d: &Daemon, vm: &VmRecord) -> Result<SshInfo, Failure> {
     })
 }
 
-fn ssh_target(info: &SshInfo) -> SshTarget {
-    SshTarget {
-        vm: info.vm.clone(),
-        host: info.host.clone(),
-        port: info.port,
-        user: info.user.clone(),
-        identity: info.identity.clone(),
-        known_hosts: info.known_hosts.clone(),
-        control_dir: info.control_dir.clone(),
-    }
-}
-
 async fn get(d: &Daemon, name: &str) -> Result<VmRecord, Failure> {
     let key = name.to_string();
     d.with_store(move |s| s.get_vm(&key))
@@ -473,7 +461,7 @@ async fn boot(
     progress.phase("ssh", "waiting for sshd");
     let info = ssh_info(d, &vm)?;
     let (h, hv2) = (handle.clone(), hv.clone());
-    let ready = blocking(move || Ok(wait_for_ssh(&ssh_target(&info), &h, hv2.as_ref()))).await?;
+    let ready = blocking(move || Ok(wait_for_ssh(&info, &h, hv2.as_ref()))).await?;
     match ready {
         Ok(()) => {}
         Err(SshWait::Died) => {
@@ -597,7 +585,7 @@ async fn stop_locked(d: &Daemon, name: &str, signal: Option<i32>) -> Result<VmRe
         return get(d, name).await;
     }
     if let Ok(info) = ssh_info(d, &vm) {
-        ssh_target(&info).close();
+        info.close();
     }
     teardown_network(&vm).await;
     set_state(d, name, VmState::Stopped, None, None).await?;
