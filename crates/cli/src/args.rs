@@ -247,10 +247,13 @@ pub struct WorkspaceArgs {
     /// Print the files that would be sent, and their total size, and exit
     #[arg(long)]
     pub dry_run: bool,
-    /// Check out this branch in the guest's copy (not supported yet)
+    /// Check out this local branch in the guest, which gets a git repository
+    /// with the branch's history instead of the working tree; with --from,
+    /// the name of a new branch made at REF
     #[arg(long, value_name = "BRANCH")]
     pub branch: Option<String>,
-    /// Check out this ref in the guest's copy (not supported yet)
+    /// Check out REF (a branch, tag, remote branch or commit id) in the guest,
+    /// detached unless --branch names a new branch for it
     #[arg(long, value_name = "REF")]
     pub from: Option<String>,
 }

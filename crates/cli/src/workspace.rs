@@ -8,48 +8,65 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use banger_guest::SshTarget;
-use banger_guest::workspace::{self, SelectOptions, Selection};
+use banger_guest::workspace::{self, RevisionRequest, SelectOptions, Selection};
 
 use crate::args::WorkspaceArgs;
 use crate::output::human_bytes;
 
-/// Where the files land in the guest.
-pub fn guest_dir(sel: &Selection) -> String {
-    format!("/root/{}", sel.repo_name)
-}
-
 /// Chooses the files, saying on stderr which mode was used and what was
 /// left out.
 pub fn select(path: &std::path::Path, args: &WorkspaceArgs) -> Result<Selection> {
-    if args.branch.is_some() || args.from.is_some() {
-        bail!(
-            "--branch and --from are not supported yet: check the branch out on the host, \
-             then 'banger vm run PATH'"
-        );
-    }
-    let sel = workspace::select(
-        path,
-        &SelectOptions {
-            include_untracked: args.include_untracked,
-        },
-    )?;
+    let sel = if args.branch.is_some() || args.from.is_some() {
+        if args.include_untracked {
+            bail!(
+                "--include-untracked sends files of the working tree, --branch and --from check out                  a commit: give one or the other"
+            );
+        }
+        workspace::select_revision(
+            path,
+            &RevisionRequest {
+                branch: args.branch.clone(),
+                from: args.from.clone(),
+            },
+        )?
+    } else {
+        workspace::select(
+            path,
+            &SelectOptions {
+                include_untracked: args.include_untracked,
+            },
+        )?
+    };
     eprintln!(
         "workspace: {} ({} files, {}) -> {}",
         sel.mode,
         sel.entries.len(),
         human_bytes(sel.total_bytes),
-        guest_dir(&sel)
+        sel.guest_root()
     );
+    if let Some(h) = &sel.history {
+        eprintln!(
+            "workspace: checking out {} ({}), {} commit{} of history",
+            h.label,
+            h.commit.get(..12).unwrap_or(&h.commit),
+            h.commits,
+            if h.commits == 1 { "" } else { "s" }
+        );
+    }
     for w in &sel.warnings {
         eprintln!("warning: {w}");
     }
     Ok(sel)
 }
 
-/// Streams the selection into the guest: one `tar -x` at the far end of
-/// the VM's ssh connection, fed as the archive is written.
+/// Streams the selection into the guest over the VM's ssh connection: a
+/// tar archive unpacked by `tar -x`, or for a checkout the commit's
+/// history as a git bundle, checked out by the guest's git.
 pub fn ship(target: &SshTarget, sel: &Selection) -> Result<()> {
-    let remote: Vec<String> = ["tar", "-x", "-C", "/root"].map(String::from).to_vec();
+    let remote = match &sel.history {
+        Some(h) => workspace::checkout_command(sel, h),
+        None => ["tar", "-x", "-C", "/root"].map(String::from).to_vec(),
+    };
     let mut child = target
         .command(&remote, false)
         .stdin(Stdio::piped())
@@ -57,8 +74,11 @@ pub fn ship(target: &SshTarget, sel: &Selection) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run ssh (apt-get install openssh-client)")?;
-    let stdin = child.stdin.take().context("ssh's stdin")?;
-    let written = workspace::write_tar(sel, std::io::BufWriter::new(stdin));
+    let stdin = std::io::BufWriter::new(child.stdin.take().context("ssh's stdin")?);
+    let written = match &sel.history {
+        Some(h) => workspace::write_bundle(&sel.root, h, stdin),
+        None => workspace::write_tar(sel, stdin),
+    };
     let out = child.wait_with_output().context("waiting for ssh")?;
     if !out.status.success() {
         bail!(

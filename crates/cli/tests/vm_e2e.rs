@@ -9,6 +9,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -253,6 +254,106 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         "cat README",
     );
     assert_eq!(readme, "edited, not committed\n");
+    // Untracked files come when asked; ignored ones never do.
+    ok(
+        b(&[
+            "vm",
+            "workspace",
+            "prepare",
+            "alpha",
+            repo_arg,
+            "--include-untracked",
+        ]),
+        "workspace prepare --include-untracked",
+    );
+    let seen = ok(
+        b(&[
+            "vm",
+            "ssh",
+            "alpha",
+            "--",
+            "sh",
+            "-c",
+            "cd /root/fixture && cat notes.txt && test ! -e build.log && echo no-ignored",
+        ]),
+        "untracked",
+    );
+    assert_eq!(seen, "untracked\nno-ignored\n");
+    // A directory outside git goes as it is, minus its .gitignore.
+    let plain = home.root().join("plain");
+    fs::create_dir_all(plain.join("bin")).unwrap();
+    fs::write(plain.join(".gitignore"), "*.tmp\n").unwrap();
+    fs::write(plain.join("data.txt"), "plain data\n").unwrap();
+    fs::write(plain.join("scratch.tmp"), "ignored\n").unwrap();
+    fs::write(plain.join("bin/tool"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(plain.join("bin/tool"), fs::Permissions::from_mode(0o750)).unwrap();
+    let out = b(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "alpha",
+        plain.to_str().unwrap(),
+    ]);
+    assert!(stderr(&out).contains("plain directory"), "{}", stderr(&out));
+    ok(out, "workspace prepare (plain)");
+    let seen = ok(
+        b(&[
+            "vm",
+            "ssh",
+            "alpha",
+            "--",
+            "sh",
+            "-c",
+            "cd /root/plain && cat data.txt && stat -c %a bin/tool && test ! -e scratch.tmp && echo no-ignored",
+        ]),
+        "plain",
+    );
+    assert_eq!(seen, "plain data\n750\nno-ignored\n");
+    // --branch: a real repository at that branch, history included; never
+    // merged into a directory that is already there.
+    let out = b(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "alpha",
+        repo_arg,
+        "--branch",
+        "feature",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    ok(
+        b(&["vm", "ssh", "alpha", "--", "rm", "-rf", "/root/fixture"]),
+        "rm",
+    );
+    ok(
+        b(&[
+            "vm",
+            "workspace",
+            "prepare",
+            "alpha",
+            repo_arg,
+            "--branch",
+            "feature",
+        ]),
+        "workspace prepare --branch",
+    );
+    let seen = ok(
+        b(&[
+            "vm",
+            "ssh",
+            "alpha",
+            "--",
+            "sh",
+            "-c",
+            "cd /root/fixture && git branch --show-current && git log --format=%s && cat README feature.txt && git status --porcelain && test ! -e notes.txt && echo clean",
+        ]),
+        "git in the guest",
+    );
+    assert_eq!(
+        seen,
+        "feature\nfeature work\nfixture\ncommitted\non feature\nclean\n"
+    );
 
     // A changed host key is refused, loudly.
     let kh = home.state().join("ssh/known_hosts");
@@ -436,12 +537,16 @@ fn fixture_repo(root: &Path) -> std::path::PathBuf {
     git(&["init", "-q"]);
     fs::write(repo.join("README"), "committed\n").unwrap();
     fs::write(repo.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(repo.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("README", repo.join("link")).unwrap();
     fs::write(repo.join(".gitignore"), "*.log\n").unwrap();
     git(&["add", "README", "run.sh", "link", ".gitignore"]);
     git(&["commit", "-q", "-m", "fixture"]);
+    git(&["switch", "-q", "-c", "feature"]);
+    fs::write(repo.join("feature.txt"), "on feature\n").unwrap();
+    git(&["add", "feature.txt"]);
+    git(&["commit", "-q", "-m", "feature work"]);
+    git(&["switch", "-q", "-"]);
     fs::write(repo.join("README"), "edited, not committed\n").unwrap();
     fs::write(repo.join("notes.txt"), "untracked\n").unwrap();
     fs::write(repo.join("build.log"), "ignored\n").unwrap();

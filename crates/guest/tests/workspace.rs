@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use banger_guest::workspace::{
-    ARCHIVE_MTIME, EntryKind, SelectOptions, Selection, SelectionMode, WorkspaceError,
-    dry_run_listing, select, write_tar,
+    ARCHIVE_MTIME, EntryKind, RevisionRequest, SelectOptions, Selection, SelectionMode,
+    WorkspaceError, checkout_command, dry_run_listing, select, select_revision, write_bundle,
+    write_tar,
 };
 use tempfile::TempDir;
 
@@ -604,4 +605,206 @@ fn a_broken_output_is_an_error_not_a_panic() {
     let sel = select(&fx.repo, &SelectOptions::default()).unwrap();
     let err = write_tar(&sel, Failing { left: 1500 }).unwrap_err();
     assert!(matches!(err, WorkspaceError::Io { .. }), "{err}");
+}
+
+/// Commits on a branch `feature` of the fixture: `feature.txt` added,
+/// `README.md` changed; `main` stays where the fixture left it.
+fn with_feature_branch(fx: &Fixture) {
+    git(&fx.repo, &["switch", "-q", "-c", "feature"]);
+    write(&fx.repo.join("feature.txt"), "feature\n", 0o644);
+    write(&fx.repo.join("README.md"), "# on feature\n", 0o644);
+    git(&fx.repo, &["add", "feature.txt", "README.md"]);
+    git(&fx.repo, &["commit", "-qm", "feature work"]);
+    git(&fx.repo, &["switch", "-q", "main"]);
+}
+
+fn git_out(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn revision(branch: Option<&str>, from: Option<&str>) -> RevisionRequest {
+    RevisionRequest {
+        branch: branch.map(String::from),
+        from: from.map(String::from),
+    }
+}
+
+/// Runs the guest's half of a checkout here, with `top` in place of
+/// `/root/<name>`, fed the bundle the host half writes.
+fn check_out_locally(sel: &Selection, top: &Path) -> std::process::Output {
+    let history = sel.history.as_ref().unwrap();
+    let mut words = checkout_command(sel, history);
+    words[4] = top.to_string_lossy().into_owned();
+    words[5] = top.with_extension("bundle").to_string_lossy().into_owned();
+    let mut bundle = Vec::new();
+    write_bundle(&sel.root, history, &mut bundle).unwrap();
+    let mut child = Command::new(&words[0])
+        .args(&words[1..])
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&bundle).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_branch_is_checked_out_with_its_history_not_the_working_tree() {
+    if no_git() {
+        return;
+    }
+    let fx = fixture();
+    with_feature_branch(&fx);
+    let sel = select_revision(&fx.repo, &revision(Some("feature"), None)).unwrap();
+    assert_eq!(sel.mode, SelectionMode::Revision);
+    let history = sel.history.clone().unwrap();
+    assert_eq!(history.commit, git_out(&fx.repo, &["rev-parse", "feature"]));
+    assert_eq!(history.branch.as_deref(), Some("feature"));
+    assert_eq!(history.commits, 2);
+    // The commit's tree, not the working tree: no untracked or ignored
+    // files, no uncommitted edits, the deleted file still there.
+    let listed = paths(&sel);
+    assert!(listed.contains(&"feature.txt".to_string()), "{listed:?}");
+    assert!(listed.contains(&"gone.txt".to_string()), "{listed:?}");
+    assert!(!listed.contains(&"notes.txt".to_string()), "{listed:?}");
+    assert_eq!(
+        kind(&sel, "run.sh"),
+        &EntryKind::File {
+            mode: 0o755,
+            size: 18
+        }
+    );
+    assert_eq!(
+        kind(&sel, "link_out"),
+        &EntryKind::Symlink {
+            target: "../outside/secret".into()
+        }
+    );
+    assert!(warned(&sel, "link_out"), "{:?}", sel.warnings);
+    assert!(warned(&sel, "submodule sub"), "{:?}", sel.warnings);
+    assert!(dry_run_listing(&sel).contains("checkout of branch feature"));
+
+    let scratch = TempDir::new().unwrap();
+    let top = scratch.path().join("guest");
+    let out = check_out_locally(&sel, &top);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git_out(&top, &["branch", "--show-current"]), "feature");
+    assert_eq!(
+        git_out(&top, &["log", "--format=%s"]),
+        "feature work\nfixture"
+    );
+    assert_eq!(git_out(&top, &["status", "--porcelain"]), "");
+    assert_eq!(
+        fs::read_to_string(top.join("README.md")).unwrap(),
+        "# on feature\n"
+    );
+    assert!(
+        !top.with_extension("bundle").exists(),
+        "the bundle is removed"
+    );
+    let mode = fs::metadata(top.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "run.sh stays executable");
+
+    // A second checkout into the same place is refused, and leaves it be.
+    let again = check_out_locally(&sel, &top);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(top.join("feature.txt").is_file());
+}
+
+#[test]
+fn from_checks_out_any_commit_detached_or_as_a_new_branch() {
+    if no_git() {
+        return;
+    }
+    let fx = fixture();
+    with_feature_branch(&fx);
+    let first = git_out(&fx.repo, &["rev-parse", "feature~1"]);
+    let sel = select_revision(&fx.repo, &revision(None, Some(&first[..10]))).unwrap();
+    assert_eq!(sel.history.as_ref().unwrap().commit, first);
+    assert!(!paths(&sel).contains(&"feature.txt".to_string()));
+    let scratch = TempDir::new().unwrap();
+    let detached = scratch.path().join("detached");
+    let out = check_out_locally(&sel, &detached);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git_out(&detached, &["rev-parse", "HEAD"]), first);
+    assert_eq!(git_out(&detached, &["branch", "--show-current"]), "");
+
+    let sel = select_revision(&fx.repo, &revision(Some("work"), Some("feature"))).unwrap();
+    let branched = scratch.path().join("branched");
+    let out = check_out_locally(&sel, &branched);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git_out(&branched, &["branch", "--show-current"]), "work");
+    assert!(branched.join("feature.txt").is_file());
+}
+
+#[test]
+fn a_subdirectory_gets_the_whole_repository_and_runs_inside_it() {
+    if no_git() {
+        return;
+    }
+    let fx = fixture();
+    let sel = select_revision(&fx.repo.join("src"), &revision(Some("main"), None)).unwrap();
+    assert_eq!(sel.root, fs::canonicalize(&fx.repo).unwrap());
+    assert_eq!(sel.guest_root(), "/root/my-repo");
+    assert_eq!(sel.guest_workdir(), "/root/my-repo/src");
+    assert!(paths(&sel).contains(&"README.md".to_string()));
+}
+
+#[test]
+fn bad_revisions_are_refused_with_what_to_do() {
+    if no_git() {
+        return;
+    }
+    let fx = fixture();
+    let err = |b: Option<&str>, f: Option<&str>| {
+        select_revision(&fx.repo, &revision(b, f))
+            .unwrap_err()
+            .to_string()
+    };
+    let missing = err(Some("nope"), None);
+    assert!(
+        missing.contains("no local branch nope") && missing.contains("--from origin/nope"),
+        "{missing}"
+    );
+    assert!(err(None, Some("v9.9")).contains("--from v9.9 names no commit"));
+    assert!(err(Some("-x"), None).contains("not a valid git branch name"));
+    assert!(err(Some("a..b"), None).contains("not a valid git branch name"));
+    assert!(err(Some("@{-1}"), None).contains("not a valid git branch name"));
+    // An option smuggled as a revision is a name, never an option.
+    assert!(err(None, Some("--output=/tmp/x")).contains("names no commit"));
+    let plain = TempDir::new().unwrap();
+    assert!(matches!(
+        select_revision(plain.path(), &revision(Some("main"), None)),
+        Err(WorkspaceError::NotARepository { .. })
+    ));
 }

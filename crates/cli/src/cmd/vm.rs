@@ -138,7 +138,7 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
                 .get(&format!("/v1/vms/{}/ssh", vm.name))
                 .await
                 .map_err(client_error)?;
-            let dir = crate::workspace::guest_dir(&sel);
+            let dir = sel.guest_workdir();
             copy_workspace(&info, sel).await?;
             println!("copied into {dir} of VM {}", vm.name);
             Ok(ExitCode::SUCCESS)
@@ -414,7 +414,7 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     let mut command = args.command.clone();
     if let Some(sel) = selection {
         let t0 = std::time::Instant::now();
-        let dir = crate::workspace::guest_dir(&sel);
+        let dir = sel.guest_workdir();
         if let Err(e) = copy_workspace(&info, sel).await {
             if args.rm {
                 let _ = delete(client, &name, true).await;

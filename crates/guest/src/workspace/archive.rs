@@ -199,17 +199,24 @@ pub fn dry_run_listing(sel: &Selection) -> String {
         let _ = writeln!(text, "{}", entry.path.display());
     }
     let files = sel.entries.len() - links;
+    let mode = match (&sel.mode, &sel.history) {
+        (super::SelectionMode::Revision, Some(h)) => format!(
+            "checkout of {} ({}) with {} commit{} of history",
+            h.label,
+            h.commit.get(..12).unwrap_or(&h.commit),
+            h.commits,
+            if h.commits == 1 { "" } else { "s" }
+        ),
+        (super::SelectionMode::Plain, _) => "plain mode".into(),
+        _ => "git mode".into(),
+    };
     let _ = writeln!(
         text,
-        "total: {files} file{}, {links} link{}, {} ({} bytes), {} mode",
+        "total: {files} file{}, {links} link{}, {} ({} bytes), {mode}",
         if files == 1 { "" } else { "s" },
         if links == 1 { "" } else { "s" },
         human_size(sel.total_bytes),
         sel.total_bytes,
-        match sel.mode {
-            super::SelectionMode::Git => "git",
-            super::SelectionMode::Plain => "plain",
-        }
     );
     text
 }
@@ -242,6 +249,7 @@ mod tests {
             entries,
             total_bytes: 0,
             warnings: vec![],
+            history: None,
         }
     }
 

@@ -19,6 +19,22 @@ pub enum WorkspaceError {
     )]
     GitMissing { path: PathBuf },
 
+    #[error(
+        "{path} is not in a git repository: --branch and --from check out a commit of one (drop them to copy the directory as it is)"
+    )]
+    NotARepository { path: PathBuf },
+
+    #[error(
+        "{repo} has no local branch {branch}: give an existing branch, or make one from another ref with --from REF --branch {branch} (e.g. --from origin/{branch})"
+    )]
+    UnknownBranch { branch: String, repo: PathBuf },
+
+    #[error("--from {rev} names no commit in {repo}: give a branch, tag or commit id")]
+    UnknownRevision { rev: String, repo: PathBuf },
+
+    #[error("--branch {branch:?} is not a valid git branch name (see git check-ref-format)")]
+    BadBranchName { branch: String },
+
     #[error("{action} failed ({status}): {stderr}")]
     GitFailed {
         action: String,

@@ -1,10 +1,10 @@
 //! Git mode: asking the real `git` which files a work tree holds.
 
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use super::entry::{Collector, Found};
 use super::{SelectOptions, WorkspaceError};
@@ -28,7 +28,8 @@ pub(super) enum Probe {
     NotARepo,
 }
 
-fn git(dir: &Path) -> Command {
+/// `git -C dir`, isolated from variables that would redirect it.
+pub(super) fn command(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.arg("-C").arg(dir);
     for var in REDIRECTING_ENV {
@@ -41,7 +42,7 @@ fn git(dir: &Path) -> Command {
 }
 
 /// The last few lines of a tool's stderr, joined onto one line.
-fn last_lines(stderr: &[u8]) -> String {
+pub(super) fn last_lines(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text
         .lines()
@@ -54,7 +55,7 @@ fn last_lines(stderr: &[u8]) -> String {
 /// Whether `dir` is inside a git work tree.
 pub(super) fn probe(dir: &Path) -> Result<Probe, WorkspaceError> {
     let action = format!("git rev-parse --show-toplevel in {}", dir.display());
-    let out = match git(dir).args(["rev-parse", "--show-toplevel"]).output() {
+    let out = match command(dir).args(["rev-parse", "--show-toplevel"]).output() {
         Ok(out) => out,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // Without git, a directory that looks like a repository must
@@ -81,10 +82,74 @@ pub(super) fn probe(dir: &Path) -> Result<Probe, WorkspaceError> {
     })
 }
 
+/// Runs `git ARGS` in `dir` with `input` on its stdin, to the end.
+fn run(dir: &Path, args: &[&str], input: &[u8]) -> Result<Output, WorkspaceError> {
+    let action = || format!("git {} in {}", args.join(" "), dir.display());
+    let mut child = command(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| WorkspaceError::io(action(), e))?;
+    // Fed from a thread: git may fill its stdout before it has read all of
+    // its stdin.
+    let feeder = child.stdin.take().map(|mut stdin| {
+        let input = input.to_vec();
+        std::thread::spawn(move || stdin.write_all(&input))
+    });
+    let out = child
+        .wait_with_output()
+        .map_err(|e| WorkspaceError::io(action(), e))?;
+    if let Some(feeder) = feeder {
+        // A write error means git stopped reading; its status says why.
+        let _ = feeder.join();
+    }
+    Ok(out)
+}
+
+/// Stdout with its one trailing newline dropped.
+fn trimmed(mut stdout: Vec<u8>) -> Vec<u8> {
+    if stdout.last() == Some(&b'\n') {
+        stdout.pop();
+    }
+    stdout
+}
+
+/// `git ARGS`'s stdout if it succeeds, `None` if it exits non-zero (for
+/// questions git answers with its status).
+pub(super) fn try_output(dir: &Path, args: &[&str]) -> Result<Option<Vec<u8>>, WorkspaceError> {
+    let out = run(dir, args, b"")?;
+    Ok(out.status.success().then(|| trimmed(out.stdout)))
+}
+
+/// `git ARGS`'s stdout, given `input`; a non-zero exit is an error
+/// carrying git's last words.
+pub(super) fn output_with_input(
+    dir: &Path,
+    args: &[&str],
+    input: &[u8],
+) -> Result<Vec<u8>, WorkspaceError> {
+    let out = run(dir, args, input)?;
+    if !out.status.success() {
+        return Err(WorkspaceError::GitFailed {
+            action: format!("git {} in {}", args.join(" "), dir.display()),
+            status: out.status.to_string(),
+            stderr: last_lines(&out.stderr),
+        });
+    }
+    Ok(trimmed(out.stdout))
+}
+
+/// [`output_with_input`] with nothing on stdin.
+pub(super) fn output(dir: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
+    output_with_input(dir, args, b"")
+}
+
 /// Runs `git ls-files -z` with `args` in `dir`; the NUL-separated records.
 fn ls_files(dir: &Path, args: &[&str]) -> Result<Vec<Vec<u8>>, WorkspaceError> {
     let action = format!("git ls-files {} in {}", args.join(" "), dir.display());
-    let out = git(dir)
+    let out = command(dir)
         .args(["ls-files", "-z"])
         .args(args)
         .output()

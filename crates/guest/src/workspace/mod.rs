@@ -12,6 +12,7 @@ mod archive;
 mod entry;
 mod error;
 mod git;
+mod history;
 mod plain;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use archive::{ARCHIVE_MTIME, dry_run_listing, write_tar};
 pub use error::WorkspaceError;
+pub use history::{History, RevisionRequest, checkout_command, select_revision, write_bundle};
 
 /// What the caller asks of [`select`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +41,9 @@ pub enum SelectionMode {
     /// Not in a git work tree: the directory as it is, minus what its
     /// `.gitignore` files exclude.
     Plain,
+    /// `--branch` / `--from`: a commit of the repository, checked out in
+    /// the guest from its history ([`History`]), not the working tree.
+    Revision,
 }
 
 impl fmt::Display for SelectionMode {
@@ -46,6 +51,7 @@ impl fmt::Display for SelectionMode {
         f.write_str(match self {
             SelectionMode::Git => "git (tracked files of the working tree)",
             SelectionMode::Plain => "plain directory (not a git repository; .gitignore honoured)",
+            SelectionMode::Revision => "git checkout with history (a commit, not the working tree)",
         })
     }
 }
@@ -81,30 +87,34 @@ pub struct Selection {
     /// What was left out or looks risky (submodules, nested repositories,
     /// links pointing outside), one line each, for the operator.
     pub warnings: Vec<String>,
+    /// In [`SelectionMode::Revision`], the commit the guest checks out.
+    pub history: Option<History>,
+}
+
+impl Selection {
+    /// Where the files land in the guest: `/root/<repo_name>`.
+    pub fn guest_root(&self) -> String {
+        format!("/root/{}", self.repo_name)
+    }
+
+    /// Where the command runs in the guest: the guest root, or for a
+    /// checkout of a repository given by one of its subdirectories, that
+    /// subdirectory of it.
+    pub fn guest_workdir(&self) -> String {
+        match &self.history {
+            Some(h) if !h.subdir.as_os_str().is_empty() => {
+                format!("{}/{}", self.guest_root(), h.subdir.display())
+            }
+            _ => self.guest_root(),
+        }
+    }
 }
 
 /// Chooses the files of `path` to send into a guest (module docs). Fails
 /// on a path that is not a directory, a name the guest cannot hold, or a
 /// file reached through a symbolic link.
 pub fn select(path: &Path, opts: &SelectOptions) -> Result<Selection, WorkspaceError> {
-    match fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => {
-            return Err(WorkspaceError::NotADirectory {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(WorkspaceError::NotFound {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(e) => {
-            return Err(WorkspaceError::io(format!("reading {}", path.display()), e));
-        }
-    }
-    let root = fs::canonicalize(path)
-        .map_err(|e| WorkspaceError::io(format!("resolving {}", path.display()), e))?;
+    let root = existing_dir(path)?;
     let repo_name = repo_name(&root);
     let mut collector = entry::Collector::new(&root, &repo_name);
     let mode = match git::probe(&root)? {
@@ -149,7 +159,31 @@ pub fn select(path: &Path, opts: &SelectOptions) -> Result<Selection, WorkspaceE
         entries,
         total_bytes,
         warnings,
+        history: None,
     })
+}
+
+/// `path` made canonical, if it is a directory; the error says what it is
+/// instead.
+fn existing_dir(path: &Path) -> Result<PathBuf, WorkspaceError> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(WorkspaceError::NotADirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(WorkspaceError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) => {
+            return Err(WorkspaceError::io(format!("reading {}", path.display()), e));
+        }
+    }
+    fs::canonicalize(path)
+        .map_err(|e| WorkspaceError::io(format!("resolving {}", path.display()), e))
 }
 
 /// The directory's name as a safe guest directory name: letters, digits,
