@@ -14,6 +14,7 @@
 pub mod catalog;
 pub mod debian;
 pub mod digest;
+pub mod guest_tools;
 mod host_command;
 pub mod initramfs;
 pub mod kernel;

@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
-use banger_images::kernel;
 use banger_testkit::qemu::{Console, Microvm};
 use banger_testkit::{mkfs_ext4 as mkfs, static_guest_binaries};
 
@@ -120,22 +118,10 @@ fn prepare() -> Option<Guest> {
     if !banger_testkit::have_tools(&["qemu-system-x86_64", "mkfs.ext4", "debugfs"]) {
         return None;
     }
-    let pkg = banger_testkit::debian_kernel()?;
-    let bins = static_guest_binaries();
-    let (init, probe) = (bins.init.clone(), bins.boot_probe.clone());
+    let probe = static_guest_binaries().boot_probe.clone();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-
-    let vmlinux = d.join("vmlinux");
-    kernel::extract_vmlinux_file(&pkg.bzimage(), &vmlinux).expect("extract vmlinux");
-    let initramfs_path = d.join("initramfs.cpio.gz");
-    let modules_dir = pkg.modules_dir();
-    let spec = InitramfsSpec {
-        init: &init,
-        modules_dir: &modules_dir,
-        modules: GUEST_MODULES,
-    };
-    initramfs::build_initramfs(&spec, &initramfs_path).expect("build initramfs");
+    let (vmlinux, initramfs_path) = banger_testkit::guest_kernel(d)?;
 
     let base = d.join("base");
     for sub in ["sbin", "dev", "proc", "sys", "etc", "root", "run", "tmp"] {

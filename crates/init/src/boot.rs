@@ -1,6 +1,7 @@
 //! The boot sequence of banger-init as PID 1 (docs/guest-init.md): early
 //! mounts, command line, modules, disks, the overlay root, per-VM files,
-//! network, then `switch_root` to the image's init.
+//! network, then `switch_root` to the image's init (or, for minimal
+//! images, banger-init stays PID 1: `minimal`).
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -16,7 +17,7 @@ use nix::unistd::{chdir, chroot, execv, sethostname};
 use crate::cmdline::{self, BootParams};
 use crate::failure::{Context, Failure};
 use crate::plan::{self, NEW_ROOT};
-use crate::{devices, files, modules, network};
+use crate::{devices, files, minimal, modules, network};
 
 pub fn run() -> Result<Infallible, Failure> {
     let started = Instant::now();
@@ -62,9 +63,17 @@ pub fn run() -> Result<Infallible, Failure> {
         started.elapsed().as_millis(),
         timings.join(", "),
         copied.files,
-        params.init
+        if params.minimal {
+            "banger's minimal init"
+        } else {
+            &params.init
+        }
     );
-    switch_root(&params.init)
+    enter_new_root()?;
+    if params.minimal {
+        return minimal::run();
+    }
+    exec_init(&params.init)
 }
 
 /// /proc, /sys and /dev (devtmpfs) in the initramfs.
@@ -161,10 +170,10 @@ fn configure_identity(params: &BootParams) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Makes /newroot the root and execs `init` there: the kernel filesystems
-/// move along, the new root is moved over `/` and chrooted into (the
-/// initramfs is left in memory; it is a few megabytes).
-fn switch_root(init: &str) -> Result<Infallible, Failure> {
+/// Makes /newroot the root: the kernel filesystems move along, the new
+/// root is moved over `/` and chrooted into (the initramfs is left in
+/// memory; it is a few megabytes).
+fn enter_new_root() -> Result<(), Failure> {
     for fs in ["/dev", "/proc", "/sys"] {
         let target = Path::new(NEW_ROOT).join(&fs[1..]);
         if target.is_dir() {
@@ -185,8 +194,11 @@ fn switch_root(init: &str) -> Result<Infallible, Failure> {
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .map_err(|e| Failure::new(what(), e.desc()))?;
     chroot(".").map_err(|e| Failure::new(what(), e.desc()))?;
-    chdir("/").map_err(|e| Failure::new(what(), e.desc()))?;
+    chdir("/").map_err(|e| Failure::new(what(), e.desc()))
+}
 
+/// Hands PID 1 to the image's init.
+fn exec_init(init: &str) -> Result<Infallible, Failure> {
     let starting = || format!("starting {init}");
     if let Err(e) = fs::metadata(init) {
         return Err(Failure::new(starting(), format!("{e} in the image")));

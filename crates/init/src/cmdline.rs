@@ -54,6 +54,10 @@ pub struct BootParams {
     pub hostname: Option<String>,
     /// What to exec in the new root.
     pub init: String,
+    /// `banger.minimal=1`: the image brings no init or sshd of its own (an
+    /// OCI image); banger-init stays PID 1 in the new root and runs the
+    /// sshd the host put under `/.banger` (docs/guest-init.md).
+    pub minimal: bool,
     /// How long to wait for disks and the network interface to appear.
     pub timeout: Duration,
 }
@@ -69,6 +73,7 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
     let mut hostname = None;
     let mut iface = "eth0".to_owned();
     let mut init = "/sbin/init".to_owned();
+    let mut minimal = false;
     let mut timeout = DEFAULT_TIMEOUT;
 
     for word in split_words(cmdline) {
@@ -118,6 +123,13 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
                 }
                 init = value.to_owned();
             }
+            "minimal" => {
+                minimal = match value {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(bad("must be 1 or 0")),
+                }
+            }
             "timeout" => {
                 let secs: u64 = value
                     .parse()
@@ -166,6 +178,7 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
         dns,
         hostname,
         init,
+        minimal,
         timeout,
     })
 }
@@ -307,6 +320,10 @@ mod tests {
         assert_eq!(p.hostname.as_deref(), Some("web-1"));
         assert_eq!(p.init, "/lib/systemd/systemd");
         assert_eq!(p.timeout, Duration::from_secs(30));
+        assert!(!p.minimal);
+        assert!(parse(&format!("{BASE} banger.minimal=1")).unwrap().minimal);
+        let err = parse(&format!("{BASE} banger.minimal=yes")).unwrap_err();
+        assert!(err.contains("banger.minimal=\"yes\": must be 1 or 0"), "{err}");
     }
 
     #[test]

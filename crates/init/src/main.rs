@@ -18,9 +18,11 @@ mod cmdline;
 mod devices;
 mod failure;
 mod files;
+mod minimal;
 mod modules;
 mod network;
 mod plan;
+mod users;
 
 fn main() {
     // A bug must end like any other failure: one line, then power off

@@ -67,6 +67,26 @@ pub fn debian_kernel() -> Option<KernelPackage> {
     }
 }
 
+/// Debian's cloud kernel as the ELF vmlinux, and banger's initramfs for it
+/// (with the static banger-init), written into `dir`; `None` (after saying
+/// why) when the kernel cannot be fetched.
+pub fn guest_kernel(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
+    let pkg = debian_kernel()?;
+    let vmlinux = dir.join("vmlinux");
+    banger_images::kernel::extract_vmlinux_file(&pkg.bzimage(), &vmlinux)
+        .expect("extract vmlinux");
+    let initramfs_path = dir.join("initramfs.cpio.gz");
+    let modules_dir = pkg.modules_dir();
+    let spec = InitramfsSpec {
+        init: &static_guest_binaries().init,
+        modules_dir: &modules_dir,
+        modules: GUEST_MODULES,
+    };
+    initramfs::build_initramfs(&spec, &initramfs_path).expect("build initramfs");
+    Some((vmlinux, initramfs_path))
+}
+
 /// Statically linked guest binaries: `banger-init` and the `boot-probe`
 /// example, built by a nested cargo in a target directory of their own
 /// (the outer cargo holds its lock); once per test binary.

@@ -18,6 +18,8 @@ pub struct Microvm {
     append: String,
     memory_mib: u32,
     drives: Vec<(PathBuf, bool)>,
+    ssh_port: Option<u16>,
+    qmp: Option<PathBuf>,
 }
 
 /// What the guest printed, and when (seconds from QEMU's start).
@@ -37,7 +39,23 @@ impl Microvm {
             append: format!("{TCG_CMDLINE} {append}"),
             memory_mib: 512,
             drives: Vec::new(),
+            ssh_port: None,
+            qmp: None,
         }
+    }
+
+    /// QEMU's user-mode network instead of the isolated hub: the guest is
+    /// 10.0.2.15/24 behind 10.0.2.2, `127.0.0.1:port` on the host reaches
+    /// its port 22, and nothing else leaves (`restrict=on`).
+    pub fn forward_ssh(mut self, port: u16) -> Self {
+        self.ssh_port = Some(port);
+        self
+    }
+
+    /// A QMP socket at `socket` (for `system_powerdown`, see [`qmp`]).
+    pub fn qmp(mut self, socket: &Path) -> Self {
+        self.qmp = Some(socket.to_path_buf());
+        self
     }
 
     pub fn memory_mib(mut self, mib: u32) -> Self {
@@ -77,10 +95,21 @@ impl Microvm {
             ])
             .args(["-device", &format!("virtio-blk-device,drive=d{i}")]);
         }
-        // A NIC on a hub with nothing else on it: eth0 exists, and no
-        // packet leaves the VM.
-        cmd.args(["-netdev", "hubport,id=net0,hubid=0"])
-            .args(["-device", "virtio-net-device,netdev=net0"])
+        match self.ssh_port {
+            Some(port) => cmd.args([
+                "-netdev",
+                &format!(
+                    "user,id=net0,net=10.0.2.0/24,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
+                ),
+            ]),
+            // A NIC on a hub with nothing else on it: eth0 exists, and no
+            // packet leaves the VM.
+            None => cmd.args(["-netdev", "hubport,id=net0,hubid=0"]),
+        };
+        if let Some(socket) = &self.qmp {
+            cmd.args(["-qmp", &format!("unix:{},server=on,wait=off", socket.display())]);
+        }
+        cmd.args(["-device", "virtio-net-device,netdev=net0"])
             .args(["-serial", "stdio"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -162,4 +191,21 @@ impl Console {
             .position(|l| l.contains(needle))
             .map(|i| self.at[i])
     }
+}
+
+/// Runs one QMP command (after the capabilities handshake) on the socket
+/// a [`Microvm::qmp`] guest listens on; QEMU's answer lines.
+pub fn qmp(socket: &Path, command: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?; // the greeting
+    writeln!(writer, r#"{{"execute":"qmp_capabilities"}}"#)?;
+    reader.read_line(&mut answer)?;
+    writeln!(writer, r#"{{"execute":"{command}"}}"#)?;
+    reader.read_line(&mut answer)?;
+    Ok(answer)
 }

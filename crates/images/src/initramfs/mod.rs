@@ -24,7 +24,9 @@ pub const MODULES_ORDER: &str = "banger/modules.order";
 /// What banger's guests need before the root filesystem is mounted:
 /// virtio transports (PCI for `-M pc`, MMIO for microvm and Firecracker),
 /// disks, network, console, vsock, the overlay, and ext4 (builtin on
-/// Debian's kernels, a module on some others).
+/// Debian's kernels, a module on some others); and the ACPI power button
+/// with evdev, so banger-init's minimal mode sees `vm stop`'s button press
+/// (systemd's logind uses them too).
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_mmio",
@@ -35,6 +37,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "vmw_vsock_virtio_transport",
     "overlay",
     "ext4",
+    "button",
+    "evdev",
 ];
 
 #[derive(Debug, thiserror::Error)]

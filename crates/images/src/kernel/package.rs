@@ -1,7 +1,8 @@
 //! Debian's kernel packages as the source of banger's kernels: resolve the
 //! flavour's meta-package (e.g. `linux-image-cloud-amd64`) to the versioned
 //! package, download it with apt, and unpack it with `dpkg-deb` into a
-//! cache directory keyed by package and version.
+//! cache directory keyed by package and version. `fetch_unpacked` does
+//! the same for any package (the guest tools use it).
 //!
 //! The unpacked tree has `boot/vmlinuz-<release>` and
 //! `lib/modules/<release>/`. Debian generates `modules.dep` at install time
@@ -22,7 +23,7 @@ const COMPLETE_MARKER: &str = ".banger-complete";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("cannot resolve kernel package {meta}: {source}")]
+    #[error("cannot resolve package {meta}: {source}")]
     Resolve { meta: String, source: CommandError },
     #[error(
         "apt knows no kernel package behind {meta}: run 'apt-get update', or check the host's apt sources"
@@ -38,6 +39,10 @@ pub enum PackageError {
         package: String,
         source: CommandError,
     },
+    #[error(
+        "apt knows no package {package}: run 'apt-get update', or check the host's apt sources"
+    )]
+    Unknown { package: String },
     #[error("apt-get download {package} succeeded but left no .deb file")]
     NoDeb { package: String },
     #[error("{package} has no boot/vmlinuz-* (not a kernel image package?)")]
@@ -104,9 +109,31 @@ pub fn resolve(meta: &str) -> Result<(String, String), PackageError> {
 /// `cache` unless a complete copy of that version is already there.
 pub fn fetch(meta: &str, cache: &Path) -> Result<KernelPackage, PackageError> {
     let (package, version) = resolve(meta)?;
+    let root = fetch_unpacked(&package, &version, cache)?;
+    open(&package, &version, &root)
+}
+
+/// The version of `package` apt would install.
+pub fn candidate_version(package: &str) -> Result<String, PackageError> {
+    let show =
+        host_command::run(Command::new("apt-cache").args(["show", "--no-all-versions", package]))
+            .map_err(|source| PackageError::Resolve {
+                meta: package.to_owned(),
+                source,
+            })?;
+    parse_version(&String::from_utf8_lossy(&show.stdout)).ok_or_else(|| PackageError::Unknown {
+        package: package.to_owned(),
+    })
+}
+
+/// Downloads `package` at `version` with apt and unpacks it (`dpkg-deb
+/// -x`, no maintainer scripts: nothing is installed on the host) into
+/// `cache/<package>_<version>/`, unless a complete copy is already there;
+/// that directory.
+pub fn fetch_unpacked(package: &str, version: &str, cache: &Path) -> Result<PathBuf, PackageError> {
     let root = cache.join(format!("{package}_{version}"));
     if root.join(COMPLETE_MARKER).exists() {
-        return open(&package, &version, &root);
+        return Ok(root);
     }
     let io = |action, path: &Path| {
         let path = path.to_owned();
@@ -122,14 +149,14 @@ pub fn fetch(meta: &str, cache: &Path) -> Result<KernelPackage, PackageError> {
     let lock = fs::File::create(&lock_path).map_err(io("cannot create", &lock_path))?;
     lock.lock().map_err(io("cannot lock", &lock_path))?;
     if root.join(COMPLETE_MARKER).exists() {
-        return open(&package, &version, &root);
+        return Ok(root);
     }
     let staging = cache.join(format!(".{package}_{version}.partial"));
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io("cannot remove stale", &staging))?;
     }
     fs::create_dir(&staging).map_err(io("cannot create", &staging))?;
-    let result = download_and_unpack(&package, &version, &staging);
+    let result = download_and_unpack(package, version, &staging);
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
@@ -140,7 +167,7 @@ pub fn fetch(meta: &str, cache: &Path) -> Result<KernelPackage, PackageError> {
     fs::rename(staging.join("root"), &root).map_err(io("cannot move into place", &root))?;
     let _ = fs::remove_dir_all(&staging);
     fs::write(root.join(COMPLETE_MARKER), b"").map_err(io("cannot write", &root))?;
-    open(&package, &version, &root)
+    Ok(root)
 }
 
 fn download_and_unpack(package: &str, version: &str, staging: &Path) -> Result<(), PackageError> {
