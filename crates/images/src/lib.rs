@@ -14,8 +14,10 @@
 pub mod catalog;
 pub mod debian;
 pub mod digest;
+mod ext4;
 mod host_command;
 pub mod initramfs;
 pub mod kernel;
+pub mod oci;
 
 pub use host_command::CommandError;
