@@ -149,11 +149,11 @@ impl Flattener {
         };
         let actual = format!("sha256:{}", hex::encode(hashed.hasher.finalize()));
         if actual != digest {
-            return Err(layer_err(format!(
-                "the cached blob {} now has digest {actual}: it changed on disk; it was \
-                 removed, pull again",
-                blob.display()
-            )));
+            return Err(OciError::CacheCorrupt {
+                layer: digest.to_string(),
+                path: blob.to_owned(),
+                actual,
+            });
         }
         Ok(stats)
     }

@@ -73,6 +73,16 @@ pub enum OciError {
     TooBig { layer: String, limit: u64 },
     #[error("layer {layer}: {why}")]
     Layer { layer: String, why: String },
+    #[error(
+        "layer {layer}: the cached blob {} now has digest {actual}: it changed on disk; \
+         it was removed from the cache, pull again",
+        path.display()
+    )]
+    CacheCorrupt {
+        layer: String,
+        path: PathBuf,
+        actual: String,
+    },
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -93,4 +103,33 @@ pub(crate) fn io_err(
         path,
         source,
     }
+}
+
+/// Free space in an OCI base beyond its content: the base is read-only
+/// (VMs write to their own overlay), so only mkfs's own slack.
+const BASE_HEADROOM: u64 = 32 << 20;
+
+/// Writes the flattened tree at `root` as the read-only base ext4 `image`
+/// (`mkfs.ext4 -d`, no mounting; owners, modes, hard links and xattrs come
+/// from the tree). Its UUID derives from the manifest digest, so the same
+/// image always gets the same one.
+pub fn write_rootfs(
+    root: &std::path::Path,
+    image: &std::path::Path,
+    manifest_digest: &str,
+) -> Result<(), OciError> {
+    let (used, inodes) = crate::ext4::tree_usage(root).map_err(io_err("measure", root))?;
+    let (size, inode_count) = crate::ext4::filesystem_size(used, inodes, BASE_HEADROOM);
+    let uuid = crate::ext4::uuid_from_hash(manifest_digest.trim_start_matches("sha256:"));
+    crate::host_command::run(
+        std::process::Command::new("mkfs.ext4").args(crate::ext4::mkfs_args(
+            root,
+            image,
+            size,
+            inode_count,
+            &uuid,
+        )),
+    )
+    .map_err(OciError::Filesystem)?;
+    Ok(())
 }
