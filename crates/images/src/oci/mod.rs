@@ -35,11 +35,6 @@ use crate::host_command::CommandError;
 pub enum OciError {
     #[error("{reference:?} is not an image reference: {why}")]
     BadReference { reference: String, why: String },
-    #[error(
-        "registry {registry} is not on loopback: pulling over plain HTTP needs --insecure \
-         (or serve it over HTTPS)"
-    )]
-    InsecureRefused { registry: String },
     #[error("cannot pull {reference}: {message}")]
     Registry { reference: String, message: String },
     #[error(
