@@ -176,13 +176,22 @@ pub struct RegisterImageRequest {
     pub kernel: String,
 }
 
-/// `POST /v1/images/pull`: make an image from a catalog entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/images/pull`: make an image from a catalog entry, or from an
+/// OCI registry when `entry` is an OCI reference (`oci://…`, or anything
+/// with `/`, `:` or `@`; see `banger_images::oci::is_oci_reference`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PullImageRequest {
     pub entry: String,
-    /// The image's name, when not the entry's.
+    /// The image's name, when not the default (the entry's, or for OCI
+    /// the repository's last part and the tag).
     pub name: Option<String>,
+    /// OCI: allow plain HTTP to a registry that is not on loopback.
+    #[serde(default)]
+    pub insecure: bool,
+    /// OCI: keep device nodes from the layers instead of refusing them.
+    #[serde(default)]
+    pub allow_devices: bool,
 }
 
 /// One file checked by `POST /v1/images/{name}/verify`.

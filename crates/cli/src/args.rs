@@ -295,26 +295,47 @@ pub enum ImageCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Make an image from a catalog entry (built-in, or ~/.config/banger/catalog.toml)
+    /// Make an image from a catalog entry, or pull one from an OCI registry
     ///
-    /// Every file the entry names is checked against its SHA-256 before the
-    /// image is recorded.
+    /// A bare word is a catalog entry (built-in, or ~/.config/banger/catalog.toml);
+    /// every file it names is checked against its SHA-256 before the image is
+    /// recorded.
+    ///
+    /// Anything with `oci://`, `/`, `:` or `@` is an OCI image reference,
+    /// normalised as docker does: `ubuntu:24.04` is
+    /// docker.io/library/ubuntu:24.04, `oci://ghcr.io/org/app@sha256:…` is
+    /// pinned by digest. The linux/amd64 image is pulled over HTTPS (plain
+    /// HTTP only for a registry on loopback, or with --insecure), every
+    /// layer checked against its digest and cached by it in
+    /// ~/.cache/banger/oci/, the layers flattened and written as a
+    /// read-only ext4. Unsafe layer entries (`..`, absolute paths, writes
+    /// through symlinks, device nodes) fail the pull. The image boots the
+    /// default image's kernel.
+    #[command(verbatim_doc_comment)]
     Pull {
-        /// Catalog entry
+        /// Catalog entry, or OCI reference (oci://REGISTRY/REPO[:TAG|@DIGEST], REPO:TAG...)
         #[arg(required_unless_present = "list")]
         entry: Option<String>,
-        /// Name of the image [default: the entry's name]
+        /// Name of the image [default: the entry's name; for OCI, the
+        /// repository's last part and the tag, like ubuntu-24.04]
         #[arg(long)]
         name: Option<String>,
+        /// OCI: allow plain HTTP to a registry that is not on loopback
+        #[arg(long)]
+        insecure: bool,
+        /// OCI: keep device nodes found in the layers instead of refusing them
+        #[arg(long)]
+        allow_devices: bool,
         /// List the catalog's entries instead
-        #[arg(long, conflicts_with_all = ["name"])]
+        #[arg(long, conflicts_with_all = ["name", "insecure", "allow_devices"])]
         list: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
     /// List images
     List(JsonFlag),
-    /// Show one image, its files and their SHA-256 pins
+    /// Show one image, its files and their SHA-256 pins (and, for an OCI
+    /// image, its reference, manifest digest, layers and run config)
     Show {
         #[arg(add = ArgValueCompleter::new(complete::images))]
         name: String,

@@ -74,6 +74,12 @@ pub async fn follow(mut events: EventStream) -> Result<serde_json::Value> {
         ProgressStyle::with_template("{spinner} {prefix:12} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
+    // OCI layers report bytes: `layer 0123456789ab`.
+    let bytes_style = ProgressStyle::with_template(
+        "{spinner} {prefix:18} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     let spin_style = ProgressStyle::with_template("{spinner} {prefix:12} {msg} ({elapsed})")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let say = |multi: &MultiProgress, line: String| {
@@ -101,13 +107,18 @@ pub async fn follow(mut events: EventStream) -> Result<serde_json::Value> {
                 bars.insert(name, pb);
             }
             Event::Progress { phase, done, total } => {
+                let is_layer = phase.starts_with("layer ");
                 let pb = bars.entry(phase.clone()).or_insert_with(|| {
                     let pb = multi.add(ProgressBar::new_spinner());
                     pb.set_prefix(phase);
                     pb
                 });
                 if let Some(total) = total {
-                    pb.set_style(bar_style.clone());
+                    if is_layer {
+                        pb.set_style(bytes_style.clone());
+                    } else {
+                        pb.set_style(bar_style.clone());
+                    }
                     pb.set_length(total);
                 }
                 pb.set_position(done);

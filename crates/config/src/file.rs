@@ -26,11 +26,18 @@ pub struct Config {
     pub bridge_cidr: Option<Ipv4Net>,
     /// Debian mirror for image builds; default: the host's apt sources.
     pub debian_mirror: Option<String>,
+    /// How many bytes an OCI image may unpack to before the pull is
+    /// refused as a decompression bomb; default [`DEFAULT_OCI_MAX_UNPACKED`].
+    pub oci_max_unpacked: Option<banger_model::Size>,
     #[serde(default)]
     pub vm_defaults: DefaultsOverride,
     #[serde(default)]
     pub file_sync: Vec<FileSyncEntry>,
 }
+
+/// The default of `oci_max_unpacked`: more than any sane image, less than
+/// a full disk.
+pub const DEFAULT_OCI_MAX_UNPACKED: banger_model::Size = banger_model::Size::from_gib(32);
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -225,6 +232,10 @@ impl Config {
         Ok(())
     }
 
+    pub fn oci_max_unpacked(&self) -> banger_model::Size {
+        self.oci_max_unpacked.unwrap_or(DEFAULT_OCI_MAX_UNPACKED)
+    }
+
     pub fn default_image_name(&self) -> &str {
         self.default_image_name
             .as_deref()
@@ -349,6 +360,7 @@ log_level = "debug"
 bridge_name = "br-test"
 bridge_cidr = "10.9.0.1/16"
 debian_mirror = "http://deb.debian.org/debian"
+oci_max_unpacked = "8G"
 
 [vm_defaults]
 vcpu = 2
@@ -368,6 +380,11 @@ mode = "0700"
         .unwrap();
         assert_eq!(c.hypervisor(), HypervisorChoice::Qemu);
         assert_eq!(c.vm_defaults.disk_size, Some(Size::from_gib(16)));
+        assert_eq!(c.oci_max_unpacked(), Size::from_gib(8));
+        assert_eq!(
+            Config::default().oci_max_unpacked(),
+            DEFAULT_OCI_MAX_UNPACKED
+        );
         assert_eq!(c.file_sync.len(), 2);
         assert_eq!(c.file_sync[0].mode, None);
         assert_eq!(c.file_sync[1].mode, Some(0o700));

@@ -11,7 +11,9 @@ mod file;
 mod host;
 mod paths;
 
-pub use file::{Config, ConfigError, FileSyncEntry, HypervisorChoice, LogLevel};
+pub use file::{
+    Config, ConfigError, DEFAULT_OCI_MAX_UNPACKED, FileSyncEntry, HypervisorChoice, LogLevel,
+};
 pub use host::{find_tool, probe_host};
 pub use paths::{Paths, PathsError};
 

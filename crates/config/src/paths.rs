@@ -120,6 +120,14 @@ impl Paths {
     pub fn apt_cache(&self) -> PathBuf {
         self.cache_dir.join("apt")
     }
+    /// OCI blobs (layers, configs) by digest, shared by every pulled image.
+    pub fn oci_cache(&self) -> PathBuf {
+        self.cache_dir.join("oci")
+    }
+    /// Debian kernel packages unpacked for images that bring no kernel.
+    pub fn kernel_package_cache(&self) -> PathBuf {
+        self.cache_dir.join("kernel-packages")
+    }
     /// The user's own image catalog, merged over the built-in one.
     pub fn user_catalog(&self) -> PathBuf {
         self.config_dir.join("catalog.toml")

@@ -28,7 +28,10 @@ pub enum CatalogError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no catalog entry named {0:?}: see 'banger image pull --list'")]
+    #[error(
+        "no catalog entry named {0:?}: see 'banger image pull --list', or pull it from Docker \
+         Hub with 'banger image pull oci://docker.io/library/{0}'"
+    )]
     NoEntry(String),
 }
 

@@ -17,11 +17,12 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::digest::{self, Artifact, DigestError};
+use crate::ext4;
 use crate::host_command::{self, CommandError};
 use crate::initramfs::{self, GUEST_MODULES, InitramfsError, InitramfsSpec};
 use crate::kernel::{self, KernelError, package::CLOUD_KERNEL_META};
@@ -67,9 +68,8 @@ PubkeyAuthentication yes
 StrictModes yes
 ";
 
-/// The free space and spare inodes the base gets beyond its content.
+/// The free space the base gets beyond its content.
 const HEADROOM_BYTES: u64 = 256 << 20;
-const HEADROOM_FRACTION: f64 = 0.10;
 
 pub const ROOTFS: &str = "rootfs.ext4";
 pub const BZIMAGE: &str = "vmlinuz";
@@ -411,7 +411,7 @@ impl BuiltImage {
     }
     /// The base filesystem's UUID, for `banger.base=UUID=…`.
     pub fn rootfs_uuid(&self) -> String {
-        uuid_from_hash(&self.recipe_hash)
+        ext4::uuid_from_hash(&self.recipe_hash)
     }
 }
 
@@ -516,15 +516,15 @@ fn build_into(
     }
 
     progress(BuildPhase::Filesystem);
-    let (used, inodes) = tree_usage(&root)?;
-    let (size, inode_count) = filesystem_size(used, inodes);
+    let (used, inodes) = ext4::tree_usage(&root).map_err(io_err("measure", &root))?;
+    let (size, inode_count) = ext4::filesystem_size(used, inodes, HEADROOM_BYTES);
     host_command::run_logged(
-        Command::new("mkfs.ext4").args(mkfs_args(
+        Command::new("mkfs.ext4").args(ext4::mkfs_args(
             &root,
             &out.join(ROOTFS),
             size,
             inode_count,
-            &uuid_from_hash(&recipe.hash()),
+            &ext4::uuid_from_hash(&recipe.hash()),
         )),
         &options.log,
     )
@@ -640,84 +640,7 @@ fn find_kernel(root: &Path, kernel_package: &str) -> Result<String, DebianError>
         .ok_or_else(|| DebianError::NoKernel(kernel_package.to_owned()))
 }
 
-/// Bytes allocated and inodes used by the tree (hard links counted once).
-fn tree_usage(root: &Path) -> Result<(u64, u64), DebianError> {
-    let mut seen = std::collections::HashSet::new();
-    let mut used = 0u64;
-    let mut inodes = 0u64;
-    let mut pending = vec![root.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            let meta = entry.metadata().map_err(io_err("stat", &entry.path()))?;
-            if !seen.insert((meta.dev(), meta.ino())) {
-                continue;
-            }
-            inodes += 1;
-            used += meta.blocks() * 512;
-            if meta.is_dir() {
-                pending.push(entry.path());
-            }
-        }
-    }
-    Ok((used, inodes))
-}
-
-/// Filesystem size in bytes (whole MiB) and inode count for a tree:
-/// content plus metadata estimate plus headroom.
-fn filesystem_size(used: u64, inodes: u64) -> (u64, u64) {
-    let inode_count = inodes + inodes / 5 + 4096;
-    // 256-byte inodes, plus ~2% for block groups, bitmaps and directories.
-    let metadata = inode_count * 256 + used / 50;
-    let raw = used + metadata;
-    let size = raw + (raw as f64 * HEADROOM_FRACTION) as u64 + HEADROOM_BYTES;
-    let mib = 1u64 << 20;
-    (size.div_ceil(mib) * mib, inode_count)
-}
-
-/// The base is read-only, so no journal: less space, and no replay to
-/// refuse on a read-only device.
-fn mkfs_args(root: &Path, image: &Path, size: u64, inodes: u64, uuid: &str) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![
-        "-q".into(),
-        "-F".into(),
-        "-t".into(),
-        "ext4".into(),
-        "-O".into(),
-        "^has_journal".into(),
-        "-L".into(),
-        "banger-base".into(),
-        "-U".into(),
-        uuid.into(),
-        "-N".into(),
-        inodes.to_string().into(),
-        "-d".into(),
-    ];
-    args.push(root.as_os_str().to_owned());
-    args.push(image.as_os_str().to_owned());
-    args.push(format!("{}k", size / 1024).into());
-    args
-}
-
-/// A UUID (version-4 shaped) from the first bytes of a hex hash, so the
-/// same recipe's base always has the same UUID.
-fn uuid_from_hash(hash: &str) -> String {
-    let h: String = hash
-        .chars()
-        .chain(std::iter::repeat('0'))
-        .take(32)
-        .collect();
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     // The effective uid is the second field of Uid: in /proc/self/status.
     fs::read_to_string("/proc/self/status")
         .ok()
@@ -914,55 +837,6 @@ Components: main
                 .unwrap_err()
                 .to_string()
                 .contains("linux-image-cloud-amd64")
-        );
-    }
-
-    #[test]
-    fn sizes_leave_headroom_and_round_to_mib() {
-        let (size, inodes) = filesystem_size(1 << 30, 40_000);
-        assert_eq!(size % (1 << 20), 0);
-        assert!(size > (1u64 << 30) + HEADROOM_BYTES, "{size}");
-        assert!(size < (1u64 << 30) * 3 / 2 + HEADROOM_BYTES, "{size}");
-        assert!(inodes >= 48_000, "{inodes}");
-    }
-
-    #[test]
-    fn tree_usage_counts_hard_links_once() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a"), vec![1u8; 100_000]).unwrap();
-        fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
-        fs::create_dir(dir.path().join("d")).unwrap();
-        let (used, inodes) = tree_usage(dir.path()).unwrap();
-        assert_eq!(inodes, 2);
-        assert!(used >= 100_000, "{used}");
-    }
-
-    #[test]
-    fn uuids_from_hashes_are_stable_and_well_formed() {
-        let uuid = uuid_from_hash(&digest::sha256_str("x"));
-        assert_eq!(uuid, uuid_from_hash(&digest::sha256_str("x")));
-        assert_eq!(uuid.len(), 36);
-        assert_eq!(&uuid[14..15], "4");
-        assert_eq!(&uuid[19..20], "8");
-    }
-
-    #[test]
-    fn mkfs_gets_a_read_only_friendly_layout() {
-        let args: Vec<String> = mkfs_args(
-            Path::new("/r"),
-            Path::new("/o/rootfs.ext4"),
-            3 << 30,
-            9000,
-            "u",
-        )
-        .into_iter()
-        .map(|a| a.into_string().unwrap())
-        .collect();
-        assert!(args.windows(2).any(|w| w == ["-O", "^has_journal"]));
-        assert!(args.windows(2).any(|w| w == ["-N", "9000"]));
-        assert_eq!(
-            &args[args.len() - 3..],
-            ["/r", "/o/rootfs.ext4", "3145728k"]
         );
     }
 }

@@ -14,9 +14,11 @@
 pub mod catalog;
 pub mod debian;
 pub mod digest;
+mod ext4;
 pub mod guest_tools;
 mod host_command;
 pub mod initramfs;
 pub mod kernel;
+pub mod oci;
 
 pub use host_command::CommandError;

@@ -161,11 +161,45 @@ pub struct ImageRecord {
     pub name: String,
     pub kernel: String,
     /// Where the image came from: `recipe:<hash>`, `catalog:<entry>`,
-    /// `file:<path>`.
+    /// `file:<path>`, `oci:<reference>@<manifest digest>`.
     pub source: String,
     pub state: ObjectState,
     pub artifacts: Vec<Artifact>,
     pub created_at: i64,
+    /// What an image pulled from an OCI registry was, and how its author
+    /// meant it to run; `None` for every other image.
+    #[serde(default)]
+    pub oci: Option<OciImageConfig>,
+}
+
+/// The OCI side of an image: where it came from (pinned by digest), its
+/// layers, and its run configuration (entrypoint, cmd, env, workdir,
+/// user) as the image config gives them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciImageConfig {
+    /// Normalised, e.g. `docker.io/library/debian:bookworm`.
+    pub reference: String,
+    /// The linux/amd64 image manifest's digest, `sha256:…`.
+    pub manifest_digest: String,
+    /// Bottom first.
+    pub layers: Vec<OciLayer>,
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// One layer, as the manifest pins it (compressed digest and size).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciLayer {
+    pub digest: String,
+    pub size: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

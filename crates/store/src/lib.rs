@@ -53,6 +53,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0001_initial.sql")),
         M::up(include_str!("migrations/0002_artifacts.sql")),
         M::up(include_str!("migrations/0003_vm_runtime.sql")),
+        M::up(include_str!("migrations/0004_image_oci.sql")),
     ])
 }
 
@@ -130,7 +131,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("banger.db");
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3);
+        assert_eq!(store.schema_version().unwrap(), 4);
         let mode: String = store
             .conn()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -138,7 +139,7 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(store);
         // Reopening an up-to-date database is a no-op.
-        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 3);
+        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 4);
     }
 
     #[test]
@@ -157,7 +158,7 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3);
+        assert_eq!(store.schema_version().unwrap(), 4);
         let k = store.get_kernel("k").unwrap().unwrap();
         assert_eq!(k.state, banger_model::ObjectState::Ready);
         assert!(k.artifacts.is_empty());

@@ -91,14 +91,23 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let res = tx.execute(
-            "INSERT INTO images (name, kernel, source, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO images (name, kernel, source, state, created_at, oci)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 image.name,
                 image.kernel,
                 image.source,
                 image.state.as_str(),
-                image.created_at
+                image.created_at,
+                image
+                    .oci
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt {
+                        what: "OCI image config",
+                        value: e.to_string(),
+                    })?
             ],
         );
         unique_violation(res, "image", &image.name)?;
@@ -225,7 +234,7 @@ fn kernel(conn: &Connection, name: &str) -> Result<Option<KernelRecord>> {
 fn image(conn: &Connection, name: &str) -> Result<Option<ImageRecord>> {
     let row = conn
         .query_row(
-            "SELECT name, kernel, source, state, created_at FROM images WHERE name = ?1",
+            "SELECT name, kernel, source, state, created_at, oci FROM images WHERE name = ?1",
             [name],
             |r| {
                 Ok((
@@ -234,14 +243,25 @@ fn image(conn: &Connection, name: &str) -> Result<Option<ImageRecord>> {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             },
         )
         .optional()?;
-    let Some((name, kernel, source, st, created_at)) = row else {
+    let Some((name, kernel, source, st, created_at, oci)) = row else {
         return Ok(None);
     };
+    let oci = match oci {
+        Some(json) => Some(
+            serde_json::from_str(&json).map_err(|_| StoreError::Corrupt {
+                what: "OCI image config",
+                value: json,
+            })?,
+        ),
+        None => None,
+    };
     Ok(Some(ImageRecord {
+        oci,
         artifacts: artifacts(conn, IMAGE, &name)?,
         name,
         kernel,
@@ -333,6 +353,7 @@ mod tests {
             state: ObjectState::Building,
             artifacts: vec![],
             created_at: 2,
+            oci: None,
         }
     }
 
@@ -384,6 +405,27 @@ mod tests {
             err.to_string(),
             "kernel \"k\" is used by image(s) img: delete them first"
         );
+        let oci = banger_model::OciImageConfig {
+            reference: "docker.io/library/busybox:latest".into(),
+            manifest_digest: format!("sha256:{}", "ab".repeat(32)),
+            layers: vec![banger_model::OciLayer {
+                digest: format!("sha256:{}", "cd".repeat(32)),
+                size: 7,
+            }],
+            entrypoint: vec!["/bin/sh".into()],
+            cmd: vec!["-c".into(), "true".into()],
+            env: vec!["PATH=/bin".into()],
+            workdir: Some("/".into()),
+            user: None,
+        };
+        s.insert_image(&ImageRecord {
+            oci: Some(oci.clone()),
+            ..image_rec("pulled", "k")
+        })
+        .unwrap();
+        assert_eq!(s.get_image("pulled").unwrap().unwrap().oci, Some(oci));
+        assert_eq!(s.get_image("img").unwrap().unwrap().oci, None);
+        s.delete_image("pulled").unwrap();
         s.delete_image("img").unwrap();
         assert!(s.list_images().unwrap().is_empty());
         s.delete_kernel("k").unwrap();

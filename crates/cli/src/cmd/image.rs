@@ -2,7 +2,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use banger_api::{BuildImageRequest, Client, PullImageRequest, RegisterImageRequest, VerifiedFile};
-use banger_model::{Artifact, ImageRecord};
+use banger_model::{Artifact, ImageRecord, OciImageConfig};
 
 use crate::ExitCode;
 use crate::args::{BuildArgs, ImageCommand};
@@ -50,6 +50,9 @@ pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
                 println!("state:   {}", image.state.as_str());
                 println!("created: {}", age(image.created_at));
                 print_artifacts(&image.artifacts);
+                if let Some(oci) = &image.oci {
+                    print_oci(oci);
+                }
             }
         }
         ImageCommand::Build(args) => {
@@ -86,6 +89,8 @@ pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
         ImageCommand::Pull {
             entry,
             name,
+            insecure,
+            allow_devices,
             list,
             json,
         } => {
@@ -111,7 +116,15 @@ pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
                 bail!("name a catalog entry, or use --list");
             };
             let events = client
-                .stream("/v1/images/pull", &PullImageRequest { entry, name })
+                .stream(
+                    "/v1/images/pull",
+                    &PullImageRequest {
+                        entry,
+                        name,
+                        insecure,
+                        allow_devices,
+                    },
+                )
                 .await
                 .map_err(client_error)?;
             let image: ImageRecord = serde_json::from_value(follow(events).await?)?;
@@ -204,5 +217,33 @@ pub fn print_artifacts(artifacts: &[Artifact]) {
     }
     for line in t.to_string().lines() {
         println!("  {}", line.trim());
+    }
+}
+
+fn print_oci(oci: &OciImageConfig) {
+    let words = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            shlex::try_join(v.iter().map(String::as_str)).unwrap_or_else(|_| v.join(" "))
+        }
+    };
+    println!("oci:");
+    println!("  reference:  {}", oci.reference);
+    println!("  manifest:   {}", oci.manifest_digest);
+    println!("  entrypoint: {}", words(&oci.entrypoint));
+    println!("  cmd:        {}", words(&oci.cmd));
+    println!("  workdir:    {}", oci.workdir.as_deref().unwrap_or("-"));
+    println!("  user:       {}", oci.user.as_deref().unwrap_or("-"));
+    for env in &oci.env {
+        println!("  env:        {env}");
+    }
+    println!("  layers:");
+    let mut t = table(&["digest", "size"]);
+    for l in &oci.layers {
+        t.add_row(vec![l.digest.clone(), human_bytes(l.size)]);
+    }
+    for line in t.to_string().lines() {
+        println!("    {}", line.trim());
     }
 }

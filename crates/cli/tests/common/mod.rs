@@ -171,6 +171,7 @@ pub fn seed(home: &TestHome) {
             state: ObjectState::Ready,
             artifacts: vec![],
             created_at: 1_700_000_000,
+            oci: None,
         })
         .unwrap();
     store

@@ -8,6 +8,7 @@
 
 mod files;
 mod kernels;
+mod oci;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -251,6 +252,16 @@ pub(crate) async fn pull(
     req: PullImageRequest,
     progress: &Progress,
 ) -> Result<ImageRecord, Failure> {
+    if banger_images::oci::is_oci_reference(&req.entry) {
+        return oci::pull(d, req, progress).await;
+    }
+    if req.insecure || req.allow_devices {
+        return Err(Failure::bad_request(format!(
+            "--insecure and --allow-devices apply to OCI references, and {:?} is a catalog \
+             entry name (write oci://docker.io/library/{} for the Docker Hub image)",
+            req.entry, req.entry
+        )));
+    }
     let catalog = catalog(d)?;
     let entry: Entry = catalog
         .get(&req.entry)
@@ -594,8 +605,8 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Journals an image, fills its folder with `fill`, and marks it ready;
-/// on failure removes both.
+/// Journals an image, fills its folder with `fill` (off the executor),
+/// and marks it ready; on failure removes both.
 async fn create_image<F>(
     d: &Daemon,
     name: &str,
@@ -613,15 +624,44 @@ where
         state: ObjectState::Building,
         artifacts: vec![],
         created_at: now(),
+        oci: None,
     };
-    d.with_store(move |s| s.insert_image(&record)).await?;
+    journal_image(d, record, |dir| blocking(move || fill(&dir))).await
+}
+
+/// Records `record` (`building`), makes its empty folder, runs `fill` on
+/// it, and marks the image ready with the files `fill` pinned; on failure
+/// removes the folder and the record. A second operation on the same name
+/// meanwhile is refused by the record's primary key.
+async fn journal_image<F, Fut>(
+    d: &Daemon,
+    record: ImageRecord,
+    fill: F,
+) -> Result<ImageRecord, Failure>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Artifact>, Failure>>,
+{
+    let name = record.name.clone();
+    d.with_store(move |s| s.insert_image(&record))
+        .await
+        .map_err(|f| {
+            if f.error.code == "conflict" {
+                Failure::conflict(format!(
+                    "image {name} already exists (or another pull is making it): choose \
+                     another --name, or see 'banger image show {name}'"
+                ))
+            } else {
+                f
+            }
+        })?;
+    let name = name.as_str();
     let dir = d.inner.paths.images_dir().join(name);
     let fill_dir = dir.clone();
-    let filled = blocking(move || {
-        recreate_dir(&fill_dir)?;
-        fill(&fill_dir)
-    })
-    .await;
+    let filled = match blocking(move || recreate_dir(&fill_dir)).await {
+        Ok(()) => fill(dir.clone()).await,
+        Err(e) => Err(e),
+    };
     let key = name.to_string();
     match filled {
         Ok(artifacts) => d
@@ -639,7 +679,7 @@ where
     }
 }
 
-async fn refuse_existing(d: &Daemon, name: &str) -> Result<(), Failure> {
+pub(super) async fn refuse_existing(d: &Daemon, name: &str) -> Result<(), Failure> {
     let key = name.to_string();
     if d.with_store(move |s| s.get_image(&key)).await?.is_some() {
         return Err(Failure::conflict(format!(

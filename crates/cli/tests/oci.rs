@@ -1,0 +1,649 @@
+//! `banger image pull` of OCI images against a real registry on loopback
+//! (Debian's docker-registry, distribution v2), with images the test
+//! builds itself: regular layers made by umoci from real trees (owners,
+//! modes, hard links, symlinks, an xattr, a deletion umoci turns into a
+//! whiteout), and hand-written tar layers (an opaque directory, hostile
+//! entries) added with `umoci raw add-layer`, all pushed with skopeo. The
+//! flattened result is read back out of the ext4 with debugfs, no mounting.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use banger_model::{ArtifactRole, ImageRecord};
+use common::*;
+
+const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debugfs", "mkfs.ext4"];
+
+/// A docker-registry on 127.0.0.1 with its own storage and access log.
+struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start docker-registry");
+        wait_for("the registry to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self { child, dir, port }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// How many times a blob was fetched, from the access log.
+    fn blob_gets(&self, repo: &str, digest: &str) -> usize {
+        let log = fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        let needle = format!("\"GET /v2/{repo}/blobs/{digest} ");
+        log.lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An OCI layout being built with umoci, one image (tag) at a time.
+struct Layout {
+    dir: tempfile::TempDir,
+}
+
+impl Layout {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(dir.path().join("oci")));
+        Self { dir }
+    }
+
+    fn image(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.dir.path().join("oci").display())
+    }
+
+    fn create(&self, tag: &str) {
+        run(Command::new("umoci").args(["new", "--image", &self.image(tag)]));
+    }
+
+    /// A layer made by umoci from the tree `change` leaves: unpacked
+    /// fresh, changed, repacked (umoci diffs against the unpacked tree).
+    fn layer(&self, tag: &str, change: impl FnOnce(&Path)) {
+        let bundle = self.dir.path().join("bundle");
+        let _ = fs::remove_dir_all(&bundle);
+        run(Command::new("umoci")
+            .args(["unpack", "--image", &self.image(tag)])
+            .arg(&bundle));
+        change(&bundle.join("rootfs"));
+        run(Command::new("umoci")
+            .args(["repack", "--image", &self.image(tag)])
+            .arg(&bundle));
+        fs::remove_dir_all(&bundle).unwrap();
+    }
+
+    /// A hand-written tar as the next layer of `from`, tagged `tag`.
+    fn raw_layer(&self, from: &str, tag: &str, tar: &[u8]) {
+        let path = self.dir.path().join(format!("{tag}.tar"));
+        fs::write(&path, tar).unwrap();
+        run(Command::new("umoci")
+            .args(["raw", "add-layer", "--image", &self.image(from)])
+            .arg(&path)
+            .args(["--tag", tag]));
+    }
+
+    fn config(&self, tag: &str, args: &[&str]) {
+        run(Command::new("umoci")
+            .args(["config", "--image", &self.image(tag)])
+            .args(args));
+    }
+
+    fn push(&self, tag: &str, registry: &Registry, repo: &str) {
+        run(Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}", self.image(tag)))
+            .arg(format!("docker://{}/{repo}:{tag}", registry.host())));
+    }
+}
+
+/// A tar whose names are written raw (hostile layers need `..` and `/`).
+fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, content_or_target) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(if *kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        let field = &mut h.as_old_mut().name;
+        field[..name.len()].copy_from_slice(name.as_bytes());
+        let data = match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let link = &mut h.as_old_mut().linkname;
+                link[..content_or_target.len()].copy_from_slice(content_or_target.as_bytes());
+                &[][..]
+            }
+            _ => content_or_target.as_bytes(),
+        };
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn debugfs(image: &Path, request: &str) -> String {
+    let out = Command::new("debugfs")
+        .args(["-R", request])
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `debugfs stat` facts: (mode, uid, gid, links, inode).
+fn stat(image: &Path, path: &str) -> (String, u32, u32, u32, u64) {
+    let text = debugfs(image, &format!("stat {path}"));
+    let field = |name: &str| -> String {
+        let at = text
+            .find(&format!("{name}:"))
+            .unwrap_or_else(|| panic!("no {name} for {path}: {text}"));
+        text[at + name.len() + 1..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    (
+        field("Mode"),
+        field("User").parse().unwrap(),
+        field("Group").parse().unwrap(),
+        field("Links").parse().unwrap(),
+        field("Inode").parse().unwrap(),
+    )
+}
+
+struct Setup {
+    home: TestHome,
+    init: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Option<Self> {
+        if !banger_testkit::have_tools(TOOLS) {
+            return None;
+        }
+        if !banger_testkit::running_as_root() {
+            banger_testkit::skip("OCI pulls need root (bangerd keeps the layers' owners)");
+            return None;
+        }
+        // The kernel OCI images boot: Debian's, from the test cache.
+        banger_testkit::debian_kernel()?;
+        let home = TestHome::new();
+        let cache = home.root().join("cache");
+        fs::create_dir_all(&cache).unwrap();
+        std::os::unix::fs::symlink(
+            banger_testkit::test_cache().join("debian-kernel"),
+            cache.join("kernel-packages"),
+        )
+        .unwrap();
+        let init = banger_testkit::static_guest_binaries().init.clone();
+        Some(Self { home, init })
+    }
+
+    fn banger(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = self.home.banger(args);
+        cmd.env("BANGER_INIT_BIN", &self.init)
+            .timeout(Duration::from_secs(120));
+        cmd
+    }
+
+    fn pull(&self, reference: &str, name: &str) -> std::process::Output {
+        self.banger(&["image", "pull", reference, "--name", name])
+            .output()
+            .unwrap()
+    }
+
+    fn image(&self, name: &str) -> ImageRecord {
+        let out = self
+            .banger(&["image", "show", name, "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("image show {name}: {e}: {}", stderr(&out)))
+    }
+
+    fn rootfs(&self, name: &str) -> PathBuf {
+        self.home
+            .state()
+            .join("images")
+            .join(name)
+            .join("rootfs.ext4")
+    }
+
+    fn names(&self) -> Vec<String> {
+        let out = self.banger(&["image", "list", "--json"]).output().unwrap();
+        let images: Vec<ImageRecord> = serde_json::from_slice(&out.stdout).unwrap();
+        images.into_iter().map(|i| i.name).collect()
+    }
+}
+
+/// The image the tests flatten: three layers over an empty base.
+fn build_good(layout: &Layout) {
+    layout.create("good");
+    layout.layer("good", |root| {
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("gone")).unwrap();
+        fs::create_dir_all(root.join("opq/sub")).unwrap();
+        fs::write(root.join("etc/greeting"), "hello\n").unwrap();
+        std::os::unix::fs::chown(root.join("etc/greeting"), Some(1000), Some(1001)).unwrap();
+        fs::set_permissions(root.join("etc/greeting"), fs::Permissions::from_mode(0o640)).unwrap();
+        xattr::set(root.join("etc/greeting"), "user.banger", b"kept").unwrap();
+        fs::write(root.join("bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
+        fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::hard_link(root.join("bin/tool"), root.join("bin/alias")).unwrap();
+        std::os::unix::fs::symlink("/etc/greeting", root.join("greeting-link")).unwrap();
+        fs::write(root.join("gone/file"), "x").unwrap();
+        fs::write(root.join("opq/old"), "old").unwrap();
+        fs::write(root.join("opq/sub/deep"), "deep").unwrap();
+    });
+    // umoci writes the deletion as a whiteout (`.wh.gone`).
+    layout.layer("good", |root| {
+        fs::remove_dir_all(root.join("gone")).unwrap();
+        fs::write(root.join("etc/second"), "two\n").unwrap();
+    });
+    // An opaque directory, written by hand (umoci never emits one).
+    let tar = raw_tar(&[
+        ("opq/", tar::EntryType::Directory, ""),
+        ("opq/.wh..wh..opq", tar::EntryType::Regular, ""),
+        ("opq/new", tar::EntryType::Regular, "new\n"),
+    ]);
+    layout.raw_layer("good", "good", &tar);
+    layout.config(
+        "good",
+        &[
+            "--config.entrypoint",
+            "/bin/tool",
+            "--config.cmd",
+            "--flag",
+            "--config.env",
+            "GREETING=hello",
+            "--config.workingdir",
+            "/etc",
+            "--config.user",
+            "1000:1001",
+        ],
+    );
+}
+
+#[test]
+fn pull_flattens_caches_and_refuses_what_is_unsafe() {
+    let Some(s) = Setup::new() else {
+        return;
+    };
+    let registry = Registry::start();
+    let layout = Layout::new();
+    build_good(&layout);
+    layout.push("good", &registry, "test/good");
+    let reference = format!("{}/test/good:good", registry.host());
+
+    // --- the flattened tree, file by file ---
+    let out = s.pull(&format!("oci://{reference}"), "good");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("image good is ready"),
+        "{}",
+        stdout(&out)
+    );
+    let image = s.image("good");
+    let oci = image.oci.clone().expect("an OCI image records its config");
+    assert_eq!(oci.reference, reference);
+    assert!(image.source == format!("oci:{reference}@{}", oci.manifest_digest));
+    assert_eq!(oci.layers.len(), 3);
+    assert_eq!(oci.entrypoint, ["/bin/tool"]);
+    assert_eq!(oci.cmd, ["--flag"]);
+    assert!(
+        oci.env.contains(&"GREETING=hello".to_string()),
+        "{:?}",
+        oci.env
+    );
+    assert_eq!(oci.workdir.as_deref(), Some("/etc"));
+    assert_eq!(oci.user.as_deref(), Some("1000:1001"));
+    let rootfs = s.rootfs("good");
+    let (sha, _) = banger_images::digest::sha256_file(&rootfs).unwrap();
+    assert_eq!(image.artifact(ArtifactRole::Rootfs).unwrap().sha256, sha);
+    assert_eq!(
+        fs::metadata(&rootfs).unwrap().permissions().mode() & 0o777,
+        0o444
+    );
+    assert_eq!(debugfs(&rootfs, "cat /etc/greeting"), "hello\n");
+    assert_eq!(debugfs(&rootfs, "cat /etc/second"), "two\n");
+    assert_eq!(debugfs(&rootfs, "cat /opq/new"), "new\n");
+    let (mode, uid, gid, _, _) = stat(&rootfs, "/etc/greeting");
+    assert_eq!((mode.as_str(), uid, gid), ("0640", 1000, 1001));
+    assert!(
+        debugfs(&rootfs, "ea_list /etc/greeting").contains("user.banger"),
+        "the xattr is kept: {}",
+        debugfs(&rootfs, "ea_list /etc/greeting")
+    );
+    let (tool_mode, _, _, tool_links, tool_ino) = stat(&rootfs, "/bin/tool");
+    let (_, _, _, _, alias_ino) = stat(&rootfs, "/bin/alias");
+    assert_eq!(tool_mode, "04755");
+    assert_eq!(
+        (tool_links, tool_ino),
+        (2, alias_ino),
+        "a hard link stays one"
+    );
+    assert!(
+        debugfs(&rootfs, "stat /greeting-link").contains("Fast link dest: \"/etc/greeting\""),
+        "{}",
+        debugfs(&rootfs, "stat /greeting-link")
+    );
+    let root = debugfs(&rootfs, "ls -p /");
+    assert!(!root.contains("/gone/"), "whited out: {root}");
+    assert!(!root.contains(".wh."), "no whiteout files: {root}");
+    let opq = debugfs(&rootfs, "ls -p /opq");
+    assert!(
+        opq.contains("/new/") && !opq.contains("/old/") && !opq.contains("/sub/"),
+        "{opq}"
+    );
+    let show = s.banger(&["image", "show", "good"]).output().unwrap();
+    for needle in [
+        &oci.manifest_digest,
+        &oci.layers[2].digest,
+        "entrypoint: /bin/tool",
+    ] {
+        assert!(
+            stdout(&show).contains(needle),
+            "{needle}: {}",
+            stdout(&show)
+        );
+    }
+
+    // --- cache reuse: a second pull downloads no blob ---
+    let gets = |digest: &str| registry.blob_gets("test/good", digest);
+    assert!(oci.layers.iter().all(|l| gets(&l.digest) == 1));
+    let out = s.pull(&reference, "again");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("3 of 3 layers were already in the cache"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        oci.layers.iter().all(|l| gets(&l.digest) == 1),
+        "nothing re-fetched"
+    );
+
+    // --- hostile layers: refused, nothing recorded or left behind ---
+    let hostile: &[(&str, Vec<(&str, tar::EntryType, &str)>, &str, &str)] = &[
+        (
+            "dotdot",
+            vec![("../escape", tar::EntryType::Regular, "x")],
+            "../escape",
+            "has a '..' component",
+        ),
+        (
+            "absolute",
+            vec![("/etc/cron.d/evil", tar::EntryType::Regular, "x")],
+            "/etc/cron.d/evil",
+            "is an absolute path",
+        ),
+        (
+            "symlink",
+            vec![
+                ("evil", tar::EntryType::Symlink, "/etc"),
+                (
+                    "evil/passwd",
+                    tar::EntryType::Regular,
+                    "root::0:0::/:/bin/sh\n",
+                ),
+            ],
+            "evil/passwd",
+            "is under \"evil\", a symlink",
+        ),
+        (
+            "device",
+            vec![("dev/sda", tar::EntryType::Block, "")],
+            "dev/sda",
+            "is a device node (pull with --allow-devices",
+        ),
+    ];
+    for (tag, entries, entry, why) in hostile {
+        layout.raw_layer("good", tag, &raw_tar(entries));
+        layout.push(tag, &registry, "test/bad");
+        let out = s.pull(&format!("{}/test/bad:{tag}", registry.host()), tag);
+        assert_eq!(out.status.code(), Some(1), "{tag}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("entry {entry:?} {why}")) && err.contains("layer sha256:"),
+            "{tag}: {err}"
+        );
+        assert!(!s.home.state().join("images").join(tag).exists(), "{tag}");
+    }
+    assert!(!Path::new("/etc/cron.d/evil").exists());
+    assert_eq!(s.names(), ["again", "good"]);
+    let out = s
+        .banger(&[
+            "image",
+            "pull",
+            &format!("{}/test/bad:device", registry.host()),
+        ])
+        .args(["--name", "device", "--allow-devices"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(debugfs(&s.rootfs("device"), "stat /dev/sda").contains("Type: block"));
+
+    // --- a blob that does not match its digest ---
+    let fresh = Layout::new();
+    fresh.create("v1");
+    fresh.layer("v1", |root| {
+        fs::write(root.join("payload"), "original\n").unwrap()
+    });
+    fresh.push("v1", &registry, "test/corrupt");
+    let index: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(fresh.dir.path().join("oci/index.json")).unwrap())
+            .unwrap();
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(
+            fresh
+                .dir
+                .path()
+                .join("oci/blobs/sha256")
+                .join(manifest_digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = registry.blob_data(&layer);
+    let mut bytes = fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&data, bytes).unwrap();
+    let out = s.pull(&format!("{}/test/corrupt:v1", registry.host()), "corrupt");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "layer {layer}: the registry sent content whose digest is"
+        )),
+        "{err}"
+    );
+    assert!(!s.home.state().join("images/corrupt").exists());
+    let cached = s.home.root().join("cache/oci/blobs/sha256");
+    assert!(!cached.join(layer.trim_start_matches("sha256:")).exists());
+    assert_eq!(s.names(), ["again", "device", "good"]);
+}
+
+#[test]
+fn concurrent_pulls_download_each_layer_once() {
+    let Some(s) = Setup::new() else {
+        return;
+    };
+    let registry = Registry::start();
+    let layout = Layout::new();
+    layout.create("v1");
+    for i in 0..3 {
+        layout.layer("v1", |root| {
+            fs::write(root.join(format!("file{i}")), vec![i as u8; 2 << 20]).unwrap();
+        });
+    }
+    layout.push("v1", &registry, "test/multi");
+    let reference = format!("{}/test/multi:v1", registry.host());
+
+    let spawn = |name: &str| {
+        let mut cmd = Command::new(TestHome::banger_bin());
+        cmd.args(["image", "pull", &reference, "--name", name])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", s.home.root().join("home"))
+            .env("BANGER_HOME", s.home.root())
+            .env("BANGER_INIT_BIN", &s.init)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    // Start the daemon first so both clients talk to the same one.
+    s.banger(&["image", "list"]).assert().success();
+    // Two names at once: both succeed, each layer is fetched once.
+    let (a, b) = (spawn("one"), spawn("two"));
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let oci = s.image("one").oci.unwrap();
+    for layer in &oci.layers {
+        assert_eq!(
+            registry.blob_gets("test/multi", &layer.digest),
+            1,
+            "{}",
+            layer.digest
+        );
+    }
+    assert_eq!(
+        debugfs(&s.rootfs("one"), "ls -p /"),
+        debugfs(&s.rootfs("two"), "ls -p /")
+    );
+
+    // One name twice at once: one image, and a clear error for the other.
+    let (a, b) = (spawn("same"), spawn("same"));
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(ok, 1, "exactly one wins");
+    let loser = outs.iter().find(|o| !o.status.success()).unwrap();
+    assert!(
+        stderr(loser).contains("image same already exists"),
+        "{}",
+        stderr(loser)
+    );
+    assert_eq!(s.image("same").state, banger_model::ObjectState::Ready);
+    assert_eq!(s.names(), ["one", "same", "two"]);
+}
+
+#[test]
+fn bad_references_are_refused_up_front() {
+    let home = TestHome::new();
+    let banger = |args: &[&str]| {
+        let mut cmd = home.banger(args);
+        cmd.env("BANGER_INIT_BIN", "/nonexistent");
+        cmd
+    };
+    let out = banger(&["image", "pull", "Ubuntu:24.04"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("repository \"library/Ubuntu\" is not valid"),
+        "{}",
+        stderr(&out)
+    );
+    let out = banger(&["image", "pull", "bare-word"]).output().unwrap();
+    assert!(
+        stderr(&out).contains("'banger image pull oci://docker.io/library/bare-word'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = banger(&["image", "pull", "debian-bookworm", "--insecure"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("apply to OCI references"),
+        "{}",
+        stderr(&out)
+    );
+    let out = banger(&["image", "pull", "oci://x/y@sha256:12"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("is not sha256: and 64 lowercase hex"),
+        "{}",
+        stderr(&out)
+    );
+    let out = banger(&["image", "list", "--json"]).output().unwrap();
+    assert_eq!(stdout(&out).trim(), "[]");
+}

@@ -1,0 +1,277 @@
+//! `image pull` of an OCI reference: resolve the manifest, find a kernel,
+//! journal the image `building` (with its OCI description), fetch the
+//! layers into the shared blob cache (per-layer progress), flatten them
+//! into a staging tree inside the image's folder, write the read-only
+//! ext4, pin it, mark the image ready. Any failure removes the folder and
+//! the record; a crash leaves a `building` record that reconcile removes
+//! with its folder, staging tree included.
+
+use std::fs;
+use std::path::Path;
+
+use banger_api::PullImageRequest;
+use banger_images::kernel::package::{self, CLOUD_KERNEL_META};
+use banger_images::oci::flatten::Compression;
+use banger_images::oci::{
+    BlobCache, Descriptor, FlattenOptions, Flattener, ImageRef, OciError, Registry, Resolved,
+    write_rootfs,
+};
+use banger_model::{
+    ArtifactRole, ImageRecord, ObjectState, OciImageConfig, OciLayer, validate_object_name,
+};
+use futures_util::future::BoxFuture;
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::files::{io_failure, make_read_only, pin};
+use super::kernels::{KernelFiles, ensure_kernel};
+use super::{ROOTFS, blocking, journal_image, now, refuse_existing};
+use crate::error::Failure;
+use crate::progress::Progress;
+use crate::server::Daemon;
+
+/// Layers downloaded at once.
+const PARALLEL_DOWNLOADS: usize = 3;
+/// Where the layers are flattened, inside the image's own folder.
+const STAGING: &str = ".rootfs";
+
+pub(super) async fn pull(
+    d: &Daemon,
+    req: PullImageRequest,
+    progress: &Progress,
+) -> Result<ImageRecord, Failure> {
+    let image = ImageRef::parse(&req.entry).map_err(oci_failure)?;
+    let name = req.name.clone().unwrap_or_else(|| image.default_name());
+    validate_object_name("image", &name).map_err(|e| Failure::bad_request(e.to_string()))?;
+    refuse_existing(d, &name).await?;
+
+    progress.phase("resolve", format!("resolving {image}"));
+    let registry = Registry::new(&image, req.insecure);
+    let cache = BlobCache::new(d.inner.paths.oci_cache());
+    let resolved = registry
+        .resolve(&image, &cache)
+        .await
+        .map_err(oci_failure)?;
+    let compressions = resolved
+        .layers
+        .iter()
+        .map(|l| {
+            Compression::from_media_type(&l.media_type).ok_or_else(|| {
+                oci_failure(OciError::MediaType {
+                    what: format!("layer {}", l.digest),
+                    media_type: l.media_type.clone(),
+                })
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: u64 = resolved.layers.iter().map(|l| l.size).sum();
+    progress.info(format!(
+        "{image} is {} ({} layers, {})",
+        resolved.manifest_digest,
+        resolved.layers.len(),
+        human_bytes(total)
+    ));
+
+    let kernel = kernel_for_oci(d, progress).await?;
+    let oci = describe(&resolved);
+    let unpinned = ImageRef {
+        digest: None,
+        ..resolved.reference.clone()
+    };
+    let record = ImageRecord {
+        name: name.clone(),
+        kernel,
+        source: format!("oci:{unpinned}@{}", resolved.manifest_digest),
+        state: ObjectState::Building,
+        artifacts: vec![],
+        created_at: now(),
+        oci: Some(oci),
+    };
+    let options = FlattenOptions {
+        max_unpacked: d.inner.config.oci_max_unpacked().bytes(),
+        allow_devices: req.allow_devices,
+    };
+    let p = progress.clone();
+    journal_image(d, record, move |dir| async move {
+        fetch_layers(&registry, &resolved, &cache, &p).await?;
+        blocking(move || build_rootfs(&dir, &resolved, &compressions, &cache, options, &p)).await
+    })
+    .await
+}
+
+/// Every layer into the cache, a few at a time, each with its own bar.
+async fn fetch_layers(
+    registry: &Registry,
+    resolved: &Resolved,
+    cache: &BlobCache,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    progress.phase(
+        "download",
+        format!("fetching {} layers", resolved.layers.len()),
+    );
+    let image = resolved.reference.with_digest(&resolved.manifest_digest);
+    // Boxed: a stream of borrowing futures inside a Send task otherwise
+    // trips over higher-ranked lifetimes.
+    let mut fetches = Vec::with_capacity(resolved.layers.len());
+    for layer in &resolved.layers {
+        let (image, p) = (&image, progress.clone());
+        let fetch: BoxFuture<'_, Result<bool, Failure>> = Box::pin(async move {
+            let bar = layer_bar(&layer.digest);
+            let size = layer.size;
+            p.progress(&bar, 0, Some(size));
+            let report = move |done: u64| p.progress(&bar, done, Some(size));
+            registry
+                .fetch_blob(image, "layer", layer, cache, &report)
+                .await
+                .map_err(oci_failure)
+        });
+        fetches.push(fetch);
+    }
+    let downloaded: Vec<bool> = futures_util::stream::iter(fetches)
+        .buffered(PARALLEL_DOWNLOADS)
+        .try_collect()
+        .await?;
+    let reused = downloaded.iter().filter(|d| !**d).count();
+    if reused > 0 {
+        progress.info(format!(
+            "{reused} of {} layers were already in the cache",
+            downloaded.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Flattens the cached layers into `dir/.rootfs`, writes `dir/rootfs.ext4`
+/// from it and pins it.
+fn build_rootfs(
+    dir: &Path,
+    resolved: &Resolved,
+    compressions: &[Compression],
+    cache: &BlobCache,
+    options: FlattenOptions,
+    progress: &Progress,
+) -> Result<Vec<banger_model::Artifact>, Failure> {
+    let staging = dir.join(STAGING);
+    fs::create_dir(&staging).map_err(|e| io_failure("create", &staging, e))?;
+    progress.phase(
+        "flatten",
+        format!("flattening {} layers", resolved.layers.len()),
+    );
+    let mut flattener = Flattener::new(&staging, options);
+    let count = resolved.layers.len() as u64;
+    for (i, (layer, compression)) in resolved.layers.iter().zip(compressions).enumerate() {
+        let blob = cache.blob_path(&layer.digest);
+        match flattener.apply_layer(&layer.digest, *compression, &blob) {
+            Ok(stats) if stats.skipped_xattrs > 0 => progress.warn(format!(
+                "layer {}: {} extended attributes could not be kept",
+                layer.digest, stats.skipped_xattrs
+            )),
+            Ok(_) => {}
+            Err(e) => {
+                if matches!(e, OciError::CacheCorrupt { .. }) {
+                    cache.evict(&layer.digest);
+                }
+                return Err(oci_failure(e));
+            }
+        }
+        progress.progress("flatten", i as u64 + 1, Some(count));
+    }
+    progress.phase("ext4", "writing the read-only ext4 root filesystem");
+    let rootfs = dir.join(ROOTFS);
+    write_rootfs(&staging, &rootfs, &resolved.manifest_digest).map_err(oci_failure)?;
+    fs::remove_dir_all(&staging).map_err(|e| io_failure("remove", &staging, e))?;
+    make_read_only(&rootfs)?;
+    progress.phase("pin", "recording the SHA-256 pin");
+    Ok(vec![pin(dir, ROOTFS, ArtifactRole::Rootfs)?])
+}
+
+/// OCI images carry no kernel: they boot the default image's kernel, or,
+/// when that image is not there yet, the same Debian cloud kernel its
+/// recipe installs, fetched on its own (a few MiB through apt, rather than
+/// a whole image build).
+async fn kernel_for_oci(d: &Daemon, progress: &Progress) -> Result<String, Failure> {
+    // Two first pulls at once would both try to record the kernel.
+    let _guard = d.inner.build_lock.lock().await;
+    let default = d.inner.config.default_image_name().to_string();
+    if let Some(image) = d.with_store(move |s| s.get_image(&default)).await?
+        && image.state == ObjectState::Ready
+    {
+        return Ok(image.kernel);
+    }
+    progress.phase(
+        "kernel",
+        "fetching Debian's cloud kernel for OCI images (once)",
+    );
+    let cache = d.inner.paths.kernel_package_cache();
+    let pkg = blocking(move || {
+        package::fetch(CLOUD_KERNEL_META, &cache).map_err(|e| Failure::bad_request(e.to_string()))
+    })
+    .await?;
+    let kernel = ensure_kernel(
+        d,
+        &pkg.release,
+        format!("debian:{}_{}", pkg.package, pkg.version),
+        KernelFiles::Tree {
+            bzimage: pkg.bzimage(),
+            modules_dir: pkg.modules_dir(),
+        },
+        progress,
+    )
+    .await?;
+    Ok(kernel.name)
+}
+
+fn describe(resolved: &Resolved) -> OciImageConfig {
+    let config = &resolved.config;
+    OciImageConfig {
+        reference: resolved.reference.to_string(),
+        manifest_digest: resolved.manifest_digest.clone(),
+        layers: resolved
+            .layers
+            .iter()
+            .map(|l: &Descriptor| OciLayer {
+                digest: l.digest.clone(),
+                size: l.size,
+            })
+            .collect(),
+        entrypoint: config.entrypoint.clone(),
+        cmd: config.cmd.clone(),
+        env: config.env.clone(),
+        workdir: config.workdir.clone(),
+        user: config.user.clone(),
+    }
+}
+
+/// The progress key of a layer's bar: `layer 0123456789ab`.
+fn layer_bar(digest: &str) -> String {
+    let hex = digest.trim_start_matches("sha256:");
+    format!("layer {}", &hex[..hex.len().min(12)])
+}
+
+fn oci_failure(e: OciError) -> Failure {
+    match e {
+        OciError::Io { .. } | OciError::Filesystem(_) => Failure::internal(e.to_string()),
+        _ => Failure::bad_request(e.to_string()),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_bars_are_short() {
+        assert_eq!(
+            layer_bar(&format!("sha256:{}", "0123456789abcdef".repeat(4))),
+            "layer 0123456789ab"
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! Blobs (layers and configs) by digest, shared by every image pulled:
+//! `blobs/sha256/<hex>`, complete and verified once there. A blob is
+//! written under a per-digest lock (flock on `locks/<hex>`) to a temporary
+//! name, checked, then renamed into place, so concurrent pulls of one blob
+//! — in this daemon or another — download it once and the others wait,
+//! and no reader ever sees half a blob.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use super::{OciError, io_err};
+
+#[derive(Clone, Debug)]
+pub struct BlobCache {
+    dir: PathBuf,
+}
+
+/// Held while a blob is being checked or fetched; released on drop.
+pub struct BlobLock {
+    _file: File,
+}
+
+impl BlobCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the blob `digest` (`sha256:<hex>`) is, once cached.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("blobs/sha256").join(hex_of(digest))
+    }
+
+    /// Whether the blob is cached with the expected size (its content was
+    /// verified before it was renamed into place, and is verified again
+    /// as it is unpacked).
+    pub fn has(&self, digest: &str, size: u64) -> bool {
+        fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Waits for, then takes, the lock of `digest` (blocking).
+    pub fn lock(&self, digest: &str) -> Result<BlobLock, OciError> {
+        let locks = self.dir.join("locks");
+        fs::create_dir_all(&locks).map_err(io_err("create", &locks))?;
+        let path = locks.join(hex_of(digest));
+        let file = File::create(&path).map_err(io_err("create", &path))?;
+        file.lock().map_err(io_err("lock", &path))?;
+        Ok(BlobLock { _file: file })
+    }
+
+    /// A fresh temporary path for a download of `digest` (same filesystem
+    /// as the blob, so the final rename is atomic).
+    pub fn temp_path(&self, digest: &str) -> Result<PathBuf, OciError> {
+        let tmp = self.dir.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+        Ok(tmp.join(format!("{}.{}", hex_of(digest), std::process::id())))
+    }
+
+    /// Moves a verified download into place.
+    pub fn commit(&self, temp: &Path, digest: &str) -> Result<PathBuf, OciError> {
+        let dest = self.blob_path(digest);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+        }
+        fs::rename(temp, &dest).map_err(io_err("move into the cache", temp))?;
+        Ok(dest)
+    }
+
+    /// Drops a cached blob found corrupt, so the next pull fetches it again.
+    pub fn evict(&self, digest: &str) {
+        let _ = fs::remove_file(self.blob_path(digest));
+    }
+}
+
+/// `sha256:<hex>` → `<hex>`; callers pass digests already validated as
+/// sha256 and hex, so this never yields a path separator.
+fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    #[test]
+    fn locks_exclude_each_other_and_commit_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::new(dir.path());
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert!(!cache.has(&digest, 3));
+        let first = cache.lock(&digest).unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let (c, d, b) = (cache.clone(), digest.clone(), barrier.clone());
+        let waiter = std::thread::spawn(move || {
+            b.wait();
+            let _lock = c.lock(&d).unwrap();
+            c.has(&d, 3)
+        });
+        barrier.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        let tmp = cache.temp_path(&digest).unwrap();
+        fs::write(&tmp, "abc").unwrap();
+        cache.commit(&tmp, &digest).unwrap();
+        drop(first);
+        assert!(waiter.join().unwrap(), "the waiter saw the finished blob");
+        cache.evict(&digest);
+        assert!(!cache.has(&digest, 3));
+    }
+}

@@ -1,0 +1,130 @@
+//! OCI images: pull any image from a registry and flatten it into banger's
+//! read-only ext4 base.
+//!
+//! - [`reference`]: what people type (`ubuntu:24.04`,
+//!   `oci://ghcr.io/org/app@sha256:…`), normalised as docker does.
+//! - [`registry`]: the manifest (image index → linux/amd64), the config and
+//!   the layers, through `oci-client` (token auth, HTTPS; plain HTTP only
+//!   for loopback or `--insecure`); every digest and size is checked here
+//!   as the bytes arrive, whatever the client checks itself.
+//! - [`cache`]: layers by digest under `~/.cache/banger/oci/`, shared by
+//!   images; one download per blob however many pulls want it.
+//! - [`flatten`]: the layers applied in order into one tree (whiteouts,
+//!   opaque directories, hard links, owners, modes, xattrs), refusing
+//!   unsafe entries rather than writing them.
+//! - [`config`]: the parts of the image config a VM needs (entrypoint,
+//!   cmd, env, workdir, user).
+
+pub mod cache;
+pub mod config;
+pub mod flatten;
+pub mod reference;
+pub mod registry;
+
+use std::path::PathBuf;
+
+pub use cache::BlobCache;
+pub use config::ImageConfig;
+pub use flatten::{FlattenOptions, Flattener};
+pub use reference::{ImageRef, is_oci_reference};
+pub use registry::{Descriptor, Registry, Resolved};
+
+use crate::host_command::CommandError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("{reference:?} is not an image reference: {why}")]
+    BadReference { reference: String, why: String },
+    #[error("cannot pull {reference}: {message}")]
+    Registry { reference: String, message: String },
+    #[error(
+        "{reference} has no linux/amd64 image (it has {available}): banger boots x86_64 guests"
+    )]
+    NoPlatform {
+        reference: String,
+        available: String,
+    },
+    #[error("{what} {digest}: {why}; nothing was recorded")]
+    Blob {
+        what: &'static str,
+        digest: String,
+        why: String,
+    },
+    #[error("{what} has media type {media_type:?}, which banger cannot unpack")]
+    MediaType { what: String, media_type: String },
+    #[error("the image config of {reference} is not valid: {why}")]
+    Config { reference: String, why: String },
+    /// An entry that is refused, never written.
+    #[error("layer {layer}: entry {entry:?} {why}; nothing was written")]
+    Unsafe {
+        layer: String,
+        entry: String,
+        why: String,
+    },
+    #[error(
+        "layer {layer}: the image unpacks to more than {limit} bytes (oci_max_unpacked in \
+         config.toml): refusing it as a decompression bomb, or raise the limit"
+    )]
+    TooBig { layer: String, limit: u64 },
+    #[error("layer {layer}: {why}")]
+    Layer { layer: String, why: String },
+    #[error(
+        "layer {layer}: the cached blob {} now has digest {actual}: it changed on disk; \
+         it was removed from the cache, pull again",
+        path.display()
+    )]
+    CacheCorrupt {
+        layer: String,
+        path: PathBuf,
+        actual: String,
+    },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("mkfs.ext4 failed to make the base rootfs: {0}")]
+    Filesystem(CommandError),
+}
+
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> OciError {
+    let path = path.to_owned();
+    move |source| OciError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Free space in an OCI base beyond its content: the base is read-only
+/// (VMs write to their own overlay), so only mkfs's own slack.
+const BASE_HEADROOM: u64 = 32 << 20;
+
+/// Writes the flattened tree at `root` as the read-only base ext4 `image`
+/// (`mkfs.ext4 -d`, no mounting; owners, modes, hard links and xattrs come
+/// from the tree). Its UUID derives from the manifest digest, so the same
+/// image always gets the same one.
+pub fn write_rootfs(
+    root: &std::path::Path,
+    image: &std::path::Path,
+    manifest_digest: &str,
+) -> Result<(), OciError> {
+    let (used, inodes) = crate::ext4::tree_usage(root).map_err(io_err("measure", root))?;
+    let (size, inode_count) = crate::ext4::filesystem_size(used, inodes, BASE_HEADROOM);
+    let uuid = crate::ext4::uuid_from_hash(manifest_digest.trim_start_matches("sha256:"));
+    crate::host_command::run(
+        std::process::Command::new("mkfs.ext4").args(crate::ext4::mkfs_args(
+            root,
+            image,
+            size,
+            inode_count,
+            &uuid,
+        )),
+    )
+    .map_err(OciError::Filesystem)?;
+    Ok(())
+}
