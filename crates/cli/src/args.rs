@@ -196,7 +196,9 @@ pub struct CreateArgs {
     /// Name of the VM, a DNS label (a-z, 0-9, '-'); it becomes NAME.vm [default: generated, like brisk-otter]
     #[arg(long, value_parser = parse_vm_name)]
     pub name: Option<String>,
-    /// Image to boot [default: debian-bookworm, or default_image_name from config]
+    /// Image to boot: a local image name, or an OCI reference (docker.io/library/debian:bookworm,
+    /// oci://127.0.0.1:5000/app:1), pulled first if absent [default: debian-bookworm, or
+    /// default_image_name from config]
     #[arg(long, add = ArgValueCompleter::new(complete::images))]
     pub image: Option<String>,
     /// Number of virtual CPUs

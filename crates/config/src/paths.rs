@@ -124,6 +124,11 @@ impl Paths {
     pub fn oci_cache(&self) -> PathBuf {
         self.cache_dir.join("oci")
     }
+    /// banger's guest tools (sshd, busybox, libraries) for images that
+    /// bring no sshd of their own (crates/images/src/guest_tools.rs).
+    pub fn guest_tools_cache(&self) -> PathBuf {
+        self.cache_dir.join("guest-tools")
+    }
     /// Debian kernel packages unpacked for images that bring no kernel.
     pub fn kernel_package_cache(&self) -> PathBuf {
         self.cache_dir.join("kernel-packages")

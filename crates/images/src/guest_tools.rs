@@ -8,6 +8,10 @@
 //!   bin/sh     busybox (static): the login shell when the image has none
 //!   lib/       sshd's shared libraries and the dynamic loader, copied from
 //!              the host
+//!   sshd_config  per VM, from [`sshd_config`] (the daemon adds it)
+//!
+//! The daemon puts the tree on a VM's system disk (`banger/tools/`) and
+//! banger-init's minimal mode mounts it read-only at `/.banger`.
 //!
 //! sshd comes from Debian's `openssh-server` package and busybox from
 //! `busybox-static`, downloaded with apt and unpacked (never installed: a
@@ -29,8 +33,6 @@ use crate::kernel::package::{self, PackageError};
 
 /// Where the tools live in the guest.
 pub const GUEST_DIR: &str = "/.banger";
-/// The sshd configuration banger-init's minimal mode passes to sshd.
-pub const SSHD_CONFIG: &str = "/.banger/sshd_config";
 const GUEST_LIB: &str = "/.banger/lib";
 const SSHD_PACKAGE: &str = "openssh-server";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
@@ -88,8 +90,8 @@ pub struct GuestTools {
 }
 
 impl GuestTools {
-    /// Every file of the tree: its path below the guest's root (e.g.
-    /// `.banger/bin/sshd`), contents and mode.
+    /// Every file of the tree: its path below [`GUEST_DIR`] (e.g.
+    /// `bin/sshd`), contents and mode.
     pub fn files(&self) -> Result<Vec<(String, Vec<u8>, u32)>, ToolsError> {
         let mut out = Vec::new();
         for sub in ["bin", "lib"] {
@@ -104,11 +106,7 @@ impl GuestTools {
                 let meta = fs::metadata(&path).map_err(io("cannot read", &path))?;
                 let bytes = fs::read(&path).map_err(io("cannot read", &path))?;
                 out.push((
-                    format!(
-                        "{}/{sub}/{}",
-                        &GUEST_DIR[1..],
-                        entry.file_name().to_string_lossy()
-                    ),
+                    format!("{sub}/{}", entry.file_name().to_string_lossy()),
                     bytes,
                     meta.permissions().mode() & 0o777,
                 ));
@@ -141,7 +139,9 @@ pub fn ensure(cache: &Path) -> Result<GuestTools, ToolsError> {
     check_static(&busybox)?;
 
     let mut key = Sha256::new();
-    key.update(format!("{SSHD_PACKAGE}={sshd_version}\n{BUSYBOX_PACKAGE}={busybox_version}\n"));
+    key.update(format!(
+        "{SSHD_PACKAGE}={sshd_version}\n{BUSYBOX_PACKAGE}={busybox_version}\n"
+    ));
     for lib in &libraries {
         let meta = fs::metadata(&lib.path).map_err(io("cannot read", &lib.path))?;
         key.update(format!(
@@ -225,12 +225,10 @@ fn assemble(
 /// (glibc's; it runs the loader in list mode) reports them.
 fn shared_libraries(binary: &Path) -> Result<Vec<Library>, ToolsError> {
     let out = host_command::run(Command::new("ldd").arg(binary))?;
-    parse_ldd(&String::from_utf8_lossy(&out.stdout)).map_err(|library| {
-        ToolsError::MissingLibrary {
-            binary: binary.display().to_string(),
-            hint: library_package_hint(&library),
-            library,
-        }
+    parse_ldd(&String::from_utf8_lossy(&out.stdout)).map_err(|library| ToolsError::MissingLibrary {
+        binary: binary.display().to_string(),
+        hint: library_package_hint(&library),
+        library,
     })
 }
 
@@ -275,7 +273,10 @@ fn library_package_hint(library: &str) -> String {
             } else {
                 ""
             };
-            format!("{base}{sep}{}", version.split('.').next().unwrap_or(version))
+            format!(
+                "{base}{sep}{}",
+                version.split('.').next().unwrap_or(version)
+            )
         }
         None => library.trim_end_matches(".so").to_owned(),
     }
@@ -332,7 +333,9 @@ pub fn sshd_config(env: &[String]) -> (String, Vec<String>) {
         };
         let name_ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        let value_ok = !value.chars().any(|c| c == '"' || c == '\\' || c.is_control());
+        let value_ok = !value
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control());
         if name_ok && value_ok {
             set.push(format!("\"{name}={value}\""));
         } else {
@@ -357,7 +360,10 @@ mod tests {
                     \t/lib64/ld-linux-x86-64.so.2 (0x00007f14)\n";
         let libs = parse_ldd(text).unwrap();
         let names: Vec<_> = libs.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, ["libcrypt.so.1", "libc.so.6", "ld-linux-x86-64.so.2"]);
+        assert_eq!(
+            names,
+            ["libcrypt.so.1", "libc.so.6", "ld-linux-x86-64.so.2"]
+        );
         assert_eq!(libs[2].path, Path::new("/lib64/ld-linux-x86-64.so.2"));
         assert_eq!(
             parse_ldd("\tlibwrap.so.0 => not found\n").unwrap_err(),
@@ -369,7 +375,10 @@ mod tests {
     fn names_the_usual_package_of_a_library() {
         assert_eq!(library_package_hint("libwrap.so.0"), "libwrap0");
         assert_eq!(library_package_hint("libcrypto.so.3"), "libcrypto3");
-        assert_eq!(library_package_hint("libgssapi_krb5.so.2"), "libgssapi-krb5-2");
+        assert_eq!(
+            library_package_hint("libgssapi_krb5.so.2"),
+            "libgssapi-krb5-2"
+        );
         assert_eq!(library_package_hint("libnsl2.so.2"), "libnsl2-2");
     }
 

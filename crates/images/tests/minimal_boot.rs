@@ -93,7 +93,7 @@ fn a_distroless_image_is_reachable_over_ssh_and_stops_on_the_power_button() {
         0o600,
     );
     for (path, bytes, mode) in tools.files().unwrap() {
-        put(&system, &format!("{files}/{path}"), &bytes, mode);
+        put(&system, &format!("banger/tools/{path}"), &bytes, mode);
     }
     let (config, skipped) = guest_tools::sshd_config(&[
         "PATH=/opt/image/bin:/usr/bin:/bin".into(),
@@ -102,7 +102,7 @@ fn a_distroless_image_is_reachable_over_ssh_and_stops_on_the_power_button() {
     assert!(skipped.is_empty());
     put(
         &system,
-        &format!("{files}{}", guest_tools::SSHD_CONFIG),
+        "banger/tools/sshd_config",
         config.as_bytes(),
         0o644,
     );
@@ -121,7 +121,13 @@ fn a_distroless_image_is_reachable_over_ssh_and_stops_on_the_power_button() {
         0o600,
     );
     fs::set_permissions(work.join(".ssh"), fs::Permissions::from_mode(0o700)).unwrap();
-    mkfs(&d.join("work.ext4"), &work, "banger-work", Some(WORK_UUID), "32M");
+    mkfs(
+        &d.join("work.ext4"),
+        &work,
+        "banger-work",
+        Some(WORK_UUID),
+        "32M",
+    );
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -187,11 +193,9 @@ fn a_distroless_image_is_reachable_over_ssh_and_stops_on_the_power_button() {
                     out = ssh("true");
                 }
                 println!("ssh answered {:?} after sshd started", begun.elapsed());
-                let seen = ssh(
-                    "read m </etc/image-marker; echo \"$m|$GREETING|$PATH\"; \
+                let seen = ssh("read m </etc/image-marker; echo \"$m|$GREETING|$PATH\"; \
                      read c </proc/1/comm; echo \"pid1=$c\"; \
-                     read u </etc/passwd; echo \"$u\"",
-                );
+                     read u </etc/passwd; echo \"$u\"");
                 let _ = tx.send((out, seen));
                 let _ = qemu::qmp(&qmp_socket, "system_powerdown");
             });
@@ -199,6 +203,13 @@ fn a_distroless_image_is_reachable_over_ssh_and_stops_on_the_power_button() {
         false
     });
     let tail = console.tail();
+    if let Some(ready) = console
+        .lines
+        .iter()
+        .find(|l| l.starts_with("banger-init ready"))
+    {
+        println!("{ready}");
+    }
     println!(
         "banger-init ready at {:?} s, sshd started at {:?} s, powered off after {:?}",
         console.when("banger-init ready"),

@@ -53,6 +53,9 @@ pub fn run() -> Result<Infallible, Failure> {
         Path::new(NEW_ROOT),
         Some((0, 0)),
     )?;
+    if params.minimal {
+        mount_guest_tools()?;
+    }
     lap("root", &mut timings);
 
     configure_identity(&params)?;
@@ -130,6 +133,47 @@ fn mount_root(params: &BootParams, disks: &[std::path::PathBuf]) -> Result<(), F
         }
     }
     Ok(())
+}
+
+/// Minimal mode: the host's tools on the system disk, bind-mounted
+/// read-only at `/.banger` (a mount, so 11 MB are not copied at every
+/// boot).
+fn mount_guest_tools() -> Result<(), Failure> {
+    let source = Path::new(plan::SYSTEM_MOUNT).join(plan::GUEST_TOOLS);
+    let target = Path::new(NEW_ROOT).join(plan::TOOLS_TARGET);
+    if !source.is_dir() {
+        return Err(Failure::new(
+            "starting minimal mode",
+            format!(
+                "the system disk has no {}: the host did not add banger's guest tools",
+                plan::GUEST_TOOLS
+            ),
+        ));
+    }
+    if fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir()) {
+        return Err(Failure::new(
+            "starting minimal mode",
+            "the image has a /.banger that is not a directory",
+        ));
+    }
+    mkdir(&target, 0o755)?;
+    let what = || format!("mounting banger's guest tools on {}", target.display());
+    mount(
+        Some(source.as_path()),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Failure::new(what(), e.desc()))?;
+    mount(
+        None::<&str>,
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| Failure::new(what(), e.desc()))
 }
 
 fn mount_hint(e: Errno, fstype: &str) -> String {

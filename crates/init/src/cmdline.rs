@@ -323,7 +323,10 @@ mod tests {
         assert!(!p.minimal);
         assert!(parse(&format!("{BASE} banger.minimal=1")).unwrap().minimal);
         let err = parse(&format!("{BASE} banger.minimal=yes")).unwrap_err();
-        assert!(err.contains("banger.minimal=\"yes\": must be 1 or 0"), "{err}");
+        assert!(
+            err.contains("banger.minimal=\"yes\": must be 1 or 0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use nix::unistd::{Pid, getpid, sync};
 use crate::failure::{Context, Failure};
 use crate::users;
 
-/// Where the host puts banger's guest tools (crates/images/src/guest_tools.rs).
+/// Where banger's guest tools are mounted (boot.rs, crates/images/src/guest_tools.rs).
 const SSHD: &str = "/.banger/bin/sshd";
 const SSHD_CONFIG: &str = "/.banger/sshd_config";
 const SHELL: &str = "/.banger/bin/sh";
@@ -121,7 +121,12 @@ fn mount_runtime() -> Result<(), Failure> {
     for (fstype, target, flags, options) in [
         ("devpts", "/dev/pts", plain, "ptmxmode=0666,mode=0620"),
         ("tmpfs", "/dev/shm", plain | MsFlags::MS_NODEV, "mode=1777"),
-        ("tmpfs", "/run", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=0755"),
+        (
+            "tmpfs",
+            "/run",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=0755",
+        ),
     ] {
         fs::create_dir_all(target).context(|| format!("creating {target}"))?;
         match mount(Some(fstype), target, Some(fstype), flags, Some(options)) {

@@ -17,6 +17,10 @@ pub const OVERLAY_UPPER: &str = "overlay/upper";
 pub const OVERLAY_WORK: &str = "overlay/work";
 /// On the system disk: files the host wants in the guest's root.
 pub const PER_VM_FILES: &str = "banger/files";
+/// On the system disk: banger's guest tools for minimal mode, mounted
+/// (not copied) read-only at [`TOOLS_TARGET`] in the guest.
+pub const GUEST_TOOLS: &str = "banger/tools";
+pub const TOOLS_TARGET: &str = ".banger";
 
 /// One mount of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]

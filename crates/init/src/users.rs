@@ -89,7 +89,8 @@ mod tests {
 
     #[test]
     fn a_debian_passwd_only_gains_the_sshd_user() {
-        let debian = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
+        let debian =
+            "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
         let out = passwd_for_sshd(debian, |s| s == "/bin/bash", SH);
         assert_eq!(
             out,
@@ -126,7 +127,10 @@ mod tests {
         );
         let taken = "app:x:900:900::/app:/bin/sh\n";
         let out = passwd_for_sshd(taken, |_| false, SH);
-        assert!(out.starts_with("root:x:0:0:root:/root:/.banger/bin/sh\n"), "{out}");
+        assert!(
+            out.starts_with("root:x:0:0:root:/root:/.banger/bin/sh\n"),
+            "{out}"
+        );
         assert!(out.contains("\nsshd:x:901:"), "{out}");
     }
 

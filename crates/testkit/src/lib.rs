@@ -74,8 +74,7 @@ pub fn guest_kernel(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
     let pkg = debian_kernel()?;
     let vmlinux = dir.join("vmlinux");
-    banger_images::kernel::extract_vmlinux_file(&pkg.bzimage(), &vmlinux)
-        .expect("extract vmlinux");
+    banger_images::kernel::extract_vmlinux_file(&pkg.bzimage(), &vmlinux).expect("extract vmlinux");
     let initramfs_path = dir.join("initramfs.cpio.gz");
     let modules_dir = pkg.modules_dir();
     let spec = InitramfsSpec {

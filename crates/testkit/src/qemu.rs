@@ -107,7 +107,10 @@ impl Microvm {
             None => cmd.args(["-netdev", "hubport,id=net0,hubid=0"]),
         };
         if let Some(socket) = &self.qmp {
-            cmd.args(["-qmp", &format!("unix:{},server=on,wait=off", socket.display())]);
+            cmd.args([
+                "-qmp",
+                &format!("unix:{},server=on,wait=off", socket.display()),
+            ]);
         }
         cmd.args(["-device", "virtio-net-device,netdev=net0"])
             .args(["-serial", "stdio"])

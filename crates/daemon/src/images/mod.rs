@@ -374,9 +374,58 @@ pub(crate) async fn ensure_image(
         )
         .await;
     }
+    if banger_images::oci::is_oci_reference(name) {
+        return ensure_oci_image(d, name, progress).await;
+    }
     Err(Failure::not_found(format!(
         "image {name:?} not found: run 'banger image build' or 'banger image list'"
     )))
+}
+
+/// `vm run --image REF`, as `docker run` does: the image pulled from REF
+/// under its default name, pulled now if it is not there yet.
+async fn ensure_oci_image(
+    d: &Daemon,
+    reference: &str,
+    progress: &Progress,
+) -> Result<ImageRecord, Failure> {
+    let local = banger_images::oci::ImageRef::parse(reference)
+        .map_err(|e| Failure::bad_request(e.to_string()))?
+        .default_name();
+    let key = local.clone();
+    match d.with_store(move |s| s.get_image(&key)).await? {
+        Some(image) if image.oci.is_some() && image.state == ObjectState::Ready => {
+            progress.info(format!(
+                "using image {local}, pulled earlier from {} ('banger image delete {local}' to pull again)",
+                image.source
+            ));
+            Ok(image)
+        }
+        Some(image) if image.oci.is_some() => Err(Failure::conflict(format!(
+            "image {local} is still being pulled: wait for it to finish"
+        ))),
+        Some(image) => Err(Failure::conflict(format!(
+            "{reference} would be pulled as image {local}, but an image of that name exists \
+             (from {}): pull it under another name with 'banger image pull {reference} --name NAME' \
+             and give --image NAME",
+            image.source
+        ))),
+        None => {
+            progress.info(format!(
+                "image {reference} is not pulled yet: pulling it as {local}"
+            ));
+            pull(
+                d,
+                PullImageRequest {
+                    entry: reference.to_string(),
+                    name: Some(local),
+                    ..Default::default()
+                },
+                progress,
+            )
+            .await
+        }
+    }
 }
 
 pub(crate) async fn get_image(d: &Daemon, name: &str) -> Result<ImageRecord, Failure> {

@@ -15,13 +15,15 @@ pub(crate) struct GuestParams<'a> {
     pub work_uuid: &'a str,
     pub ip: Ipv4Addr,
     pub bridge: Ipv4Net,
+    /// The image has no init or sshd (OCI): banger-init's minimal mode.
+    pub minimal: bool,
 }
 
 /// banger's part of the kernel command line; the hypervisor adds the
 /// console and its own flags.
 pub(crate) fn guest_cmdline(p: &GuestParams<'_>) -> String {
     let gw = p.bridge.addr();
-    format!(
+    let mut line = format!(
         "banger.base=UUID={} banger.system=UUID={} banger.work=UUID={} \
          banger.ip={}/{} banger.gw={gw} banger.dns={gw} banger.hostname={} quiet",
         p.base_uuid,
@@ -30,7 +32,11 @@ pub(crate) fn guest_cmdline(p: &GuestParams<'_>) -> String {
         p.ip,
         p.bridge.prefix_len(),
         p.name
-    )
+    );
+    if p.minimal {
+        line.push_str(" banger.minimal=1");
+    }
+    line
 }
 
 /// Refuses what the host cannot give: more vCPUs than it has, more memory
@@ -135,7 +141,9 @@ mod tests {
             work_uuid: "w",
             ip: "172.16.0.7".parse().unwrap(),
             bridge: "172.16.0.1/24".parse().unwrap(),
+            minimal: false,
         });
+        assert!(!line.contains("banger.minimal"));
         for word in [
             "banger.base=UUID=b",
             "banger.system=UUID=s",
@@ -147,6 +155,16 @@ mod tests {
         ] {
             assert!(line.split(' ').any(|w| w == word), "{word} in {line}");
         }
+        let oci = guest_cmdline(&GuestParams {
+            name: "web",
+            base_uuid: "b",
+            system_uuid: "s",
+            work_uuid: "w",
+            ip: "172.16.0.7".parse().unwrap(),
+            bridge: "172.16.0.1/24".parse().unwrap(),
+            minimal: true,
+        });
+        assert!(oci.ends_with(" banger.minimal=1"), "{oci}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod spec;
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -236,6 +236,13 @@ pub(crate) async fn create(
 /// known_hosts pin of a recorded VM.
 async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), Failure> {
     let p = paths(d, vm);
+    // An image without an sshd of its own (OCI) gets banger's, with the
+    // image's environment for every session.
+    let minimal_env = images::get_image(d, &vm.image)
+        .await?
+        .oci
+        .map(|oci| oci.env);
+    let tools_cache = d.inner.paths.guest_tools_cache();
     let sync = d.inner.config.file_sync.clone();
     let home = d.inner.paths.home.clone();
     let progress = progress.clone();
@@ -252,13 +259,16 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
             .map_err(|e| Failure::internal(e.to_string()))?;
         let host_key = fs::read(p.host_keys.join("ssh_host_ed25519_key"))
             .map_err(|e| Failure::internal(format!("cannot read the host key: {e}")))?;
-        let system = Seed::default()
+        let mut system = Seed::default()
             .file("banger/files/etc/ssh/ssh_host_ed25519_key", host_key, 0o600)
             .file(
                 "banger/files/etc/ssh/ssh_host_ed25519_key.pub",
                 format!("{}\n", host_pub.trim()),
                 0o644,
             );
+        if let Some(env) = &minimal_env {
+            system = with_guest_tools(system, &tools_cache, env, &progress)?;
+        }
         banger_storage::make_disk(
             &p.system,
             SYSTEM_DISK_SIZE,
@@ -293,6 +303,32 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
         .map_err(|e| Failure::internal(e.to_string()))
     })
     .await
+}
+
+/// Adds banger's guest tools and their sshd configuration to the per-VM
+/// files of a VM whose image has no sshd (banger-init's minimal mode).
+fn with_guest_tools(
+    mut system: Seed,
+    cache: &Path,
+    env: &[String],
+    progress: &Progress,
+) -> Result<Seed, Failure> {
+    use banger_images::guest_tools;
+    progress.phase("tools", "adding banger's sshd (the image has none)");
+    let tools = guest_tools::ensure(cache).map_err(|e| Failure::internal(e.to_string()))?;
+    for (path, bytes, mode) in tools
+        .files()
+        .map_err(|e| Failure::internal(e.to_string()))?
+    {
+        system = system.file(&format!("banger/tools/{path}"), bytes, mode);
+    }
+    let (config, skipped) = guest_tools::sshd_config(env);
+    for entry in skipped {
+        progress.warn(format!(
+            "the image's environment entry {entry:?} cannot be passed to ssh sessions: left out"
+        ));
+    }
+    Ok(system.file("banger/tools/sshd_config", config, 0o644))
 }
 
 // --- start ---
@@ -395,6 +431,7 @@ async fn boot(
             work_uuid: &vm.work_uuid,
             ip,
             bridge: d.inner.config.bridge_cidr(),
+            minimal: image.oci.is_some(),
         }),
         disks: vec![
             DiskSpec {

@@ -118,9 +118,9 @@ pub fn candidate_version(package: &str) -> Result<String, PackageError> {
     let show =
         host_command::run(Command::new("apt-cache").args(["show", "--no-all-versions", package]))
             .map_err(|source| PackageError::Resolve {
-                meta: package.to_owned(),
-                source,
-            })?;
+            meta: package.to_owned(),
+            source,
+        })?;
     parse_version(&String::from_utf8_lossy(&show.stdout)).ok_or_else(|| PackageError::Unknown {
         package: package.to_owned(),
     })
