@@ -147,3 +147,78 @@ pub fn mkfs_ext4(image: &Path, contents: &Path, label: &str, uuid: Option<&str>,
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A Debian root filesystem (bookworm, mmdebstrap's `minbase` variant) as
+/// one tar, for tests that need a Debian-based OCI image. Made once from
+/// the host's apt sources, with the packages of the shared apt cache (the
+/// default image's build fills it), and kept in the test cache by the
+/// sources it came from. `None`, after saying why, without root,
+/// mmdebstrap or apt sources.
+pub fn debian_minbase_tar() -> Option<PathBuf> {
+    use banger_images::debian::{self, DEFAULT_SUITE};
+    if !running_as_root() {
+        skip("mmdebstrap --mode=root needs root");
+        return None;
+    }
+    if !have_tools(&["mmdebstrap"]) {
+        return None;
+    }
+    let sources = match debian::host_sources(DEFAULT_SUITE) {
+        Ok(s) => s,
+        Err(e) => {
+            skip(e);
+            return None;
+        }
+    };
+    let lines: Vec<String> = sources
+        .iter()
+        .flat_map(|s| {
+            s.suites
+                .iter()
+                .map(move |suite| format!("deb {} {suite} {}", s.uri, s.components.join(" ")))
+        })
+        .collect();
+    // The file name carries what decides the content, so a change of
+    // mirror makes a new one.
+    let key = banger_images::digest::sha256_str(&lines.join("\n"));
+    let dir = test_cache().join("debian-minbase");
+    let tar = dir.join(format!("{DEFAULT_SUITE}-{}.tar", &key[..16]));
+    if tar.is_file() {
+        return Some(tar);
+    }
+    std::fs::create_dir_all(&dir).expect("create the test cache");
+    let lock = std::fs::File::create(dir.join(".lock")).expect("create the lock");
+    lock.lock().expect("lock");
+    if tar.is_file() {
+        return Some(tar);
+    }
+    let apt = test_cache().join("apt-archives");
+    std::fs::create_dir_all(&apt).expect("create the apt cache");
+    let partial = tar.with_extension("partial");
+    let started = Instant::now();
+    let output = Command::new("mmdebstrap")
+        .args(["--mode=root", "--variant=minbase", "--format=tar"])
+        .arg(r#"--setup-hook=mkdir -p "$1/var/cache/apt/archives""#)
+        .arg(format!(
+            "--setup-hook=sync-in {} /var/cache/apt/archives/",
+            apt.display()
+        ))
+        .arg(format!(
+            "--customize-hook=sync-out /var/cache/apt/archives {}",
+            apt.display()
+        ))
+        .arg(r#"--customize-hook=rm -f "$1"/var/cache/apt/archives/*.deb"#)
+        .arg(DEFAULT_SUITE)
+        .arg(&partial)
+        .args(&lines)
+        .output()
+        .expect("run mmdebstrap");
+    assert!(
+        output.status.success(),
+        "mmdebstrap failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&partial, &tar).expect("move the tar into place");
+    println!("Debian minbase tar made in {:?}", started.elapsed());
+    Some(tar)
+}
