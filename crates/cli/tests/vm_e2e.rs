@@ -83,6 +83,8 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         return;
     };
     let b = |args: &[&str]| banger_in(&home, &ns, args);
+    let in_alpha =
+        |script: &str, what: &str| ok(b(&["vm", "ssh", "alpha", "--", "sh", "-c", script]), what);
 
     // Workspace mode: a repo's tracked files, as in the working tree, land
     // in /root/NAME where the command runs; its exit status comes back, and
@@ -171,16 +173,8 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     assert_eq!(hostname.trim(), "beta");
 
     // Files in /root (work disk) and elsewhere (overlay) survive a restart.
-    ok(
-        b(&[
-            "vm",
-            "ssh",
-            "alpha",
-            "--",
-            "sh",
-            "-c",
-            "echo kept > /root/keep && echo sys > /etc/banger-mark && sync",
-        ]),
+    in_alpha(
+        "echo kept > /root/keep && echo sys > /etc/banger-mark && sync",
         "write files",
     );
     ok(b(&["vm", "stop", "alpha"]), "vm stop");
@@ -230,16 +224,8 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         stdout(&rules)
     );
 
-    let synced = ok(
-        b(&[
-            "vm",
-            "ssh",
-            "alpha",
-            "--",
-            "sh",
-            "-c",
-            "stat -c %a /root/.gitconfig; cat /root/.gitconfig; test -e /root/escape || echo no-escape",
-        ]),
+    let synced = in_alpha(
+        "stat -c %a /root/.gitconfig; cat /root/.gitconfig; test -e /root/escape || echo no-escape",
         "file_sync",
     );
     assert_eq!(synced, "600\n[user]\n\tname = banger\nno-escape\n");
@@ -266,16 +252,8 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         ]),
         "workspace prepare --include-untracked",
     );
-    let seen = ok(
-        b(&[
-            "vm",
-            "ssh",
-            "alpha",
-            "--",
-            "sh",
-            "-c",
-            "cd /root/fixture && cat notes.txt && test ! -e build.log && echo no-ignored",
-        ]),
+    let seen = in_alpha(
+        "cd /root/fixture && cat notes.txt && test ! -e build.log && echo no-ignored",
         "untracked",
     );
     assert_eq!(seen, "untracked\nno-ignored\n");
@@ -296,16 +274,8 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     ]);
     assert!(stderr(&out).contains("plain directory"), "{}", stderr(&out));
     ok(out, "workspace prepare (plain)");
-    let seen = ok(
-        b(&[
-            "vm",
-            "ssh",
-            "alpha",
-            "--",
-            "sh",
-            "-c",
-            "cd /root/plain && cat data.txt && stat -c %a bin/tool && test ! -e scratch.tmp && echo no-ignored",
-        ]),
+    let seen = in_alpha(
+        "cd /root/plain && cat data.txt && stat -c %a bin/tool && test ! -e scratch.tmp && echo no-ignored",
         "plain",
     );
     assert_eq!(seen, "plain data\n750\nno-ignored\n");
@@ -338,16 +308,8 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         ]),
         "workspace prepare --branch",
     );
-    let seen = ok(
-        b(&[
-            "vm",
-            "ssh",
-            "alpha",
-            "--",
-            "sh",
-            "-c",
-            "cd /root/fixture && git branch --show-current && git log --format=%s && cat README feature.txt && git status --porcelain && test ! -e notes.txt && echo clean",
-        ]),
+    let seen = in_alpha(
+        "cd /root/fixture && git branch --show-current && git log --format=%s && cat README feature.txt && git status --porcelain && test ! -e notes.txt && echo clean",
         "git in the guest",
     );
     assert_eq!(

@@ -88,18 +88,27 @@ fn mount_early() -> Result<(), Failure> {
         ("sysfs", "/sys", quiet),
         ("devtmpfs", "/dev", MsFlags::MS_NOSUID),
     ] {
-        mkdir(Path::new(target), 0o755)?;
-        match mount(Some(fstype), target, Some(fstype), flags, None::<&str>) {
-            Ok(()) | Err(Errno::EBUSY) => {}
-            Err(e) => {
-                return Err(Failure::new(
-                    format!("mounting {fstype} on {target}"),
-                    e.desc(),
-                ));
-            }
-        }
+        mount_kernel_fs(fstype, target, flags, None)?;
     }
     Ok(())
+}
+
+/// Mounts a kernel filesystem (proc, tmpfs, …) on `target`, made first;
+/// one already there (EBUSY) is fine.
+pub(crate) fn mount_kernel_fs(
+    fstype: &str,
+    target: &str,
+    flags: MsFlags,
+    options: Option<&str>,
+) -> Result<(), Failure> {
+    mkdir(Path::new(target), 0o755)?;
+    match mount(Some(fstype), target, Some(fstype), flags, options) {
+        Ok(()) | Err(Errno::EBUSY) => Ok(()),
+        Err(e) => Err(Failure::new(
+            format!("mounting {fstype} on {target}"),
+            e.desc(),
+        )),
+    }
 }
 
 fn mount_root(params: &BootParams, disks: &[std::path::PathBuf]) -> Result<(), Failure> {

@@ -23,6 +23,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid, sync};
 
+use crate::boot;
 use crate::failure::{Context, Failure};
 use crate::users;
 
@@ -128,16 +129,7 @@ fn mount_runtime() -> Result<(), Failure> {
             "mode=0755",
         ),
     ] {
-        fs::create_dir_all(target).context(|| format!("creating {target}"))?;
-        match mount(Some(fstype), target, Some(fstype), flags, Some(options)) {
-            Ok(()) | Err(Errno::EBUSY) => {}
-            Err(e) => {
-                return Err(Failure::new(
-                    format!("mounting {fstype} on {target}"),
-                    e.desc(),
-                ));
-            }
-        }
+        boot::mount_kernel_fs(fstype, target, flags, Some(options))?;
     }
     Ok(())
 }

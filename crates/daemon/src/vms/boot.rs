@@ -132,17 +132,21 @@ pub(crate) fn parse_signal(s: &str) -> Result<i32, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cmdline_carries_disks_network_and_name() {
-        let line = guest_cmdline(&GuestParams {
+    fn params(minimal: bool) -> GuestParams<'static> {
+        GuestParams {
             name: "web",
             base_uuid: "b",
             system_uuid: "s",
             work_uuid: "w",
             ip: "172.16.0.7".parse().unwrap(),
             bridge: "172.16.0.1/24".parse().unwrap(),
-            minimal: false,
-        });
+            minimal,
+        }
+    }
+
+    #[test]
+    fn cmdline_carries_disks_network_and_name() {
+        let line = guest_cmdline(&params(false));
         assert!(!line.contains("banger.minimal"));
         for word in [
             "banger.base=UUID=b",
@@ -155,15 +159,7 @@ mod tests {
         ] {
             assert!(line.split(' ').any(|w| w == word), "{word} in {line}");
         }
-        let oci = guest_cmdline(&GuestParams {
-            name: "web",
-            base_uuid: "b",
-            system_uuid: "s",
-            work_uuid: "w",
-            ip: "172.16.0.7".parse().unwrap(),
-            bridge: "172.16.0.1/24".parse().unwrap(),
-            minimal: true,
-        });
+        let oci = guest_cmdline(&params(true));
         assert!(oci.ends_with(" banger.minimal=1"), "{oci}");
     }
 
