@@ -92,6 +92,12 @@ pub const TOOLS: &[ToolSpec] = &[
         used_for: "workspace mode (vm run ./repo)",
         required: false,
     },
+    ToolSpec {
+        programs: &["patchelf"],
+        package: "patchelf",
+        used_for: "booting OCI images (banger's sshd goes into them)",
+        required: false,
+    },
 ];
 
 /// Everything doctor looks at, gathered from the host (or made up in tests).
