@@ -126,7 +126,10 @@ async fn set_state(
 ) -> Result<(), Failure> {
     let key = name.to_string();
     d.with_store(move |s| s.set_vm_state(&key, state, &runtime, error.as_deref()))
-        .await
+        .await?;
+    // A VM resolves as `<name>.vm` exactly while its hypervisor runs.
+    d.refresh_dns().await;
+    Ok(())
 }
 
 fn handle_of(vm: &VmRecord) -> Option<VmHandle> {
@@ -379,6 +382,14 @@ async fn boot(
         })
         .await?
     };
+    let bridge_ip = d.inner.config.bridge_cidr().addr();
+    let dns = blocking(move || {
+        Ok(banger_network::dns::guest_nameservers(
+            bridge_ip,
+            &banger_network::dns::host_resolv_confs(),
+        ))
+    })
+    .await?;
     let spec = LaunchSpec {
         name: vm.name.to_string(),
         vm_dir: p.dir.clone(),
@@ -395,6 +406,7 @@ async fn boot(
             work_uuid: &vm.work_uuid,
             ip,
             bridge: d.inner.config.bridge_cidr(),
+            dns: &dns,
         }),
         disks: vec![
             DiskSpec {
@@ -669,6 +681,7 @@ async fn destroy(d: &Daemon, vm: &VmRecord) {
     if let Err(e) = d.with_store(move |s| s.delete_vm(&key)).await {
         tracing::warn!(vm = %vm.name, error = %e.error.message, "cannot delete the record");
     }
+    d.refresh_dns().await;
 }
 
 // --- set, ssh, stats ---
