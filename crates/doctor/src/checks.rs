@@ -134,13 +134,23 @@ pub struct DnsProbe {
 impl DnsProbe {
     pub fn gather(config: &Config) -> Self {
         let listen = config.dns_listen_addr();
-        let server = match banger_network::dns::probe(listen, PROBE_NAME, Duration::from_secs(2)) {
-            Ok(a) if a.authoritative && a.addresses == [PROBE_ADDR] => Ok(()),
-            Ok(a) => Err(format!(
-                "{listen} answered {} without banger's zone",
-                a.code
-            )),
-            Err(e) => Err(e),
+        // Only an address of this host is asked: before the first boot
+        // makes the bridge, its address would be routed off the host.
+        let local = std::net::UdpSocket::bind((listen.ip(), 0)).is_ok();
+        let server = if !local {
+            Err(format!(
+                "no interface has {} yet (the bridge is made by the first VM's boot)",
+                listen.ip()
+            ))
+        } else {
+            match banger_network::dns::probe(listen, PROBE_NAME, Duration::from_secs(2)) {
+                Ok(a) if a.authoritative && a.addresses == [PROBE_ADDR] => Ok(()),
+                Ok(a) => Err(format!(
+                    "{listen} answered {} without banger's zone",
+                    a.code
+                )),
+                Err(e) => Err(e),
+            }
         };
         Self {
             listen,
@@ -422,7 +432,8 @@ pub fn diagnose(probe: &HostProbe) -> Report {
             Status::Warn,
             format!("nothing answers the .vm zone on {}: {e}", dns.listen),
             Some(
-                "start bangerd ('banger daemon status'); if it runs, its log says why it                  cannot listen (port 53 needs root; dns_listen_addr moves it)"
+                "start bangerd ('banger daemon status'); if it runs, its log says why it \
+                 cannot listen (port 53 needs root; dns_listen_addr moves it)"
                     .into(),
             ),
         ),

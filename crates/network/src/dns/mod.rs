@@ -8,6 +8,7 @@ pub mod host;
 pub mod limit;
 pub mod zone;
 
+pub use hickory_proto::rr::RecordType;
 pub use host::{
     HostResolver, ProbeAnswer, guest_nameservers, host_resolv_confs, probe, resolvectl_install,
     resolvectl_uninstall,

@@ -88,7 +88,7 @@ pub fn answer(query: &[u8], lookup: impl Fn(&str) -> Option<Ipv4Addr>) -> Reply 
         .then(|| name.iter().next())
         .flatten()
         .and_then(|l| std::str::from_utf8(l).ok());
-    let probe = Name::from_ascii(PROBE_NAME).is_ok_and(|p| p.to_lowercase() == name);
+    let probe = name.to_ascii().trim_end_matches('.') == PROBE_NAME;
     let address = if probe {
         Some(PROBE_ADDR)
     } else {
