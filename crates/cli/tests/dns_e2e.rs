@@ -164,8 +164,19 @@ fn ssh_root_at_name_vm_with_strict_checking_and_guests_resolve_names() {
         stderr(&out)
     );
 
+    // The ControlMaster that ssh opened (ControlPath <run>/ssh/%C, a
+    // 40-digit hash) is ended when the VM stops.
+    let masters = || {
+        std::fs::read_dir(home.root().join("run/ssh"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().len() == 40)
+            .count()
+    };
+    assert_eq!(masters(), 1, "ssh root@dnsbox.vm left its master");
+
     // Stopped: the name is gone (NXDOMAIN from the zone).
     ok(b(&["vm", "stop", "dnsbox"]), "vm stop");
+    assert_eq!(masters(), 0, "the master is closed on stop");
     let dig = ns.exec(&[
         "dig",
         &format!("@{bridge_ip}"),

@@ -28,4 +28,4 @@ pub use error::SshError;
 pub use keys::{HOST_KEY_FILE, ensure_user_key, generate_host_key};
 pub use known_hosts::{KnownHosts, host_key_alias};
 pub use session::{SshTarget, exit_code};
-pub use ssh_config::{VM_HOSTS, VmSshConfig};
+pub use ssh_config::{VM_HOSTS, VmSshConfig, close_master};

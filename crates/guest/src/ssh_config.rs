@@ -9,9 +9,11 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::SshError;
-use crate::openssh::{config_path, config_path_then};
+use crate::openssh::{SSH, config_path, config_path_then, wait_until};
+use crate::{SshError, host_key_alias};
 
 /// The pattern of VM host names: every `.vm` name goes to banger's VMs.
 pub const VM_HOSTS: &str = "*.vm";
@@ -82,6 +84,30 @@ impl VmSshConfig {
             return Ok(());
         }
         write_atomically(path, &bytes, 0o600)
+    }
+}
+
+/// Ends the ControlMaster that `ssh root@VM.vm` opened through banger's
+/// ssh_config at `config_file`, if there is one: called when the VM stops
+/// or is deleted (as [`crate::SshTarget::close`] is for banger's own), so
+/// the next `ssh root@VM.vm` does not go through a connection to a guest
+/// that is gone. Masters of other users (`ssh me@VM.vm`) time out by
+/// themselves (ServerAlive, 30 s).
+pub fn close_master(config_file: &Path, vm: &str) {
+    if !config_file.exists() {
+        return;
+    }
+    let child = Command::new(SSH)
+        .arg("-F")
+        .arg(config_file)
+        .args(["-o", "LogLevel=QUIET", "-O", "exit", "--"])
+        .arg(format!("root@{}", host_key_alias(vm)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Ok(child) = child {
+        let _ = wait_until(child, Instant::now() + Duration::from_secs(5));
     }
 }
 

@@ -543,6 +543,21 @@ async fn fail_boot(
     Failure::internal(why)
 }
 
+/// Ends the ssh ControlMasters to a VM that stops: banger's, and the one
+/// `ssh root@NAME.vm` opened through banger's ssh_config.
+async fn close_ssh(d: &Daemon, vm: &VmRecord) {
+    let info = ssh_info(d, vm).ok();
+    let (config, name) = (d.inner.paths.ssh_config(), vm.name.to_string());
+    let _ = blocking(move || {
+        if let Some(info) = info {
+            info.close();
+        }
+        banger_guest::close_master(&config, &name);
+        Ok(())
+    })
+    .await;
+}
+
 /// Removes the VM's TAP and NAT rules; absent ones are fine.
 async fn teardown_network(vm: &VmRecord) {
     let (tap, name, nat) = (vm.tap.clone(), vm.name.to_string(), vm.nat);
@@ -596,9 +611,7 @@ async fn stop_locked(d: &Daemon, name: &str, signal: Option<i32>) -> Result<VmRe
         set_state(d, name, vm.state, vm.runtime.clone(), None).await?;
         return get(d, name).await;
     }
-    if let Ok(info) = ssh_info(d, &vm) {
-        info.close();
-    }
+    close_ssh(d, &vm).await;
     teardown_network(&vm).await;
     set_state(d, name, VmState::Stopped, None, None).await?;
     get(d, name).await
