@@ -35,6 +35,23 @@ fn start(rt: &tokio::runtime::Runtime, records: Arc<DnsRecords>) -> SocketAddr {
     addr
 }
 
+/// A server whose table holds `web` → 172.16.0.5, with the runtime that
+/// runs it (dropping the runtime stops it).
+fn start_with_web() -> (tokio::runtime::Runtime, Arc<DnsRecords>, SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let records = Arc::new(DnsRecords::default());
+    records.replace(HashMap::from([(
+        "web".to_string(),
+        Ipv4Addr::new(172, 16, 0, 5),
+    )]));
+    let server = start(&rt, records.clone());
+    (rt, records, server)
+}
+
 /// `dig` against the server: its status line and answer section.
 fn dig(server: SocketAddr, args: &[&str]) -> (String, Vec<String>) {
     let out = Command::new("dig")
@@ -65,17 +82,7 @@ fn dig_gets_a_nxdomain_refused_and_the_server_survives_bad_input() {
     if !have_dig() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let records = Arc::new(DnsRecords::default());
-    records.replace(HashMap::from([(
-        "web".to_string(),
-        Ipv4Addr::new(172, 16, 0, 5),
-    )]));
-    let server = start(&rt, records.clone());
+    let (_rt, records, server) = start_with_web();
 
     let (status, answers) = dig(server, &["web.vm", "A"]);
     assert_eq!(status, "NOERROR");
@@ -139,17 +146,7 @@ fn a_flood_from_one_sender_is_bounded_and_others_still_get_answers() {
     if !have_dig() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let records = Arc::new(DnsRecords::default());
-    records.replace(HashMap::from([(
-        "web".to_string(),
-        Ipv4Addr::new(172, 16, 0, 5),
-    )]));
-    let server = start(&rt, records);
+    let (_rt, _records, server) = start_with_web();
     let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
     flood
         .set_read_timeout(Some(Duration::from_millis(300)))
