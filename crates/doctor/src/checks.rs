@@ -152,12 +152,31 @@ impl DnsProbe {
                 Err(e) => Err(e),
             }
         };
+        let resolver = HostResolver::detect();
+        // Asked only when it can succeed, so that doctor sends no .vm name
+        // to an upstream nameserver for nothing: bangerd must answer, and
+        // plain glibc must list it (it has no per-domain routing).
+        let listed = || {
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            listen.port() == 53
+                && banger_network::dns::host::nameservers(&resolv).contains(&listen.ip())
+        };
+        let host = if server.is_err() {
+            Err("not checked: bangerd's DNS server does not answer".to_string())
+        } else if resolver == HostResolver::Plain && !listed() {
+            Err(format!(
+                "they do not resolve: /etc/resolv.conf does not list {}",
+                listen.ip()
+            ))
+        } else {
+            host_lookup(PROBE_NAME, Duration::from_secs(4))
+        };
         Self {
             listen,
             bridge: config.bridge_name().to_string(),
             server,
-            resolver: HostResolver::detect(),
-            host: host_lookup(PROBE_NAME, Duration::from_secs(4)),
+            resolver,
+            host,
         }
     }
 }
@@ -448,10 +467,7 @@ pub fn diagnose(probe: &HostProbe) -> Report {
         Err(e) => push(
             "dns on the host",
             Status::Warn,
-            format!(
-                ".vm names do not resolve on this host ({}): {e}",
-                dns.resolver.name()
-            ),
+            format!(".vm names on this host ({}): {e}", dns.resolver.name()),
             Some(dns.resolver.recipe(&dns.bridge, dns.listen)),
         ),
     }
