@@ -247,6 +247,31 @@ mod tests {
         );
     }
 
+    /// A target path with spaces is quoted, and ssh follows the Include.
+    #[test]
+    fn ssh_follows_the_include_even_through_odd_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("my banger/ssh_config");
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        fs::write(&target, "Host *.vm\n    User banger-test-user\n").unwrap();
+        let line = include_line(&target);
+        assert!(line.starts_with("Include \""), "{line}");
+        let config = dir.path().join("config");
+        fs::write(&config, b"Host other\n    User someone\n").unwrap();
+        install(&config, &target).unwrap();
+        let Ok(out) = std::process::Command::new("ssh")
+            .args(["-G", "-F"])
+            .arg(&config)
+            .arg("web.vm")
+            .output()
+        else {
+            eprintln!("skipped: ssh is not installed");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.lines().any(|l| l == "user banger-test-user"), "{text}");
+    }
+
     #[test]
     fn a_moved_target_is_replaced_in_place() {
         let p = Path::new("cfg");
