@@ -1,7 +1,7 @@
 //! Pure decisions of the VM lifecycle: the guest's kernel command line,
 //! whether the host can give a VM what it asks, phase timings.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use banger_api::Timing;
@@ -15,15 +15,27 @@ pub(crate) struct GuestParams<'a> {
     pub work_uuid: &'a str,
     pub ip: Ipv4Addr,
     pub bridge: Ipv4Net,
+    /// The guest's nameservers, bangerd's `.vm` zone (the bridge address)
+    /// first: `banger_network::dns::guest_nameservers`.
+    pub dns: &'a [IpAddr],
 }
 
 /// banger's part of the kernel command line; the hypervisor adds the
 /// console and its own flags.
 pub(crate) fn guest_cmdline(p: &GuestParams<'_>) -> String {
     let gw = p.bridge.addr();
+    let dns = if p.dns.is_empty() {
+        gw.to_string()
+    } else {
+        p.dns
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     format!(
         "banger.base=UUID={} banger.system=UUID={} banger.work=UUID={} \
-         banger.ip={}/{} banger.gw={gw} banger.dns={gw} banger.hostname={} quiet",
+         banger.ip={}/{} banger.gw={gw} banger.dns={dns} banger.hostname={} quiet",
         p.base_uuid,
         p.system_uuid,
         p.work_uuid,
@@ -135,6 +147,7 @@ mod tests {
             work_uuid: "w",
             ip: "172.16.0.7".parse().unwrap(),
             bridge: "172.16.0.1/24".parse().unwrap(),
+            dns: &["172.16.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
         });
         for word in [
             "banger.base=UUID=b",
@@ -142,7 +155,7 @@ mod tests {
             "banger.work=UUID=w",
             "banger.ip=172.16.0.7/24",
             "banger.gw=172.16.0.1",
-            "banger.dns=172.16.0.1",
+            "banger.dns=172.16.0.1,10.0.0.2",
             "banger.hostname=web",
         ] {
             assert!(line.split(' ').any(|w| w == word), "{word} in {line}");
