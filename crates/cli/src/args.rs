@@ -45,6 +45,30 @@ pub enum Command {
     /// Control the banger daemon (bangerd)
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// Reach VMs with plain ssh as NAME.vm: print, install or remove the Include line
+    ///
+    /// bangerd keeps ~/.config/banger/ssh_config current: a `Host *.vm` block
+    /// with banger's key, banger's known_hosts and strict host key checking,
+    /// so `ssh root@NAME.vm` works once NAME.vm resolves (see `banger dns`).
+    /// Without flags this prints the `Include` line for ~/.ssh/config.
+    /// --install adds it there, first in the file, between two marker lines;
+    /// everything else is kept byte for byte, the file is replaced by rename
+    /// (created 0600 if absent), and running it twice changes nothing.
+    /// --uninstall removes exactly that block. banger never edits
+    /// ~/.ssh/config otherwise, and refuses a symlinked config or a marker
+    /// block edited by hand.
+    SshConfig(SshConfigArgs),
+    /// Route the host's lookups of .vm names to bangerd's DNS server
+    ///
+    /// bangerd answers `NAME.vm` for every running VM, on the bridge address
+    /// port 53 (dns_listen_addr). On systemd-resolved hosts `install` makes
+    /// the bridge link send .vm lookups there, and only those (resolvectl
+    /// dns/domain ~vm/default-route false); run it as root, after the first
+    /// VM has made the bridge. For dnsmasq, NetworkManager and plain
+    /// resolv.conf hosts, `banger doctor` prints the recipe, and
+    /// docs/dns-routing.md explains each.
+    #[command(subcommand)]
+    Dns(DnsCommand),
     /// Print a shell completion script
     ///
     /// Completion covers commands, flags and the names of your VMs, images
@@ -61,6 +85,32 @@ pub enum Command {
     ///   powershell:  Add-Content $PROFILE 'banger completion powershell | Out-String | Invoke-Expression'
     #[command(verbatim_doc_comment)]
     Completion { shell: CompletionShell },
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+pub struct SshConfigArgs {
+    /// Add the Include line to ~/.ssh/config (idempotent)
+    #[arg(long, conflicts_with = "uninstall")]
+    pub install: bool,
+    /// Remove the block --install added, and nothing else
+    #[arg(long)]
+    pub uninstall: bool,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum DnsCommand {
+    /// Send the host's .vm lookups to bangerd (systemd-resolved, as root)
+    Install {
+        /// Print the resolvectl commands instead of running them
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Undo `install`: the bridge link's DNS settings back to none
+    Uninstall {
+        /// Print the resolvectl commands instead of running them
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

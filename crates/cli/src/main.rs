@@ -50,8 +50,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let paths = Paths::from_env()?;
-    if let Command::Doctor(flag) = cli.command {
-        return cmd::doctor::run(&paths, flag.json);
+    match cli.command {
+        Command::Doctor(flag) => return cmd::doctor::run(&paths, flag.json),
+        Command::Dns(c) => return cmd::dns::run(c, &paths),
+        Command::SshConfig(a) if !a.install => return cmd::ssh_config::run(a, &paths),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,7 +72,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Command::Vm(c) => cmd::vm::run(c, &client).await,
                     Command::Image(c) => cmd::image::run(c, &client).await,
                     Command::Kernel(c) => cmd::kernel::run(c, &client).await,
-                    Command::Daemon(_) | Command::Doctor(_) | Command::Completion { .. } => {
+                    // The daemon is up: it has written the file to include.
+                    Command::SshConfig(a) => cmd::ssh_config::run(a, &paths),
+                    Command::Daemon(_)
+                    | Command::Doctor(_)
+                    | Command::Dns(_)
+                    | Command::Completion { .. } => {
                         unreachable!("handled above")
                     }
                 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -24,6 +25,9 @@ pub struct Config {
     pub log_level: Option<LogLevel>,
     pub bridge_name: Option<String>,
     pub bridge_cidr: Option<Ipv4Net>,
+    /// Where bangerd answers the `.vm` zone; default: the bridge address,
+    /// port 53.
+    pub dns_listen_addr: Option<SocketAddr>,
     /// Debian mirror for image builds; default: the host's apt sources.
     pub debian_mirror: Option<String>,
     /// How many bytes an OCI image may unpack to before the pull is
@@ -201,6 +205,14 @@ impl Config {
                  like {DEFAULT_BRIDGE_CIDR}"
             ));
         }
+        if let Some(addr) = &self.dns_listen_addr
+            && addr.port() == 0
+        {
+            return Err(format!(
+                "dns_listen_addr {addr} has port 0: give a port, like {}:53",
+                addr.ip()
+            ));
+        }
         if let Some(m) = &self.debian_mirror
             && !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file:/"))
         {
@@ -256,6 +268,14 @@ impl Config {
                 .parse()
                 .expect("the built-in bridge CIDR parses")
         })
+    }
+
+    /// Where bangerd's `.vm` DNS server listens: `dns_listen_addr`, or the
+    /// bridge address on port 53 (where guests and the host's resolver
+    /// find it).
+    pub fn dns_listen_addr(&self) -> SocketAddr {
+        self.dns_listen_addr
+            .unwrap_or_else(|| SocketAddr::from((self.bridge_cidr().addr(), 53)))
     }
 
     /// The SSH key banger uses: `ssh_key_path` (with `~/` expanded) or the
@@ -345,6 +365,7 @@ mod tests {
         assert_eq!(c.bridge_cidr().to_string(), "172.16.0.1/24");
         assert_eq!(c.hypervisor(), HypervisorChoice::Auto);
         assert_eq!(c.log_level(None).unwrap(), LogLevel::Info);
+        assert_eq!(c.dns_listen_addr().to_string(), "172.16.0.1:53");
     }
 
     #[test]
@@ -359,6 +380,7 @@ qemu_bin = "qemu-system-x86_64"
 log_level = "debug"
 bridge_name = "br-test"
 bridge_cidr = "10.9.0.1/16"
+dns_listen_addr = "127.0.0.1:5353"
 debian_mirror = "http://deb.debian.org/debian"
 oci_max_unpacked = "8G"
 
@@ -389,6 +411,9 @@ mode = "0700"
         assert_eq!(c.file_sync[0].mode, None);
         assert_eq!(c.file_sync[1].mode, Some(0o700));
         assert_eq!(c.bridge_cidr().to_string(), "10.9.0.1/16");
+        assert_eq!(c.dns_listen_addr().to_string(), "127.0.0.1:5353");
+        let bridge_only = parse("bridge_cidr = \"10.9.0.1/16\"").unwrap();
+        assert_eq!(bridge_only.dns_listen_addr().to_string(), "10.9.0.1:53");
         let paths = Paths::from_vars(|k| (k == "HOME").then(|| "/home/u".to_string())).unwrap();
         assert_eq!(c.ssh_key_path(&paths), PathBuf::from("/home/u/.ssh/banger"));
         assert_eq!(c.log_level(None).unwrap(), LogLevel::Debug);
@@ -430,6 +455,8 @@ mode = "0700"
             ("[vm_defaults]\ndisk_size = \"8\"", "unit"),
             ("[vm_defaults]\nvcpu = 0", "at least 1"),
             ("debian_mirror = \"deb.debian.org\"", "http://"),
+            ("dns_listen_addr = \"172.16.0.1\"", "dns_listen_addr"),
+            ("dns_listen_addr = \"172.16.0.1:0\"", "port 0"),
             (
                 "[[file_sync]]\nhost = \"a\"\nguest = \"b\"\nmode = \"0999\"",
                 "octal",

@@ -137,6 +137,16 @@ impl Paths {
     pub fn user_catalog(&self) -> PathBuf {
         self.config_dir.join("catalog.toml")
     }
+    /// banger's `Host *.vm` ssh settings, which bangerd keeps current and
+    /// `banger ssh-config --install` includes from the user's ssh config.
+    pub fn ssh_config(&self) -> PathBuf {
+        self.config_dir.join("ssh_config")
+    }
+    /// The user's own ssh config, edited only by `banger ssh-config
+    /// --install/--uninstall`.
+    pub fn user_ssh_config(&self) -> PathBuf {
+        self.home.join(".ssh").join("config")
+    }
     pub fn default_ssh_key(&self) -> PathBuf {
         self.state_dir.join("ssh").join("id_ed25519")
     }

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub build_lock: tokio::sync::Mutex<()>,
     pub vms: crate::vms::VmLocks,
     pub verified: crate::images::VerifiedFiles,
+    /// The `.vm` names the DNS server answers.
+    pub dns: Arc<crate::dns::DnsRecords>,
     _lock: DaemonLock,
 }
 
@@ -89,6 +91,7 @@ impl Daemon {
                 build_lock: tokio::sync::Mutex::new(()),
                 vms: Default::default(),
                 verified: Default::default(),
+                dns: Default::default(),
                 _lock: lock,
             }),
         };
@@ -99,6 +102,9 @@ impl Daemon {
         crate::vms::reconcile(&daemon)
             .await
             .map_err(|f| StartError::Reconcile(f.error.message))?;
+        daemon.refresh_dns().await;
+        daemon.start_dns();
+        daemon.write_ssh_config().await;
         Ok((daemon, listener))
     }
 
@@ -128,6 +134,50 @@ impl Daemon {
             .await
             .map_err(|e| Failure::internal(format!("store task failed: {e}")))?
             .map_err(Failure::from)
+    }
+
+    /// Rebuilds the DNS table from the store: called after every VM state
+    /// change, so names follow the records. A store error keeps the old
+    /// table (and is logged): the next change rebuilds it.
+    pub(crate) async fn refresh_dns(&self) {
+        match self.with_store(|s| s.list_vms()).await {
+            Ok(vms) => self.inner.dns.replace(crate::dns::records_of(&vms)),
+            Err(e) => tracing::warn!(error = %e.error.message, "dns: cannot read the VMs"),
+        }
+    }
+
+    /// Starts the `.vm` DNS server. Not being able to bind is not fatal
+    /// (VMs work without it): it is logged, and `banger doctor` reports
+    /// that nothing answers there.
+    fn start_dns(&self) {
+        let addr = self.inner.config.dns_listen_addr();
+        match crate::dns::bind(addr) {
+            Ok(socket) => {
+                tracing::info!(listen = %addr, "dns: answering the .vm zone");
+                tokio::spawn(crate::dns::serve(socket, self.inner.dns.clone()));
+            }
+            Err(e) => tracing::warn!(
+                listen = %addr,
+                error = %e,
+                "dns: cannot listen; .vm names will not resolve (set dns_listen_addr, or run bangerd as root for port 53)"
+            ),
+        }
+    }
+
+    /// Rewrites banger's ssh_config (`Host *.vm`) for the current key and
+    /// paths; a failure is logged, not fatal.
+    async fn write_ssh_config(&self) {
+        let paths = &self.inner.paths;
+        let config = banger_guest::VmSshConfig {
+            identity: self.inner.config.ssh_key_path(paths),
+            known_hosts: paths.state_dir.join("ssh").join("known_hosts"),
+            control_dir: paths.runtime_dir.join("ssh"),
+        };
+        let path = paths.ssh_config();
+        let result = tokio::task::spawn_blocking(move || config.write(&path)).await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "cannot write banger's ssh_config");
+        }
     }
 
     pub fn request_shutdown(&self) {

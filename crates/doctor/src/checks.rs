@@ -1,4 +1,8 @@
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use banger_network::dns::{HostResolver, PROBE_ADDR, PROBE_NAME};
 
 use banger_config::{Config, ConfigError, Paths, find_tool, probe_host};
 use banger_model::{HostFacts, VmDefaults};
@@ -116,13 +120,105 @@ pub struct HostProbe {
     pub root: bool,
     /// The user's home, which `[[file_sync]]` host paths must stay inside.
     pub home: PathBuf,
+    pub dns: DnsProbe,
+}
+
+/// How `.vm` names fare on this host.
+#[derive(Clone, Debug)]
+pub struct DnsProbe {
+    /// Where bangerd's DNS server should answer (`dns_listen_addr`).
+    pub listen: SocketAddr,
+    pub bridge: String,
+    /// Whether it answered [`PROBE_NAME`] with authority, or why not.
+    pub server: Result<(), String>,
+    pub resolver: HostResolver,
+    /// Whether the host's own resolver gave [`PROBE_ADDR`] for
+    /// [`PROBE_NAME`], or what it did instead.
+    pub host: Result<(), String>,
+}
+
+impl DnsProbe {
+    pub fn gather(config: &Config) -> Self {
+        let listen = config.dns_listen_addr();
+        // Only an address of this host is asked: before the first boot
+        // makes the bridge, its address would be routed off the host.
+        let local = std::net::UdpSocket::bind((listen.ip(), 0)).is_ok();
+        let server = if !local {
+            Err(format!(
+                "no interface has {} yet (the bridge is made by the first VM's boot)",
+                listen.ip()
+            ))
+        } else {
+            match banger_network::dns::probe(listen, PROBE_NAME, Duration::from_secs(2)) {
+                Ok(a) if a.authoritative && a.addresses == [PROBE_ADDR] => Ok(()),
+                Ok(a) => Err(format!(
+                    "{listen} answered {} without banger's zone",
+                    a.code
+                )),
+                Err(e) => Err(e),
+            }
+        };
+        let resolver = HostResolver::detect();
+        // Asked only when it can succeed, so that doctor sends no .vm name
+        // to an upstream nameserver for nothing: bangerd must answer, and
+        // plain glibc must list it (it has no per-domain routing).
+        let listed = || {
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            listen.port() == 53
+                && banger_network::dns::host::nameservers(&resolv).contains(&listen.ip())
+        };
+        let host = if server.is_err() {
+            Err("not checked: bangerd's DNS server does not answer".to_string())
+        } else if resolver == HostResolver::Plain && !listed() {
+            Err(format!(
+                "they do not resolve: /etc/resolv.conf does not list {}",
+                listen.ip()
+            ))
+        } else {
+            host_lookup(PROBE_NAME, Duration::from_secs(4))
+        };
+        Self {
+            listen,
+            bridge: config.bridge_name().to_string(),
+            server,
+            resolver,
+            host,
+        }
+    }
+}
+
+/// The host's resolver (getaddrinfo, as every program on the host uses)
+/// for `name`, given up on after `timeout` (a resolver may retry for
+/// longer): a thread that is left behind ends with the process.
+fn host_lookup(name: &str, timeout: Duration) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = format!("{name}:0");
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            target
+                .to_socket_addrs()
+                .map(|a| a.map(|s| s.ip()).collect::<Vec<_>>()),
+        );
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(ips)) if ips.contains(&PROBE_ADDR.into()) => Ok(()),
+        Ok(Ok(ips)) => Err(format!("{name} resolves to {ips:?}, not through bangerd")),
+        Ok(Err(e)) => Err(format!("{name} does not resolve ({e})")),
+        Err(_) => Err(format!(
+            "no answer for {name} within {} s",
+            timeout.as_secs()
+        )),
+    }
 }
 
 impl HostProbe {
     pub fn gather(paths: &Paths, config: Result<Config, ConfigError>) -> Self {
         let config = config.map_err(|e| e.to_string());
         let hypervisors = HostHypervisors::probe(config.as_ref().unwrap_or(&Config::default()));
+        let dns = DnsProbe::gather(config.as_ref().unwrap_or(&Config::default()));
         Self {
+            dns,
             arch: std::env::consts::ARCH.to_string(),
             config_file: paths.config_file(),
             config,
@@ -347,6 +443,41 @@ pub fn diagnose(probe: &HostProbe) -> Report {
         }
     }
 
+    // DNS: a convenience (ssh root@NAME.vm), never a failure.
+    let dns = &probe.dns;
+    match &dns.server {
+        Ok(()) => push(
+            "dns server",
+            Status::Ok,
+            format!("bangerd answers the .vm zone on {}", dns.listen),
+            None,
+        ),
+        Err(e) => push(
+            "dns server",
+            Status::Warn,
+            format!("nothing answers the .vm zone on {}: {e}", dns.listen),
+            Some(
+                "start bangerd ('banger daemon status'); if it runs, its log says why it \
+                 cannot listen (port 53 needs root; dns_listen_addr moves it)"
+                    .into(),
+            ),
+        ),
+    }
+    match &dns.host {
+        Ok(()) => push(
+            "dns on the host",
+            Status::Ok,
+            format!(".vm names resolve on this host ({})", dns.resolver.name()),
+            None,
+        ),
+        Err(e) => push(
+            "dns on the host",
+            Status::Warn,
+            format!(".vm names on this host ({}): {e}", dns.resolver.name()),
+            Some(dns.resolver.recipe(&dns.bridge, dns.listen)),
+        ),
+    }
+
     Report {
         ok: checks.iter().all(|c| c.status != Status::Fail),
         checks,
@@ -390,7 +521,35 @@ mod tests {
             },
             root: tools,
             home: PathBuf::from("/nonexistent-home"),
+            dns: DnsProbe {
+                listen: "172.16.0.1:53".parse().unwrap(),
+                bridge: "banger0".into(),
+                server: Ok(()),
+                resolver: HostResolver::SystemdResolved,
+                host: Ok(()),
+            },
         }
+    }
+
+    #[test]
+    fn dns_problems_warn_with_the_recipe_for_the_resolver() {
+        let mut p = probe(KvmStatus::Pvm, true, true);
+        let r = diagnose(&p);
+        assert_eq!(check(&r, "dns server").status, Status::Ok);
+        assert_eq!(check(&r, "dns on the host").status, Status::Ok);
+        p.dns.server = Err("nothing listens on 172.16.0.1:53".into());
+        p.dns.host = Err("probe.banger.vm does not resolve".into());
+        let r = diagnose(&p);
+        assert!(r.ok, "DNS never blocks vm run");
+        assert_eq!(check(&r, "dns server").status, Status::Warn);
+        let host = check(&r, "dns on the host");
+        assert_eq!(host.status, Status::Warn);
+        let fix = host.fix.as_deref().unwrap();
+        assert!(fix.contains("resolvectl domain banger0 ~vm"), "{fix}");
+        p.dns.resolver = HostResolver::Dnsmasq;
+        let r = diagnose(&p);
+        let fix = check(&r, "dns on the host").fix.clone().unwrap();
+        assert!(fix.contains("server=/vm/172.16.0.1"), "{fix}");
     }
 
     fn check<'a>(r: &'a Report, name: &str) -> &'a Check {

@@ -64,6 +64,9 @@ pub enum SshError {
         last_error: String,
     },
 
+    #[error("{}: {why}", path.display())]
+    UserConfig { path: PathBuf, why: String },
+
     #[error("ssh failed: {detail}")]
     Connection { detail: String },
 }

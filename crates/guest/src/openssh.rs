@@ -95,6 +95,12 @@ pub(crate) fn wait_until(
 /// (`${VAR}` is expanded too and has no escape: banger's paths never hold
 /// it.)
 pub(crate) fn config_path(option: &str, path: &Path) -> OsString {
+    config_path_then(option, path, "")
+}
+
+/// [`config_path`] followed by `tokens`, left for ssh to expand (e.g.
+/// `/%C` after a directory).
+pub(crate) fn config_path_then(option: &str, path: &Path, tokens: &str) -> OsString {
     let raw = path.as_os_str().as_bytes();
     let needs_quotes = raw.is_empty()
         || raw
@@ -116,6 +122,7 @@ pub(crate) fn config_path(option: &str, path: &Path) -> OsString {
             _ => value.push(b),
         }
     }
+    value.extend_from_slice(tokens.as_bytes());
     if needs_quotes {
         value.push(b'"');
     }

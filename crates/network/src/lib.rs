@@ -8,12 +8,13 @@
 //! It never passes input through a shell (netlink, or host tools run with
 //! an argument vector), and it holds no state: callers journal what it
 //! creates. Every call blocks (netlink, host tools): the daemon calls it
-//! from `spawn_blocking`. The `.vm` DNS server is not here yet (a later
-//! issue).
+//! from `spawn_blocking`. The `.vm` zone's logic is here ([`dns`]: one query
+//! in, one answer out); the daemon owns its socket and record table.
 #![deny(unsafe_code)]
 
 mod bridge;
 mod command;
+pub mod dns;
 mod error;
 mod naming;
 mod nat;

@@ -2,7 +2,9 @@
 //! renders what the daemon answers.
 
 pub mod daemon;
+pub mod dns;
 pub mod doctor;
 pub mod image;
 pub mod kernel;
+pub mod ssh_config;
 pub mod vm;

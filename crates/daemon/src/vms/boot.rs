@@ -1,7 +1,7 @@
 //! Pure decisions of the VM lifecycle: the guest's kernel command line,
 //! whether the host can give a VM what it asks, phase timings.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use banger_api::Timing;
@@ -15,6 +15,9 @@ pub(crate) struct GuestParams<'a> {
     pub work_uuid: &'a str,
     pub ip: Ipv4Addr,
     pub bridge: Ipv4Net,
+    /// The guest's nameservers, bangerd's `.vm` zone (the bridge address)
+    /// first: `banger_network::dns::guest_nameservers`.
+    pub dns: &'a [IpAddr],
     /// The image has no init or sshd (OCI): banger-init's minimal mode.
     pub minimal: bool,
 }
@@ -23,9 +26,18 @@ pub(crate) struct GuestParams<'a> {
 /// console and its own flags.
 pub(crate) fn guest_cmdline(p: &GuestParams<'_>) -> String {
     let gw = p.bridge.addr();
+    let dns = if p.dns.is_empty() {
+        gw.to_string()
+    } else {
+        p.dns
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut line = format!(
         "banger.base=UUID={} banger.system=UUID={} banger.work=UUID={} \
-         banger.ip={}/{} banger.gw={gw} banger.dns={gw} banger.hostname={} quiet",
+         banger.ip={}/{} banger.gw={gw} banger.dns={dns} banger.hostname={} quiet",
         p.base_uuid,
         p.system_uuid,
         p.work_uuid,
@@ -140,9 +152,13 @@ mod tests {
             work_uuid: "w",
             ip: "172.16.0.7".parse().unwrap(),
             bridge: "172.16.0.1/24".parse().unwrap(),
+            dns: &[DNS_A, DNS_B],
             minimal,
         }
     }
+
+    const DNS_A: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 0, 1));
+    const DNS_B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 
     #[test]
     fn cmdline_carries_disks_network_and_name() {
@@ -154,7 +170,7 @@ mod tests {
             "banger.work=UUID=w",
             "banger.ip=172.16.0.7/24",
             "banger.gw=172.16.0.1",
-            "banger.dns=172.16.0.1",
+            "banger.dns=172.16.0.1,10.0.0.2",
             "banger.hostname=web",
         ] {
             assert!(line.split(' ').any(|w| w == word), "{word} in {line}");

@@ -126,7 +126,10 @@ async fn set_state(
 ) -> Result<(), Failure> {
     let key = name.to_string();
     d.with_store(move |s| s.set_vm_state(&key, state, &runtime, error.as_deref()))
-        .await
+        .await?;
+    // A VM resolves as `<name>.vm` exactly while its hypervisor runs.
+    d.refresh_dns().await;
+    Ok(())
 }
 
 fn handle_of(vm: &VmRecord) -> Option<VmHandle> {
@@ -415,6 +418,14 @@ async fn boot(
         })
         .await?
     };
+    let bridge_ip = d.inner.config.bridge_cidr().addr();
+    let dns = blocking(move || {
+        Ok(banger_network::dns::guest_nameservers(
+            bridge_ip,
+            &banger_network::dns::host_resolv_confs(),
+        ))
+    })
+    .await?;
     let spec = LaunchSpec {
         name: vm.name.to_string(),
         vm_dir: p.dir.clone(),
@@ -431,6 +442,7 @@ async fn boot(
             work_uuid: &vm.work_uuid,
             ip,
             bridge: d.inner.config.bridge_cidr(),
+            dns: &dns,
             minimal: image.oci.is_some(),
         }),
         disks: vec![
@@ -568,6 +580,21 @@ async fn fail_boot(
     Failure::internal(why)
 }
 
+/// Ends the ssh ControlMasters to a VM that stops: banger's, and the one
+/// `ssh root@NAME.vm` opened through banger's ssh_config.
+async fn close_ssh(d: &Daemon, vm: &VmRecord) {
+    let info = ssh_info(d, vm).ok();
+    let (config, name) = (d.inner.paths.ssh_config(), vm.name.to_string());
+    let _ = blocking(move || {
+        if let Some(info) = info {
+            info.close();
+        }
+        banger_guest::close_master(&config, &name);
+        Ok(())
+    })
+    .await;
+}
+
 /// Removes the VM's TAP and NAT rules; absent ones are fine.
 async fn teardown_network(vm: &VmRecord) {
     let (tap, name, nat) = (vm.tap.clone(), vm.name.to_string(), vm.nat);
@@ -621,9 +648,7 @@ async fn stop_locked(d: &Daemon, name: &str, signal: Option<i32>) -> Result<VmRe
         set_state(d, name, vm.state, vm.runtime.clone(), None).await?;
         return get(d, name).await;
     }
-    if let Ok(info) = ssh_info(d, &vm) {
-        info.close();
-    }
+    close_ssh(d, &vm).await;
     teardown_network(&vm).await;
     set_state(d, name, VmState::Stopped, None, None).await?;
     get(d, name).await
@@ -706,6 +731,7 @@ async fn destroy(d: &Daemon, vm: &VmRecord) {
     if let Err(e) = d.with_store(move |s| s.delete_vm(&key)).await {
         tracing::warn!(vm = %vm.name, error = %e.error.message, "cannot delete the record");
     }
+    d.refresh_dns().await;
 }
 
 // --- set, ssh, stats ---
