@@ -158,8 +158,11 @@ impl Layout {
     }
 }
 
+/// One raw tar entry: name, type, and content (or link target).
+type RawEntry<'a> = (&'a str, tar::EntryType, &'a str);
+
 /// A tar whose names are written raw (hostile layers need `..` and `/`).
-fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, content_or_target) in entries {
         let mut h = tar::Header::new_gnu();
@@ -434,7 +437,7 @@ fn pull_flattens_caches_and_refuses_what_is_unsafe() {
     );
 
     // --- hostile layers: refused, nothing recorded or left behind ---
-    let hostile: &[(&str, Vec<(&str, tar::EntryType, &str)>, &str, &str)] = &[
+    let hostile: &[(&str, Vec<RawEntry<'_>>, &str, &str)] = &[
         (
             "dotdot",
             vec![("../escape", tar::EntryType::Regular, "x")],
