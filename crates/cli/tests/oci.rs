@@ -273,6 +273,11 @@ impl Setup {
             .unwrap_or_else(|e| panic!("image show {name}: {e}: {}", stderr(&out)))
     }
 
+    /// An image read straight from the store (the daemon is stopped).
+    fn image_in(&self, store: &banger_store::Store, name: &str) -> ImageRecord {
+        store.get_image(name).unwrap().expect(name)
+    }
+
     fn rootfs(&self, name: &str) -> PathBuf {
         self.home
             .state()
@@ -608,6 +613,28 @@ fn concurrent_pulls_download_each_layer_once() {
     );
     assert_eq!(s.image("same").state, banger_model::ObjectState::Ready);
     assert_eq!(s.names(), ["one", "same", "two"]);
+
+    // A daemon killed mid-pull leaves a `building` record and a half-made
+    // folder (staging tree included): the next daemon removes both.
+    s.banger(&["daemon", "stop"]).assert().success();
+    let store = banger_store::Store::open(&s.home.state().join("banger.db")).unwrap();
+    store
+        .insert_image(&ImageRecord {
+            name: "crashed".into(),
+            kernel: s.image_in(&store, "one").kernel,
+            source: format!("oci:{}@{}", oci.reference, oci.manifest_digest),
+            state: banger_model::ObjectState::Building,
+            artifacts: vec![],
+            created_at: 0,
+            oci: Some(oci.clone()),
+        })
+        .unwrap();
+    drop(store);
+    let staging = s.home.state().join("images/crashed/.rootfs/usr/bin");
+    fs::create_dir_all(&staging).unwrap();
+    fs::write(staging.join("half"), "x").unwrap();
+    assert_eq!(s.names(), ["one", "same", "two"], "reconcile dropped it");
+    assert!(!s.home.state().join("images/crashed").exists());
 }
 
 #[test]
