@@ -548,6 +548,18 @@ fn pull_flattens_caches_and_refuses_what_is_unsafe() {
     let cached = s.home.root().join("cache/oci/blobs/sha256");
     assert!(!cached.join(layer.trim_start_matches("sha256:")).exists());
     assert_eq!(s.names(), ["again", "device", "good"]);
+
+    // --- the unpacked-size limit comes from the config ---
+    s.banger(&["daemon", "stop"]).assert().success();
+    s.home.write_config("oci_max_unpacked = \"4K\"\n");
+    let out = s.pull(&reference, "limited");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unpacks to more than 4096 bytes (oci_max_unpacked"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.home.state().join("images/limited").exists());
 }
 
 #[test]
