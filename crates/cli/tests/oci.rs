@@ -158,8 +158,11 @@ impl Layout {
     }
 }
 
+/// One raw tar entry: name, type, and content (or link target).
+type RawEntry<'a> = (&'a str, tar::EntryType, &'a str);
+
 /// A tar whose names are written raw (hostile layers need `..` and `/`).
-fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, content_or_target) in entries {
         let mut h = tar::Header::new_gnu();
@@ -268,6 +271,11 @@ impl Setup {
             .unwrap();
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("image show {name}: {e}: {}", stderr(&out)))
+    }
+
+    /// An image read straight from the store (the daemon is stopped).
+    fn image_in(&self, store: &banger_store::Store, name: &str) -> ImageRecord {
+        store.get_image(name).unwrap().expect(name)
     }
 
     fn rootfs(&self, name: &str) -> PathBuf {
@@ -434,7 +442,7 @@ fn pull_flattens_caches_and_refuses_what_is_unsafe() {
     );
 
     // --- hostile layers: refused, nothing recorded or left behind ---
-    let hostile: &[(&str, Vec<(&str, tar::EntryType, &str)>, &str, &str)] = &[
+    let hostile: &[(&str, Vec<RawEntry<'_>>, &str, &str)] = &[
         (
             "dotdot",
             vec![("../escape", tar::EntryType::Regular, "x")],
@@ -540,6 +548,18 @@ fn pull_flattens_caches_and_refuses_what_is_unsafe() {
     let cached = s.home.root().join("cache/oci/blobs/sha256");
     assert!(!cached.join(layer.trim_start_matches("sha256:")).exists());
     assert_eq!(s.names(), ["again", "device", "good"]);
+
+    // --- the unpacked-size limit comes from the config ---
+    s.banger(&["daemon", "stop"]).assert().success();
+    s.home.write_config("oci_max_unpacked = \"4K\"\n");
+    let out = s.pull(&reference, "limited");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unpacks to more than 4096 bytes (oci_max_unpacked"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.home.state().join("images/limited").exists());
 }
 
 #[test]
@@ -605,6 +625,28 @@ fn concurrent_pulls_download_each_layer_once() {
     );
     assert_eq!(s.image("same").state, banger_model::ObjectState::Ready);
     assert_eq!(s.names(), ["one", "same", "two"]);
+
+    // A daemon killed mid-pull leaves a `building` record and a half-made
+    // folder (staging tree included): the next daemon removes both.
+    s.banger(&["daemon", "stop"]).assert().success();
+    let store = banger_store::Store::open(&s.home.state().join("banger.db")).unwrap();
+    store
+        .insert_image(&ImageRecord {
+            name: "crashed".into(),
+            kernel: s.image_in(&store, "one").kernel,
+            source: format!("oci:{}@{}", oci.reference, oci.manifest_digest),
+            state: banger_model::ObjectState::Building,
+            artifacts: vec![],
+            created_at: 0,
+            oci: Some(oci.clone()),
+        })
+        .unwrap();
+    drop(store);
+    let staging = s.home.state().join("images/crashed/.rootfs/usr/bin");
+    fs::create_dir_all(&staging).unwrap();
+    fs::write(staging.join("half"), "x").unwrap();
+    assert_eq!(s.names(), ["one", "same", "two"], "reconcile dropped it");
+    assert!(!s.home.state().join("images/crashed").exists());
 }
 
 #[test]

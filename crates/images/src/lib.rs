@@ -5,10 +5,11 @@
 //! It must not boot anything and holds no state of its own: it produces and
 //! verifies files in directories its caller names; the daemon records them.
 //!
-//! Here today: `kernel` (vmlinux extraction, Debian kernel packages),
+//! Here: `kernel` (vmlinux extraction, Debian kernel packages),
 //! `initramfs` (module resolution, the cpio), `debian` (the default image
-//! recipe and build), `digest` (SHA-256 pins). The catalog and OCI pulls
-//! are still to come.
+//! recipe and build), `catalog` (named, pinned sources), `oci` (registry
+//! pulls: references, blob cache, flattening), `ext4` (the read-only base
+//! both builds and pulls write), `digest` (SHA-256 pins).
 #![deny(unsafe_code)]
 
 pub mod catalog;

@@ -31,6 +31,8 @@ use crate::server::Daemon;
 
 /// Layers downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 3;
+/// The source of a kernel fetched for OCI images (`debian:<package>_<version>`).
+const OCI_KERNEL_SOURCE: &str = "debian:";
 /// Where the layers are flattened, inside the image's own folder.
 const STAGING: &str = ".rootfs";
 
@@ -198,6 +200,17 @@ async fn kernel_for_oci(d: &Daemon, progress: &Progress) -> Result<String, Failu
     {
         return Ok(image.kernel);
     }
+    // One fetched for an earlier pull: asking apt again costs a second or
+    // more per pull, and the default image, once built, keeps its kernel
+    // the same way.
+    let kernels = d.with_store(|s| s.list_kernels()).await?;
+    if let Some(k) = kernels
+        .into_iter()
+        .filter(|k| k.state == ObjectState::Ready && k.source.starts_with(OCI_KERNEL_SOURCE))
+        .max_by_key(|k| k.created_at)
+    {
+        return Ok(k.name);
+    }
     progress.phase(
         "kernel",
         "fetching Debian's cloud kernel for OCI images (once)",
@@ -210,7 +223,7 @@ async fn kernel_for_oci(d: &Daemon, progress: &Progress) -> Result<String, Failu
     let kernel = ensure_kernel(
         d,
         &pkg.release,
-        format!("debian:{}_{}", pkg.package, pkg.version),
+        format!("{OCI_KERNEL_SOURCE}{}_{}", pkg.package, pkg.version),
         KernelFiles::Tree {
             bzimage: pkg.bzimage(),
             modules_dir: pkg.modules_dir(),

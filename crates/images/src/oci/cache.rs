@@ -52,11 +52,18 @@ impl BlobCache {
     }
 
     /// A fresh temporary path for a download of `digest` (same filesystem
-    /// as the blob, so the final rename is atomic).
+    /// as the blob, so the final rename is atomic). Call it holding the
+    /// digest's lock: leftovers of downloads of it that died are removed.
     pub fn temp_path(&self, digest: &str) -> Result<PathBuf, OciError> {
         let tmp = self.dir.join("tmp");
         fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
-        Ok(tmp.join(format!("{}.{}", hex_of(digest), std::process::id())))
+        let prefix = format!("{}.", hex_of(digest));
+        for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(tmp.join(format!("{prefix}{}", std::process::id())))
     }
 
     /// Moves a verified download into place.
@@ -103,7 +110,11 @@ mod tests {
         });
         barrier.wait();
         std::thread::sleep(Duration::from_millis(100));
+        let stale = dir.path().join(format!("tmp/{}.1", "ab".repeat(32)));
+        fs::create_dir_all(stale.parent().unwrap()).unwrap();
+        fs::write(&stale, "half a download").unwrap();
         let tmp = cache.temp_path(&digest).unwrap();
+        assert!(!stale.exists(), "a dead download's leftover is removed");
         fs::write(&tmp, "abc").unwrap();
         cache.commit(&tmp, &digest).unwrap();
         drop(first);

@@ -241,11 +241,16 @@ impl Layer<'_> {
         let existing = fs::symlink_metadata(&path).ok();
         match kind {
             EntryType::Directory => {
-                if existing.as_ref().is_some_and(|m| !m.is_dir()) {
-                    remove(&path).map_err(self.io(&raw, "replace what was there"))?;
-                }
-                if !path.is_dir() || existing.as_ref().is_some_and(|m| m.is_symlink()) {
-                    fs::create_dir(&path).map_err(self.io(&raw, "create the directory"))?;
+                // A directory over a directory merges; over anything else
+                // (a symlink to a directory included) it replaces.
+                match &existing {
+                    Some(m) if m.is_dir() => {}
+                    other => {
+                        if other.is_some() {
+                            remove(&path).map_err(self.io(&raw, "replace what was there"))?;
+                        }
+                        fs::create_dir(&path).map_err(self.io(&raw, "create the directory"))?;
+                    }
                 }
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
