@@ -138,9 +138,14 @@ impl Layout {
     fn raw_layer(&self, from: &str, tag: &str, tar: &[u8]) {
         let path = self.dir.path().join(format!("{tag}.tar"));
         fs::write(&path, tar).unwrap();
+        self.raw_layer_file(from, tag, &path);
+    }
+
+    /// The tar at `path` as the next layer of `from`, tagged `tag`.
+    fn raw_layer_file(&self, from: &str, tag: &str, path: &Path) {
         run(Command::new("umoci")
             .args(["raw", "add-layer", "--image", &self.image(from)])
-            .arg(&path)
+            .arg(path)
             .args(["--tag", tag]));
     }
 
@@ -688,4 +693,103 @@ fn bad_references_are_refused_up_front() {
     );
     let out = banger(&["image", "list", "--json"]).output().unwrap();
     assert_eq!(stdout(&out).trim(), "[]");
+}
+
+/// The whole path of an OCI image: a Debian (minbase) root filesystem
+/// pushed to the loopback registry as one layer, pulled by banger outside
+/// the namespace (the registry is on the host's loopback), then booted in
+/// banger-init's minimal mode by a bangerd in a network namespace of the
+/// test's own: `vm run --image REF` finds the pulled image by its
+/// reference, runs a command with the image's environment through
+/// banger's sshd and returns its status; `vm stop` powers the guest off
+/// through the ACPI power button.
+#[test]
+fn a_pulled_debian_image_boots_runs_a_command_and_stops() {
+    let Some(setup) = Setup::new() else { return };
+    if !banger_testkit::have_tools(&["qemu-system-x86_64", "ssh", "ip", "patchelf"]) {
+        return;
+    }
+    let Some(rootfs_tar) = banger_testkit::debian_minbase_tar() else {
+        return;
+    };
+    let guest_tools = banger_testkit::test_cache().join("guest-tools");
+    fs::create_dir_all(&guest_tools).unwrap();
+    std::os::unix::fs::symlink(&guest_tools, setup.home.root().join("cache/guest-tools")).unwrap();
+
+    let registry = Registry::start();
+    let layout = Layout::new();
+    layout.create("deb12");
+    layout.raw_layer_file("deb12", "deb12", &rootfs_tar);
+    layout.config(
+        "deb12",
+        &[
+            "--config.env",
+            "PATH=/opt/image/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--config.env",
+            "GREETING=from the image config",
+            "--config.cmd",
+            "bash",
+        ],
+    );
+    layout.push("deb12", &registry, "test/sandbox");
+    let reference = format!("{}/test/sandbox:deb12", registry.host());
+    let pulled = setup
+        .banger(&["image", "pull", &reference])
+        .timeout(Duration::from_secs(600))
+        .output()
+        .unwrap();
+    assert!(pulled.status.success(), "pull: {}", stderr(&pulled));
+    setup.banger(&["daemon", "stop"]).assert().success();
+
+    let Some(ns) = Netns::new("banger-oci") else {
+        return;
+    };
+    let b = |args: &[&str]| setup.home.banger_in(&ns, args, &[]);
+    let out = b(&[
+        "vm",
+        "run",
+        "--image",
+        &reference,
+        "--name",
+        "oci",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/debian_version; echo \"$GREETING\"; echo \"$PATH\"; \
+         cat /proc/1/comm; id -un; pwd; exit 3",
+    ]);
+    let (out_text, err_text) = (stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout: {out_text}\nstderr: {err_text}\nconsole: {}",
+        stdout(&b(&["vm", "logs", "oci"]))
+    );
+    assert!(
+        err_text.contains("using image sandbox-deb12"),
+        "found by its reference: {err_text}"
+    );
+    let lines: Vec<&str> = out_text.lines().collect();
+    assert!(lines[0].starts_with("12."), "Debian 12: {out_text}");
+    assert_eq!(
+        lines[1..],
+        [
+            "from the image config",
+            "/opt/image/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "init",
+            "root",
+            "/root",
+        ],
+        "stderr: {err_text}"
+    );
+
+    let stopped = b(&["vm", "stop", "oci"]);
+    assert!(stopped.status.success(), "vm stop: {}", stderr(&stopped));
+    let logs = stdout(&b(&["vm", "logs", "oci"]));
+    assert!(
+        logs.contains("banger-init supervising: SIGPWR: powering off"),
+        "stopped through the power button, not killed: {logs}"
+    );
+    let deleted = b(&["vm", "delete", "oci"]);
+    assert!(deleted.status.success(), "vm delete: {}", stderr(&deleted));
 }

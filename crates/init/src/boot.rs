@@ -229,6 +229,11 @@ fn configure_identity(params: &BootParams) -> Result<(), Failure> {
 fn enter_new_root() -> Result<(), Failure> {
     for fs in ["/dev", "/proc", "/sys"] {
         let target = Path::new(NEW_ROOT).join(&fs[1..]);
+        // Images from registries often leave these out; the overlay is
+        // writable, and nothing works without /dev.
+        if fs::symlink_metadata(&target).is_err() {
+            mkdir(&target, 0o755)?;
+        }
         if target.is_dir() {
             mount(
                 Some(fs),

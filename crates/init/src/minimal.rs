@@ -181,7 +181,19 @@ fn start_sshd() -> Result<(Pid, Instant), Failure> {
         .args(["-D", "-e", "-f", SSHD_CONFIG])
         .stdin(Stdio::null())
         .spawn()
-        .context(|| format!("starting {SSHD} (the host puts it there for minimal images)"))?;
+        .map_err(|e| {
+            // "No such file" may be the file or its loader: say which.
+            let listing = fs::read_dir("/.banger/lib")
+                .map(|d| d.flatten().count().to_string())
+                .unwrap_or_else(|e| format!("unreadable ({e})"));
+            Failure::new(
+                format!("starting {SSHD}"),
+                format!(
+                    "{e} (it is there: {}; /.banger/lib holds {listing} files; the host puts them on the system disk for minimal images)",
+                    Path::new(SSHD).is_file()
+                ),
+            )
+        })?;
     let pid = Pid::from_raw(child.id() as i32);
     // Reaped by the SIGCHLD loop with waitpid, not through `child`.
     drop(child);

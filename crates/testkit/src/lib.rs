@@ -178,9 +178,9 @@ pub fn debian_minbase_tar() -> Option<PathBuf> {
                 .map(move |suite| format!("deb {} {suite} {}", s.uri, s.components.join(" ")))
         })
         .collect();
-    // The file name carries what decides the content, so a change of
-    // mirror makes a new one.
-    let key = banger_images::digest::sha256_str(&lines.join("\n"));
+    // The file name carries what decides the content (the mirror, and
+    // this recipe's version), so a change makes a new one.
+    let key = banger_images::digest::sha256_str(&format!("minbase nodev\n{}", lines.join("\n")));
     let dir = test_cache().join("debian-minbase");
     let tar = dir.join(format!("{DEFAULT_SUITE}-{}.tar", &key[..16]));
     if tar.is_file() {
@@ -198,6 +198,8 @@ pub fn debian_minbase_tar() -> Option<PathBuf> {
     let started = Instant::now();
     let output = Command::new("mmdebstrap")
         .args(["--mode=root", "--variant=minbase", "--format=tar"])
+        // No /dev nodes in the tar, as in an image from a registry.
+        .arg("--skip=output/dev")
         .arg(r#"--setup-hook=mkdir -p "$1/var/cache/apt/archives""#)
         .arg(format!(
             "--setup-hook=sync-in {} /var/cache/apt/archives/",

@@ -514,8 +514,17 @@ async fn boot(
     match ready {
         Ok(()) => {}
         Err(SshWait::Died) => {
+            // banger-init's failure line says why, when there is one.
+            let tail =
+                banger_vmm::process::log_tail(&handle.console_log, handle.console_offset, 40);
+            let why = tail
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("banger-init: "))
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
             let msg = format!(
-                "the hypervisor exited while the guest booted: see 'banger vm logs {name}'"
+                "the hypervisor exited while the guest booted{why}: see 'banger vm logs {name}'"
             );
             return Err(fail_boot(d, &vm, &hv, &handle, msg).await);
         }
