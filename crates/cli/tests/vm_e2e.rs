@@ -85,6 +85,11 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     let b = |args: &[&str]| banger_in(&home, &ns, args);
     let in_alpha =
         |script: &str, what: &str| ok(b(&["vm", "ssh", "alpha", "--", "sh", "-c", script]), what);
+    let prepare_in_alpha = |path: &str, flags: &[&str]| {
+        let mut args = vec!["vm", "workspace", "prepare", "alpha", path];
+        args.extend_from_slice(flags);
+        b(&args)
+    };
 
     // Workspace mode: a repo's tracked files, as in the working tree, land
     // in /root/NAME where the command runs; its exit status comes back, and
@@ -231,10 +236,7 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     assert_eq!(synced, "600\n[user]\n\tname = banger\nno-escape\n");
 
     // A workspace copied into a running VM.
-    ok(
-        b(&["vm", "workspace", "prepare", "alpha", repo_arg]),
-        "workspace prepare",
-    );
+    ok(prepare_in_alpha(repo_arg, &[]), "workspace prepare");
     let readme = ok(
         b(&["vm", "ssh", "alpha", "--", "cat", "/root/fixture/README"]),
         "cat README",
@@ -242,14 +244,7 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     assert_eq!(readme, "edited, not committed\n");
     // Untracked files come when asked; ignored ones never do.
     ok(
-        b(&[
-            "vm",
-            "workspace",
-            "prepare",
-            "alpha",
-            repo_arg,
-            "--include-untracked",
-        ]),
+        prepare_in_alpha(repo_arg, &["--include-untracked"]),
         "workspace prepare --include-untracked",
     );
     let seen = in_alpha(
@@ -265,13 +260,7 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     fs::write(plain.join("scratch.tmp"), "ignored\n").unwrap();
     fs::write(plain.join("bin/tool"), "#!/bin/sh\n").unwrap();
     fs::set_permissions(plain.join("bin/tool"), fs::Permissions::from_mode(0o750)).unwrap();
-    let out = b(&[
-        "vm",
-        "workspace",
-        "prepare",
-        "alpha",
-        plain.to_str().unwrap(),
-    ]);
+    let out = prepare_in_alpha(plain.to_str().unwrap(), &[]);
     assert!(stderr(&out).contains("plain directory"), "{}", stderr(&out));
     ok(out, "workspace prepare (plain)");
     let seen = in_alpha(
@@ -281,15 +270,7 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     assert_eq!(seen, "plain data\n750\nno-ignored\n");
     // --branch: a real repository at that branch, history included; never
     // merged into a directory that is already there.
-    let out = b(&[
-        "vm",
-        "workspace",
-        "prepare",
-        "alpha",
-        repo_arg,
-        "--branch",
-        "feature",
-    ]);
+    let out = prepare_in_alpha(repo_arg, &["--branch", "feature"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
     ok(
@@ -297,15 +278,7 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         "rm",
     );
     ok(
-        b(&[
-            "vm",
-            "workspace",
-            "prepare",
-            "alpha",
-            repo_arg,
-            "--branch",
-            "feature",
-        ]),
+        prepare_in_alpha(repo_arg, &["--branch", "feature"]),
         "workspace prepare --branch",
     );
     let seen = in_alpha(
