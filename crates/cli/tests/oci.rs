@@ -752,6 +752,7 @@ fn a_pulled_debian_image_boots_runs_a_command_and_stops() {
         &reference,
         "--name",
         "oci",
+        "--timings",
         "--",
         "sh",
         "-c",
@@ -759,6 +760,9 @@ fn a_pulled_debian_image_boots_runs_a_command_and_stops() {
          cat /proc/1/comm; id -un; pwd; exit 3",
     ]);
     let (out_text, err_text) = (stdout(&out), stderr(&out));
+    if let Some(at) = err_text.find("timings:") {
+        println!("vm run --image {}", &err_text[at..]);
+    }
     assert_eq!(
         out.status.code(),
         Some(3),
