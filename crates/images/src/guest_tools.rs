@@ -25,6 +25,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -127,7 +128,24 @@ struct Library {
 
 /// The tools under `cache`, assembled first if they are not there.
 /// Downloads two Debian packages the first time (`cache/packages`).
+/// Asking apt for the versions takes about a second, so the answer is
+/// kept for the life of the process (a daemon picks up an upgraded
+/// openssh-server when it restarts).
 pub fn ensure(cache: &Path) -> Result<GuestTools, ToolsError> {
+    static KNOWN: Mutex<Option<(PathBuf, GuestTools)>> = Mutex::new(None);
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((dir, tools)) = known.as_ref()
+        && dir == cache
+        && tools.root.join(COMPLETE_MARKER).exists()
+    {
+        return Ok(tools.clone());
+    }
+    let tools = assemble_or_find(cache)?;
+    *known = Some((cache.to_owned(), tools.clone()));
+    Ok(tools)
+}
+
+fn assemble_or_find(cache: &Path) -> Result<GuestTools, ToolsError> {
     let sshd_version = package::candidate_version(SSHD_PACKAGE)?;
     let busybox_version = package::candidate_version(BUSYBOX_PACKAGE)?;
     let packages = cache.join("packages");
