@@ -114,16 +114,7 @@ fn create_managed_key(path: &Path) -> Result<(), SshError> {
         .map_err(|e| SshError::io(format!("chmod 700 {}", dir.display()), e))?;
     // Two banger processes may both find the key absent: one makes it, the
     // other then finds it.
-    let lock_path = sibling(path, ".lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|e| SshError::io(format!("opening {}", lock_path.display()), e))?;
-    lock.lock()
-        .map_err(|e| SshError::io(format!("locking {}", lock_path.display()), e))?;
+    let _lock = lock_beside(path)?;
     if path.exists() {
         return Ok(());
     }
@@ -261,6 +252,23 @@ fn parent(path: &Path) -> &Path {
 
 fn public_path(private: &Path) -> PathBuf {
     sibling(private, ".pub")
+}
+
+/// Takes an exclusive lock on `<path>.lock` (made 0600 if absent), held
+/// until the returned file is dropped: banger processes editing `path` at
+/// once take turns.
+pub(crate) fn lock_beside(path: &Path) -> Result<fs::File, SshError> {
+    let lock_path = sibling(path, ".lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| SshError::io(format!("opening {}", lock_path.display()), e))?;
+    lock.lock()
+        .map_err(|e| SshError::io(format!("locking {}", lock_path.display()), e))?;
+    Ok(lock)
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {

@@ -8,9 +8,9 @@
 //! anyone pointing plain `ssh` at this file. Lines banger did not write are
 //! kept byte for byte.
 
-use std::fs::{self, DirBuilder, OpenOptions, Permissions};
+use std::fs::{self, DirBuilder, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::SshError;
@@ -141,16 +141,7 @@ impl KnownHosts {
             .mode(0o700)
             .create(dir)
             .map_err(|e| SshError::io(format!("creating {}", dir.display()), e))?;
-        let mut lock_path = self.path.as_os_str().to_owned();
-        lock_path.push(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| io_err("locking", e))?;
-        lock.lock().map_err(|e| io_err("locking", e))?;
+        let _lock = crate::keys::lock_beside(&self.path)?;
 
         let before = match fs::read(&self.path) {
             Ok(bytes) => bytes,

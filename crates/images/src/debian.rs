@@ -624,19 +624,9 @@ fn remove_if_present(path: &Path) -> Result<(), DebianError> {
 
 /// The release of the one kernel in the tree's /boot.
 fn find_kernel(root: &Path, kernel_package: &str) -> Result<String, DebianError> {
-    let mut releases: Vec<String> = fs::read_dir(root.join("boot"))
-        .map_err(|_| DebianError::NoKernel(kernel_package.to_owned()))?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("vmlinuz-"))
-                .map(str::to_owned)
-        })
-        .collect();
-    releases.sort();
-    releases
-        .pop()
+    crate::kernel::package::newest_release(root)
+        .ok()
+        .flatten()
         .ok_or_else(|| DebianError::NoKernel(kernel_package.to_owned()))
 }
 

@@ -211,14 +211,14 @@ fn configure_identity(params: &BootParams) -> Result<(), Failure> {
     }
     let etc = Path::new(NEW_ROOT).join("etc");
     if !params.dns.is_empty() {
-        network::replace_file(&etc.join("resolv.conf"), &network::resolv_conf(&params.dns))?;
+        files::replace_file(&etc.join("resolv.conf"), &network::resolv_conf(&params.dns))?;
     }
     if let Some(name) = &params.hostname {
         sethostname(name).map_err(|e| Failure::new("setting the hostname", e.desc()))?;
-        network::replace_file(&etc.join("hostname"), &format!("{name}\n"))?;
+        files::replace_file(&etc.join("hostname"), &format!("{name}\n"))?;
         let hosts = etc.join("hosts");
         let existing = fs::read_to_string(&hosts).unwrap_or_default();
-        network::replace_file(&hosts, &plan::hosts_with(&existing, name))?;
+        files::replace_file(&hosts, &plan::hosts_with(&existing, name))?;
     }
     Ok(())
 }

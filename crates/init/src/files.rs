@@ -98,6 +98,19 @@ fn set_owner_and_mode(path: &Path, owner: Option<(u32, u32)>, mode: u32) -> std:
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
+/// Writes `content` to `path` as a fresh regular file (mode 0644), removing
+/// whatever was there first, so a symlink in the image (resolv.conf often
+/// is one) is replaced rather than followed out of the new root.
+pub fn replace_file(path: &Path, content: &str) -> Result<(), Failure> {
+    let what = || format!("writing {}", path.display());
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(Failure::new(what(), e)),
+    }
+    fs::write(path, content).context(what)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +189,23 @@ mod tests {
             "banger-init: copying per-VM file /etc/resolv.conf: the image has a symlink there; refusing to write through it"
         );
         assert!(!elsewhere.path().join("target").exists());
+    }
+
+    #[test]
+    fn replacing_a_symlink_does_not_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "theirs").unwrap();
+        let link = dir.path().join("resolv.conf");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        replace_file(&link, "ours").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "theirs");
+        assert_eq!(fs::read_to_string(&link).unwrap(), "ours");
+        assert!(
+            !fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 }

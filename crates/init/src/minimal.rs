@@ -25,7 +25,7 @@ use nix::unistd::{Pid, getpid, sync};
 
 use crate::boot;
 use crate::failure::{Context, Failure};
-use crate::users;
+use crate::{files, users};
 
 /// Where banger's guest tools are mounted (boot.rs, crates/images/src/guest_tools.rs).
 const SSHD: &str = "/.banger/bin/sshd";
@@ -160,18 +160,17 @@ fn read_or_empty(path: &Path) -> Result<String, Failure> {
 /// Replaces `path` (never writing through a symlink there), keeping its
 /// mode, or `new_mode` for a new file.
 fn rewrite(path: &Path, text: &str, new_mode: u32) -> Result<(), Failure> {
-    let what = || format!("writing {}", path.display());
     let mode = fs::symlink_metadata(path)
         .ok()
         .filter(|m| m.is_file())
         .map_or(new_mode, |m| m.permissions().mode() & 0o7777);
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).context(what)?;
+        // A `scratch` image may have no /etc at all.
+        fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     }
-    let temp = path.with_extension("banger-new");
-    fs::write(&temp, text).context(what)?;
-    fs::set_permissions(&temp, fs::Permissions::from_mode(mode)).context(what)?;
-    fs::rename(&temp, path).context(what)
+    files::replace_file(path, text)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .context(|| format!("writing {}", path.display()))
 }
 
 /// Starts sshd in the foreground (`-D`), logging to the console (`-e`);

@@ -173,19 +173,6 @@ pub fn resolv_conf(dns: &[IpAddr]) -> String {
     text
 }
 
-/// Writes `content` to `path` as a fresh regular file (mode 0644), removing
-/// whatever was there first, so a symlink in the image (resolv.conf often
-/// is one) is replaced rather than followed out of the new root.
-pub fn replace_file(path: &Path, content: &str) -> Result<(), Failure> {
-    let what = || format!("writing {}", path.display());
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(Failure::new(what(), e)),
-    }
-    fs::write(path, content).context(what)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,24 +183,6 @@ mod tests {
         assert!(
             text.ends_with("nameserver 172.16.0.1\nnameserver 1.1.1.1\n"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn replacing_a_symlink_does_not_follow_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("elsewhere");
-        fs::write(&target, "theirs").unwrap();
-        let link = dir.path().join("resolv.conf");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        replace_file(&link, "ours").unwrap();
-        assert_eq!(fs::read_to_string(&target).unwrap(), "theirs");
-        assert_eq!(fs::read_to_string(&link).unwrap(), "ours");
-        assert!(
-            !fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink()
         );
     }
 }

@@ -49,6 +49,12 @@ fn boot_timeout(default: Duration) -> Duration {
 fn console_tail(handle: &VmHandle) -> String {
     banger_vmm::process::log_tail(&handle.console_log, handle.console_offset, 8).join(" | ")
 }
+/// Refuses what this host cannot give (`boot::check_resources`).
+fn fits_host(d: &Daemon, vcpu: u32, memory_mib: u64) -> Result<(), Failure> {
+    check_resources(vcpu, memory_mib, d.inner.host.cpus, available_memory_mib())
+        .map_err(Failure::bad_request)
+}
+
 /// How long a graceful stop may take before the hypervisor is killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
@@ -149,13 +155,7 @@ pub(crate) async fn create(
     let (start, remove_on_failure) = (req.start, req.remove_on_failure);
     let spec = spec::resolve_spec(d, req).await?;
     progress.info(format!("spec: {}", spec.summary()));
-    check_resources(
-        spec.vcpu,
-        spec.memory_mib,
-        d.inner.host.cpus,
-        available_memory_mib(),
-    )
-    .map_err(Failure::bad_request)?;
+    fits_host(d, spec.vcpu, spec.memory_mib)?;
     host::hypervisor(d)?;
     let image = images::ensure_image(d, &spec.image, progress).await?;
     timer.mark("image");
@@ -369,13 +369,7 @@ async fn boot(
             h.pid
         )));
     }
-    check_resources(
-        vm.vcpu,
-        vm.memory_mib,
-        d.inner.host.cpus,
-        available_memory_mib(),
-    )
-    .map_err(Failure::bad_request)?;
+    fits_host(d, vm.vcpu, vm.memory_mib)?;
     progress.phase("verify", "checking the image's files against their pins");
     images::verify_for_boot(d, &vm.image).await?;
     let image = images::get_image(d, &vm.image).await?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tar::{Builder, EntryType, Header};
 
-use super::entry::check_name;
+use super::entry::{check_name, parents_top_down};
 use super::{EntryKind, Selection, WorkspaceError};
 
 /// The mtime of every archive member: 2000-01-01T00:00:00Z. Fixed, so the
@@ -138,14 +138,7 @@ pub fn write_tar<W: Write>(sel: &Selection, out: W) -> Result<(), WorkspaceError
     )
     .map_err(write_err)?;
     for entry in &sel.entries {
-        let mut parents: Vec<&Path> = entry
-            .path
-            .ancestors()
-            .skip(1)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        parents.reverse();
-        for parent in parents {
+        for parent in parents_top_down(&entry.path) {
             if dirs.insert(parent.to_path_buf()) {
                 let mut h = header(EntryType::Directory, 0o755, 0);
                 tar.append_data(&mut h, base.join(parent), io::empty())

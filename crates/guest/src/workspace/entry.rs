@@ -113,6 +113,18 @@ pub(crate) fn escapes(rel: &Path, target: &Path) -> bool {
     false
 }
 
+/// The directories `rel` lies under, outermost first (`a`, `a/b` for
+/// `a/b/c`).
+pub(crate) fn parents_top_down(rel: &Path) -> Vec<&Path> {
+    let mut parents: Vec<&Path> = rel
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    parents.reverse();
+    parents
+}
+
 /// What the working tree holds at a path handed to [`Collector::add`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Found {
@@ -209,13 +221,7 @@ impl<'a> Collector<'a> {
     /// a symbolic link is an error naming it: following it could read
     /// anything on the host.
     fn parents_are_dirs(&mut self, rel: &Path) -> Result<bool, WorkspaceError> {
-        let mut parents: Vec<&Path> = rel
-            .ancestors()
-            .skip(1)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        parents.reverse();
-        for parent in parents {
+        for parent in parents_top_down(rel) {
             if self.dirs.contains(parent) {
                 continue;
             }

@@ -32,6 +32,9 @@ pub enum WorkspaceError {
     #[error("--from {rev} names no commit in {repo}: give a branch, tag or commit id")]
     UnknownRevision { rev: String, repo: PathBuf },
 
+    #[error("a checkout needs --branch, --from or both")]
+    NoRevision,
+
     #[error("--branch {branch:?} is not a valid git branch name (see git check-ref-format)")]
     BadBranchName { branch: String },
 

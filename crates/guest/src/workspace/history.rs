@@ -93,13 +93,7 @@ pub fn select_revision(path: &Path, req: &RevisionRequest) -> Result<Selection, 
             })?;
             (commit, format!("branch {branch}"))
         }
-        (None, None) => {
-            return Err(WorkspaceError::GitFailed {
-                action: "choosing a commit".into(),
-                status: "not run".into(),
-                stderr: "neither --branch nor --from was given".into(),
-            });
-        }
+        (None, None) => return Err(WorkspaceError::NoRevision),
     };
     let name = repo_name(&top);
     let (entries, total_bytes, warnings) = tree_entries(&top, &name, &commit)?;

@@ -208,14 +208,11 @@ fn download_and_unpack(package: &str, version: &str, staging: &Path) -> Result<(
     Ok(())
 }
 
-fn open(package: &str, version: &str, root: &Path) -> Result<KernelPackage, PackageError> {
-    let boot = root.join("boot");
-    let entries = fs::read_dir(&boot).map_err(|source| PackageError::Io {
-        action: "cannot list",
-        path: boot.clone(),
-        source,
-    })?;
-    let release = entries
+/// The release of the newest `boot/vmlinuz-<release>` in an installed or
+/// unpacked tree, `None` when there is none; an unreadable `boot/` is an
+/// error.
+pub fn newest_release(root: &Path) -> std::io::Result<Option<String>> {
+    let mut releases: Vec<String> = fs::read_dir(root.join("boot"))?
         .filter_map(Result::ok)
         .filter_map(|e| {
             e.file_name()
@@ -223,7 +220,18 @@ fn open(package: &str, version: &str, root: &Path) -> Result<KernelPackage, Pack
                 .and_then(|n| n.strip_prefix("vmlinuz-"))
                 .map(str::to_owned)
         })
-        .next()
+        .collect();
+    releases.sort();
+    Ok(releases.pop())
+}
+
+fn open(package: &str, version: &str, root: &Path) -> Result<KernelPackage, PackageError> {
+    let release = newest_release(root)
+        .map_err(|source| PackageError::Io {
+            action: "cannot list",
+            path: root.join("boot"),
+            source,
+        })?
         .ok_or_else(|| PackageError::NoKernel {
             package: package.to_owned(),
         })?;
