@@ -18,7 +18,16 @@ use std::time::Duration;
 use banger_model::{ArtifactRole, ImageRecord};
 use common::*;
 
-const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debugfs", "mkfs.ext4"];
+const TOOLS: &[&str] = &[
+    "docker-registry",
+    "skopeo",
+    "umoci",
+    "debugfs",
+    "mkfs.ext4",
+    "patchelf",
+];
+/// The daemon's guest tools cache, below its cache folder.
+const GUEST_TOOLS_CACHE: &str = "guest-tools";
 
 /// A docker-registry on 127.0.0.1 with its own storage and access log.
 struct Registry {
@@ -29,6 +38,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Self {
+        Self::start_in(None)
+    }
+
+    /// A registry on the loopback of `ns` (the host's when `None`).
+    fn start_in(ns: Option<&Netns>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -46,16 +60,24 @@ impl Registry {
         )
         .unwrap();
         let log = fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
+        let child = in_netns(ns, "docker-registry")
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start docker-registry");
-        wait_for("the registry to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_for(
+            "the registry to listen",
+            Duration::from_secs(20),
+            || match ns {
+                None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                Some(ns) => ns
+                    .exec(&["bash", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+                    .status
+                    .success(),
+            },
+        );
         Self { child, dir, port }
     }
 
@@ -85,6 +107,19 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `program`, run inside `ns` when there is one (`ip netns exec` execs
+/// it in place, so the child is the program itself).
+fn in_netns(ns: Option<&Netns>, program: &str) -> Command {
+    match ns {
+        None => Command::new(program),
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &ns.0, program]);
+            cmd
+        }
     }
 }
 
@@ -149,6 +184,29 @@ impl Layout {
             .args(["--tag", tag]));
     }
 
+    /// The digest of the last layer of `tag`, from the layout's manifest.
+    fn layer_digest(&self, tag: &str) -> String {
+        let oci = self.dir.path().join("oci");
+        let blob = |digest: &str| -> serde_json::Value {
+            let hex = digest.trim_start_matches("sha256:");
+            serde_json::from_slice(&fs::read(oci.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+        };
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(oci.join("index.json")).unwrap()).unwrap();
+        let manifest = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .expect("the tag is in the layout");
+        let manifest = blob(manifest["digest"].as_str().unwrap());
+        let layers = manifest["layers"].as_array().unwrap();
+        layers.last().unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     fn config(&self, tag: &str, args: &[&str]) {
         run(Command::new("umoci")
             .args(["config", "--image", &self.image(tag)])
@@ -156,7 +214,12 @@ impl Layout {
     }
 
     fn push(&self, tag: &str, registry: &Registry, repo: &str) {
-        run(Command::new("skopeo")
+        self.push_in(None, tag, registry, repo)
+    }
+
+    /// Pushes to a registry inside `ns`.
+    fn push_in(&self, ns: Option<&Netns>, tag: &str, registry: &Registry, repo: &str) {
+        run(in_netns(ns, "skopeo")
             .args(["copy", "--dest-tls-verify=false"])
             .arg(format!("oci:{}", self.image(tag)))
             .arg(format!("docker://{}/{repo}:{tag}", registry.host())));
@@ -242,7 +305,8 @@ impl Setup {
             banger_testkit::skip("OCI pulls need root (bangerd keeps the layers' owners)");
             return None;
         }
-        // The kernel OCI images boot: Debian's, from the test cache.
+        // The kernel OCI images boot: Debian's, fetched into the test
+        // cache here, before any test enters a namespace.
         banger_testkit::debian_kernel()?;
         let home = TestHome::new();
         let cache = home.root().join("cache");
@@ -252,6 +316,12 @@ impl Setup {
             cache.join("kernel-packages"),
         )
         .unwrap();
+        // Every pull keeps banger's guest tools with its image: the shared
+        // folder spares each test's daemon the two downloads, and the
+        // first pull of a run fills it (it needs nothing filled before).
+        let tools = banger_testkit::test_cache().join("guest-tools");
+        fs::create_dir_all(&tools).unwrap();
+        std::os::unix::fs::symlink(&tools, cache.join(GUEST_TOOLS_CACHE)).unwrap();
         let init = banger_testkit::static_guest_binaries().init.clone();
         Some(Self { home, init })
     }
@@ -712,10 +782,6 @@ fn a_pulled_debian_image_boots_runs_a_command_and_stops() {
     let Some(rootfs_tar) = banger_testkit::debian_minbase_tar() else {
         return;
     };
-    let guest_tools = banger_testkit::test_cache().join("guest-tools");
-    fs::create_dir_all(&guest_tools).unwrap();
-    std::os::unix::fs::symlink(&guest_tools, setup.home.root().join("cache/guest-tools")).unwrap();
-
     let registry = Registry::start();
     let layout = Layout::new();
     layout.create("deb12");
@@ -739,7 +805,15 @@ fn a_pulled_debian_image_boots_runs_a_command_and_stops() {
         .output()
         .unwrap();
     assert!(pulled.status.success(), "pull: {}", stderr(&pulled));
+    let tools = setup.image("sandbox-deb12");
+    assert!(
+        tools.artifact(ArtifactRole::GuestTools).is_some(),
+        "the image keeps its guest tools: {tools:?}"
+    );
     setup.banger(&["daemon", "stop"]).assert().success();
+    // The VM is made with no mirror in reach and no tools cache at all:
+    // everything it needs came with the image.
+    fs::remove_file(setup.home.root().join("cache").join(GUEST_TOOLS_CACHE)).unwrap();
 
     let Some(ns) = Netns::new("banger-oci") else {
         return;
@@ -796,4 +870,47 @@ fn a_pulled_debian_image_boots_runs_a_command_and_stops() {
     );
     let deleted = b(&["vm", "delete", "oci"]);
     assert!(deleted.status.success(), "vm delete: {}", stderr(&deleted));
+}
+
+/// A pull that cannot fetch banger's guest tools (here: a daemon in a
+/// namespace with no route to apt's mirror, and nothing cached) fails,
+/// saying so, and records no image: an image that could not boot without
+/// the network is never made.
+#[test]
+fn a_pull_without_the_guest_tools_fails_and_records_no_image() {
+    let Some(setup) = Setup::new() else { return };
+    let Some(ns) = Netns::new("banger-oci-tools") else {
+        return;
+    };
+    // This test's own, empty tools cache, in place of the shared one.
+    let cache = setup.home.root().join("cache").join(GUEST_TOOLS_CACHE);
+    fs::remove_file(&cache).unwrap();
+    let registry = Registry::start_in(Some(&ns));
+    let layout = Layout::new();
+    layout.create("tiny");
+    layout.layer("tiny", |root| {
+        fs::write(root.join("hello"), "hi\n").unwrap();
+    });
+    layout.push_in(Some(&ns), "tiny", &registry, "test/tiny");
+    let reference = format!("{}/test/tiny:tiny", registry.host());
+
+    let b = |args: &[&str]| setup.home.banger_in(&ns, args, &[]);
+    let out = b(&["image", "pull", &reference, "--name", "tiny"]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("guest tools: cannot download openssh-server"),
+        "names what could not be fetched: {err}"
+    );
+    assert_eq!(
+        registry.blob_gets("test/tiny", &layout.layer_digest("tiny")),
+        0,
+        "no layer is downloaded for an image that cannot be made"
+    );
+    let list = b(&["image", "list", "--json"]);
+    assert_eq!(stdout(&list).trim(), "[]", "{}", stderr(&list));
+    assert!(
+        !setup.home.state().join("images/tiny").exists(),
+        "nothing left in the state folder"
+    );
 }

@@ -93,7 +93,7 @@ pub struct GuestTools {
 impl GuestTools {
     /// Every file of the tree: its path below [`GUEST_DIR`] (e.g.
     /// `bin/sshd`), contents and mode.
-    pub fn files(&self) -> Result<Vec<(String, Vec<u8>, u32)>, ToolsError> {
+    pub fn files(&self) -> Result<Vec<ToolFile>, ToolsError> {
         let mut out = Vec::new();
         for sub in ["bin", "lib"] {
             let dir = self.root.join(sub);
@@ -115,6 +115,90 @@ impl GuestTools {
         }
         Ok(out)
     }
+}
+
+/// What an image keeps of the tools: one tar of the tree, written when the
+/// image is pulled (while the network is there) and pinned with the
+/// image's other files, so a VM of it boots with no mirror in reach.
+pub const ARCHIVE: &str = "guest-tools.tar";
+/// The tree is a few MiB (sshd, its libraries, busybox); anything much
+/// larger is not an archive banger wrote.
+const ARCHIVE_MAX: u64 = 256 << 20;
+
+/// One file of the tree: its path below [`GUEST_DIR`], contents and mode.
+pub type ToolFile = (String, Vec<u8>, u32);
+
+/// Writes the tree as the tar an image keeps ([`ARCHIVE`]): regular files
+/// only, owned by root, with no timestamps, so the same tools make the
+/// same bytes.
+pub fn write_archive(tools: &GuestTools, dest: &Path) -> Result<(), ToolsError> {
+    let file = fs::File::create(dest).map_err(io("cannot create", dest))?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+    for (path, bytes, mode) in tools.files()? {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(bytes.len() as u64);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        builder
+            .append_data(&mut header, &path, bytes.as_slice())
+            .map_err(io("cannot write", dest))?;
+    }
+    builder
+        .into_inner()
+        .and_then(|mut w| std::io::Write::flush(&mut w))
+        .map_err(io("cannot write", dest))
+}
+
+/// The files of an archive [`write_archive`] made, read back only if its
+/// SHA-256 is still `sha256` (the image's pin): checked on the bytes
+/// that are then parsed, so nothing changed after the check is used.
+pub fn read_archive(path: &Path, sha256: &str) -> Result<Vec<ToolFile>, ToolsError> {
+    use std::io::Read;
+    let bad = |why: String| ToolsError::Unusable {
+        binary: path.to_owned(),
+        why,
+    };
+    let file = fs::File::open(path).map_err(io("cannot open", path))?;
+    let mut bytes = Vec::new();
+    file.take(ARCHIVE_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io("cannot read", path))?;
+    if bytes.len() as u64 > ARCHIVE_MAX {
+        return Err(bad(format!("is larger than {ARCHIVE_MAX} bytes")));
+    }
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if actual != sha256 {
+        return Err(bad(format!(
+            "changed since the image was pulled (SHA-256 {actual}, pinned {sha256}): re-pull the image"
+        )));
+    }
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    for entry in archive.entries().map_err(io("cannot read", path))? {
+        let mut entry = entry.map_err(io("cannot read", path))?;
+        let name = entry
+            .path()
+            .map_err(io("cannot read", path))?
+            .to_string_lossy()
+            .into_owned();
+        let valid = matches!(name.split_once('/'), Some(("bin" | "lib", file))
+            if !file.is_empty() && !file.contains('/') && file != "." && file != "..");
+        if entry.header().entry_type() != tar::EntryType::Regular || !valid {
+            return Err(bad(format!(
+                "holds {name:?}, which banger never writes there"
+            )));
+        }
+        let mode = entry.header().mode().map_err(io("cannot read", path))? & 0o777;
+        let mut contents = Vec::new();
+        entry
+            .read_to_end(&mut contents)
+            .map_err(io("cannot read", path))?;
+        out.push((name, contents, mode));
+    }
+    Ok(out)
 }
 
 /// One shared library `ldd` reported.
@@ -369,6 +453,69 @@ pub fn sshd_config(env: &[String]) -> (String, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tree(dir: &Path) -> GuestTools {
+        for sub in ["bin", "lib"] {
+            fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        fs::write(dir.join("bin/sshd"), b"sshd bytes").unwrap();
+        fs::set_permissions(dir.join("bin/sshd"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.join("lib/libc.so.6"), b"libc bytes").unwrap();
+        fs::set_permissions(dir.join("lib/libc.so.6"), fs::Permissions::from_mode(0o644)).unwrap();
+        GuestTools {
+            root: dir.to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_archive_gives_back_the_tree_only_while_its_pin_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let tools = tree(&dir.path().join("tools"));
+        let (a, b) = (dir.path().join("a.tar"), dir.path().join("b.tar"));
+        write_archive(&tools, &a).unwrap();
+        write_archive(&tools, &b).unwrap();
+        let bytes = fs::read(&a).unwrap();
+        assert_eq!(
+            bytes,
+            fs::read(&b).unwrap(),
+            "the same tree, the same bytes"
+        );
+        let pin = hex::encode(Sha256::digest(&bytes));
+        assert_eq!(read_archive(&a, &pin).unwrap(), tools.files().unwrap());
+
+        let mut changed = bytes.clone();
+        let at = changed.len() / 3;
+        changed[at] ^= 1;
+        fs::write(&a, &changed).unwrap();
+        let err = read_archive(&a, &pin).unwrap_err().to_string();
+        assert!(err.contains("changed since the image was pulled"), "{err}");
+    }
+
+    #[test]
+    fn an_archive_with_anything_but_bin_and_lib_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["etc/passwd", "bin/../../x", "bin/a/b", "bin/"] {
+            let path = dir.path().join("bad.tar");
+            let mut builder = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_gnu();
+            header.set_size(1);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            // Raw name bytes: the builder's own path checks would refuse
+            // `..`, and a hostile file is not made by this builder.
+            header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_cksum();
+            builder.append(&header, &b"x"[..]).unwrap();
+            let bytes = builder.into_inner().unwrap();
+            fs::write(&path, &bytes).unwrap();
+            let pin = hex::encode(Sha256::digest(&bytes));
+            let err = read_archive(&path, &pin).unwrap_err().to_string();
+            assert!(
+                err.contains("which banger never writes there"),
+                "{name}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn reads_ldd_s_answer() {

@@ -116,6 +116,11 @@ pub enum ArtifactRole {
     Vmlinux,
     /// banger's initramfs for this kernel: its modules and banger's init.
     Initramfs,
+    /// banger's sshd, busybox and their libraries, as a tar, for an image
+    /// that brings no sshd of its own (OCI): kept with the image so that
+    /// its VMs boot with no network.
+    #[serde(rename = "guest-tools")]
+    GuestTools,
 }
 
 impl ArtifactRole {
@@ -125,6 +130,7 @@ impl ArtifactRole {
             ArtifactRole::Bzimage => "bzimage",
             ArtifactRole::Vmlinux => "vmlinux",
             ArtifactRole::Initramfs => "initramfs",
+            ArtifactRole::GuestTools => "guest-tools",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -133,6 +139,7 @@ impl ArtifactRole {
             ArtifactRole::Bzimage,
             ArtifactRole::Vmlinux,
             ArtifactRole::Initramfs,
+            ArtifactRole::GuestTools,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

@@ -2,7 +2,9 @@
 //! journal the image `building` (with its OCI description), fetch the
 //! layers into the shared blob cache (per-layer progress), flatten them
 //! into a staging tree inside the image's folder, write the read-only
-//! ext4, pin it, mark the image ready. Any failure removes the folder and
+//! ext4, keep banger's guest tools beside it (fetched before anything is
+//! journaled: a VM of the image must not need the network), pin both,
+//! mark the image ready. Any failure removes the folder and
 //! the record; a crash leaves a `building` record that reconcile removes
 //! with its folder, staging tree included.
 
@@ -10,6 +12,7 @@ use std::fs;
 use std::path::Path;
 
 use banger_api::PullImageRequest;
+use banger_images::guest_tools::{self, GuestTools};
 use banger_images::kernel::package::{self, CLOUD_KERNEL_META};
 use banger_images::oci::flatten::Compression;
 use banger_images::oci::{
@@ -74,6 +77,7 @@ pub(super) async fn pull(
     ));
 
     let kernel = kernel_for_oci(d, progress).await?;
+    let tools = tools_for_oci(d, progress).await?;
     let oci = describe(&resolved);
     let unpinned = ImageRef {
         digest: None,
@@ -95,7 +99,12 @@ pub(super) async fn pull(
     let p = progress.clone();
     journal_image(d, record, move |dir| async move {
         fetch_layers(&registry, &resolved, &cache, &p).await?;
-        blocking(move || build_rootfs(&dir, &resolved, &compressions, &cache, options, &p)).await
+        blocking(move || {
+            let mut artifacts = build_rootfs(&dir, &resolved, &compressions, &cache, options, &p)?;
+            artifacts.push(keep_tools(&dir, &tools)?);
+            Ok(artifacts)
+        })
+        .await
     })
     .await
 }
@@ -232,6 +241,25 @@ async fn kernel_for_oci(d: &Daemon, progress: &Progress) -> Result<String, Failu
     )
     .await?;
     Ok(kernel.name)
+}
+
+/// banger's sshd and busybox, which VMs of an OCI image run (the image
+/// has no sshd of its own). Fetched here, while the network is there,
+/// and kept with the image ([`keep_tools`]): a VM is made with no mirror
+/// in reach, and a pull that cannot fetch them records no image.
+async fn tools_for_oci(d: &Daemon, progress: &Progress) -> Result<GuestTools, Failure> {
+    progress.phase("tools", "fetching banger's sshd and busybox for the guest");
+    let cache = d.inner.paths.guest_tools_cache();
+    blocking(move || guest_tools::ensure(&cache).map_err(|e| Failure::bad_request(e.to_string())))
+        .await
+}
+
+/// The tools as the image's own pinned archive.
+fn keep_tools(dir: &Path, tools: &GuestTools) -> Result<banger_model::Artifact, Failure> {
+    guest_tools::write_archive(tools, &dir.join(guest_tools::ARCHIVE))
+        .map_err(|e| Failure::internal(e.to_string()))?;
+    make_read_only(&dir.join(guest_tools::ARCHIVE))?;
+    pin(dir, guest_tools::ARCHIVE, ArtifactRole::GuestTools)
 }
 
 fn describe(resolved: &Resolved) -> OciImageConfig {

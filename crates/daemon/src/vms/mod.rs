@@ -14,13 +14,13 @@ mod spec;
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use banger_api::{CreateVmRequest, SetVmRequest, SshInfo, VmStarted, VmStats};
 use banger_guest::{KnownHosts, SshError, SshTarget};
-use banger_model::{ArtifactRole, Size, VmRecord, VmState};
+use banger_model::{ArtifactRole, ImageRecord, Size, VmRecord, VmState};
 use banger_storage::{SYSTEM_DISK_SIZE, Seed};
 use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle};
 
@@ -241,11 +241,14 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
     let p = paths(d, vm);
     // An image without an sshd of its own (OCI) gets banger's, with the
     // image's environment for every session.
-    let minimal_env = images::get_image(d, &vm.image)
-        .await?
-        .oci
-        .map(|oci| oci.env);
-    let tools_cache = d.inner.paths.guest_tools_cache();
+    let image = images::get_image(d, &vm.image).await?;
+    let minimal = match &image.oci {
+        Some(oci) => Some(Minimal {
+            env: oci.env.clone(),
+            tools: kept_tools(d, &image)?,
+        }),
+        None => None,
+    };
     let sync = d.inner.config.file_sync.clone();
     let home = d.inner.paths.home.clone();
     let progress = progress.clone();
@@ -269,8 +272,8 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
                 format!("{}\n", host_pub.trim()),
                 0o644,
             );
-        if let Some(env) = &minimal_env {
-            system = with_guest_tools(system, &tools_cache, env, &progress)?;
+        if let Some(minimal) = &minimal {
+            system = with_guest_tools(system, minimal, &progress)?;
         }
         banger_storage::make_disk(
             &p.system,
@@ -308,24 +311,68 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
     .await
 }
 
+/// What a VM of an image without an sshd of its own (banger-init's
+/// minimal mode) gets: the image's environment for ssh sessions, and
+/// where banger's tools come from.
+struct Minimal {
+    env: Vec<String>,
+    tools: KeptTools,
+}
+
+enum KeptTools {
+    /// The image's own pinned archive, written when it was pulled.
+    Archive { path: PathBuf, sha256: String },
+    /// An image pulled before images kept their tools: assembled from the
+    /// tools cache, which needs apt's mirror unless it is already filled.
+    Cache(PathBuf),
+}
+
+fn kept_tools(d: &Daemon, image: &ImageRecord) -> Result<KeptTools, Failure> {
+    use banger_images::guest_tools;
+    Ok(match image.artifact(ArtifactRole::GuestTools) {
+        Some(a) => KeptTools::Archive {
+            path: images::artifact_path(d, image, ArtifactRole::GuestTools)?,
+            sha256: a.sha256.clone(),
+        },
+        None => {
+            tracing::warn!(
+                image = %image.name,
+                "image keeps no {}: using the tools cache (re-pull it to boot with no network)",
+                guest_tools::ARCHIVE
+            );
+            KeptTools::Cache(d.inner.paths.guest_tools_cache())
+        }
+    })
+}
+
 /// Adds banger's guest tools and their sshd configuration to the per-VM
 /// files of a VM whose image has no sshd (banger-init's minimal mode).
 fn with_guest_tools(
     mut system: Seed,
-    cache: &Path,
-    env: &[String],
+    minimal: &Minimal,
     progress: &Progress,
 ) -> Result<Seed, Failure> {
     use banger_images::guest_tools;
     progress.phase("tools", "adding banger's sshd (the image has none)");
-    let tools = guest_tools::ensure(cache).map_err(|e| Failure::internal(e.to_string()))?;
-    for (path, bytes, mode) in tools
-        .files()
-        .map_err(|e| Failure::internal(e.to_string()))?
-    {
+    let files = match &minimal.tools {
+        KeptTools::Archive { path, sha256 } => {
+            guest_tools::read_archive(path, sha256).map_err(|e| Failure::conflict(e.to_string()))?
+        }
+        KeptTools::Cache(cache) => {
+            progress.warn(
+                "this image was pulled by an older banger and keeps no guest tools: \
+                 assembling them now (this needs apt's mirror); re-pull the image to boot \
+                 with no network",
+            );
+            guest_tools::ensure(cache)
+                .and_then(|tools| tools.files())
+                .map_err(|e| Failure::internal(e.to_string()))?
+        }
+    };
+    for (path, bytes, mode) in files {
         system = system.file(&format!("banger/tools/{path}"), bytes, mode);
     }
-    let (config, skipped) = guest_tools::sshd_config(env);
+    let (config, skipped) = guest_tools::sshd_config(&minimal.env);
     for entry in skipped {
         progress.warn(format!(
             "the image's environment entry {entry:?} cannot be passed to ssh sessions: left out"
