@@ -159,6 +159,20 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     };
     assert_ne!(ip("alpha"), ip("beta"));
     assert!(vms.iter().all(|v| v.state == VmState::Running), "{vms:?}");
+    // The kernel came from the build cache with whichever banger-init
+    // built it; before booting, the daemon put this one in its initramfs,
+    // and re-pinned it.
+    let alpha_vm = vms.iter().find(|v| v.name.as_str() == "alpha").unwrap();
+    let carried = fs::read_to_string(
+        home.state()
+            .join("kernels")
+            .join(&alpha_vm.kernel)
+            .join("initramfs.cpio.gz.init-sha256"),
+    )
+    .unwrap();
+    let (init_sha, _) = banger_images::digest::sha256_file(&init).unwrap();
+    assert_eq!(carried.trim(), init_sha);
+    ok(b(&["image", "verify", &alpha_vm.image]), "image verify");
     ok(
         b(&[
             "vm",
@@ -176,6 +190,40 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     );
     let hostname = ok(b(&["vm", "ssh", "beta", "--", "hostname"]), "hostname");
     assert_eq!(hostname.trim(), "beta");
+
+    // The guest's clock: stepped to the host's at boot, and, under TCG,
+    // ticking at the host's rate on the TSC clocksource (checked again
+    // once beta has run for a minute, further down).
+    let mut beta_clock = GuestClock::open(&home, &ns, "beta");
+    let beta_booted = std::time::Instant::now();
+    let offset = beta_clock.offset();
+    assert!(
+        offset.abs() <= 0.25,
+        "guest minus host at boot: {offset:.3} s"
+    );
+    let cmdline = ok(
+        b(&["vm", "ssh", "beta", "--", "cat", "/proc/cmdline"]),
+        "cmdline",
+    );
+    if cmdline.contains("tsc_early_khz=") {
+        let source = ok(
+            b(&[
+                "vm",
+                "ssh",
+                "beta",
+                "--",
+                "cat",
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+            ]),
+            "clocksource",
+        );
+        assert_eq!(source.trim(), "tsc", "under TCG: {cmdline}");
+    }
+    let slept = beta_clock.sleep(5);
+    assert!(
+        (slept - 5.0).abs() <= 0.25,
+        "a 5 s sleep in the guest took {slept:.3} s of the host's time"
+    );
 
     // Files in /root (work disk) and elsewhere (overlay) survive a restart.
     in_alpha(
@@ -363,6 +411,18 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     assert_eq!(alpha.state, VmState::Running, "alpha survived that too");
     ok(b(&["vm", "delete", "gamma"]), "delete gamma");
 
+    // A minute on, beta's clock has not drifted.
+    if let Some(left) = std::time::Duration::from_secs(60).checked_sub(beta_booted.elapsed()) {
+        std::thread::sleep(left);
+    }
+    let offset = beta_clock.offset();
+    assert!(
+        offset.abs() <= 0.25,
+        "guest minus host {:.0} s after boot: {offset:.3} s",
+        beta_booted.elapsed().as_secs_f64()
+    );
+    drop(beta_clock);
+
     // An sshd that never lets banger in: the start gives up after the boot
     // timeout, says so with the console's tail, and leaves the VM running.
     ok(b(&["vm", "stop", "beta"]), "stop beta");
@@ -403,6 +463,92 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     assert!(!stdout(&ns.exec(&["nft", "list", "table", "ip", "banger"])).contains("banger:alpha"));
     assert!(!fs::read_to_string(&kh).unwrap_or_default().contains("beta"));
     let _ = b(&["daemon", "stop"]);
+}
+
+/// A shell in a guest that answers each line it reads with its clock
+/// (bash's `$EPOCHREALTIME`: no process is started per answer), so the
+/// guest's time is read in the middle of a short round trip.
+struct GuestClock {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl GuestClock {
+    fn open(home: &TestHome, ns: &Netns, vm: &str) -> Self {
+        use std::process::Stdio;
+        let script =
+            r#"while read -r x; do [ "$x" = "" ] || sleep "$x"; echo "$EPOCHREALTIME"; done"#;
+        let mut child = home
+            .banger_in_command(ns, &["vm", "ssh", vm, "--", "bash", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends `line`; the guest's clock when it answered, and the host's
+    /// clock before and after.
+    fn exchange(&mut self, line: &str) -> (f64, f64, f64) {
+        use std::io::{BufRead, Write};
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        };
+        let before = now();
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).unwrap();
+        let after = now();
+        let guest = answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a time: {answer:?}"));
+        (guest, before, after)
+    }
+
+    /// Guest minus host, in seconds, from the shortest of a few round trips.
+    fn offset(&mut self) -> f64 {
+        (0..8)
+            .map(|_| self.exchange(""))
+            .min_by(|a, b| (a.2 - a.1).total_cmp(&(b.2 - b.1)))
+            .map(|(guest, before, after)| guest - (before + after) / 2.0)
+            .unwrap()
+    }
+
+    /// How many of the host's seconds a `sleep SECS` in the guest takes
+    /// (less one round trip without a sleep).
+    fn sleep(&mut self, secs: u32) -> f64 {
+        let (_, before, after) = self.exchange("");
+        let rtt = after - before;
+        let (_, before, after) = self.exchange(&secs.to_string());
+        after - before - rtt
+    }
+}
+
+impl Drop for GuestClock {
+    /// End of input ends the guest's loop, and with it the session.
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// known_hosts with beta's key swapped for a freshly generated one.

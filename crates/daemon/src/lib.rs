@@ -7,6 +7,7 @@
 //! parses arguments and reports a fatal error.
 #![deny(unsafe_code)]
 
+mod clock;
 pub mod dns;
 mod error;
 mod images;

@@ -53,6 +53,11 @@ pub(crate) struct Inner {
     pub verified: crate::images::VerifiedFiles,
     /// The `.vm` names the DNS server answers.
     pub dns: Arc<crate::dns::DnsRecords>,
+    /// Where guests ask the host's time at boot, if the daemon answers
+    /// there (`banger.clock=` on their command line).
+    pub clock: Option<std::net::SocketAddr>,
+    /// Serializes bringing kernels' initramfs up to the installed init.
+    pub initramfs_lock: tokio::sync::Mutex<()>,
     _lock: DaemonLock,
 }
 
@@ -80,6 +85,10 @@ impl Daemon {
             version = env!("CARGO_PKG_VERSION"),
             "bangerd ready"
         );
+        let config_clock_addr = std::net::SocketAddr::new(
+            std::net::IpAddr::V4(config.bridge_cidr().addr()),
+            banger_model::clock::CLOCK_PORT,
+        );
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 paths,
@@ -92,6 +101,8 @@ impl Daemon {
                 vms: Default::default(),
                 verified: Default::default(),
                 dns: Default::default(),
+                clock: start_clock(&config_clock_addr),
+                initramfs_lock: tokio::sync::Mutex::new(()),
                 _lock: lock,
             }),
         };
@@ -248,4 +259,22 @@ fn bind(path: &Path) -> Result<UnixListener, StartError> {
         }
     })?;
     Ok(listener)
+}
+
+/// Starts the clock answerer on the bridge address; `None` (logged) when
+/// it cannot listen: guests then keep the time of the emulated RTC.
+fn start_clock(addr: &std::net::SocketAddr) -> Option<std::net::SocketAddr> {
+    // The DNS server's socket options: the bridge address appears only
+    // when the first VM makes the bridge.
+    match crate::dns::bind(*addr) {
+        Ok(socket) => {
+            tracing::info!(listen = %addr, "clock: answering guests' time questions");
+            tokio::spawn(crate::clock::serve(socket));
+            Some(*addr)
+        }
+        Err(e) => {
+            tracing::warn!(listen = %addr, error = %e, "clock: cannot listen; guests keep their RTC's time");
+            None
+        }
+    }
 }

@@ -121,6 +121,9 @@ pub struct HostProbe {
     /// The user's home, which `[[file_sync]]` host paths must stay inside.
     pub home: PathBuf,
     pub dns: DnsProbe,
+    /// The TSC rate TCG guests are told (measured; only asked for when
+    /// the host would use TCG).
+    pub tsc: Option<banger_vmm::tsc::TscRate>,
 }
 
 /// How `.vm` names fare on this host.
@@ -217,8 +220,15 @@ impl HostProbe {
         let config = config.map_err(|e| e.to_string());
         let hypervisors = HostHypervisors::probe(config.as_ref().unwrap_or(&Config::default()));
         let dns = DnsProbe::gather(config.as_ref().unwrap_or(&Config::default()));
+        let want = config
+            .as_ref()
+            .map_or(banger_config::HypervisorChoice::Auto, |c| c.hypervisor());
+        let tsc = choose(want, &hypervisors)
+            .is_ok_and(|sel| sel.accel == banger_vmm::select::Accel::Tcg)
+            .then(|| banger_vmm::tsc::host_rate().clone());
         Self {
             dns,
+            tsc,
             arch: std::env::consts::ARCH.to_string(),
             config_file: paths.config_file(),
             config,
@@ -338,6 +348,32 @@ pub fn diagnose(probe: &HostProbe) -> Report {
                 ),
                 fix,
             );
+            if sel.accel == banger_vmm::select::Accel::Tcg
+                && let Some(tsc) = &probe.tsc
+            {
+                // Guests' clocks and timers run at this rate over the
+                // host's real one: a guess runs them fast or slow.
+                let (status, fix) = match &tsc.fallback {
+                    None => (Status::Ok, None),
+                    Some(_) => (
+                        Status::Warn,
+                        Some(
+                            "guest clocks may run fast or slow: nothing to do on this host \
+                             (its TSC cannot be measured)"
+                                .to_string(),
+                        ),
+                    ),
+                };
+                push(
+                    "guest clock",
+                    status,
+                    format!(
+                        "TCG guests are told the host's TSC ticks at {}",
+                        tsc.describe()
+                    ),
+                    fix,
+                );
+            }
             Some(sel)
         }
         Err(e) => {
@@ -521,6 +557,10 @@ mod tests {
             },
             root: tools,
             home: PathBuf::from("/nonexistent-home"),
+            tsc: Some(banger_vmm::tsc::TscRate {
+                khz: 2_596_125,
+                fallback: None,
+            }),
             dns: DnsProbe {
                 listen: "172.16.0.1:53".parse().unwrap(),
                 bridge: "banger0".into(),
@@ -566,6 +606,30 @@ mod tests {
         assert!(hv.detail.contains("qemu (tcg)"), "{}", hv.detail);
         assert!(hv.detail.contains("slower"), "{}", hv.detail);
         assert_eq!(r.vm_defaults.vcpu.value, 2);
+        let clock = check(&r, "guest clock");
+        assert_eq!(clock.status, Status::Ok);
+        assert!(
+            clock.detail.contains("2596125 kHz (measured"),
+            "{}",
+            clock.detail
+        );
+    }
+
+    #[test]
+    fn a_guessed_tsc_rate_is_a_warning() {
+        let mut p = probe(KvmStatus::Pvm, true, true);
+        p.tsc = Some(banger_vmm::tsc::TscRate {
+            khz: banger_vmm::tsc::FALLBACK_KHZ,
+            fallback: Some("the host CPU has no nonstop_tsc".into()),
+        });
+        let report = diagnose(&p);
+        let clock = check(&report, "guest clock");
+        assert_eq!(clock.status, Status::Warn);
+        assert!(
+            clock
+                .detail
+                .contains("a guess: the host CPU has no nonstop_tsc")
+        );
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub fn run() -> Result<Infallible, Failure> {
 
     configure_identity(&params)?;
     lap("network", &mut timings);
+    if let Some(host) = params.clock {
+        timings.push(crate::clock::step(host));
+    }
 
     println!(
         "banger-init ready in {} ms at uptime {uptime} s ({}; {} per-VM files); starting {}",

@@ -3,7 +3,7 @@
 //! Pure parsing; nothing here touches the system.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,6 +58,8 @@ pub struct BootParams {
     /// OCI image); banger-init stays PID 1 in the new root and runs the
     /// sshd the host put under `/.banger` (docs/guest-init.md).
     pub minimal: bool,
+    /// Where the host answers the question for its time (`banger.clock`).
+    pub clock: Option<SocketAddr>,
     /// How long to wait for disks and the network interface to appear.
     pub timeout: Duration,
 }
@@ -75,6 +77,7 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
     let mut init = "/sbin/init".to_owned();
     let mut minimal = false;
     let mut timeout = DEFAULT_TIMEOUT;
+    let mut clock = None;
 
     for word in split_words(cmdline) {
         let Some(rest) = word.strip_prefix("banger.") else {
@@ -130,6 +133,14 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
                     _ => return Err(bad("must be 1 or 0")),
                 }
             }
+            "clock" => {
+                clock = Some(
+                    value
+                        .parse::<SocketAddrV4>()
+                        .map_err(|_| bad("not an IPv4 ADDRESS:PORT"))?
+                        .into(),
+                )
+            }
             "timeout" => {
                 let secs: u64 = value
                     .parse()
@@ -179,6 +190,7 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
         hostname,
         init,
         minimal,
+        clock,
         timeout,
     })
 }
@@ -298,9 +310,11 @@ mod tests {
         let p = parse(&format!(
             "console=ttyS0 panic=-1 {BASE} banger.work=LABEL=banger-work \
              banger.ip=172.16.0.5/24 banger.gw=172.16.0.1 banger.dns=172.16.0.1,1.1.1.1 \
-             banger.hostname=web-1 banger.timeout=30 banger.init=/lib/systemd/systemd"
+             banger.hostname=web-1 banger.timeout=30 banger.init=/lib/systemd/systemd \
+             banger.clock=172.16.0.1:10123"
         ))
         .unwrap();
+        assert_eq!(p.clock, Some("172.16.0.1:10123".parse().unwrap()));
         assert_eq!(p.base, DeviceRef::Path("/dev/vda".into()));
         assert_eq!(
             p.system,
@@ -363,6 +377,8 @@ mod tests {
             ("banger.work=UUID=nope", "UUID"),
             ("banger.work=LABEL=", "label"),
             ("banger.timeout=0", "1 to 300"),
+            ("banger.clock=172.16.0.1", "ADDRESS:PORT"),
+            ("banger.clock=[fd00::1]:123", "IPv4"),
             ("banger.init=sbin/init", "absolute"),
             ("banger.bogus=1", "unknown parameter banger.bogus"),
         ] {

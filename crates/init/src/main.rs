@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 mod boot;
+mod clock;
 mod cmdline;
 mod devices;
 mod failure;

@@ -5,6 +5,7 @@
 //! passed in as [`HostFacts`], so every rule here is testable in isolation.
 #![deny(unsafe_code)]
 
+pub mod clock;
 mod defaults;
 mod name;
 mod namegen;

@@ -8,9 +8,13 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Needed by a TCG guest: without them the kernel hangs calibrating the TSC.
-pub const TCG_CMDLINE: &str =
-    "console=ttyS0 tsc_early_khz=2000000 lpj=4000000 no_timer_check panic=-1";
+/// The start of every test guest's command line: the QEMU backend's own
+/// (the console, panic, and under TCG the host's TSC rate), so the tests
+/// boot guests exactly as banger does.
+pub fn tcg_cmdline() -> String {
+    use banger_vmm::{qemu::BASE_CMDLINE, tsc};
+    format!("{BASE_CMDLINE} {}", tsc::tcg_cmdline(tsc::host_rate().khz))
+}
 
 pub struct Microvm {
     vmlinux: PathBuf,
@@ -36,7 +40,7 @@ impl Microvm {
         Self {
             vmlinux: vmlinux.to_path_buf(),
             initramfs: initramfs.to_path_buf(),
-            append: format!("{TCG_CMDLINE} {append}"),
+            append: format!("{} {append}", tcg_cmdline()),
             memory_mib: 512,
             drives: Vec::new(),
             ssh_port: None,

@@ -24,6 +24,7 @@ pub mod kvm;
 pub mod process;
 pub mod qemu;
 pub mod select;
+pub mod tsc;
 
 pub use console::wait_for_console;
 pub use error::VmmError;

@@ -10,7 +10,9 @@ use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
 use banger_images::kernel::extract_vmlinux_file;
 use banger_model::{ArtifactRole, KernelRecord, ObjectState};
 
-use super::files::{io_failure, pin, place};
+use banger_images::digest::sha256_file;
+
+use super::files::{io_failure, make_read_only, pin, place};
 use super::{blocking, now};
 use crate::error::Failure;
 use crate::progress::Progress;
@@ -126,6 +128,9 @@ fn fill(
             };
             initramfs::build_initramfs(&spec, &dir.join(INITRAMFS))
                 .map_err(|e| Failure::bad_request(e.to_string()))?;
+            let (init_sha, _) = sha256_file(&init).map_err(|e| Failure::internal(e.to_string()))?;
+            initramfs::record_init(&dir.join(INITRAMFS), &init_sha)
+                .map_err(|e| io_failure("write", &dir.join(INITRAMFS), e))?;
         }
     }
     progress.phase("pin", "recording SHA-256 pins");
@@ -222,4 +227,75 @@ fn debugfs(image: &Path, request: &str) -> Result<String, Failure> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Brings the initramfs of `kernel` up to the installed banger-init,
+/// before a boot. A kernel keeps its initramfs for as long as it is
+/// recorded, but banger-init changes with banger: a kernel recorded by an
+/// older banger, or placed from the build cache, carries the init of its
+/// day, which may not know what this daemon puts on the command line. Only
+/// `/init` is swapped ([`initramfs::replace_init`]), the file re-pinned,
+/// and the init it now carries recorded beside it; one that still
+/// matches costs one hash of the init.
+pub(crate) async fn refresh_initramfs(
+    d: &Daemon,
+    kernel: &KernelRecord,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let Some(pinned) = kernel.artifact(ArtifactRole::Initramfs).cloned() else {
+        return Ok(());
+    };
+    let dir = d.inner.paths.kernels_dir().join(&kernel.name);
+    let init = super::init_binary()?;
+    // Two boots of one kernel at once must not both rewrite it.
+    let _guard = d.inner.initramfs_lock.lock().await;
+    let path = dir.join(&pinned.file);
+    let (init_sha, current) = {
+        let (init, path) = (init.clone(), path.clone());
+        blocking(move || {
+            let (sha, _) = sha256_file(&init).map_err(|e| Failure::internal(e.to_string()))?;
+            let current = initramfs::carries_init(&path, &sha);
+            Ok((sha, current))
+        })
+        .await?
+    };
+    if current {
+        return Ok(());
+    }
+    progress.phase(
+        "initramfs",
+        format!(
+            "putting this banger-init into kernel {}'s initramfs",
+            kernel.name
+        ),
+    );
+    let (name, file) = (kernel.name.clone(), pinned.file.clone());
+    let repinned = blocking(move || {
+        // Never launder a file that changed behind banger's back: it must
+        // match its pin before it is rewritten and pinned anew.
+        let (sha, _) = sha256_file(&path).map_err(|e| Failure::internal(e.to_string()))?;
+        if sha != pinned.sha256 {
+            return Err(Failure::conflict(format!(
+                "{} of kernel {name} changed since it was made (SHA-256 {sha}, pinned {}): \
+                 refusing to boot it; delete and rebuild or re-pull its image",
+                path.display(),
+                pinned.sha256
+            )));
+        }
+        initramfs::replace_init(&path, &init).map_err(|e| Failure::internal(e.to_string()))?;
+        make_read_only(&path)?;
+        initramfs::record_init(&path, &init_sha).map_err(|e| io_failure("write", &path, e))?;
+        pin(&dir, &file, ArtifactRole::Initramfs)
+    })
+    .await?;
+    let mut artifacts = kernel.artifacts.clone();
+    for a in &mut artifacts {
+        if a.role == ArtifactRole::Initramfs {
+            *a = repinned.clone();
+        }
+    }
+    let name = kernel.name.clone();
+    tracing::info!(kernel = %name, "initramfs now carries the installed banger-init");
+    d.with_store(move |s| s.finish_kernel(&name, &artifacts))
+        .await
 }

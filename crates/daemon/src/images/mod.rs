@@ -8,6 +8,8 @@
 
 mod files;
 mod kernels;
+
+pub(crate) use kernels::refresh_initramfs;
 mod oci;
 
 use std::fs;

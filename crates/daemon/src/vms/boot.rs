@@ -18,6 +18,8 @@ pub(crate) struct GuestParams<'a> {
     /// The guest's nameservers, bangerd's `.vm` zone (the bridge address)
     /// first: `banger_network::dns::guest_nameservers`.
     pub dns: &'a [IpAddr],
+    /// Where the daemon answers the guest's question for the host's time.
+    pub clock: Option<std::net::SocketAddr>,
     /// The image has no init or sshd (OCI): banger-init's minimal mode.
     pub minimal: bool,
 }
@@ -45,6 +47,9 @@ pub(crate) fn guest_cmdline(p: &GuestParams<'_>) -> String {
         p.bridge.prefix_len(),
         p.name
     );
+    if let Some(clock) = p.clock {
+        line.push_str(&format!(" banger.clock={clock}"));
+    }
     if p.minimal {
         line.push_str(" banger.minimal=1");
     }
@@ -153,6 +158,7 @@ mod tests {
             ip: "172.16.0.7".parse().unwrap(),
             bridge: "172.16.0.1/24".parse().unwrap(),
             dns: &[DNS_A, DNS_B],
+            clock: Some("172.16.0.1:10123".parse().unwrap()),
             minimal,
         }
     }
@@ -172,6 +178,7 @@ mod tests {
             "banger.gw=172.16.0.1",
             "banger.dns=172.16.0.1,10.0.0.2",
             "banger.hostname=web",
+            "banger.clock=172.16.0.1:10123",
         ] {
             assert!(line.split(' ').any(|w| w == word), "{word} in {line}");
         }

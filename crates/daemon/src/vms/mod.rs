@@ -417,6 +417,7 @@ async fn boot(
         )));
     }
     fits_host(d, vm.vcpu, vm.memory_mib)?;
+    images::refresh_initramfs(d, &images::get_kernel(d, &vm.kernel).await?, progress).await?;
     progress.phase("verify", "checking the image's files against their pins");
     images::verify_for_boot(d, &vm.image).await?;
     let image = images::get_image(d, &vm.image).await?;
@@ -484,6 +485,7 @@ async fn boot(
             ip,
             bridge: d.inner.config.bridge_cidr(),
             dns: &dns,
+            clock: d.inner.clock,
             minimal: image.oci.is_some(),
         }),
         disks: vec![

@@ -101,14 +101,7 @@ pub fn build_initramfs(
         path: out.to_owned(),
         source,
     };
-    let mut tmp_name = out.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let result = (|| {
-        let file = fs::File::create(&tmp)?;
-        let gz =
-            flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
-        let mut archive = Archive::new(gz);
+    write_atomically(out, |archive| {
         for dir in [
             "dev",
             "proc",
@@ -125,7 +118,120 @@ pub fn build_initramfs(
         for (name, data) in &files {
             archive.file(name, 0o644, data)?;
         }
-        archive.file(MODULES_ORDER, 0o644, order_file.as_bytes())?;
+        archive.file(MODULES_ORDER, 0o644, order_file.as_bytes())
+    })?;
+    let size = fs::metadata(out).map_err(write_err)?.len();
+    Ok(InitramfsInfo {
+        modules: order.into_iter().map(|m| m.name).collect(),
+        size,
+    })
+}
+
+/// Beside an initramfs: the SHA-256 of the banger-init inside it, so a
+/// daemon can tell, without unpacking it, whether it still carries the
+/// installed one ([`replace_init`]).
+pub const INIT_DIGEST_SUFFIX: &str = ".init-sha256";
+/// An initramfs of banger's is a few MiB; unpacking stops well past that.
+const MAX_UNPACKED: u64 = 1 << 30;
+
+/// Where the digest of `initramfs`'s init is kept.
+pub fn init_digest_path(initramfs: &Path) -> PathBuf {
+    let mut name = initramfs.as_os_str().to_owned();
+    name.push(INIT_DIGEST_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Whether `initramfs` is known to carry the init whose SHA-256 is
+/// `init_sha256` (an initramfs with no digest beside it is not).
+pub fn carries_init(initramfs: &Path, init_sha256: &str) -> bool {
+    fs::read_to_string(init_digest_path(initramfs)).is_ok_and(|d| d.trim() == init_sha256)
+}
+
+/// Records that `initramfs` carries the init whose SHA-256 is given.
+pub fn record_init(initramfs: &Path, init_sha256: &str) -> io::Result<()> {
+    fs::write(init_digest_path(initramfs), format!("{init_sha256}\n"))
+}
+
+/// Rewrites `initramfs` with `init` as its `/init`, every other entry
+/// (modules, their order, directories, the console node) as it was: what
+/// a fresh build with this init would give, byte for byte. A kernel keeps
+/// its initramfs, and banger-init changes with banger, so a daemon brings
+/// each kernel's initramfs up to the installed init before it boots it.
+/// Written beside and renamed: a running VM keeps the file it opened.
+pub fn replace_init(initramfs: &Path, init: &Path) -> Result<(), InitramfsError> {
+    use std::io::Read;
+    let new_init = fs::read(init).map_err(|source| InitramfsError::Init {
+        path: init.to_owned(),
+        source,
+    })?;
+    check_static(&new_init).map_err(|reason| InitramfsError::InitNotStatic {
+        path: init.to_owned(),
+        reason,
+    })?;
+    let read_err = |e: io::Error| InitramfsError::Write {
+        path: initramfs.to_owned(),
+        source: io::Error::new(e.kind(), format!("cannot read it back: {e}")),
+    };
+    let mut data = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(initramfs).map_err(read_err)?)
+        .take(MAX_UNPACKED)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    let mut entries = Vec::new();
+    let mut rest = &data[..];
+    loop {
+        let mut reader = cpio::NewcReader::new(rest).map_err(read_err)?;
+        if reader.entry().is_trailer() {
+            break;
+        }
+        let e = reader.entry();
+        let (name, mode, rdev) = (
+            e.name().to_owned(),
+            e.mode(),
+            (e.rdev_major(), e.rdev_minor()),
+        );
+        let mut content = Vec::new();
+        reader.read_to_end(&mut content).map_err(read_err)?;
+        entries.push((name, mode, rdev, content));
+        rest = reader.finish().map_err(read_err)?;
+    }
+    if !entries.iter().any(|(name, ..)| name == "init") {
+        return Err(read_err(io::Error::other("it has no /init")));
+    }
+    write_atomically(initramfs, |archive| {
+        for (name, mode, (major, minor), content) in &entries {
+            let perm = mode & 0o7777;
+            // The kinds build_initramfs writes; nothing else is in one.
+            match mode & 0o170000 {
+                _ if name == "init" => archive.file(name, perm, &new_init)?,
+                0o040000 => archive.dir(name)?,
+                0o020000 => archive.char_device(name, perm, *major, *minor)?,
+                0o100000 => archive.file(name, perm, content)?,
+                other => {
+                    return Err(io::Error::other(format!(
+                        "{name} has file type {other:o}, which banger never writes"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes an archive to a sibling temporary file and renames it to `out`.
+fn write_atomically(
+    out: &Path,
+    fill: impl FnOnce(&mut Archive<flate2::write::GzEncoder<BufWriter<fs::File>>>) -> io::Result<()>,
+) -> Result<(), InitramfsError> {
+    let mut tmp_name = out.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let result = (|| {
+        let file = fs::File::create(&tmp)?;
+        let gz =
+            flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::default());
+        let mut archive = Archive::new(gz);
+        fill(&mut archive)?;
         let file = archive
             .finish()?
             .finish()?
@@ -134,14 +240,12 @@ pub fn build_initramfs(
         file.sync_all()?;
         fs::rename(&tmp, out)
     })();
-    if let Err(e) = result {
+    result.map_err(|source| {
         let _ = fs::remove_file(&tmp);
-        return Err(write_err(e));
-    }
-    let size = fs::metadata(out).map_err(write_err)?.len();
-    Ok(InitramfsInfo {
-        modules: order.into_iter().map(|m| m.name).collect(),
-        size,
+        InitramfsError::Write {
+            path: out.to_owned(),
+            source,
+        }
     })
 }
 
@@ -349,6 +453,42 @@ mod tests {
         let again = dir.path().join("again.cpio.gz");
         build_initramfs(&spec, &again).unwrap();
         assert_eq!(fs::read(&out).unwrap(), fs::read(&again).unwrap());
+    }
+
+    #[test]
+    fn replacing_the_init_gives_what_a_fresh_build_with_it_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let modules_dir = fake_tree(dir.path());
+        let old_init = dir.path().join("banger-init");
+        let out = dir.path().join("initramfs.cpio.gz");
+        let spec = |init| InitramfsSpec {
+            init,
+            modules_dir: &modules_dir,
+            modules: &["virtio_blk", "overlay"],
+        };
+        build_initramfs(&spec(&old_init), &out).unwrap();
+        let mut newer = fake_executable(false);
+        newer.extend_from_slice(b"a newer banger-init");
+        let new_init = dir.path().join("banger-init-2");
+        fs::write(&new_init, &newer).unwrap();
+        let fresh = dir.path().join("fresh.cpio.gz");
+        build_initramfs(&spec(&new_init), &fresh).unwrap();
+
+        assert!(!carries_init(&out, "abc"), "no digest recorded yet");
+        replace_init(&out, &new_init).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&fresh).unwrap());
+        record_init(&out, "abc").unwrap();
+        assert!(carries_init(&out, "abc") && !carries_init(&out, "abd"));
+
+        let dynamic = dir.path().join("dynamic-init");
+        fs::write(&dynamic, fake_executable(true)).unwrap();
+        let err = replace_init(&out, &dynamic).unwrap_err().to_string();
+        assert!(err.contains("crt-static"), "{err}");
+        assert_eq!(
+            fs::read(&out).unwrap(),
+            fs::read(&fresh).unwrap(),
+            "untouched"
+        );
     }
 
     /// An x86-64 ELF header and one program header: PT_INTERP when

@@ -14,14 +14,13 @@ use crate::error::VmmError;
 use crate::hypervisor::{self, Hypervisor, LaunchSpec, VmHandle};
 use crate::process::{self, POLL};
 use crate::select::{Accel, Backend};
+use crate::tsc;
 use qmp::Qmp;
 
 /// Always on the kernel command line: the console on the microvm's ISA
 /// serial port, and a panic that reboots at once (which `-no-reboot`
 /// turns into QEMU exiting) instead of hanging.
 pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
-/// Under TCG, without these the kernel hangs calibrating the TSC.
-pub const TCG_CMDLINE: &str = "tsc_early_khz=2000000 lpj=4000000 no_timer_check";
 /// The QMP socket's file name in the runtime dir.
 pub const QMP_SOCKET: &str = "qmp.sock";
 /// QEMU's pidfile in the runtime dir.
@@ -38,6 +37,9 @@ const TAIL_LINES: usize = 8;
 pub struct Qemu {
     binary: PathBuf,
     accel: Accel,
+    /// The TSC rate a TCG guest is told; the host's, measured when first
+    /// needed, unless set.
+    tsc_khz: Option<u32>,
 }
 
 /// Where one VM's QEMU files go.
@@ -65,15 +67,23 @@ impl Qemu {
         Self {
             binary: binary.to_path_buf(),
             accel,
+            tsc_khz: None,
         }
+    }
+
+    /// Tells TCG guests `khz` instead of the host's measured TSC rate.
+    pub fn with_tsc_khz(mut self, khz: u32) -> Self {
+        self.tsc_khz = Some(khz);
+        self
     }
 
     /// The kernel command line QEMU passes: ours, then the spec's.
     pub fn kernel_cmdline(&self, spec: &LaunchSpec) -> String {
         let mut line = BASE_CMDLINE.to_owned();
         if self.accel == Accel::Tcg {
+            let khz = self.tsc_khz.unwrap_or_else(|| tsc::host_rate().khz);
             line.push(' ');
-            line.push_str(TCG_CMDLINE);
+            line.push_str(&tsc::tcg_cmdline(khz));
         }
         if !spec.cmdline.trim().is_empty() {
             line.push(' ');
@@ -294,7 +304,7 @@ mod tests {
     use crate::hypervisor::tests::sample_spec;
 
     fn args(accel: Accel, spec: &LaunchSpec) -> Vec<String> {
-        let q = Qemu::new(Path::new("/usr/bin/qemu-system-x86_64"), accel);
+        let q = Qemu::new(Path::new("/usr/bin/qemu-system-x86_64"), accel).with_tsc_khz(2_596_125);
         let files = QemuFiles::for_spec(spec).unwrap();
         q.args(spec, &files)
             .unwrap()
@@ -335,7 +345,7 @@ mod tests {
         assert_eq!(
             values(&a, "-append"),
             [
-                "console=ttyS0 panic=-1 tsc_early_khz=2000000 lpj=4000000 no_timer_check \
+                "console=ttyS0 panic=-1 tsc_early_khz=2596125 tsc=reliable no_timer_check lpj=10384500 \
               banger.base=/dev/vda banger.system=/dev/vdb"
             ]
         );
