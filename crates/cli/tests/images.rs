@@ -282,6 +282,22 @@ fn bad_image_requests_are_refused_up_front() {
         .assert()
         .code(1)
         .stderr(contains("unknown field `flavour`"));
+    // A suite reaches mmdebstrap's arguments and apt's sources lines: a
+    // value that would be an option or another line is refused, naming
+    // the field, before anything runs.
+    let marker = home.root().join("hook-ran");
+    for suite in [
+        format!("--setup-hook=touch {}", marker.display()),
+        "bookworm\ndeb http://evil.invalid/debian bookworm main".to_string(),
+    ] {
+        fs::write(&recipe, format!("suite = {}\n", toml_string(&suite))).unwrap();
+        banger(&["image", "build", "--from-config", recipe.to_str().unwrap()])
+            .assert()
+            .code(1)
+            .stderr(contains("recipe suite "))
+            .stderr(contains("is not valid"));
+    }
+    assert!(!marker.exists(), "no hook ran");
     banger(&["image", "pull", "nothing-like-this"])
         .assert()
         .code(1)
@@ -300,4 +316,9 @@ fn bad_image_requests_are_refused_up_front() {
         .assert()
         .code(1)
         .stderr(contains("image \"nope\" not found"));
+}
+
+/// `value` as a TOML basic string.
+fn toml_string(value: &str) -> String {
+    format!("{:?}", value)
 }

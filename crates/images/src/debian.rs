@@ -88,6 +88,14 @@ pub enum DebianError {
     BadSources { path: PathBuf, reason: String },
     #[error("{0:?} is not a Debian package name (lowercase letters, digits, '+', '-', '.')")]
     BadPackage(String),
+    /// A recipe value that would reach mmdebstrap's arguments or an apt
+    /// sources line, refused before anything runs.
+    #[error("recipe {field} {value:?} is not valid: {why}")]
+    BadRecipe {
+        field: &'static str,
+        value: String,
+        why: &'static str,
+    },
     #[error(
         "building the Debian image needs root (mmdebstrap chroots and keeps file owners): run it through bangerd's root helper or as root"
     )]
@@ -208,6 +216,97 @@ impl DebianRecipe {
     /// SHA-256 of [`canonical`](Self::canonical), lowercase hex.
     pub fn hash(&self) -> String {
         digest::sha256_str(&self.canonical())
+    }
+}
+
+impl DebianRecipe {
+    /// Checks every value that reaches mmdebstrap's argument vector or an
+    /// apt sources line (`deb URI SUITE COMPONENTS`), where a space, a
+    /// newline or a leading `-` would become another word, line or option.
+    /// [`build_image`] calls it before anything runs; callers with a
+    /// better place to report from call it earlier.
+    pub fn validate(&self) -> Result<(), DebianError> {
+        validate_suite(&self.suite)?;
+        for package in self.packages.iter().chain([&self.kernel_package]) {
+            validate_package(package)?;
+        }
+        for source in &self.sources {
+            validate_uri(&source.uri)?;
+            for suite in &source.suites {
+                validate_word("source suite", suite)?;
+            }
+            for component in &source.components {
+                validate_word("component", component)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A suite (`bookworm`, `trixie`, `unstable`): lowercase letters, digits,
+/// `.` and `-`, starting with a letter or digit.
+pub fn validate_suite(suite: &str) -> Result<(), DebianError> {
+    let bad = |why| DebianError::BadRecipe {
+        field: "suite",
+        value: suite.to_owned(),
+        why,
+    };
+    if suite.is_empty() || suite.len() > 64 {
+        return Err(bad("give 1 to 64 characters, like bookworm"));
+    }
+    if !suite.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        || !suite
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        return Err(bad(
+            "use lowercase letters, digits, '.' and '-', starting with a letter or digit, like bookworm",
+        ));
+    }
+    Ok(())
+}
+
+/// A suite or component of an apt source (`bookworm-security`, `main`,
+/// `non-free-firmware`, old-style `updates/main`).
+fn validate_word(field: &'static str, word: &str) -> Result<(), DebianError> {
+    let ok = !word.is_empty()
+        && word.len() <= 64
+        && word.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(DebianError::BadRecipe {
+            field,
+            value: word.to_owned(),
+            why: "use letters, digits, '.', '_', '-' and '/', starting with a letter or digit",
+        })
+    }
+}
+
+/// A mirror: a URL that parses, of scheme http, https or file, written
+/// without anything a sources line would split on.
+pub fn validate_uri(uri: &str) -> Result<(), DebianError> {
+    let bad = |why| DebianError::BadRecipe {
+        field: "mirror",
+        value: uri.to_owned(),
+        why,
+    };
+    if uri
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "\"'[]".contains(c))
+    {
+        return Err(bad(
+            "a URL has no spaces, quotes, brackets or control characters",
+        ));
+    }
+    let parsed =
+        url::Url::parse(uri).map_err(|_| bad("not a URL, like http://deb.debian.org/debian"))?;
+    match parsed.scheme() {
+        "http" | "https" | "file" => Ok(()),
+        _ => Err(bad("use an http://, https:// or file:/ URL")),
     }
 }
 
@@ -422,6 +521,7 @@ pub fn build_image(
     options: &BuildOptions,
     progress: &mut dyn FnMut(BuildPhase),
 ) -> Result<BuiltImage, DebianError> {
+    recipe.validate()?;
     let hash = recipe.hash();
     let dir = options.images_cache.join(&hash);
     if dir.join(digest::SUMS_FILE).exists() {
@@ -828,5 +928,67 @@ Components: main
                 .to_string()
                 .contains("linux-image-cloud-amd64")
         );
+    }
+
+    #[test]
+    fn hostile_recipe_values_are_refused_naming_the_field() {
+        for suite in ["bookworm", "trixie", "12.5", "bookworm-backports"] {
+            validate_suite(suite).unwrap();
+        }
+        for (suite, why) in [
+            (
+                "--setup-hook=touch /tmp/x",
+                "starting with a letter or digit",
+            ),
+            ("bookworm\ndeb http://evil/ x main", "lowercase letters"),
+            ("book worm", "lowercase letters"),
+            ("Bookworm", "lowercase letters"),
+            ("", "1 to 64"),
+        ] {
+            let err = validate_suite(suite).unwrap_err().to_string();
+            assert!(err.starts_with("recipe suite "), "{suite:?}: {err}");
+            assert!(err.contains(why), "{suite:?}: {err}");
+        }
+        for uri in [
+            "http://deb.debian.org/debian",
+            "https://mirror.example/debian/",
+            "file:/srv/mirror",
+        ] {
+            validate_uri(uri).unwrap();
+        }
+        for uri in [
+            "http://x/ bookworm main\ndeb http://evil/",
+            "[trusted=yes] http://x/",
+            "ftp://x/debian",
+            "deb.debian.org/debian",
+            "--option",
+        ] {
+            let err = validate_uri(uri).unwrap_err().to_string();
+            assert!(err.starts_with("recipe mirror "), "{uri:?}: {err}");
+        }
+        let mut recipe = DebianRecipe::bookworm(vec![AptSource {
+            uri: "http://deb.debian.org/debian".into(),
+            suites: vec!["bookworm".into()],
+            components: vec!["main".into()],
+        }]);
+        recipe.validate().unwrap();
+        recipe.sources[0].components.push("main contrib".into());
+        let err = recipe.validate().unwrap_err().to_string();
+        assert!(err.contains("recipe component \"main contrib\""), "{err}");
+        recipe.sources[0].components.pop();
+        recipe.suite = "-x".into();
+        let err = build_image(
+            &recipe,
+            &BuildOptions {
+                images_cache: "/nonexistent/images".into(),
+                apt_cache: "/nonexistent/apt".into(),
+                log: "/nonexistent/log".into(),
+                init: None,
+            },
+            &mut |_| panic!("nothing may run"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("recipe suite \"-x\""), "{err}");
     }
 }

@@ -96,6 +96,14 @@ pub(crate) async fn build(
         .suite
         .clone()
         .unwrap_or_else(|| debian::DEFAULT_SUITE.to_string());
+    // Checked before anything reads it: the suite reaches mmdebstrap's
+    // arguments and apt's sources lines.
+    let origin = req.recipe_origin.as_deref().unwrap_or("(inline)");
+    let refused = |e: debian::DebianError| match &req.recipe {
+        Some(_) => Failure::bad_request(format!("recipe {origin}: {e}")),
+        None => Failure::bad_request(e.to_string()),
+    };
+    debian::validate_suite(&suite).map_err(refused)?;
     let sources = match &d.inner.config.debian_mirror {
         Some(mirror) => vec![AptSource {
             uri: mirror.clone(),
@@ -110,6 +118,7 @@ pub(crate) async fn build(
         .with_packages(&packages)
         .map_err(|e| Failure::bad_request(e.to_string()))?;
     recipe.suite = suite;
+    recipe.validate().map_err(refused)?;
     let hash = recipe.hash();
     let init = init_binary()?;
 
