@@ -8,8 +8,8 @@
 //! - the **work disk** is mounted at `/root`, seeded with
 //!   `/root/.ssh/authorized_keys`, sized by `--disk-size`, and can grow.
 //!
-//! `file_sync` decides which of the user's files `[[file_sync]]` puts on a
-//! new work disk.
+//! `file_sync` copies the user's files `[[file_sync]]` names onto a new
+//! work disk, opening each without following links and within size limits.
 //!
 //! Disks are made and filled without mounting (`mkfs.ext4 -d` from a
 //! staging tree, `resize2fs`), so this needs no privilege and leaves no
