@@ -33,6 +33,12 @@ pub struct Config {
     /// How many bytes an OCI image may unpack to before the pull is
     /// refused as a decompression bomb; default [`DEFAULT_OCI_MAX_UNPACKED`].
     pub oci_max_unpacked: Option<banger_model::Size>,
+    /// The largest single file `[[file_sync]]` copies; default
+    /// [`DEFAULT_FILE_SYNC_MAX_FILE`].
+    pub file_sync_max_file: Option<banger_model::Size>,
+    /// How much `[[file_sync]]` copies into one VM, all entries together;
+    /// default [`DEFAULT_FILE_SYNC_MAX_TOTAL`].
+    pub file_sync_max_total: Option<banger_model::Size>,
     #[serde(default)]
     pub vm_defaults: DefaultsOverride,
     #[serde(default)]
@@ -42,6 +48,16 @@ pub struct Config {
 /// The default of `oci_max_unpacked`: more than any sane image, less than
 /// a full disk.
 pub const DEFAULT_OCI_MAX_UNPACKED: banger_model::Size = banger_model::Size::from_gib(32);
+
+/// The default of `file_sync_max_file`: dotfiles and tool configs are
+/// small; a file this big is more likely a mistake (or a swapped link)
+/// than something a sandbox needs.
+pub const DEFAULT_FILE_SYNC_MAX_FILE: banger_model::Size = banger_model::Size::from_mib(256);
+
+/// The default of `file_sync_max_total`: the synced files pass through a
+/// staging tree beside the VM's disk and onto the work disk, so their sum
+/// is bounded too.
+pub const DEFAULT_FILE_SYNC_MAX_TOTAL: banger_model::Size = banger_model::Size::from_gib(1);
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +264,16 @@ impl Config {
         self.oci_max_unpacked.unwrap_or(DEFAULT_OCI_MAX_UNPACKED)
     }
 
+    pub fn file_sync_max_file(&self) -> banger_model::Size {
+        self.file_sync_max_file
+            .unwrap_or(DEFAULT_FILE_SYNC_MAX_FILE)
+    }
+
+    pub fn file_sync_max_total(&self) -> banger_model::Size {
+        self.file_sync_max_total
+            .unwrap_or(DEFAULT_FILE_SYNC_MAX_TOTAL)
+    }
+
     pub fn default_image_name(&self) -> &str {
         self.default_image_name
             .as_deref()
@@ -383,6 +409,8 @@ bridge_cidr = "10.9.0.1/16"
 dns_listen_addr = "127.0.0.1:5353"
 debian_mirror = "http://deb.debian.org/debian"
 oci_max_unpacked = "8G"
+file_sync_max_file = "1M"
+file_sync_max_total = "64M"
 
 [vm_defaults]
 vcpu = 2
@@ -406,6 +434,12 @@ mode = "0700"
         assert_eq!(
             Config::default().oci_max_unpacked(),
             DEFAULT_OCI_MAX_UNPACKED
+        );
+        assert_eq!(c.file_sync_max_file(), Size::from_mib(1));
+        assert_eq!(c.file_sync_max_total(), Size::from_mib(64));
+        assert_eq!(
+            Config::default().file_sync_max_total(),
+            DEFAULT_FILE_SYNC_MAX_TOTAL
         );
         assert_eq!(c.file_sync.len(), 2);
         assert_eq!(c.file_sync[0].mode, None);

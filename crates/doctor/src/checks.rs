@@ -57,8 +57,14 @@ pub const TOOLS: &[ToolSpec] = &[
     ToolSpec {
         programs: &["debugfs"],
         package: "e2fsprogs",
-        used_for: "writing files into VM disks",
+        used_for: "reading the kernel out of catalog root filesystems",
         required: true,
+    },
+    ToolSpec {
+        programs: &["unshare"],
+        package: "util-linux",
+        used_for: "root-owned files on VM disks when bangerd is not root",
+        required: false,
     },
     ToolSpec {
         programs: &["mmdebstrap"],

@@ -1,6 +1,6 @@
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,8 +19,18 @@ pub enum DiskError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("{tool} is not installed: apt-get install e2fsprogs")]
-    MissingTool { tool: &'static str },
+    #[error("{tool} is not installed: apt-get install {package}")]
+    MissingTool {
+        tool: &'static str,
+        package: &'static str,
+    },
+    #[error(
+        "cannot make a disk's files root's without running as root: unshare cannot map your \
+         uid to 0 ({stderr}); allow unprivileged user namespaces (sysctl \
+         user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns) or run \
+         bangerd as root"
+    )]
+    UserNamespace { stderr: String },
     #[error("{tool} failed on {path}: {stderr}")]
     Tool {
         tool: &'static str,
@@ -39,7 +49,7 @@ pub enum DiskError {
     BadSeedPath(String),
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskError {
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskError {
     let path = path.to_path_buf();
     move |source| DiskError::Io {
         action,
@@ -50,7 +60,9 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskEr
 
 /// A file to put on a new disk: a path relative to the disk's root, its
 /// contents and mode. Parent directories are made 0700. Everything seeded is
-/// owned by root inside the guest, whoever runs banger.
+/// owned by root inside the guest, whoever runs banger. Paths are banger's
+/// own; files named by others (synced folders) go in through
+/// [`make_disk_with`]'s fill.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeedFile {
     pub path: String,
@@ -90,15 +102,43 @@ pub fn make_disk(
     uuid: &str,
     seed: &Seed,
 ) -> Result<(), DiskError> {
-    let mkfs = find_tool("mkfs.ext4").ok_or(DiskError::MissingTool { tool: "mkfs.ext4" })?;
+    make_disk_with(path, size, label, uuid, seed, |_| Ok(()))
+}
+
+/// [`make_disk`], with `fill` first writing more files into the staging
+/// tree that becomes the disk's root (`file_sync` copies the user's files
+/// there). `seed`'s files are written after it, so they win over anything
+/// `fill` put at the same path. Names in the tree reach the disk as data:
+/// `mkfs.ext4 -d` copies them with system calls, never through a script.
+pub fn make_disk_with<T>(
+    path: &Path,
+    size: Size,
+    label: &str,
+    uuid: &str,
+    seed: &Seed,
+    fill: impl FnOnce(&Path) -> Result<T, DiskError>,
+) -> Result<T, DiskError> {
+    let mkfs = find_tool("mkfs.ext4").ok_or(DiskError::MissingTool {
+        tool: "mkfs.ext4",
+        package: "e2fsprogs",
+    })?;
+    let ownership = Ownership::of_this_process()?;
     let tmp = sibling(path, ".partial");
     let tree = sibling(path, ".seed");
     let result = (|| {
         let _ = fs::remove_dir_all(&tree);
-        fs::create_dir_all(&tree).map_err(io_err("create", &tree))?;
+        // Private while it exists: synced files may be secrets.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tree)
+            .map_err(io_err("create", &tree))?;
+        let filled = fill(&tree)?;
         write_seed(&tree, seed)?;
+        ownership.prepare(&tree)?;
         let _ = fs::remove_file(&tmp);
-        let out = Command::new(mkfs)
+        let mut command = ownership.command(&mkfs);
+        command
             .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid])
             // Lazy init: the host writes only metadata that is used, so
             // the file stays sparse; the guest kernel finishes the rest.
@@ -109,18 +149,15 @@ pub fn make_disk(
             .arg("-d")
             .arg(&tree)
             .arg(&tmp)
-            .arg(format!("{}k", size.bytes() / 1024))
+            .arg(format!("{}k", size.bytes() / 1024));
+        let out = command
             .output()
             .map_err(io_err("run mkfs.ext4 for", path))?;
         if !out.status.success() {
-            return Err(DiskError::Tool {
-                tool: "mkfs.ext4",
-                path: path.to_path_buf(),
-                stderr: tail(&out.stderr),
-            });
+            return Err(ownership.failure(path, &out.stderr));
         }
-        chown_seed_to_root(&tmp, seed)?;
-        fs::rename(&tmp, path).map_err(io_err("move into place", path))
+        fs::rename(&tmp, path).map_err(io_err("move into place", path))?;
+        Ok(filled)
     })();
     let _ = fs::remove_dir_all(&tree);
     if result.is_err() {
@@ -129,6 +166,102 @@ pub fn make_disk(
     result
 }
 
+/// How everything on a new disk comes to be owned by root inside the
+/// guest, whoever runs banger (sshd refuses an authorized_keys owned by
+/// anyone else). `mkfs.ext4 -d` copies each file's owner from the staging
+/// tree, so the tree's owners must read as 0:0 to mkfs.
+///
+/// banger once set owners afterwards with a debugfs command script (`sif
+/// "PATH" uid 0`), but the paths include names from synced folders, and a
+/// name with a quote and a newline became debugfs commands run as root
+/// (`dump`/`write` between the host and the disk). No name banger did not
+/// make goes into a tool's script; ownership is settled before mkfs runs:
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ownership {
+    /// The daemon is root: it gives the tree it wrote to 0:0 (lchown,
+    /// never following a link), and mkfs copies that.
+    Chown,
+    /// The daemon is not root: mkfs runs in a user namespace (util-linux
+    /// `unshare --user --map-root-user`) where the daemon's uid and gid are
+    /// 0, so files it owns read as root's. A root daemon does not take
+    /// this path because hardened hosts turn user namespaces off.
+    UserNamespace { unshare: PathBuf },
+}
+
+impl Ownership {
+    fn of_this_process() -> Result<Self, DiskError> {
+        if nix::unistd::geteuid().is_root() {
+            return Ok(Ownership::Chown);
+        }
+        let unshare = find_tool("unshare").ok_or(DiskError::MissingTool {
+            tool: "unshare",
+            package: "util-linux",
+        })?;
+        Ok(Ownership::UserNamespace { unshare })
+    }
+
+    /// Makes every owner in `tree` read as 0:0 to mkfs.
+    fn prepare(&self, tree: &Path) -> Result<(), DiskError> {
+        match self {
+            Ownership::Chown => set_owners(tree, Some(0), 0),
+            // Only the daemon's own gid is mapped; a file that took another
+            // group (a setgid parent folder) would read as "nogroup".
+            Ownership::UserNamespace { .. } => {
+                set_owners(tree, None, nix::unistd::getegid().as_raw())
+            }
+        }
+    }
+
+    fn command(&self, mkfs: &Path) -> Command {
+        match self {
+            Ownership::Chown => Command::new(mkfs),
+            Ownership::UserNamespace { unshare } => {
+                let mut c = Command::new(unshare);
+                c.args(["--user", "--map-root-user", "--"]).arg(mkfs);
+                c
+            }
+        }
+    }
+
+    fn failure(&self, path: &Path, stderr: &[u8]) -> DiskError {
+        let stderr = tail(stderr);
+        match self {
+            // unshare prefixes its own complaints; mkfs's are mkfs's.
+            Ownership::UserNamespace { .. } if stderr.starts_with("unshare:") => {
+                DiskError::UserNamespace { stderr }
+            }
+            _ => DiskError::Tool {
+                tool: "mkfs.ext4",
+                path: path.to_path_buf(),
+                stderr,
+            },
+        }
+    }
+}
+
+/// Sets the owner (when `uid` is given) and group of `dir` and everything
+/// below it, links included but never followed. The tree is banger's
+/// staging tree: it holds only folders and files banger made.
+fn set_owners(dir: &Path, uid: Option<u32>, gid: u32) -> Result<(), DiskError> {
+    std::os::unix::fs::lchown(dir, uid, Some(gid)).map_err(io_err("chown", dir))?;
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let path = entry.path();
+        if entry
+            .file_type()
+            .map_err(io_err("inspect", &path))?
+            .is_dir()
+        {
+            set_owners(&path, uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(&path, uid, Some(gid)).map_err(io_err("chown", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes banger's own files. Whatever a `fill` left at one of their paths
+/// (or at a parent that must be a folder) gives way: banger's files win.
 fn write_seed(tree: &Path, seed: &Seed) -> Result<(), DiskError> {
     for f in &seed.files {
         let rel = Path::new(&f.path);
@@ -141,69 +274,30 @@ fn write_seed(tree: &Path, seed: &Seed) -> Result<(), DiskError> {
         }
         let dest = tree.join(rel);
         if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-            let mut dir = parent;
-            while dir != tree {
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                    .map_err(io_err("chmod", dir))?;
-                match dir.parent() {
-                    Some(p) => dir = p,
-                    None => break,
+            let mut dir = tree.to_path_buf();
+            for c in parent.strip_prefix(tree).unwrap_or(parent).components() {
+                dir.push(c);
+                match fs::symlink_metadata(&dir) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => fs::remove_file(&dir).map_err(io_err("remove", &dir))?,
+                    Err(_) => {}
                 }
+                match fs::create_dir(&dir) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                        return Err(io_err("create", &dir)(e));
+                    }
+                    _ => {}
+                }
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(io_err("chmod", &dir))?;
             }
+        }
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            fs::remove_dir_all(&dest).map_err(io_err("remove", &dest))?;
         }
         fs::write(&dest, &f.contents).map_err(io_err("write", &dest))?;
         fs::set_permissions(&dest, fs::Permissions::from_mode(f.mode))
             .map_err(io_err("chmod", &dest))?;
-    }
-    Ok(())
-}
-
-/// `mkfs.ext4 -d` copies owners from the host files; a daemon that is not
-/// root would give the guest files owned by its uid, and sshd refuses an
-/// authorized_keys it does not trust. Set root ownership with debugfs.
-fn chown_seed_to_root(image: &Path, seed: &Seed) -> Result<(), DiskError> {
-    let mut paths: Vec<String> = Vec::new();
-    for f in &seed.files {
-        let mut p = PathBuf::new();
-        for c in Path::new(&f.path).components() {
-            p.push(c);
-            let s = format!("/{}", p.display());
-            if !paths.contains(&s) {
-                paths.push(s);
-            }
-        }
-    }
-    if paths.is_empty() {
-        return Ok(());
-    }
-    let debugfs = find_tool("debugfs").ok_or(DiskError::MissingTool { tool: "debugfs" })?;
-    let script: String = paths
-        .iter()
-        .map(|p| format!("sif \"{p}\" uid 0\nsif \"{p}\" gid 0\n"))
-        .collect();
-    let cmd_file = sibling(image, ".debugfs");
-    fs::write(&cmd_file, script).map_err(io_err("write", &cmd_file))?;
-    let out = Command::new(debugfs)
-        .arg("-w")
-        .arg("-f")
-        .arg(&cmd_file)
-        .arg(image)
-        .output();
-    let _ = fs::remove_file(&cmd_file);
-    let out = out.map_err(io_err("run debugfs on", image))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // debugfs exits 0 even when a request fails; its complaints name them.
-    let complaints: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
-        .collect();
-    if !out.status.success() || !complaints.is_empty() {
-        return Err(DiskError::Tool {
-            tool: "debugfs",
-            path: image.to_path_buf(),
-            stderr: complaints.join(" | "),
-        });
     }
     Ok(())
 }
@@ -249,8 +343,14 @@ pub fn grow_disk(path: &Path, size: Size) -> Result<(), DiskError> {
     if size == current {
         return Ok(());
     }
-    let e2fsck = find_tool("e2fsck").ok_or(DiskError::MissingTool { tool: "e2fsck" })?;
-    let resize2fs = find_tool("resize2fs").ok_or(DiskError::MissingTool { tool: "resize2fs" })?;
+    let e2fsck = find_tool("e2fsck").ok_or(DiskError::MissingTool {
+        tool: "e2fsck",
+        package: "e2fsprogs",
+    })?;
+    let resize2fs = find_tool("resize2fs").ok_or(DiskError::MissingTool {
+        tool: "resize2fs",
+        package: "e2fsprogs",
+    })?;
     // resize2fs insists on a freshly checked filesystem.
     let out = Command::new(e2fsck)
         .args(["-f", "-p"])
@@ -320,7 +420,7 @@ mod tests {
             .iter()
             .all(|t| find_tool(t).is_some());
         if !ok {
-            println!("skipped: e2fsprogs is not installed");
+            eprintln!("skipped: e2fsprogs is not installed");
         }
         ok
     }
@@ -363,6 +463,8 @@ mod tests {
         assert!(stat.contains("Mode:  0600"), "{stat}");
         let dir_stat = debugfs(&disk, "stat /.ssh");
         assert!(dir_stat.contains("Mode:  0700"), "{dir_stat}");
+        let root_stat = debugfs(&disk, "stat /");
+        assert!(root_stat.contains("Mode:  0755"), "{root_stat}");
         let sb = Command::new(find_tool("dumpe2fs").unwrap())
             .arg("-h")
             .arg(&disk)
@@ -378,6 +480,150 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    /// Where the re-run of [`a_daemon_that_is_not_root_makes_root_owned_disks`]
+    /// as an unprivileged user makes its disk.
+    const AS_USER_DIR: &str = "BANGER_TEST_DISK_AS_USER";
+
+    /// A daemon that is not root gets root-owned files on its disks too
+    /// (through a user namespace), even one its own uid could not read.
+    /// Run as root, the test re-runs itself as `nobody` to take that path.
+    #[test]
+    fn a_daemon_that_is_not_root_makes_root_owned_disks() {
+        use std::os::unix::process::CommandExt;
+        if let Some(dir) = std::env::var_os(AS_USER_DIR) {
+            // The re-run, as nobody.
+            assert!(!nix::unistd::geteuid().is_root());
+            let seed = Seed::default()
+                .file(".ssh/authorized_keys", "key\n", 0o600)
+                .file("unreadable", "secret", 0o000);
+            make_disk(
+                &Path::new(&dir).join("d.ext4"),
+                Size::from_mib(64),
+                "w",
+                &new_uuid(),
+                &seed,
+            )
+            .unwrap();
+            return;
+        }
+        if !have_e2fsprogs() {
+            return;
+        }
+        if !nix::unistd::geteuid().is_root() {
+            let dir = tempfile::tempdir().unwrap();
+            let disk = dir.path().join("d.ext4");
+            let seed = Seed::default().file("f", "x", 0o600);
+            match make_disk(&disk, Size::from_mib(64), "w", &new_uuid(), &seed) {
+                Err(DiskError::UserNamespace { stderr }) => {
+                    eprintln!("skipped: no user namespaces here ({stderr})");
+                }
+                r => {
+                    r.unwrap();
+                    assert!(debugfs(&disk, "stat /f").contains("User:     0"));
+                }
+            }
+            return;
+        }
+        let nobody = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(nobody), Some(nobody)).unwrap();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "disk::tests::a_daemon_that_is_not_root_makes_root_owned_disks",
+                "--nocapture",
+            ])
+            .env(AS_USER_DIR, dir.path())
+            .uid(nobody)
+            .gid(nobody)
+            .output();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                eprintln!("skipped: cannot run the test binary as nobody: {e}");
+                return;
+            }
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "as nobody: {stdout}{stderr}"
+        );
+        let disk = dir.path().join("d.ext4");
+        for path in ["/.ssh", "/.ssh/authorized_keys", "/unreadable"] {
+            let stat = debugfs(&disk, &format!("stat {path}"));
+            assert!(
+                stat.contains("User:     0") && stat.contains("Group:     0"),
+                "{path}: {stat}"
+            );
+        }
+        assert_eq!(debugfs(&disk, "cat /unreadable"), "secret");
+    }
+
+    /// A seed path is a name, not a debugfs command: banger once wrote
+    /// `sif "PATH" uid 0` lines, and this one made debugfs copy a file
+    /// out of the disk onto the host.
+    #[test]
+    fn seed_names_are_data() {
+        if !have_e2fsprogs() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.ext4");
+        // Relative: debugfs would write it in its working directory, ours.
+        let marker = format!("banger-disk-marker-{}", std::process::id());
+        let evil = format!("q\" uid 0\ncd sub\ndump a {marker}\nsif \"q");
+        let seed = Seed::default()
+            .file("sub/a", "A", 0o600)
+            .file(&format!("sub/{evil}"), "E", 0o600)
+            .file("sub/-R \\ x", "B", 0o600);
+        let made = make_disk(&disk, Size::from_mib(64), "w", &new_uuid(), &seed);
+        let leaked = Path::new(&marker).exists();
+        let _ = fs::remove_file(&marker);
+        assert!(!leaked, "a seed name ran a debugfs command on the host");
+        made.unwrap();
+        let listing = Command::new(find_tool("debugfs").unwrap())
+            .args(["-R", "ls -p /sub"])
+            .arg(&disk)
+            .output()
+            .unwrap()
+            .stdout;
+        for name in [evil.as_str(), "-R \\ x", "a"] {
+            let entry = format!("/0/0/{name}/");
+            assert!(
+                listing.windows(entry.len()).any(|w| w == entry.as_bytes()),
+                "{name:?} not in {}",
+                String::from_utf8_lossy(&listing)
+            );
+        }
+    }
+
+    #[test]
+    fn seed_files_win_over_what_the_fill_left() {
+        if !have_e2fsprogs() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.ext4");
+        let seed = Seed::default()
+            .file(".ssh/authorized_keys", "banger\n", 0o600)
+            .file("keys/k", "k", 0o600);
+        let filled = make_disk_with(&disk, Size::from_mib(64), "w", &new_uuid(), &seed, |tree| {
+            fs::create_dir_all(tree.join(".ssh/authorized_keys/sub"))
+                .map_err(io_err("create", tree))?;
+            fs::write(tree.join("keys"), "a file where a folder goes")
+                .map_err(io_err("write", tree))?;
+            fs::write(tree.join("kept"), "kept").map_err(io_err("write", tree))?;
+            Ok(7)
+        })
+        .unwrap();
+        assert_eq!(filled, 7);
+        assert_eq!(debugfs(&disk, "cat /.ssh/authorized_keys"), "banger\n");
+        assert_eq!(debugfs(&disk, "cat /keys/k"), "k");
+        assert_eq!(debugfs(&disk, "cat /kept"), "kept");
     }
 
     #[test]

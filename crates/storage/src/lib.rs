@@ -8,18 +8,20 @@
 //! - the **work disk** is mounted at `/root`, seeded with
 //!   `/root/.ssh/authorized_keys`, sized by `--disk-size`, and can grow.
 //!
-//! `file_sync` decides which of the user's files `[[file_sync]]` puts on a
-//! new work disk.
+//! `file_sync` copies the user's files `[[file_sync]]` names onto a new
+//! work disk, opening each without following links and within size limits.
 //!
-//! Disks are made and filled without mounting (`mkfs.ext4 -d`, `debugfs`,
-//! `resize2fs`), so this needs no privilege and leaves no loop device. It
-//! knows files and sizes only: no store, no network, no hypervisor.
+//! Disks are made and filled without mounting (`mkfs.ext4 -d` from a
+//! staging tree, `resize2fs`), so this needs no privilege and leaves no
+//! loop device. Names from synced folders are data: they never go into a
+//! tool's command script (no debugfs `-f`). It knows files and sizes only:
+//! no store, no network, no hypervisor.
 #![deny(unsafe_code)]
 
 mod disk;
 pub mod file_sync;
 
 pub use disk::{
-    DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk, new_uuid,
-    read_ext4_uuid, usage,
+    DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk, make_disk_with,
+    new_uuid, read_ext4_uuid, usage,
 };

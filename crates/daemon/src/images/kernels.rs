@@ -157,7 +157,7 @@ pub(super) fn kernel_from_rootfs(
     out: &Path,
 ) -> Result<(String, PathBuf, PathBuf), Failure> {
     fs::create_dir_all(out).map_err(|e| io_failure("create", out, e))?;
-    let listing = debugfs(rootfs, "ls -p /boot")?;
+    let listing = debugfs(rootfs, out, "ls -p /boot")?;
     let mut releases: Vec<String> = listing
         .lines()
         .filter_map(|l| l.split('/').nth(5))
@@ -177,7 +177,8 @@ pub(super) fn kernel_from_rootfs(
     let bzimage = out.join(format!("vmlinuz-{release}"));
     debugfs(
         rootfs,
-        &format!("dump /boot/vmlinuz-{release} {}", bzimage.display()),
+        out,
+        &format!("dump /boot/vmlinuz-{release} vmlinuz-{release}"),
     )?;
     // debugfs reports a missing file on stderr but exits 0.
     if !bzimage.is_file() {
@@ -190,10 +191,7 @@ pub(super) fn kernel_from_rootfs(
     fs::create_dir(&modules).map_err(|e| io_failure("create", &modules, e))?;
     // Debian since bookworm has /lib -> usr/lib; older trees have /lib.
     for base in ["/usr/lib/modules", "/lib/modules"] {
-        let _ = debugfs(
-            rootfs,
-            &format!("rdump {base}/{release} {}", modules.display()),
-        );
+        let _ = debugfs(rootfs, out, &format!("rdump {base}/{release} modules"));
         // modules.dep is made by depmod on install; a bare tree has
         // modules.order, which the initramfs builder can work from.
         let tree = modules.join(&release);
@@ -207,9 +205,25 @@ pub(super) fn kernel_from_rootfs(
     )))
 }
 
-/// One debugfs request (read-only) against an image file.
-fn debugfs(image: &Path, request: &str) -> Result<String, Failure> {
+/// One debugfs request (read-only) against an image file, run in `dir`
+/// so files it writes are named relative to it.
+///
+/// debugfs parses a request like a command line (quotes, spaces), so a
+/// request is only ever banger's words, a validated release name and
+/// plain paths: anything else is refused rather than quoted. Host paths
+/// never go in (they are banger's, but may hold spaces); `dir` stands for
+/// them.
+fn debugfs(image: &Path, dir: &Path, request: &str) -> Result<String, Failure> {
+    if let Some(c) = request
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ' ' | '/' | '.' | '_' | '-')))
+    {
+        return Err(Failure::bad_request(format!(
+            "refusing to ask debugfs {request:?}: {c:?} could change what it runs"
+        )));
+    }
     let out = Command::new(banger_config::find_tool("debugfs").unwrap_or_else(|| "debugfs".into()))
+        .current_dir(dir)
         .arg("-R")
         .arg(request)
         .arg(image)
@@ -298,4 +312,64 @@ pub(crate) async fn refresh_initramfs(
     tracing::info!(kernel = %name, "initramfs now carries the installed banger-init");
     d.with_store(move |s| s.finish_kernel(&name, &artifacts))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small ext4 holding a kernel and its modules tree.
+    fn rootfs(dir: &Path, release: &str) -> Option<PathBuf> {
+        let Some(mkfs) = banger_config::find_tool("mkfs.ext4") else {
+            eprintln!("skipped: e2fsprogs is not installed");
+            return None;
+        };
+        let tree = dir.join("tree");
+        let modules = tree.join(format!("usr/lib/modules/{release}"));
+        fs::create_dir_all(tree.join("boot")).unwrap();
+        fs::create_dir_all(&modules).unwrap();
+        fs::write(tree.join(format!("boot/vmlinuz-{release}")), "bzImage").unwrap();
+        fs::write(modules.join("modules.order"), "kernel/x.ko\n").unwrap();
+        let image = dir.join("rootfs.ext4");
+        let ok = Command::new(mkfs)
+            .args(["-q", "-F", "-t", "ext4", "-d"])
+            .arg(&tree)
+            .arg(&image)
+            .arg("16M")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfs.ext4");
+        Some(image)
+    }
+
+    /// The host folder debugfs writes into never goes into its request:
+    /// a space in it once split the `dump` request into other arguments.
+    #[test]
+    fn reads_the_kernel_into_a_folder_whose_path_has_spaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(image) = rootfs(dir.path(), "6.1.0-test") else {
+            return;
+        };
+        let out = dir.path().join("kernel out \"x\"");
+        let (release, bzimage, modules) = kernel_from_rootfs(&image, &out)
+            .map_err(|f| f.error.message)
+            .unwrap();
+        assert_eq!(release, "6.1.0-test");
+        assert_eq!(fs::read(&bzimage).unwrap(), b"bzImage");
+        assert_eq!(bzimage, out.join("vmlinuz-6.1.0-test"));
+        assert!(modules.join("modules.order").is_file());
+    }
+
+    #[test]
+    fn requests_with_quotes_or_newlines_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for request in ["ls \"/a b\"", "ls /\nwrite x y", "cat /a;b"] {
+            let err = debugfs(Path::new("/nonexistent"), dir.path(), request)
+                .unwrap_err()
+                .error
+                .message;
+            assert!(err.contains("refusing"), "{request:?}: {err}");
+        }
+    }
 }

@@ -250,6 +250,7 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
         None => None,
     };
     let sync = d.inner.config.file_sync.clone();
+    let sync_limits = banger_storage::file_sync::Limits::from_config(&d.inner.config);
     let home = d.inner.paths.home.clone();
     let progress = progress.clone();
     let key_path = d.inner.config.ssh_key_path(&d.inner.paths);
@@ -283,21 +284,25 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
             &system,
         )
         .map_err(|e| Failure::internal(e.to_string()))?;
-        let synced = banger_storage::file_sync::plan(&sync, &home);
-        for warning in &synced.warnings {
-            progress.warn(warning.clone());
-        }
-        // banger's key goes last: a synced file cannot replace it.
-        let work = Seed {
-            files: synced.files,
-        }
-        .file(
+        // banger's key is written after the synced files: a synced file
+        // cannot replace it.
+        let work = Seed::default().file(
             ".ssh/authorized_keys",
             format!("{}\n", user_key.trim()),
             0o600,
         );
-        banger_storage::make_disk(&p.work, vm.disk_size, "banger-work", &vm.work_uuid, &work)
-            .map_err(|e| Failure::internal(e.to_string()))?;
+        let synced = banger_storage::make_disk_with(
+            &p.work,
+            vm.disk_size,
+            "banger-work",
+            &vm.work_uuid,
+            &work,
+            |tree| banger_storage::file_sync::copy_into(&sync, &home, sync_limits, tree),
+        )
+        .map_err(|e| Failure::internal(e.to_string()))?;
+        for warning in synced.warnings {
+            progress.warn(warning);
+        }
         // Pinned before the first boot: even the first connection is
         // verified.
         let ip = vm.ip.clone().unwrap_or_default();
