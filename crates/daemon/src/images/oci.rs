@@ -51,7 +51,7 @@ pub(super) async fn pull(
 
     progress.phase("resolve", format!("resolving {image}"));
     let limits = limits(&d.inner.config);
-    let registry = Registry::new(&image, req.insecure);
+    let registry = Registry::new(&image, req.insecure, limits).map_err(oci_failure)?;
     let cache = BlobCache::new(d.inner.paths.oci_cache());
     let resolved = registry
         .resolve(&image, &cache)

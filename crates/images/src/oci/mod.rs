@@ -6,7 +6,8 @@
 //! - [`registry`]: the manifest (image index → linux/amd64), the config and
 //!   the layers, through `oci-client` (token auth, HTTPS; plain HTTP only
 //!   for loopback or `--insecure`); every digest and size is checked here
-//!   as the bytes arrive, whatever the client checks itself.
+//!   as the bytes arrive, whatever the client checks itself, and every
+//!   declared size against the [`Limits`] before anything is fetched.
 //! - [`cache`]: layers by digest under `~/.cache/banger/oci/`, shared by
 //!   images; one download per blob however many pulls want it.
 //! - [`flatten`]: the layers applied in order into one tree (whiteouts,
@@ -90,6 +91,36 @@ pub enum OciError {
          config.toml): refusing it as a decompression bomb, or raise the limit"
     )]
     TooBig { layer: String, limit: u64 },
+    #[error(
+        "{reference} has {count} layers, more than {limit} (oci_max_layers in config.toml): \
+         refused before any download; raise the limit if you trust the image"
+    )]
+    TooManyLayers {
+        reference: String,
+        count: usize,
+        limit: usize,
+    },
+    #[error(
+        "layer {layer}: the layers up to this one are {total} bytes, more than the {limit} \
+         bytes (oci_max_unpacked in config.toml) the image may unpack to: refused before any \
+         download; raise the limit if you trust the image"
+    )]
+    TooBigToFetch {
+        layer: String,
+        total: u64,
+        limit: u64,
+    },
+    /// A manifest, index or config; `size` when it was declared up front.
+    #[error(
+        "{what} is {}more than {limit} bytes (oci_max_manifest in config.toml): refused \
+         before it is read; raise the limit if you trust the registry",
+        size.map(|s| format!("{s} bytes, ")).unwrap_or_default()
+    )]
+    DocumentTooBig {
+        what: String,
+        size: Option<u64>,
+        limit: u64,
+    },
     #[error(
         "layer {layer}: the tar header records of entry {entry} (PAX records, GNU long names or \
          links, a sparse map) are more than {limit} bytes (oci_max_tar_header in config.toml): \
