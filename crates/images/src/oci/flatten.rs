@@ -141,7 +141,7 @@ impl Flattener {
                 written: &mut self.written,
                 image_entries: &mut self.entries,
                 budget: &budget,
-                this_layer: HashSet::new(),
+                this_layer: WrittenPaths::default(),
                 stats: LayerStats::default(),
             };
             let result = layer.apply(&mut archive);
@@ -262,7 +262,7 @@ struct Layer<'a> {
     budget: &'a HeaderBudget,
     /// Paths this layer wrote: an opaque marker or whiteout in the same
     /// layer hides only what the layers below put there.
-    this_layer: HashSet<Vec<u8>>,
+    this_layer: WrittenPaths,
     stats: LayerStats,
 }
 
@@ -433,7 +433,7 @@ impl Layer<'_> {
                 // link(2) does not follow a symlink source: the link is to
                 // the entry itself, as tar meant.
                 fs::hard_link(&source, &path).map_err(self.io(&raw, "create the hard link"))?;
-                self.this_layer.insert(rel);
+                self.this_layer.insert(&rel);
                 // A hard link shares its inode's metadata: nothing to set.
                 return Ok(());
             }
@@ -476,7 +476,7 @@ impl Layer<'_> {
         }
         let meta = Meta::of(entry).map_err(self.io(&raw, "read the header"))?;
         self.set_meta(&raw, &path, &meta, kind)?;
-        self.this_layer.insert(rel);
+        self.this_layer.insert(&rel);
         Ok(())
     }
 
@@ -538,7 +538,7 @@ impl Layer<'_> {
                 }
                 Err(_) => {
                     fs::create_dir(&dir).map_err(self.io(entry, "create a parent directory"))?;
-                    self.this_layer.insert(join(&parents[..=i]));
+                    self.this_layer.insert(&join(&parents[..=i]));
                 }
             }
         }
@@ -705,6 +705,29 @@ impl Meta {
             mtime: filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0),
             xattrs,
         })
+    }
+}
+
+/// The paths one layer wrote, kept as 128-bit hashes rather than bytes: a
+/// layer may hold a million entries whose paths are up to 4 KiB each,
+/// gigabytes as bytes, some 50 MB as hashes. SHA-256 (truncated), so that
+/// no layer can be made whose paths collide.
+#[derive(Default)]
+struct WrittenPaths(HashSet<[u8; 16]>);
+
+impl WrittenPaths {
+    fn key(path: &[u8]) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&Sha256::digest(path)[..16]);
+        key
+    }
+
+    fn insert(&mut self, path: &[u8]) {
+        self.0.insert(Self::key(path));
+    }
+
+    fn contains(&self, path: &[u8]) -> bool {
+        self.0.contains(&Self::key(path))
     }
 }
 
