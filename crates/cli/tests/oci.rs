@@ -184,8 +184,8 @@ impl Layout {
             .args(["--tag", tag]));
     }
 
-    /// The digest of the last layer of `tag`, from the layout's manifest.
-    fn layer_digest(&self, tag: &str) -> String {
+    /// The manifest of `tag`, from the layout.
+    fn manifest(&self, tag: &str) -> serde_json::Value {
         let oci = self.dir.path().join("oci");
         let blob = |digest: &str| -> serde_json::Value {
             let hex = digest.trim_start_matches("sha256:");
@@ -199,9 +199,27 @@ impl Layout {
             .iter()
             .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
             .expect("the tag is in the layout");
-        let manifest = blob(manifest["digest"].as_str().unwrap());
+        blob(manifest["digest"].as_str().unwrap())
+    }
+
+    /// The digests of the layers of `tag`, bottom first.
+    fn layer_digests(&self, tag: &str) -> Vec<String> {
+        let manifest = self.manifest(tag);
         let layers = manifest["layers"].as_array().unwrap();
-        layers.last().unwrap()["digest"]
+        layers
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The digest of the last layer of `tag`.
+    fn layer_digest(&self, tag: &str) -> String {
+        self.layer_digests(tag).pop().unwrap()
+    }
+
+    /// The digest of the config of `tag`.
+    fn config_digest(&self, tag: &str) -> String {
+        self.manifest(tag)["config"]["digest"]
             .as_str()
             .unwrap()
             .to_string()
@@ -635,6 +653,248 @@ fn pull_flattens_caches_and_refuses_what_is_unsafe() {
         stderr(&out)
     );
     assert!(!s.home.state().join("images/limited").exists());
+}
+
+/// The peak resident memory of process `pid`, in KiB (`VmHWM`, which
+/// `clear_refs` resets).
+fn peak_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM for {pid}: {status}"))
+}
+
+/// A layer whose first record is a PAX extended header claiming 64 GiB,
+/// followed by `zeros` bytes of zeros (which gzip packs a thousandfold):
+/// a tar reader that reads the record whole keeps all of them in memory.
+fn pax_bomb(path: &Path, zeros: u64) {
+    use std::io::{Read, Write};
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/bomb").unwrap();
+    h.set_mode(0o644);
+    h.set_size(64 << 30);
+    h.set_cksum();
+    let mut file = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    file.write_all(h.as_bytes()).unwrap();
+    std::io::copy(&mut std::io::repeat(0).take(zeros), &mut file).unwrap();
+    file.flush().unwrap();
+}
+
+/// What a hostile registry or image can make a pull spend is bounded
+/// before it is spent: a tar header record claiming gigabytes, more
+/// entries or layers than allowed, blobs and documents bigger than the
+/// limits. Each is refused with the layer (or document) and the config
+/// key named, and leaves no image folder (staging tree included) behind.
+#[test]
+fn pulls_are_bounded_before_memory_or_disk_is_spent() {
+    let Some(s) = Setup::new() else {
+        return;
+    };
+    let registry = Registry::start();
+    let layout = Layout::new();
+    let host = registry.host();
+    let no_image = |name: &str| {
+        assert!(
+            !s.home.state().join("images").join(name).exists(),
+            "{name}: its folder and staging tree are removed"
+        );
+    };
+
+    // A small image first: the kernel and the guest tools are then in
+    // place, and the daemon's peak memory has its baseline.
+    layout.create("base");
+    layout.layer("base", |root| {
+        fs::write(root.join("hello"), "hi\n").unwrap()
+    });
+    layout.push("base", &registry, "test/base");
+    let out = s.pull(&format!("{host}/test/base:base"), "base");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // --- a PAX header record claiming 64 GiB, with 512 MiB behind it ---
+    let bomb = layout.dir.path().join("pax-bomb.tar");
+    pax_bomb(&bomb, 512 << 20);
+    layout.create("paxbomb");
+    layout.raw_layer_file("paxbomb", "paxbomb", &bomb);
+    layout.push("paxbomb", &registry, "test/bomb");
+    let pid = s.home.daemon_pid().expect("the daemon runs");
+    // The high-water mark, reset to what the daemon holds now (the first
+    // pull may have gone higher).
+    fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = peak_kib(pid);
+    let started = std::time::Instant::now();
+    let out = s.pull(&format!("{host}/test/bomb:paxbomb"), "paxbomb");
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("layer {}:", layout.layer_digest("paxbomb")))
+            && err.contains("more than 1048576 bytes (oci_max_tar_header"),
+        "{err}"
+    );
+    assert_eq!(s.home.daemon_pid(), Some(pid), "the same daemon");
+    let grown = peak_kib(pid).saturating_sub(before);
+    println!("PAX bomb refused in {took:?}, bangerd's peak memory grew by {grown} KiB");
+    assert!(
+        grown < 128 << 10,
+        "the daemon's peak memory grew by {grown} KiB"
+    );
+    assert!(took < Duration::from_secs(30), "refused in {took:?}");
+    no_image("paxbomb");
+
+    // --- limits from the config, low enough to test ---
+    s.banger(&["daemon", "stop"]).assert().success();
+    s.home.write_config(
+        "oci_max_unpacked = \"1M\"\noci_max_manifest = \"2K\"\noci_max_layers = 2\n\
+         oci_max_layer_entries = 4\noci_max_image_entries = 6\n",
+    );
+    let file = |name: &'static str| (name, tar::EntryType::Regular, "x");
+
+    // More entries in one layer than oci_max_layer_entries.
+    layout.create("wide");
+    let five = [file("a"), file("b"), file("c"), file("d"), file("e")];
+    layout.raw_layer("wide", "wide", &raw_tar(&five));
+    layout.push("wide", &registry, "test/limits");
+    let out = s.pull(&format!("{host}/test/limits:wide"), "wide");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("layer {}:", layout.layer_digest("wide")))
+            && err.contains("more than 4 entries in one layer (oci_max_layer_entries"),
+        "{err}"
+    );
+    no_image("wide");
+
+    // Each layer within it, the image over oci_max_image_entries.
+    layout.create("deep");
+    let four = [file("a"), file("b"), file("c"), file("d")];
+    layout.raw_layer("deep", "deep", &raw_tar(&four));
+    layout.raw_layer("deep", "deep", &raw_tar(&four));
+    layout.push("deep", &registry, "test/limits");
+    let out = s.pull(&format!("{host}/test/limits:deep"), "deep");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("layer {}:", layout.layer_digest("deep")))
+            && err.contains("more than 6 entries in the image (oci_max_image_entries"),
+        "{err}"
+    );
+    no_image("deep");
+
+    // More layers than oci_max_layers: nothing is downloaded, the config
+    // included.
+    layout.create("tall");
+    for name in ["a", "b", "c"] {
+        layout.raw_layer("tall", "tall", &raw_tar(&[file(name)]));
+    }
+    layout.push("tall", &registry, "test/limits");
+    let out = s.pull(&format!("{host}/test/limits:tall"), "tall");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("has 3 layers, more than 2 (oci_max_layers"),
+        "{err}"
+    );
+    let gets = |digest: &str| registry.blob_gets("test/limits", digest);
+    assert_eq!(gets(&layout.config_digest("tall")), 0);
+    for layer in layout.layer_digests("tall") {
+        assert_eq!(gets(&layer), 0, "{layer}");
+    }
+    no_image("tall");
+
+    // A layer declaring more bytes than the image may unpack to: refused
+    // before its download starts (2 MiB that gzip cannot shrink).
+    layout.create("big");
+    layout.layer("big", |root| {
+        let mut noise = vec![0u8; 2 << 20];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for b in &mut noise {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        fs::write(root.join("noise"), noise).unwrap();
+    });
+    layout.push("big", &registry, "test/limits");
+    let big = layout.layer_digest("big");
+    let out = s.pull(&format!("{host}/test/limits:big"), "big");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("layer {big}:"))
+            && err.contains("more than the 1048576 bytes (oci_max_unpacked"),
+        "{err}"
+    );
+    assert_eq!(gets(&big), 0, "no GET of the layer");
+    no_image("big");
+
+    // A registry that sends more than the manifest declares: the
+    // download stops there, and nothing is cached.
+    layout.create("longer");
+    layout.raw_layer("longer", "longer", &raw_tar(&[file("a")]));
+    layout.push("longer", &registry, "test/limits");
+    let longer = layout.layer_digest("longer");
+    let data = registry.blob_data(&longer);
+    let mut bytes = fs::read(&data).unwrap();
+    bytes.extend_from_slice(&[0u8; 64 << 10]);
+    fs::write(&data, bytes).unwrap();
+    let out = s.pull(&format!("{host}/test/limits:longer"), "longer");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("layer {longer}: the registry sent more than the")),
+        "{err}"
+    );
+    let cached = s.home.root().join("cache/oci/blobs/sha256");
+    assert!(!cached.join(longer.trim_start_matches("sha256:")).exists());
+    no_image("longer");
+
+    // A manifest over oci_max_manifest (a 3 KiB annotation).
+    layout.create("fatmanifest");
+    layout.raw_layer("fatmanifest", "fatmanifest", &raw_tar(&[file("a")]));
+    let note = format!("note={}", "n".repeat(3 << 10));
+    layout.config("fatmanifest", &["--manifest.annotation", &note]);
+    layout.push("fatmanifest", &registry, "test/limits");
+    let out = s.pull(&format!("{host}/test/limits:fatmanifest"), "fatmanifest");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the manifest of") && err.contains("more than 2048 bytes (oci_max_manifest"),
+        "{err}"
+    );
+    assert_eq!(gets(&layout.config_digest("fatmanifest")), 0);
+    no_image("fatmanifest");
+
+    // An image config over oci_max_manifest (a 3 KiB variable): refused
+    // by its declared size, never fetched.
+    layout.create("fatconfig");
+    layout.raw_layer("fatconfig", "fatconfig", &raw_tar(&[file("a")]));
+    let env = format!("BIG={}", "b".repeat(3 << 10));
+    layout.config("fatconfig", &["--config.env", &env]);
+    layout.push("fatconfig", &registry, "test/limits");
+    let config = layout.config_digest("fatconfig");
+    let out = s.pull(&format!("{host}/test/limits:fatconfig"), "fatconfig");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("config {config} is"))
+            && err.contains("more than 2048 bytes (oci_max_manifest"),
+        "{err}"
+    );
+    assert_eq!(gets(&config), 0, "no GET of the config");
+    no_image("fatconfig");
+
+    // Within every limit, an image is pulled as before.
+    layout.create("fine");
+    layout.raw_layer("fine", "fine", &raw_tar(&four));
+    layout.raw_layer("fine", "fine", &raw_tar(&[file("e"), file("f")]));
+    layout.push("fine", &registry, "test/limits");
+    let out = s.pull(&format!("{host}/test/limits:fine"), "fine");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.names(), ["base", "fine"]);
 }
 
 #[test]

@@ -39,6 +39,21 @@ pub struct Config {
     /// How much `[[file_sync]]` copies into one VM, all entries together;
     /// default [`DEFAULT_FILE_SYNC_MAX_TOTAL`].
     pub file_sync_max_total: Option<banger_model::Size>,
+    /// The most bytes a manifest, image index or image config may have;
+    /// default [`DEFAULT_OCI_MAX_MANIFEST`].
+    pub oci_max_manifest: Option<banger_model::Size>,
+    /// The most bytes of tar header records (PAX records, GNU long names
+    /// and links, sparse maps) one layer entry may have; default
+    /// [`DEFAULT_OCI_MAX_TAR_HEADER`].
+    pub oci_max_tar_header: Option<banger_model::Size>,
+    /// The most layers an image may have; default [`DEFAULT_OCI_MAX_LAYERS`].
+    pub oci_max_layers: Option<u32>,
+    /// The most tar entries one layer may have; default
+    /// [`DEFAULT_OCI_MAX_LAYER_ENTRIES`].
+    pub oci_max_layer_entries: Option<u64>,
+    /// The most tar entries all layers of an image may have together;
+    /// default [`DEFAULT_OCI_MAX_IMAGE_ENTRIES`].
+    pub oci_max_image_entries: Option<u64>,
     #[serde(default)]
     pub vm_defaults: DefaultsOverride,
     #[serde(default)]
@@ -48,6 +63,20 @@ pub struct Config {
 /// The default of `oci_max_unpacked`: more than any sane image, less than
 /// a full disk.
 pub const DEFAULT_OCI_MAX_UNPACKED: banger_model::Size = banger_model::Size::from_gib(32);
+/// The default of `oci_max_manifest`: real manifests and configs are a few
+/// KiB, the biggest (long histories, many platforms) well under 1 MiB;
+/// registries themselves refuse manifests over 4 MiB.
+pub const DEFAULT_OCI_MAX_MANIFEST: banger_model::Size = banger_model::Size::from_mib(4);
+/// The default of `oci_max_tar_header`: a path is at most 4 KiB, xattrs
+/// a few KiB; these records are held in memory whole.
+pub const DEFAULT_OCI_MAX_TAR_HEADER: banger_model::Size = banger_model::Size::from_mib(1);
+/// The default of `oci_max_layers`: Docker builds stop at 127 layers.
+pub const DEFAULT_OCI_MAX_LAYERS: u32 = 128;
+/// The default of `oci_max_layer_entries`: the biggest real images (CUDA,
+/// TeX Live) hold a few hundred thousand files.
+pub const DEFAULT_OCI_MAX_LAYER_ENTRIES: u64 = 1_000_000;
+/// The default of `oci_max_image_entries`.
+pub const DEFAULT_OCI_MAX_IMAGE_ENTRIES: u64 = 2_000_000;
 
 /// The default of `file_sync_max_file`: dotfiles and tool configs are
 /// small; a file this big is more likely a mistake (or a swapped link)
@@ -242,6 +271,17 @@ impl Config {
         {
             return Err("default_image_name is empty: name an image or remove the key".into());
         }
+        for (key, value) in [
+            ("oci_max_layers", self.oci_max_layers.map(u64::from)),
+            ("oci_max_layer_entries", self.oci_max_layer_entries),
+            ("oci_max_image_entries", self.oci_max_image_entries),
+        ] {
+            if value == Some(0) {
+                return Err(format!(
+                    "{key} is 0: no image could be pulled; give at least 1, or remove the key"
+                ));
+            }
+        }
         if self.vm_defaults.vcpu == Some(0) {
             return Err("vm_defaults.vcpu is 0: give at least 1".into());
         }
@@ -272,6 +312,29 @@ impl Config {
     pub fn file_sync_max_total(&self) -> banger_model::Size {
         self.file_sync_max_total
             .unwrap_or(DEFAULT_FILE_SYNC_MAX_TOTAL)
+    }
+
+    pub fn oci_max_manifest(&self) -> banger_model::Size {
+        self.oci_max_manifest.unwrap_or(DEFAULT_OCI_MAX_MANIFEST)
+    }
+
+    pub fn oci_max_tar_header(&self) -> banger_model::Size {
+        self.oci_max_tar_header
+            .unwrap_or(DEFAULT_OCI_MAX_TAR_HEADER)
+    }
+
+    pub fn oci_max_layers(&self) -> u32 {
+        self.oci_max_layers.unwrap_or(DEFAULT_OCI_MAX_LAYERS)
+    }
+
+    pub fn oci_max_layer_entries(&self) -> u64 {
+        self.oci_max_layer_entries
+            .unwrap_or(DEFAULT_OCI_MAX_LAYER_ENTRIES)
+    }
+
+    pub fn oci_max_image_entries(&self) -> u64 {
+        self.oci_max_image_entries
+            .unwrap_or(DEFAULT_OCI_MAX_IMAGE_ENTRIES)
     }
 
     pub fn default_image_name(&self) -> &str {
@@ -411,6 +474,11 @@ debian_mirror = "http://deb.debian.org/debian"
 oci_max_unpacked = "8G"
 file_sync_max_file = "1M"
 file_sync_max_total = "64M"
+oci_max_manifest = "1M"
+oci_max_tar_header = "64K"
+oci_max_layers = 64
+oci_max_layer_entries = 5000
+oci_max_image_entries = 9000
 
 [vm_defaults]
 vcpu = 2
@@ -441,6 +509,17 @@ mode = "0700"
             Config::default().file_sync_max_total(),
             DEFAULT_FILE_SYNC_MAX_TOTAL
         );
+        assert_eq!(c.oci_max_manifest(), Size::from_mib(1));
+        assert_eq!(c.oci_max_tar_header(), Size::from_bytes(64 << 10));
+        assert_eq!(c.oci_max_layers(), 64);
+        assert_eq!(c.oci_max_layer_entries(), 5000);
+        assert_eq!(c.oci_max_image_entries(), 9000);
+        let d = Config::default();
+        assert_eq!(d.oci_max_manifest(), DEFAULT_OCI_MAX_MANIFEST);
+        assert_eq!(d.oci_max_tar_header(), DEFAULT_OCI_MAX_TAR_HEADER);
+        assert_eq!(d.oci_max_layers(), DEFAULT_OCI_MAX_LAYERS);
+        assert_eq!(d.oci_max_layer_entries(), DEFAULT_OCI_MAX_LAYER_ENTRIES);
+        assert_eq!(d.oci_max_image_entries(), DEFAULT_OCI_MAX_IMAGE_ENTRIES);
         assert_eq!(c.file_sync.len(), 2);
         assert_eq!(c.file_sync[0].mode, None);
         assert_eq!(c.file_sync[1].mode, Some(0o700));
@@ -496,6 +575,10 @@ mode = "0700"
                 "octal",
             ),
             ("[[file_sync]]\nhost = \"a\"", "missing key `guest`"),
+            ("oci_max_layers = 0", "oci_max_layers is 0"),
+            ("oci_max_image_entries = 0", "at least 1"),
+            ("oci_max_layer_entries = -1", "oci_max_layer_entries"),
+            ("oci_max_manifest = \"4\"", "unit"),
         ] {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");

@@ -16,8 +16,8 @@ use banger_images::guest_tools::{self, GuestTools};
 use banger_images::kernel::package::{self, CLOUD_KERNEL_META};
 use banger_images::oci::flatten::Compression;
 use banger_images::oci::{
-    BlobCache, Descriptor, FlattenOptions, Flattener, ImageRef, OciError, Registry, Resolved,
-    write_rootfs,
+    BlobCache, Descriptor, FlattenOptions, Flattener, ImageRef, Limits, OciError, Registry,
+    Resolved, write_rootfs,
 };
 use banger_model::{
     ArtifactRole, ImageRecord, ObjectState, OciImageConfig, OciLayer, validate_object_name,
@@ -50,7 +50,8 @@ pub(super) async fn pull(
     refuse_existing(d, &name).await?;
 
     progress.phase("resolve", format!("resolving {image}"));
-    let registry = Registry::new(&image, req.insecure);
+    let limits = limits(&d.inner.config);
+    let registry = Registry::new(&image, req.insecure, limits).map_err(oci_failure)?;
     let cache = BlobCache::new(d.inner.paths.oci_cache());
     let resolved = registry
         .resolve(&image, &cache)
@@ -93,7 +94,7 @@ pub(super) async fn pull(
         oci: Some(oci),
     };
     let options = FlattenOptions {
-        max_unpacked: d.inner.config.oci_max_unpacked().bytes(),
+        limits,
         allow_devices: req.allow_devices,
     };
     let p = progress.clone();
@@ -107,6 +108,18 @@ pub(super) async fn pull(
         .await
     })
     .await
+}
+
+/// What a pull may spend, from `config.toml`.
+fn limits(config: &banger_config::Config) -> Limits {
+    Limits {
+        unpacked: config.oci_max_unpacked().bytes(),
+        manifest: config.oci_max_manifest().bytes(),
+        tar_header: config.oci_max_tar_header().bytes(),
+        layers: usize::try_from(config.oci_max_layers()).unwrap_or(usize::MAX),
+        layer_entries: config.oci_max_layer_entries(),
+        image_entries: config.oci_max_image_entries(),
+    }
 }
 
 /// Every layer into the cache, a few at a time, each with its own bar.

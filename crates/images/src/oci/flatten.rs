@@ -12,7 +12,12 @@
 //! device node unless allowed, or more unpacked bytes than the limit is an
 //! error naming the layer and the entry. Names that are not UTF-8 are
 //! kept as bytes: ext4 stores bytes. The caller removes the tree on error.
+//!
+//! Nothing in a layer sizes an allocation unchecked: the header records
+//! the tar crate holds in memory are bounded as they are read
+//! ([`HeaderBudget`]), entries are counted per layer and per image.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +29,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use super::OciError;
+use super::{Limits, OciError};
 
 /// The longest name of one path component ext4 can hold.
 const MAX_NAME: usize = 255;
@@ -33,9 +38,9 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 
 #[derive(Clone, Copy, Debug)]
 pub struct FlattenOptions {
-    /// Bytes the whole image may unpack to (decompressed tar streams and
-    /// file contents written, each counted against it).
-    pub max_unpacked: u64,
+    /// Unpacked bytes (decompressed tar streams and file contents written,
+    /// each counted against it), header records and entries.
+    pub limits: Limits,
     /// Create character and block device nodes instead of refusing them.
     pub allow_devices: bool,
 }
@@ -58,6 +63,8 @@ pub struct Flattener {
     /// File content bytes written so far, all layers (sparse files count
     /// their full length).
     written: u64,
+    /// Tar entries so far, all layers.
+    entries: u64,
 }
 
 /// How a layer blob is compressed, from its media type.
@@ -92,6 +99,7 @@ impl Flattener {
             options,
             read: 0,
             written: 0,
+            entries: 0,
         }
     }
 
@@ -119,15 +127,21 @@ impl Flattener {
             let counted = LimitedReader {
                 inner: decompressed,
                 count: &mut self.read,
-                limit: self.options.max_unpacked,
+                limit: self.options.limits.unpacked,
             };
-            let mut archive = tar::Archive::new(counted);
+            let budget = HeaderBudget::new(self.options.limits.tar_header);
+            let mut archive = tar::Archive::new(HeaderBound {
+                inner: counted,
+                budget: &budget,
+            });
             let mut layer = Layer {
                 root: &self.root,
                 digest,
                 options: self.options,
                 written: &mut self.written,
-                this_layer: HashSet::new(),
+                image_entries: &mut self.entries,
+                budget: &budget,
+                this_layer: WrittenPaths::default(),
                 stats: LayerStats::default(),
             };
             let result = layer.apply(&mut archive);
@@ -135,7 +149,7 @@ impl Flattener {
                 Err(OciError::Layer { why, .. }) if why.contains(LIMIT_MARK) => {
                     return Err(OciError::TooBig {
                         layer: digest.to_string(),
-                        limit: self.options.max_unpacked,
+                        limit: self.options.limits.unpacked,
                     });
                 }
                 other => other?,
@@ -162,29 +176,146 @@ impl Flattener {
 /// Said by [`LimitedReader`] in its error, to tell a bomb from bad data.
 const LIMIT_MARK: &str = "unpack limit reached";
 
+/// The bound on tar header records, which the tar crate (0.4) reads whole
+/// into memory: a PAX extended header, a GNU long name or long link
+/// record each into a `Vec` (`read_all`), a GNU sparse map into a list of
+/// blocks. Their sizes come from the layer, so a few MB of gzip could
+/// become a many-GiB allocation; the crate has no limit of its own, and
+/// reads these records inside `Entries::next`, before a caller sees any
+/// header it could check.
+///
+/// So the bound is on what `next` reads. Everything the tar reader
+/// consumes from the end of one entry's data to the return of the next
+/// entry is that entry's headers: the padding after the data, the header
+/// blocks, the records, a sparse map. [`Layer::apply`] counts it from the
+/// call to `next` to its return, through [`HeaderBound`] wrapped around the
+/// stream; past the limit the read fails and the layer is refused, with
+/// at most the limit read. This parses no tar headers of banger's own
+/// (which could disagree with the crate on where a header is); it rests on
+/// two facts: the crate never reads ahead (exactly a header, a record or
+/// an entry's data at a time), and `apply` reads each entry's data to its
+/// end before asking for the next.
+struct HeaderBudget {
+    limit: u64,
+    /// Whether reads now are headers (inside `next`).
+    counting: Cell<bool>,
+    spent: Cell<u64>,
+    exceeded: Cell<bool>,
+}
+
+impl HeaderBudget {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            counting: Cell::new(false),
+            spent: Cell::new(0),
+            exceeded: Cell::new(false),
+        }
+    }
+
+    /// What is read from now on is the next entry's headers.
+    fn start(&self) {
+        self.spent.set(0);
+        self.counting.set(true);
+    }
+
+    fn stop(&self) {
+        self.counting.set(false);
+    }
+}
+
+/// The stream as the tar crate reads it, counted against a
+/// [`HeaderBudget`] while it reads headers.
+struct HeaderBound<'a, R> {
+    inner: R,
+    budget: &'a HeaderBudget,
+}
+
+impl<R: Read> Read for HeaderBound<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let budget = self.budget;
+        if !budget.counting.get() {
+            return self.inner.read(buf);
+        }
+        // Never read more than one byte past the limit: the byte that
+        // shows it is crossed.
+        let room = (budget.limit + 1).saturating_sub(budget.spent.get());
+        let len = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..len])?;
+        let spent = budget.spent.get() + n as u64;
+        budget.spent.set(spent);
+        if spent > budget.limit {
+            budget.exceeded.set(true);
+            return Err(io::Error::other("tar header limit reached"));
+        }
+        Ok(n)
+    }
+}
+
 struct Layer<'a> {
     root: &'a Path,
     digest: &'a str,
     options: FlattenOptions,
     written: &'a mut u64,
+    /// Entries of all layers so far, this one included.
+    image_entries: &'a mut u64,
+    budget: &'a HeaderBudget,
     /// Paths this layer wrote: an opaque marker or whiteout in the same
     /// layer hides only what the layers below put there.
-    this_layer: HashSet<Vec<u8>>,
+    this_layer: WrittenPaths,
     stats: LayerStats,
 }
 
 impl Layer<'_> {
     fn apply<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<(), OciError> {
-        let entries = archive
+        let mut entries = archive
             .entries()
             .map_err(|e| self.layer_err(format!("not a tar stream: {e}")))?;
-        for entry in entries {
-            let mut entry =
-                entry.map_err(|e| self.layer_err(format!("cannot read the tar stream: {e}")))?;
-            self.stats.entries += 1;
+        loop {
+            self.budget.start();
+            let next = entries.next();
+            self.budget.stop();
+            let Some(entry) = next else {
+                return Ok(());
+            };
+            let mut entry = entry.map_err(|e| {
+                if self.budget.exceeded.get() {
+                    OciError::TarHeader {
+                        layer: self.digest.to_string(),
+                        entry: self.stats.entries + 1,
+                        limit: self.options.limits.tar_header,
+                    }
+                } else {
+                    self.layer_err(format!("cannot read the tar stream: {e}"))
+                }
+            })?;
+            self.count_entry()?;
             self.entry(&mut entry)?;
+            // What the entry left unread (a directory's or a whiteout's
+            // data, say) would otherwise be read inside the next `next`,
+            // counted as the next entry's headers.
+            io::copy(&mut entry, &mut io::sink())
+                .map_err(|e| self.io(&entry.path_bytes(), "read its data")(e))?;
         }
-        Ok(())
+    }
+
+    fn count_entry(&mut self) -> Result<(), OciError> {
+        self.stats.entries += 1;
+        *self.image_entries += 1;
+        let limits = &self.options.limits;
+        let (limit, scope, key) = if self.stats.entries > limits.layer_entries {
+            (limits.layer_entries, "one layer", "oci_max_layer_entries")
+        } else if *self.image_entries > limits.image_entries {
+            (limits.image_entries, "the image", "oci_max_image_entries")
+        } else {
+            return Ok(());
+        };
+        Err(OciError::TooManyEntries {
+            layer: self.digest.to_string(),
+            limit,
+            scope,
+            key,
+        })
     }
 
     fn layer_err(&self, why: String) -> OciError {
@@ -302,7 +433,7 @@ impl Layer<'_> {
                 // link(2) does not follow a symlink source: the link is to
                 // the entry itself, as tar meant.
                 fs::hard_link(&source, &path).map_err(self.io(&raw, "create the hard link"))?;
-                self.this_layer.insert(rel);
+                self.this_layer.insert(&rel);
                 // A hard link shares its inode's metadata: nothing to set.
                 return Ok(());
             }
@@ -345,7 +476,7 @@ impl Layer<'_> {
         }
         let meta = Meta::of(entry).map_err(self.io(&raw, "read the header"))?;
         self.set_meta(&raw, &path, &meta, kind)?;
-        self.this_layer.insert(rel);
+        self.this_layer.insert(&rel);
         Ok(())
     }
 
@@ -407,7 +538,7 @@ impl Layer<'_> {
                 }
                 Err(_) => {
                     fs::create_dir(&dir).map_err(self.io(entry, "create a parent directory"))?;
-                    self.this_layer.insert(join(&parents[..=i]));
+                    self.this_layer.insert(&join(&parents[..=i]));
                 }
             }
         }
@@ -485,7 +616,7 @@ impl Layer<'_> {
                 break;
             }
             *self.written += n as u64;
-            if *self.written > self.options.max_unpacked {
+            if *self.written > self.options.limits.unpacked {
                 return Err(self.layer_err(LIMIT_MARK.into()));
             }
             out.write_all(&buf[..n])
@@ -574,6 +705,29 @@ impl Meta {
             mtime: filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0),
             xattrs,
         })
+    }
+}
+
+/// The paths one layer wrote, kept as 128-bit hashes rather than bytes: a
+/// layer may hold a million entries whose paths are up to 4 KiB each,
+/// gigabytes as bytes, some 50 MB as hashes. SHA-256 (truncated), so that
+/// no layer can be made whose paths collide.
+#[derive(Default)]
+struct WrittenPaths(HashSet<[u8; 16]>);
+
+impl WrittenPaths {
+    fn key(path: &[u8]) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&Sha256::digest(path)[..16]);
+        key
+    }
+
+    fn insert(&mut self, path: &[u8]) {
+        self.0.insert(Self::key(path));
+    }
+
+    fn contains(&self, path: &[u8]) -> bool {
+        self.0.contains(&Self::key(path))
     }
 }
 

@@ -6,12 +6,14 @@
 //! - [`registry`]: the manifest (image index → linux/amd64), the config and
 //!   the layers, through `oci-client` (token auth, HTTPS; plain HTTP only
 //!   for loopback or `--insecure`); every digest and size is checked here
-//!   as the bytes arrive, whatever the client checks itself.
+//!   as the bytes arrive, whatever the client checks itself, and every
+//!   declared size against the [`Limits`] before anything is fetched.
 //! - [`cache`]: layers by digest under `~/.cache/banger/oci/`, shared by
 //!   images; one download per blob however many pulls want it.
 //! - [`flatten`]: the layers applied in order into one tree (whiteouts,
 //!   opaque directories, hard links, owners, modes, xattrs), refusing
-//!   unsafe entries rather than writing them.
+//!   unsafe entries rather than writing them, and layers past the
+//!   [`Limits`] (header records, entries, unpacked bytes) as they unpack.
 //! - [`config`]: the parts of the image config a VM needs (entrypoint,
 //!   cmd, env, workdir, user).
 
@@ -30,6 +32,29 @@ pub use reference::{ImageRef, is_oci_reference};
 pub use registry::{Descriptor, Registry, Resolved};
 
 use crate::host_command::CommandError;
+
+/// What one pull may spend, each bound from the `config.toml` key its
+/// error names (the daemon fills them in; defaults live with the config).
+/// Every size and count a registry or an image declares is checked
+/// against these before memory or disk is spent on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `oci_max_unpacked`: bytes the image may unpack to (decompressed
+    /// tar streams, and file contents written, over all layers); the
+    /// layers' declared sizes together too, as a layer never packs to
+    /// much more than its tar stream.
+    pub unpacked: u64,
+    /// `oci_max_manifest`: bytes of a manifest, image index or config.
+    pub manifest: u64,
+    /// `oci_max_tar_header`: bytes of the header records of one tar entry.
+    pub tar_header: u64,
+    /// `oci_max_layers`: layers in an image.
+    pub layers: usize,
+    /// `oci_max_layer_entries`: tar entries in one layer.
+    pub layer_entries: u64,
+    /// `oci_max_image_entries`: tar entries in all layers together.
+    pub image_entries: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -66,6 +91,56 @@ pub enum OciError {
          config.toml): refusing it as a decompression bomb, or raise the limit"
     )]
     TooBig { layer: String, limit: u64 },
+    #[error(
+        "{reference} has {count} layers, more than {limit} (oci_max_layers in config.toml): \
+         refused before any download; raise the limit if you trust the image"
+    )]
+    TooManyLayers {
+        reference: String,
+        count: usize,
+        limit: usize,
+    },
+    #[error(
+        "layer {layer}: the layers up to this one are {total} bytes, more than the {limit} \
+         bytes (oci_max_unpacked in config.toml) the image may unpack to: refused before any \
+         download; raise the limit if you trust the image"
+    )]
+    TooBigToFetch {
+        layer: String,
+        total: u64,
+        limit: u64,
+    },
+    /// A manifest, index or config; `size` when it was declared up front.
+    #[error(
+        "{what} is {}more than {limit} bytes (oci_max_manifest in config.toml): refused \
+         before it is read; raise the limit if you trust the registry",
+        size.map(|s| format!("{s} bytes, ")).unwrap_or_default()
+    )]
+    DocumentTooBig {
+        what: String,
+        size: Option<u64>,
+        limit: u64,
+    },
+    #[error(
+        "layer {layer}: the tar header records of entry {entry} (PAX records, GNU long names or \
+         links, a sparse map) are more than {limit} bytes (oci_max_tar_header in config.toml): \
+         refused before they are read into memory; raise the limit if you trust the image"
+    )]
+    TarHeader {
+        layer: String,
+        entry: u64,
+        limit: u64,
+    },
+    #[error(
+        "layer {layer}: more than {limit} entries in {scope} ({key} in config.toml): refused; \
+         raise the limit if you trust the image"
+    )]
+    TooManyEntries {
+        layer: String,
+        limit: u64,
+        scope: &'static str,
+        key: &'static str,
+    },
     #[error("layer {layer}: {why}")]
     Layer { layer: String, why: String },
     #[error(

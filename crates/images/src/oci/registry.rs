@@ -1,7 +1,11 @@
 //! Talking to a registry through `oci-client`: it does the distribution
 //! protocol (token auth challenges, redirects, HTTPS); banger reads the
 //! manifests itself and checks every digest and size as bytes arrive,
-//! never trusting the client or the registry.
+//! never trusting the client or the registry. Every size the registry
+//! declares is checked against the [`Limits`] before anything is fetched:
+//! the number of layers and their sizes together before any download,
+//! a config's size before the config, an index entry's before its
+//! manifest; a manifest fetched by tag is read with its size bounded.
 
 use std::sync::Once;
 
@@ -9,7 +13,7 @@ use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -17,15 +21,15 @@ use tokio::io::AsyncWriteExt;
 use super::cache::BlobCache;
 use super::config::ImageConfig;
 use super::reference::ImageRef;
-use super::{OciError, io_err};
+use super::{Limits, OciError, io_err};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const MANIFEST_TYPES: &[&str] = &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
-/// Manifests and configs are small JSON documents; anything bigger is not one.
-const MAX_JSON_BLOB: u64 = 16 << 20;
+/// How much of an error response is read for its message.
+const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// A blob as a manifest names it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -74,36 +78,55 @@ pub struct Resolved {
 
 pub struct Registry {
     client: Client,
+    /// For manifests, which oci-client reads whole ([`Registry::manifest`]).
+    http: reqwest::Client,
+    scheme: &'static str,
     auth: RegistryAuth,
+    limits: Limits,
 }
 
 impl Registry {
     /// A client for `image`'s registry: HTTPS, or plain HTTP when the
     /// registry is on loopback or `insecure` is given.
-    pub fn new(image: &ImageRef, insecure: bool) -> Self {
+    pub fn new(image: &ImageRef, insecure: bool, limits: Limits) -> Result<Self, OciError> {
         install_crypto_provider();
-        let protocol = if insecure || image.is_loopback() {
-            ClientProtocol::Http
+        let (protocol, scheme) = if insecure || image.is_loopback() {
+            (ClientProtocol::Http, "http")
         } else {
-            ClientProtocol::Https
+            (ClientProtocol::Https, "https")
         };
+        let (connect_timeout, read_timeout) = (
+            std::time::Duration::from_secs(20),
+            std::time::Duration::from_secs(60),
+        );
         let client = Client::new(ClientConfig {
             protocol,
-            connect_timeout: Some(std::time::Duration::from_secs(20)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
+            connect_timeout: Some(connect_timeout),
+            read_timeout: Some(read_timeout),
             platform_resolver: None,
             ..Default::default()
         });
-        Self {
+        // As oci-client builds its own: the host's CA store, proxies from
+        // the environment.
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .read_timeout(read_timeout)
+            .user_agent(concat!("banger/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| registry_error(image, &format!("cannot make an HTTP client: {e}")))?;
+        Ok(Self {
             client,
+            http,
+            scheme,
             auth: RegistryAuth::Anonymous,
-        }
+            limits,
+        })
     }
 
     /// Resolves `image` to its linux/amd64 manifest and reads its config
     /// (through `cache`, like any blob).
     pub async fn resolve(&self, image: &ImageRef, cache: &BlobCache) -> Result<Resolved, OciError> {
-        let (bytes, digest) = self.manifest(image, image.digest.as_deref()).await?;
+        let (bytes, digest) = self.manifest(image, image.digest.as_deref(), None).await?;
         let mut raw = parse_manifest(image, &bytes)?;
         let mut manifest_digest = digest;
         if let Some(entries) = raw.manifests.take() {
@@ -119,7 +142,9 @@ impl Registry {
                     available: platforms(&entries),
                 })?;
             let pinned = image.with_digest(&entry.digest);
-            let (bytes, digest) = self.manifest(&pinned, Some(&entry.digest)).await?;
+            let (bytes, digest) = self
+                .manifest(&pinned, Some(&entry.digest), Some(entry.size))
+                .await?;
             if bytes.len() as u64 != entry.size {
                 return Err(OciError::Blob {
                     what: "manifest",
@@ -143,12 +168,10 @@ impl Registry {
         let config_descriptor = raw
             .config
             .ok_or_else(|| registry_error(image, "the manifest names no config"))?;
+        self.check_layers(image, &raw.layers)?;
         let pinned = image.with_digest(&manifest_digest);
         let config_bytes = self.small_blob(&pinned, &config_descriptor, cache).await?;
         let config = ImageConfig::parse(&image.to_string(), &config_bytes)?;
-        for layer in &raw.layers {
-            check_descriptor("layer", layer)?;
-        }
         if config.diff_ids != raw.layers.len() {
             return Err(OciError::Config {
                 reference: image.to_string(),
@@ -168,19 +191,116 @@ impl Registry {
         })
     }
 
+    /// Refuses, before any download, more layers than the limit, a digest
+    /// that could not name a cache file, and layers that could not unpack
+    /// within `oci_max_unpacked`: a gzip or zstd layer is never much
+    /// bigger than the tar stream in it (a few bytes per 64 KiB stored
+    /// uncompressed), and the tar streams together must stay under it.
+    fn check_layers(&self, image: &ImageRef, layers: &[Descriptor]) -> Result<(), OciError> {
+        if layers.len() > self.limits.layers {
+            return Err(OciError::TooManyLayers {
+                reference: image.to_string(),
+                count: layers.len(),
+                limit: self.limits.layers,
+            });
+        }
+        let mut total = 0u64;
+        for layer in layers {
+            check_descriptor("layer", layer)?;
+            total = total.saturating_add(layer.size);
+            if total > self.limits.unpacked {
+                return Err(OciError::TooBigToFetch {
+                    layer: layer.digest.clone(),
+                    total,
+                    limit: self.limits.unpacked,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The manifest of `image` and its digest, computed here from the
-    /// bytes; when `expected` is given the bytes must hash to it.
+    /// bytes; when `expected` is given the bytes must hash to it. At most
+    /// `oci_max_manifest` bytes are read: `declared` (an index entry's
+    /// size) and the response's length are checked before the body, and
+    /// the body as it arrives (a registry may send no length, or lie).
+    ///
+    /// Fetched here rather than with oci-client's `pull_manifest_raw`,
+    /// which reads the whole body into memory first; oci-client still does
+    /// the token challenge ([`Client::auth`]) and gives the token.
     async fn manifest(
         &self,
         image: &ImageRef,
         expected: Option<&str>,
+        declared: Option<u64>,
     ) -> Result<(Vec<u8>, String), OciError> {
+        let what = match expected {
+            Some(digest) => format!("manifest {digest}"),
+            None => format!("the manifest of {image}"),
+        };
+        let limit = self.limits.manifest;
+        let too_big = |size| OciError::DocumentTooBig {
+            what: what.clone(),
+            size,
+            limit,
+        };
+        if let Some(size) = declared
+            && size > limit
+        {
+            return Err(too_big(Some(size)));
+        }
         let reference = client_reference(image);
-        let (bytes, _) = self
+        let token = self
             .client
-            .pull_manifest_raw(&reference, &self.auth, MANIFEST_TYPES)
+            .auth(&reference, &self.auth, RegistryOperation::Pull)
             .await
-            .map_err(|e| registry_error(image, &e.to_string()))?;
+            .map_err(|e| registry_error(image, &format!("cannot authenticate: {e}")))?;
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme,
+            reference.resolve_registry(),
+            reference.repository(),
+            reference.digest().or(reference.tag()).unwrap_or("latest")
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, MANIFEST_TYPES.join(", "));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let fetch_err = |e: reqwest::Error| {
+            registry_error(image, &format!("cannot fetch {what}: {}", error_chain(&e)))
+        };
+        let mut response = request.send().await.map_err(fetch_err)?;
+        let status = response.status();
+        if !status.is_success() {
+            let detail = error_detail(&mut response).await;
+            let hint = match status.as_u16() {
+                404 => ": check the repository and the tag",
+                401 | 403 => {
+                    ": the image is private or not there (banger pulls anonymously), \
+                     check the reference"
+                }
+                _ => "",
+            };
+            return Err(registry_error(
+                image,
+                &format!("the registry answered {status}{detail} for {what}{hint}"),
+            ));
+        }
+        if let Some(size) = response.content_length()
+            && size > limit
+        {
+            return Err(too_big(Some(size)));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(fetch_err)? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(too_big(None));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if let Some(expected) = expected
             && digest != expected
@@ -191,7 +311,7 @@ impl Registry {
                 why: format!("the registry sent a manifest whose digest is {digest}"),
             });
         }
-        Ok((bytes.to_vec(), digest))
+        Ok((bytes, digest))
     }
 
     /// A config blob, through the cache, read whole.
@@ -202,11 +322,11 @@ impl Registry {
         cache: &BlobCache,
     ) -> Result<Vec<u8>, OciError> {
         check_descriptor("config", desc)?;
-        if desc.size > MAX_JSON_BLOB {
-            return Err(OciError::Blob {
-                what: "config",
-                digest: desc.digest.clone(),
-                why: format!("it is {} bytes, too big for an image config", desc.size),
+        if desc.size > self.limits.manifest {
+            return Err(OciError::DocumentTooBig {
+                what: format!("config {}", desc.digest),
+                size: Some(desc.size),
+                limit: self.limits.manifest,
             });
         }
         self.fetch_blob(image, "config", desc, cache, &|_| {})
@@ -388,6 +508,57 @@ fn check_descriptor(what: &'static str, desc: &Descriptor) -> Result<(), OciErro
     }
 }
 
+/// The registry's own words for an error, if it sent the OCI error
+/// envelope (`{"errors":[{"message":…}]}`); read with a bound, like any
+/// body.
+async fn error_detail(response: &mut reqwest::Response) -> String {
+    #[derive(Deserialize)]
+    struct Envelope {
+        errors: Vec<EnvelopeError>,
+    }
+    #[derive(Deserialize)]
+    struct EnvelopeError {
+        message: String,
+    }
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - body.len())]);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    match serde_json::from_slice::<Envelope>(&body) {
+        Ok(envelope) if !envelope.errors.is_empty() => {
+            let messages: Vec<String> = envelope
+                .errors
+                .into_iter()
+                .map(|e| {
+                    e.message
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(200)
+                        .collect()
+                })
+                .collect();
+            format!(" ({})", messages.join("; "))
+        }
+        _ => String::new(),
+    }
+}
+
+/// reqwest's error and its causes, on one line ("error sending request"
+/// alone says nothing).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn registry_error(image: &ImageRef, message: &str) -> OciError {
     OciError::Registry {
         reference: image.to_string(),
@@ -397,7 +568,259 @@ fn registry_error(image: &ImageRef, message: &str) -> OciError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tokio::io::AsyncReadExt;
+
     use super::*;
+
+    const LIMITS: Limits = Limits {
+        unpacked: 1 << 30,
+        manifest: 1 << 20,
+        tar_header: 1 << 20,
+        layers: 3,
+        layer_entries: 1_000_000,
+        image_entries: 2_000_000,
+    };
+
+    /// What the test registry sends for a manifest.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// 256 MiB, chunked: no length said up front.
+        Endless,
+        /// 256 MiB, with its length said up front.
+        Declared,
+        /// An index whose linux/amd64 entry says it is 16 MiB.
+        BigEntry,
+    }
+
+    const ENDLESS: u64 = 256 << 20;
+
+    /// A registry on loopback answering `/v2/` and, for every manifest,
+    /// `answer`; it counts the manifest bytes it managed to send and the
+    /// requests for manifests by digest. With `token`, it wants a bearer
+    /// token for manifests, as Docker Hub does: `/v2/` answers with the
+    /// challenge, `/token` gives one.
+    async fn test_registry(
+        answer: Answer,
+        token: bool,
+    ) -> (ImageRef, Arc<AtomicU64>, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sent, by_digest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (s, d) = (sent.clone(), by_digest.clone());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (sent, by_digest) = (s.clone(), d.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    let path = text.split(' ').nth(1).unwrap_or("").to_string();
+                    let authorized = !token || text.contains("\r\nauthorization: bearer t0k\r\n");
+                    let reply = if path.starts_with("/token") {
+                        Some(r#"{"token":"t0k"}"#.to_string())
+                    } else if path.contains("/manifests/") && authorized {
+                        None
+                    } else if path == "/v2/" && !token {
+                        Some(String::new())
+                    } else {
+                        let challenge = format!(
+                            "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\""
+                        );
+                        let _ = conn
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\n\
+                                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                        return;
+                    };
+                    if let Some(body) = reply {
+                        let _ = conn
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\
+                                     Connection: close\r\n\r\n{body}",
+                                    body.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                        return;
+                    }
+                    if path.contains("/manifests/sha256:") {
+                        by_digest.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\
+                                Content-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+                    let chunk = vec![b' '; 64 << 10];
+                    match answer {
+                        Answer::BigEntry => {
+                            let index = format!(
+                                r#"{{"mediaType":"{OCI_INDEX}","manifests":[{{"digest":"sha256:{}",
+                                "size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+                                "a".repeat(64),
+                                16 << 20
+                            );
+                            let reply =
+                                format!("{head}Content-Length: {}\r\n\r\n{index}", index.len());
+                            let _ = conn.write_all(reply.as_bytes()).await;
+                        }
+                        Answer::Endless | Answer::Declared => {
+                            let declared = matches!(answer, Answer::Declared);
+                            let length = if declared {
+                                format!("Content-Length: {ENDLESS}\r\n\r\n")
+                            } else {
+                                "Transfer-Encoding: chunked\r\n\r\n".to_string()
+                            };
+                            if conn
+                                .write_all(format!("{head}{length}").as_bytes())
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                            while sent.load(Ordering::SeqCst) < ENDLESS {
+                                let framed = if declared {
+                                    chunk.clone()
+                                } else {
+                                    [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"]
+                                        .concat()
+                                };
+                                if conn.write_all(&framed).await.is_err() {
+                                    return;
+                                }
+                                sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let image = ImageRef::parse(&format!("127.0.0.1:{port}/x/y:latest")).unwrap();
+        (image, sent, by_digest)
+    }
+
+    async fn resolve(image: &ImageRef) -> OciError {
+        let cache = tempfile::tempdir().unwrap();
+        let registry = Registry::new(image, false, LIMITS).unwrap();
+        registry
+            .resolve(image, &BlobCache::new(cache.path()))
+            .await
+            .expect_err("refused")
+    }
+
+    #[tokio::test]
+    async fn manifests_are_read_with_a_bound() {
+        // No length up front: the read stops at the limit, not at the
+        // 256 MiB the registry would send.
+        let (image, sent, _) = test_registry(Answer::Endless, false).await;
+        let err = resolve(&image).await.to_string();
+        assert!(
+            err.contains(&format!(
+                "the manifest of {image} is more than 1048576 bytes"
+            )) && err.contains("(oci_max_manifest in config.toml)"),
+            "{err}"
+        );
+        let sent = sent.load(Ordering::SeqCst);
+        assert!(sent < 64 << 20, "the registry got to send {sent} bytes");
+
+        // A length up front: refused before the body is read.
+        let (image, _, _) = test_registry(Answer::Declared, false).await;
+        let err = resolve(&image).await.to_string();
+        assert!(
+            err.contains(&format!(
+                "is {ENDLESS} bytes, more than 1048576 bytes (oci_max_manifest"
+            )),
+            "{err}"
+        );
+
+        // An index entry declaring more: its manifest is never fetched.
+        let (image, _, by_digest) = test_registry(Answer::BigEntry, false).await;
+        let err = resolve(&image).await.to_string();
+        assert!(
+            err.contains(&format!(
+                "manifest sha256:{} is 16777216 bytes",
+                "a".repeat(64)
+            )),
+            "{err}"
+        );
+        assert_eq!(by_digest.load(Ordering::SeqCst), 0);
+    }
+
+    /// The manifest is fetched outside oci-client, with the token
+    /// oci-client got from the registry's challenge.
+    #[tokio::test]
+    async fn manifests_are_fetched_with_the_registrys_token() {
+        let (image, _, _) = test_registry(Answer::Declared, true).await;
+        let err = resolve(&image).await.to_string();
+        assert!(
+            err.contains(&format!("is {ENDLESS} bytes, more than")),
+            "authorized: {err}"
+        );
+        // It did take the token: without one, the registry says 401.
+        let registry = Registry::new(&image, false, LIMITS).unwrap();
+        let response = registry
+            .http
+            .get(format!("http://{}/v2/x/y/manifests/latest", image.registry))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+
+    #[test]
+    fn layers_are_counted_and_sized_before_any_download() {
+        let image = ImageRef::parse("127.0.0.1:1/x/y:latest").unwrap();
+        let registry = Registry::new(
+            &image,
+            false,
+            Limits {
+                unpacked: 100,
+                ..LIMITS
+            },
+        )
+        .unwrap();
+        let layer = |hex: char, size| Descriptor {
+            media_type: String::new(),
+            digest: format!("sha256:{}", hex.to_string().repeat(64)),
+            size,
+        };
+        registry
+            .check_layers(&image, &[layer('a', 50), layer('b', 50)])
+            .unwrap();
+        let err = registry
+            .check_layers(&image, &[layer('a', 60), layer('b', 60)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "layer sha256:{}: the layers up to this one are 120 bytes",
+                "b".repeat(64)
+            )) && err.contains("more than the 100 bytes (oci_max_unpacked in config.toml)"),
+            "{err}"
+        );
+        let four = [layer('a', 1), layer('b', 1), layer('c', 1), layer('d', 1)];
+        let err = registry
+            .check_layers(&image, &four)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("has 4 layers, more than 3 (oci_max_layers in config.toml)"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn descriptors_must_be_sha256() {

@@ -92,10 +92,23 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
+const LIMITS: Limits = Limits {
+    unpacked: 1 << 30,
+    manifest: 4 << 20,
+    tar_header: 1 << 20,
+    layers: 128,
+    layer_entries: 1_000_000,
+    image_entries: 2_000_000,
+};
+
 const OPTIONS: FlattenOptions = FlattenOptions {
-    max_unpacked: 1 << 30,
+    limits: LIMITS,
     allow_devices: false,
 };
+
+fn with_limits(limits: Limits) -> FlattenOptions {
+    FlattenOptions { limits, ..OPTIONS }
+}
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -337,10 +350,10 @@ fn bombs_stop_at_the_limit_and_changed_blobs_are_caught() {
     let fx = fixture();
     let zeros = vec![0u8; 8 << 20];
     let tar = layer_tar(&[E::File("big", &zeros, 0o644, 0)]);
-    let small = FlattenOptions {
-        max_unpacked: 1 << 20,
-        ..OPTIONS
-    };
+    let small = with_limits(Limits {
+        unpacked: 1 << 20,
+        ..LIMITS
+    });
     let mut f = Flattener::new(&fx.root, small);
     let b = blob(fx.dir.path(), "bomb", &gzip(&tar));
     assert!(
@@ -387,4 +400,168 @@ fn zstd_and_plain_layers() {
         Some(Compression::Gzip)
     );
     assert_eq!(Compression::from_media_type("application/x-foo"), None);
+}
+
+/// A header of type `kind` (PAX `x`, GNU `L`/`K`), ustar or GNU, that
+/// claims `size` bytes follow.
+fn record_header(kind: EntryType, gnu: bool, size: u64) -> tar::Header {
+    let mut h = if gnu {
+        tar::Header::new_gnu()
+    } else {
+        tar::Header::new_ustar()
+    };
+    h.set_entry_type(kind);
+    h.set_path("././@LongLink").unwrap();
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    h
+}
+
+/// A layer whose first record claims 64 GiB, with `zeros` bytes of
+/// zeros behind it, gzipped (a thousandfold smaller).
+fn record_bomb(kind: EntryType, gnu: bool, zeros: usize) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(record_header(kind, gnu, 64 << 30).as_bytes())
+        .unwrap();
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..zeros / block.len() {
+        enc.write_all(&block).unwrap();
+    }
+    enc.finish().unwrap()
+}
+
+#[test]
+fn huge_header_records_are_refused_before_they_are_read() {
+    // 256 MiB behind each: the tar crate alone would read all of it into
+    // one Vec before returning an entry.
+    for (kind, gnu) in [
+        (EntryType::XHeader, false),
+        (EntryType::GNULongName, true),
+        (EntryType::GNULongLink, true),
+    ] {
+        let fx = fixture();
+        let mut f = Flattener::new(&fx.root, OPTIONS);
+        let b = blob(fx.dir.path(), "bomb", &record_bomb(kind, gnu, 256 << 20));
+        let started = std::time::Instant::now();
+        let err = f
+            .apply_layer(&b.digest, Compression::Gzip, &b.path)
+            .unwrap_err();
+        assert!(
+            matches!(err, OciError::TarHeader { entry: 1, .. }),
+            "{kind:?}: {err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&b.digest) && msg.contains("more than 1048576 bytes (oci_max_tar_header"),
+            "{msg}"
+        );
+        // It stopped at the limit: 256 MiB would take much longer in a
+        // debug build.
+        assert!(f.read < 4 << 20, "{kind:?}: read {} bytes", f.read);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn a_sparse_map_counts_as_header_records() {
+    // A GNU sparse file whose map goes on for extension block after
+    // extension block: the tar crate keeps every block it lists.
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(EntryType::GNUSparse);
+    h.set_path("sparse").unwrap();
+    h.set_mode(0o644);
+    h.set_size(0);
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.isextended[0] = 1;
+    gnu.realsize = *b"77777777777\0";
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    let mut offset = 0u64;
+    for _ in 0..8192 {
+        let mut ext = [0u8; 512];
+        for slot in 0..21 {
+            offset += 2;
+            let field = format!("{offset:011o}\0");
+            ext[slot * 24..slot * 24 + 12].copy_from_slice(field.as_bytes());
+            ext[slot * 24 + 12..slot * 24 + 24].copy_from_slice(b"00000000000\0");
+        }
+        ext[504] = 1;
+        tar.extend_from_slice(&ext);
+    }
+    let fx = fixture();
+    let small = with_limits(Limits {
+        tar_header: 64 << 10,
+        ..LIMITS
+    });
+    let mut f = Flattener::new(&fx.root, small);
+    let err = apply(&mut f, &fx, "sparse", &tar).unwrap_err();
+    assert!(matches!(err, OciError::TarHeader { .. }), "{err}");
+}
+
+#[test]
+fn long_names_and_pax_records_within_the_limit_are_read() {
+    let fx = fixture();
+    // Just over a 4 KiB path's records, the smallest limit a long name
+    // fits in.
+    let small = with_limits(Limits {
+        tar_header: 8 << 10,
+        ..LIMITS
+    });
+    let mut f = Flattener::new(&fx.root, small);
+    let long = format!("{}/{}", "d".repeat(200), "f".repeat(200));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = header(EntryType::Regular, b"", 0o644, 0, 3);
+    b.append_data(&mut h, &long, &b"abc"[..]).unwrap();
+    let h = header(EntryType::Regular, b"pax", 0o600, 0, 2 << 20);
+    let xattr = ("SCHILY.xattr.user.note", &b"kept"[..]);
+    b.append_pax_extensions([xattr]).unwrap();
+    // The data of an entry is no header: 2 MiB, over the header limit.
+    b.append(&h, &vec![7u8; 2 << 20][..]).unwrap();
+    let stats = apply(&mut f, &fx, "long", &b.into_inner().unwrap()).unwrap();
+    assert_eq!(stats.entries, 2);
+    assert_eq!(fs::read(fx.root.join(&long)).unwrap(), b"abc");
+    assert_eq!(fs::metadata(fx.root.join("pax")).unwrap().len(), 2 << 20);
+}
+
+#[test]
+fn entries_are_capped_per_layer_and_per_image() {
+    let three = layer_tar(&[
+        E::Dir("d/", 0o755),
+        E::File("d/a", b"a", 0o644, 0),
+        E::File("d/b", b"b", 0o644, 0),
+    ]);
+    let limits = Limits {
+        layer_entries: 3,
+        image_entries: 5,
+        ..LIMITS
+    };
+    let fx = fixture();
+    let mut f = Flattener::new(
+        &fx.root,
+        with_limits(Limits {
+            image_entries: 100,
+            ..limits
+        }),
+    );
+    assert_eq!(apply(&mut f, &fx, "l1", &three).unwrap().entries, 3);
+    let four = layer_tar(&[
+        E::File("a", b"a", 0o644, 0),
+        E::File("b", b"b", 0o644, 0),
+        E::File("c", b"c", 0o644, 0),
+        E::File("d", b"d", 0o644, 0),
+    ]);
+    let err = apply(&mut f, &fx, "l2", &four).unwrap_err().to_string();
+    assert!(
+        err.contains("more than 3 entries in one layer (oci_max_layer_entries in config.toml)"),
+        "{err}"
+    );
+    let fx = fixture();
+    let mut f = Flattener::new(&fx.root, with_limits(limits));
+    apply(&mut f, &fx, "l1", &three).unwrap();
+    let err = apply(&mut f, &fx, "l2", &three).unwrap_err().to_string();
+    assert!(
+        err.contains("more than 5 entries in the image (oci_max_image_entries in config.toml)"),
+        "{err}"
+    );
 }
