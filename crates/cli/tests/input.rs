@@ -114,7 +114,7 @@ fn doctor_json_has_the_documented_shape() {
         "mmdebstrap",
         "ssh",
         "ip",
-        "nft or iptables",
+        "nft",
         "git",
         "banger-init",
         "privileges",

@@ -41,6 +41,20 @@ fn link_exists(ns: &Netns, name: &str) -> bool {
     ns.exec(&["ip", "link", "show", name]).status.success()
 }
 
+/// nft rules in the namespace tagged for `vm` (isolation and NAT).
+fn rules_of(ns: &Netns, vm: &str) -> usize {
+    let out = ns.exec(&["nft", "-j", "list", "ruleset"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tag = format!("banger:{vm}");
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["rule"]["comment"] == tag.as_str())
+        .count()
+}
+
 #[test]
 fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     if !banger_testkit::running_as_root() {
@@ -188,6 +202,8 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         ]),
         "alpha pings beta",
     );
+    assert!(rules_of(&ns, "alpha") > 0, "alpha is isolated");
+    assert!(rules_of(&ns, "beta") > 0, "beta is isolated");
     let hostname = ok(b(&["vm", "ssh", "beta", "--", "hostname"]), "hostname");
     assert_eq!(hostname.trim(), "beta");
 
@@ -235,6 +251,7 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         !link_exists(&ns, &banger_network::tap_name("alpha")),
         "TAP removed on stop"
     );
+    assert_eq!(rules_of(&ns, "alpha"), 0, "isolation rules removed on stop");
     ok(
         b(&["vm", "set", "alpha", "--nat", "--disk-size", "9G"]),
         "vm set",
@@ -362,6 +379,10 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         .find(|v| v.name.as_str() == "alpha")
         .and_then(|v| v.runtime.as_ref()?.get("pid")?.as_u64());
     ok(b(&["daemon", "stop"]), "daemon stop");
+    // As if started by a bangerd without isolation: the restarted daemon
+    // writes the VMs' rules again.
+    let dropped = ns.exec(&["nft", "delete", "table", "bridge", "banger"]);
+    assert!(dropped.status.success(), "{}", stderr(&dropped));
     let after = vm_list(&home, &ns);
     let alpha = after.iter().find(|v| v.name.as_str() == "alpha").unwrap();
     assert_eq!(alpha.state, VmState::Running, "{alpha:?}");
@@ -372,6 +393,12 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     ok(
         b(&["vm", "ssh", "alpha", "--", "true"]),
         "ssh after re-adoption",
+    );
+    let listing = ns.exec(&["nft", "list", "table", "bridge", "banger"]);
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains("\"banger:alpha\""),
+        "re-adopted alpha is isolated again: {}",
+        stderr(&listing)
     );
 
     // kill -9 of the daemon in the middle of a create: the restarted

@@ -33,7 +33,7 @@ pub struct Check {
 /// needs it.
 #[derive(Clone, Copy, Debug)]
 pub struct ToolSpec {
-    /// Alternatives: any one is enough (`iptables` or `nft`).
+    /// Alternatives: any one is enough.
     pub programs: &'static [&'static str],
     pub package: &'static str,
     pub used_for: &'static str,
@@ -90,11 +90,17 @@ pub const TOOLS: &[ToolSpec] = &[
         used_for: "bridge and TAP networking",
         required: true,
     },
+    // Guests are untrusted: banger starts none it cannot isolate, and it
+    // isolates only with nftables (bridge-family rules have no iptables
+    // equivalent short of ebtables, which hosts rarely have). iptables
+    // alone therefore blocks vm run; it is only read to remove NAT rules
+    // an older banger made with it.
     ToolSpec {
-        programs: &["nft", "iptables"],
+        programs: &["nft"],
         package: "nftables",
-        used_for: "NAT for guests (--nat)",
-        required: false,
+        used_for: "isolating guests on the bridge, and NAT (--nat); iptables alone is not \
+                   enough: banger starts no VM it cannot isolate",
+        required: true,
     },
     ToolSpec {
         programs: &["git"],
@@ -438,14 +444,14 @@ pub fn diagnose(probe: &HostProbe) -> Report {
         push(
             "privileges",
             Status::Ok,
-            "root: bangerd can make the bridge, TAP devices and NAT rules".into(),
+            "root: bangerd can make the bridge, TAP devices, isolation and NAT rules".into(),
             None,
         );
     } else {
         push(
             "privileges",
             Status::Fail,
-            "not root: bangerd makes the bridge, TAP devices and NAT rules, which needs root \
+            "not root: bangerd makes the bridge, TAP devices, isolation and NAT rules, which needs root \
              until banger's system install (a narrow root helper) exists"
                 .into(),
             Some("run banger as root, e.g. with sudo".into()),
@@ -657,8 +663,12 @@ mod tests {
         let mm = check(&r, "mmdebstrap");
         assert_eq!(mm.status, Status::Fail);
         assert_eq!(mm.fix.as_deref(), Some("apt-get install mmdebstrap"));
-        // NAT and git are features, not blockers.
-        assert_eq!(check(&r, "nft or iptables").status, Status::Warn);
+        // Without nft no guest can be isolated: no VM starts.
+        let nft = check(&r, "nft");
+        assert_eq!(nft.status, Status::Fail);
+        assert_eq!(nft.fix.as_deref(), Some("apt-get install nftables"));
+        assert!(nft.detail.contains("isolating guests"), "{}", nft.detail);
+        // git is a feature, not a blocker.
         assert_eq!(check(&r, "git").status, Status::Warn);
         for c in &r.checks {
             if c.status != Status::Ok {

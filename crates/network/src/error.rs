@@ -9,7 +9,9 @@ pub enum NetError {
     #[error("interface name {name:?} is invalid: {reason}")]
     InvalidName { name: String, reason: &'static str },
 
-    #[error("VM name {name:?} cannot tag a NAT rule: use 1-100 letters, digits, '-', '_' or '.'")]
+    #[error(
+        "VM name {name:?} cannot tag a firewall rule: use 1-100 letters, digits, '-', '_' or '.'"
+    )]
     InvalidVmName { name: String },
 
     #[error(
@@ -82,6 +84,21 @@ pub enum NetError {
         "unexpected output from {command}: {detail}; please report this with the output of {command}"
     )]
     Parse { command: String, detail: String },
+
+    #[error("cannot isolate VM {vm}: {reason}")]
+    BadGuestPort { vm: String, reason: String },
+
+    #[error(
+        "nft not found on PATH or in /usr/sbin, /sbin: banger isolates guests on the bridge with nftables and starts no VM without it; install nftables (apt-get install nftables)"
+    )]
+    NoIsolationTool,
+
+    #[error("isolating VM {vm} on the bridge: {source}")]
+    Isolation {
+        vm: String,
+        #[source]
+        source: Box<NetError>,
+    },
 
     #[error(
         "enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward): {source}; run as root or set net.ipv4.ip_forward=1 yourself"

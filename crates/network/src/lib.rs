@@ -1,7 +1,8 @@
 //! Host networking for VMs (DESIGN.md, "network"): the bridge, one TAP per
 //! VM attached to it, picking guest addresses from the bridge's subnet (the
-//! leases themselves are persisted by the store), and optional NAT rules
-//! tagged `banger:<vm>` as banger's own. See docs/networking.md.
+//! leases themselves are persisted by the store), the rules that isolate
+//! each guest on the bridge, and optional NAT, all tagged `banger:<vm>` as
+//! banger's own. See docs/networking.md.
 //!
 //! It must not touch anything it did not make: an interface that is not
 //! its bridge or TAP, a firewall rule without its tag, another nft table.
@@ -16,8 +17,10 @@ mod bridge;
 mod command;
 pub mod dns;
 mod error;
+mod isolation;
 mod naming;
 mod nat;
+mod nft;
 mod pool;
 mod rtnl;
 mod tap;
@@ -26,11 +29,15 @@ pub use bridge::{
     BridgeSpec, HostNet, Origin, check_bridge, ensure_bridge, find_overlaps, validate_cidr,
 };
 pub use error::NetError;
+pub use isolation::{
+    GUEST_TCP_PORTS, GUEST_UDP_PORTS, GuestPort, LINK_LOCAL, guest_isolated, isolate_guest,
+    remove_isolation,
+};
 pub use naming::{IFNAME_MAX, TAP_PREFIX, mac_for, tap_name, validate_ifname};
 pub use nat::{
-    NFT_CHAIN, NFT_TABLE, NatBackend, disable_nat, enable_nat, enable_nat_with, nat_enabled,
-    nat_tag,
+    NFT_CHAIN, NatBackend, disable_nat, enable_nat, enable_nat_with, nat_enabled, nat_tag,
 };
+pub use nft::NFT_TABLE;
 pub use pool::next_free_ip;
 pub use tap::{create_tap, create_tap_owned, delete_tap, tap_exists};
 

@@ -6,22 +6,18 @@
 //!
 //! Needs root and `ip netns`; without them the outer tests print
 //! `skipped: <why>` and pass. Run by hand inside a namespace only:
-//! an inner test refuses to run anywhere else.
+//! an inner test refuses to run anywhere else. The harness is in
+//! `common/`.
 
-use std::collections::BTreeSet;
+mod common;
+
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use banger_network::{
     BridgeSpec, NatBackend, NetError, check_bridge, create_tap, create_tap_owned, delete_tap,
     disable_nat, enable_nat_with, ensure_bridge, nat_enabled, tap_exists, tap_name,
 };
-use serde_json::Value;
-
-/// Names the namespace an inner test must find itself in.
-const NETNS_ENV: &str = "BANGER_TEST_NETNS";
+use common::*;
 
 // ---- outer tests: create a namespace, run the inner test in it ----
 
@@ -43,90 +39,6 @@ fn nat_nft_in_netns() {
 #[test]
 fn nat_iptables_in_netns() {
     in_netns("inner_nat_iptables");
-}
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new(tool("ip"))
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
-
-fn in_netns(inner: &str) {
-    if !is_root() {
-        println!("skipped: {inner} needs root to create a network namespace");
-        return;
-    }
-    let Some(ip) = find_tool("ip") else {
-        println!("skipped: {inner} needs iproute2's ip");
-        return;
-    };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let name = format!("banger-test-{}-{nanos:08x}", std::process::id());
-    let created = Command::new(&ip).args(["netns", "add", &name]).output();
-    match created {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            println!(
-                "skipped: {inner}: ip netns add failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return;
-        }
-        Err(e) => {
-            println!("skipped: {inner}: ip netns unavailable: {e}");
-            return;
-        }
-    }
-    let ns = Netns(name);
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(&ip)
-        .args(["netns", "exec", &ns.0])
-        .arg(exe)
-        .args([
-            inner,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(NETNS_ENV, &ns.0)
-        .output()
-        .expect("running the inner test");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(out.status.success(), "{inner} failed inside {}", ns.0);
-    assert!(
-        stdout.contains("1 passed"),
-        "{inner} did not run inside {}",
-        ns.0
-    );
-}
-
-/// In an inner test: true when running inside the namespace the outer
-/// test made; false (skip) when run without one; panics when the
-/// namespace variable is set but this is not that namespace.
-fn inside_test_netns() -> bool {
-    let Ok(expected) = std::env::var(NETNS_ENV) else {
-        println!("skipped: runs only inside the namespace its outer test creates");
-        return false;
-    };
-    let pid = std::process::id().to_string();
-    let found = text(&["ip", "netns", "identify", &pid]);
-    assert_eq!(
-        found.trim(),
-        expected,
-        "refusing to touch the network outside the test namespace"
-    );
-    true
 }
 
 // ---- inner tests ----
@@ -307,7 +219,7 @@ fn inner_nat_nft() {
         return;
     }
     if find_tool("nft").is_none() {
-        println!("skipped: nft is not installed");
+        skip("nft is not installed");
         // The outer test still wants "1 passed".
         return;
     }
@@ -376,7 +288,7 @@ fn inner_nat_iptables() {
         return;
     }
     if find_tool("iptables").is_none() {
-        println!("skipped: iptables is not installed (apt-get install iptables)");
+        skip("iptables is not installed (apt-get install iptables)");
         return;
     }
     let user_rule = [
@@ -444,109 +356,6 @@ fn inner_nat_iptables() {
 }
 
 // ---- helpers ----
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-fn tool(name: &str) -> PathBuf {
-    find_tool(name).unwrap_or_else(|| PathBuf::from(name))
-}
-
-fn run_stdin(argv: &[&str], stdin: &str) {
-    use std::io::Write;
-    let mut child = Command::new(tool(argv[0]))
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "{argv:?}");
-}
-
-fn run(argv: &[&str]) {
-    text(argv);
-}
-
-fn text(argv: &[&str]) -> String {
-    let out = Command::new(tool(argv[0]))
-        .args(&argv[1..])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn link_exists(name: &str) -> bool {
-    Command::new(tool("ip"))
-        .args(["link", "show", "dev", name])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-fn link_json(name: &str) -> Value {
-    let v: Value =
-        serde_json::from_str(&text(&["ip", "-d", "-j", "link", "show", "dev", name])).unwrap();
-    v[0].clone()
-}
-
-fn flags(link: &Value) -> BTreeSet<String> {
-    link["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn ipv4_addresses(name: &str) -> Vec<String> {
-    let v: Value =
-        serde_json::from_str(&text(&["ip", "-j", "-4", "addr", "show", "dev", name])).unwrap();
-    v[0]["addr_info"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
-        .collect()
-}
-
-/// Rules in nft table `ip <table>` whose comment is exactly `comment`.
-fn count_rules(table: &str, comment: &str) -> usize {
-    let v: Value =
-        serde_json::from_str(&text(&["nft", "-j", "list", "table", "ip", table])).unwrap();
-    v["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["rule"]["comment"] == comment)
-        .count()
-}
 
 fn iptables_lines() -> Vec<String> {
     text(&["iptables", "-w", "-t", "nat", "-S", "POSTROUTING"])

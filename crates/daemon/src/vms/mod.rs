@@ -429,32 +429,23 @@ async fn boot(
     let kernel = images::get_kernel(d, &vm.kernel).await?;
     timer.mark("verify");
 
-    progress.phase("network", "setting up the bridge and the VM's TAP");
+    progress.phase(
+        "network",
+        "setting up the bridge, the VM's TAP and its isolation",
+    );
     let p = paths(d, &vm);
-    let bridge = banger_network::BridgeSpec {
-        name: d.inner.config.bridge_name().to_string(),
-        cidr: d.inner.config.bridge_cidr(),
-    };
-    let (tap, nat, vm_name) = (vm.tap.clone(), vm.nat, vm.name.to_string());
-    let ip: std::net::Ipv4Addr = vm
-        .ip
-        .as_deref()
-        .and_then(|i| i.parse().ok())
-        .ok_or_else(|| Failure::internal(format!("VM {name} has no valid address")))?;
+    let port = guest_port(d, &vm)?;
+    let ip = port.ip;
     blocking(move || {
-        banger_network::ensure_bridge(&bridge).map_err(|e| Failure::bad_request(e.to_string()))?;
-        banger_network::create_tap(&tap, &bridge.name)
-            .map_err(|e| Failure::internal(e.to_string()))?;
-        if nat {
-            banger_network::enable_nat(&vm_name, ip, &bridge.name)
-                .map_err(|e| Failure::internal(e.to_string()))?;
+        banger_network::ensure_bridge(&port.bridge)
+            .map_err(|e| Failure::bad_request(e.to_string()))?;
+        let made = connect_guest(&port);
+        if made.is_err() {
+            disconnect_guest(&port.vm, &port.tap, port.nat);
         }
-        Ok(())
+        made.map_err(|e| Failure::internal(e.to_string()))
     })
-    .await
-    .inspect_err(|_| {
-        let _ = banger_network::delete_tap(&vm.tap);
-    })?;
+    .await?;
     timer.mark("network");
 
     let rootfs = images::artifact_path(d, &image, ArtifactRole::Rootfs)?;
@@ -652,16 +643,56 @@ async fn close_ssh(d: &Daemon, vm: &VmRecord) {
     .await;
 }
 
-/// Removes the VM's TAP and NAT rules; absent ones are fine.
+/// The VM's place on the bridge, from its record and the config.
+fn guest_port(d: &Daemon, vm: &VmRecord) -> Result<banger_network::GuestPort, Failure> {
+    let ip: std::net::Ipv4Addr = vm
+        .ip
+        .as_deref()
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| Failure::internal(format!("VM {} has no valid address", vm.name)))?;
+    Ok(banger_network::GuestPort {
+        vm: vm.name.to_string(),
+        tap: vm.tap.clone(),
+        mac: vm.mac.clone(),
+        ip,
+        bridge: banger_network::BridgeSpec {
+            name: d.inner.config.bridge_name().to_string(),
+            cidr: d.inner.config.bridge_cidr(),
+        },
+        nat: vm.nat,
+    })
+}
+
+/// Makes the VM's TAP, isolates the guest before anything can open the
+/// TAP, then NAT when asked. Blocking.
+fn connect_guest(port: &banger_network::GuestPort) -> Result<(), banger_network::NetError> {
+    banger_network::create_tap(&port.tap, &port.bridge.name)?;
+    banger_network::isolate_guest(port)?;
+    if port.nat {
+        banger_network::enable_nat(&port.vm, port.ip, &port.bridge.name)?;
+    }
+    Ok(())
+}
+
+/// Undoes [`connect_guest`]: the TAP first (nothing can send any more),
+/// then the VM's rules; absent ones are fine. Blocking.
+fn disconnect_guest(name: &str, tap: &str, nat: bool) {
+    if let Err(e) = banger_network::delete_tap(tap) {
+        tracing::warn!(vm = %name, error = %e, "cannot delete the TAP");
+    }
+    if let Err(e) = banger_network::remove_isolation(name) {
+        tracing::warn!(vm = %name, error = %e, "cannot remove isolation rules");
+    }
+    if nat && let Err(e) = banger_network::disable_nat(name) {
+        tracing::warn!(vm = %name, error = %e, "cannot remove NAT rules");
+    }
+}
+
+/// Removes the VM's TAP, isolation and NAT rules; absent ones are fine.
 async fn teardown_network(vm: &VmRecord) {
     let (tap, name, nat) = (vm.tap.clone(), vm.name.to_string(), vm.nat);
     let _ = blocking(move || {
-        if nat && let Err(e) = banger_network::disable_nat(&name) {
-            tracing::warn!(vm = %name, error = %e, "cannot remove NAT rules");
-        }
-        if let Err(e) = banger_network::delete_tap(&tap) {
-            tracing::warn!(vm = %name, error = %e, "cannot delete the TAP");
-        }
+        disconnect_guest(&name, &tap, nat);
         Ok(())
     })
     .await;
@@ -915,6 +946,24 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
             }
             Some(h) if host::for_handle(&h).is_running(&h) => {
                 tracing::info!(vm = %name, pid = h.pid, "re-adopted a running VM");
+                // Rewritten (idempotent): a VM started by an older bangerd
+                // has none, and the rules shared by all guests drop what a
+                // TAP without rules sends.
+                match guest_port(d, &vm) {
+                    Ok(port) => {
+                        let isolated = blocking(move || {
+                            banger_network::isolate_guest(&port)
+                                .map_err(|e| Failure::internal(e.to_string()))
+                        })
+                        .await;
+                        if let Err(e) = isolated {
+                            tracing::warn!(vm = %name, error = %e.error.message, "cannot isolate a re-adopted VM");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(vm = %name, error = %e.error.message, "cannot isolate a re-adopted VM");
+                    }
+                }
             }
             Some(_) => {
                 tracing::warn!(vm = %name, "its hypervisor exited while bangerd was down");

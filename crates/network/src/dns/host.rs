@@ -150,8 +150,10 @@ pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
 /// guest's gateway), then up to two of the host's upstream IPv4
 /// nameservers for every other name (bangerd refuses them, and glibc
 /// moves to the next server on REFUSED). Loopback upstreams are skipped:
-/// 127.0.0.53 inside a guest is the guest itself. On systemd-resolved
-/// hosts the real upstreams are in /run/systemd/resolve/resolv.conf.
+/// 127.0.0.53 inside a guest is the guest itself; so are link-local ones
+/// (a cloud's 169.254.169.253), which guests may never reach (see
+/// `isolate_guest`). On systemd-resolved hosts the real upstreams are in
+/// /run/systemd/resolve/resolv.conf.
 pub fn guest_nameservers(bridge: Ipv4Addr, host_resolv_confs: &[String]) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = vec![bridge.into()];
     for text in host_resolv_confs {
@@ -159,7 +161,12 @@ pub fn guest_nameservers(bridge: Ipv4Addr, host_resolv_confs: &[String]) -> Vec<
             if out.len() == 3 {
                 return out;
             }
-            if ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified() && !out.contains(&ip) {
+            let IpAddr::V4(v4) = ip else { continue };
+            if !v4.is_loopback()
+                && !v4.is_unspecified()
+                && !v4.is_link_local()
+                && !out.contains(&ip)
+            {
                 out.push(ip);
             }
         }
@@ -309,5 +316,12 @@ mod tests {
                 .to_string();
         let got = guest_nameservers(gw, &[dup]);
         assert_eq!(got.len(), 2, "{got:?}");
+        let cloud = "nameserver 169.254.169.253\nnameserver 10.0.0.2\n".to_string();
+        let got = guest_nameservers(gw, &[cloud]);
+        assert_eq!(
+            got,
+            [IpAddr::from(gw), "10.0.0.2".parse().unwrap()],
+            "link-local is unreachable from guests"
+        );
     }
 }
