@@ -176,12 +176,20 @@ pub enum VmCommand {
         command: Vec<String>,
     },
     /// Print a VM's console log (kernel, init and systemd output)
+    ///
+    /// The guest writes this log, so on a terminal its control characters
+    /// (escape sequences included) are shown as placeholders like `^[`,
+    /// never acted on. Piped output, and --raw, is the bytes as written.
     Logs {
         #[command(flatten)]
         vm: VmName,
         /// Keep printing new output as it comes
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Write the guest's bytes as they are, even to a terminal (colours,
+        /// and whatever else the guest's escape sequences make it do)
+        #[arg(long)]
+        raw: bool,
     },
     /// Change a stopped VM: vCPUs, memory, a bigger work disk, NAT
     Set(SetArgs),

@@ -8,6 +8,7 @@ mod complete;
 mod connect;
 mod help;
 mod output;
+mod terminal;
 mod workspace;
 
 use std::io::Write;

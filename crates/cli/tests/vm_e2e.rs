@@ -438,6 +438,28 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     assert_eq!(alpha.state, VmState::Running, "alpha survived that too");
     ok(b(&["vm", "delete", "gamma"]), "delete gamma");
 
+    // What a guest writes to its console reaches a terminal as text: an
+    // OSC 52 clipboard write and a colour are shown, not obeyed. Piped, and
+    // with --raw, the bytes are as written.
+    in_alpha(
+        r"printf 'osc-\033]52;c;aGk=\007-red-\033[31m-end\n' > /dev/console",
+        "write escapes to the console",
+    );
+    let shown = wait_until("the escapes in vm logs", || {
+        let shown = on_a_terminal(&home, &ns, &["vm", "logs", "alpha"]);
+        shown.contains("osc-").then_some(shown)
+    });
+    assert!(
+        shown.contains("osc-^[]52;c;aGk=^G-red-^[[31m-end"),
+        "placeholders on a terminal: {:?}",
+        shown.lines().find(|l| l.contains("osc-"))
+    );
+    assert!(!shown.contains('\x1b'), "no escape reaches the terminal");
+    let raw = on_a_terminal(&home, &ns, &["vm", "logs", "--raw", "alpha"]);
+    assert!(raw.contains("osc-\x1b]52;c;aGk=\x07-red-\x1b[31m-end"));
+    let piped = ok(b(&["vm", "logs", "alpha"]), "vm logs, piped");
+    assert!(piped.contains("osc-\x1b]52;c;aGk=\x07-red-\x1b[31m-end"));
+
     // A minute on, beta's clock has not drifted.
     if let Some(left) = std::time::Duration::from_secs(60).checked_sub(beta_booted.elapsed()) {
         std::thread::sleep(left);
@@ -490,6 +512,34 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     assert!(!stdout(&ns.exec(&["nft", "list", "table", "ip", "banger"])).contains("banger:alpha"));
     assert!(!fs::read_to_string(&kh).unwrap_or_default().contains("beta"));
     let _ = b(&["daemon", "stop"]);
+}
+
+/// What `banger ARGS` shows with its output on a terminal (util-linux
+/// `script` runs it on a pseudo-terminal).
+fn on_a_terminal(home: &TestHome, ns: &Netns, args: &[&str]) -> String {
+    let cmd = home.banger_in_command(ns, args);
+    let quote = |w: &std::ffi::OsStr| format!("'{}'", w.to_string_lossy().replace('\'', r"'\''"));
+    let words: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect();
+    let mut script = Command::new("script");
+    script.args(["-qec", &words.join(" "), "/dev/null"]);
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            script.env(key, value);
+        }
+    }
+    let out = script
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    assert!(
+        out.status.success(),
+        "{args:?} on a terminal: {}",
+        stderr(&out)
+    );
+    stdout(&out)
 }
 
 /// A shell in a guest that answers each line it reads with its clock

@@ -274,11 +274,33 @@ pub fn log_tail(path: &Path, from: u64, n: usize) -> Vec<String> {
     }
     let lines: Vec<String> = bytes
         .split(|&b| b == b'\n')
-        .map(|l| String::from_utf8_lossy(&plain(l)).trim_end().to_owned())
+        .map(|l| quotable(&String::from_utf8_lossy(&plain(l))))
         .filter(|l| !l.is_empty())
         .collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
+
+/// A console line fit to quote in an error a person reads: no C1
+/// controls or bidirectional overrides (which [`plain`], working on bytes,
+/// leaves in UTF-8 text), no trailing blanks, and at most
+/// [`QUOTED_LINE_CHARS`] characters, since the guest decides how long its
+/// lines are.
+fn quotable(line: &str) -> String {
+    let mut out: String = line
+        .trim_end()
+        .chars()
+        .filter(|&c| !matches!(c, '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+        .take(QUOTED_LINE_CHARS + 1)
+        .collect();
+    if out.chars().count() > QUOTED_LINE_CHARS {
+        out = out.chars().take(QUOTED_LINE_CHARS).collect();
+        out.push('…');
+    }
+    out
+}
+
+/// The longest console line an error quotes.
+const QUOTED_LINE_CHARS: usize = 300;
 
 /// A console line as a person reads it: terminal escape sequences
 /// (systemd's colours, `ESC [ ... letter`) and other control characters
@@ -390,6 +412,10 @@ mod tests {
             "[  OK  ] Reached target multi-user.target"
         );
         assert_eq!(plain(b"a\tb\x00c\x1b"), b"a\tbc");
+        assert_eq!(quotable("ok\u{9b}2J \u{202e}x  "), "ok2J x");
+        let long = quotable(&"y".repeat(100_000));
+        assert_eq!(long.chars().count(), QUOTED_LINE_CHARS + 1);
+        assert!(long.ends_with('…'));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use banger_model::VmRecord;
 use crate::ExitCode;
 use crate::args::{CreateArgs, JsonFlag, RunArgs, SetArgs, StartArgs, VmCommand, WorkspaceCommand};
 use crate::output::{age, client_error, follow, human_bytes, print_json, print_table, table};
+use crate::terminal::{LineTail, TerminalSafe};
 
 pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
     match cmd {
@@ -110,17 +111,34 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
                 .map_err(client_error)?;
             ssh(&info, &command).await
         }
-        VmCommand::Logs { vm, follow } => {
+        VmCommand::Logs { vm, follow, raw } => {
             let mut chunks = client
                 .get_chunks(&format!("/v1/vms/{}/logs?follow={follow}", vm.name))
                 .await
                 .map_err(client_error)?;
             let mut out = std::io::stdout().lock();
+            // The guest wrote these bytes: a terminal shows them, it does
+            // not obey them.
+            let mut filter = (!raw && out.is_terminal()).then(TerminalSafe::default);
+            let mut text = String::new();
             while let Some(chunk) = chunks.next().await {
                 let chunk = chunk.map_err(client_error)?;
-                if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
-                    break; // the reader went away (a pager closed)
+                let bytes = match &mut filter {
+                    Some(filter) => {
+                        text.clear();
+                        filter.push(&chunk, &mut text);
+                        text.as_bytes()
+                    }
+                    None => &chunk[..],
+                };
+                if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+                    return Ok(ExitCode::SUCCESS); // the reader went away (a pager closed)
                 }
+            }
+            if let Some(filter) = &mut filter {
+                text.clear();
+                filter.finish(&mut text);
+                let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -341,7 +359,7 @@ async fn ssh(info: &SshInfo, command: &[String]) -> Result<ExitCode> {
 /// As [`ssh`], with the remote words given and whether the session is
 /// interactive (a terminal, when there is one).
 async fn ssh_words(info: &SshInfo, command: &[String], interactive: bool) -> Result<ExitCode> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut cmd = info.command(command, interactive && std::io::stdin().is_terminal());
     cmd.stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
@@ -350,19 +368,21 @@ async fn ssh_words(info: &SshInfo, command: &[String], interactive: bool) -> Res
         .spawn()
         .context("cannot run ssh (apt-get install openssh-client)")?;
     let stderr = child.stderr.take();
+    // The bytes pass through as they come (this is the user's own command
+    // talking to their terminal, as with ssh), whatever their encoding or
+    // line length; only a bounded tail is kept.
     let relay = tokio::spawn(async move {
-        let mut tail: Vec<String> = Vec::new();
-        let Some(stderr) = stderr else { return tail };
-        let mut lines = BufReader::new(stderr).lines();
+        let mut tail = LineTail::default();
+        let Some(mut stderr) = stderr else {
+            return tail.text();
+        };
         let mut out = tokio::io::stderr();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let _ = out.write_all(format!("{line}\n").as_bytes()).await;
-            tail.push(line);
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+            let _ = out.write_all(&buf[..n]).await;
+            tail.push(&buf[..n]);
         }
-        tail
+        tail.text()
     });
     // Ctrl-C belongs to the remote command: ssh passes it on, and banger
     // must outlive it to report the status (and clean up with --rm).
@@ -372,7 +392,7 @@ async fn ssh_words(info: &SshInfo, command: &[String], interactive: bool) -> Res
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    let tail = relay.await.unwrap_or_default().join("\n");
+    let tail = relay.await.unwrap_or_default();
     let code = banger_guest::exit_code(status, &tail).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
