@@ -136,6 +136,9 @@ pub struct HostProbe {
     /// The TSC rate TCG guests are told (measured; only asked for when
     /// the host would use TCG).
     pub tsc: Option<banger_vmm::tsc::TscRate>,
+    /// Whether the chosen QEMU runs under its seccomp sandbox, or why not
+    /// (only asked for when QEMU is the backend).
+    pub qemu_sandbox: Option<Result<(), String>>,
 }
 
 /// How `.vm` names fare on this host.
@@ -235,12 +238,18 @@ impl HostProbe {
         let want = config
             .as_ref()
             .map_or(banger_config::HypervisorChoice::Auto, |c| c.hypervisor());
-        let tsc = choose(want, &hypervisors)
-            .is_ok_and(|sel| sel.accel == banger_vmm::select::Accel::Tcg)
+        let chosen = choose(want, &hypervisors).ok();
+        let tsc = chosen
+            .as_ref()
+            .is_some_and(|sel| sel.accel == banger_vmm::select::Accel::Tcg)
             .then(|| banger_vmm::tsc::host_rate().clone());
+        let qemu_sandbox = chosen
+            .filter(|sel| sel.backend == banger_vmm::select::Backend::Qemu)
+            .map(|sel| banger_vmm::qemu::sandbox::support(&sel.binary));
         Self {
             dns,
             tsc,
+            qemu_sandbox,
             arch: std::env::consts::ARCH.to_string(),
             config_file: paths.config_file(),
             config,
@@ -385,6 +394,29 @@ pub fn diagnose(probe: &HostProbe) -> Report {
                     ),
                     fix,
                 );
+            }
+            if let Some(sandbox) = &probe.qemu_sandbox {
+                // A guest that escapes QEMU's device emulation gets what
+                // QEMU's process may do; the sandbox narrows that.
+                match sandbox {
+                    Ok(()) => push(
+                        "qemu sandbox",
+                        Status::Ok,
+                        "QEMU runs under its seccomp sandbox (-sandbox on, no spawn, no \
+                         privilege changes)"
+                            .to_string(),
+                        None,
+                    ),
+                    Err(why) => push(
+                        "qemu sandbox",
+                        Status::Warn,
+                        format!("QEMU runs without its seccomp sandbox: {why}"),
+                        Some(
+                            "use a QEMU built with seccomp (Debian's qemu-system-x86 is)"
+                                .to_string(),
+                        ),
+                    ),
+                }
             }
             Some(sel)
         }
@@ -573,6 +605,7 @@ mod tests {
                 khz: 2_596_125,
                 fallback: None,
             }),
+            qemu_sandbox: qemu.then_some(Ok(())),
             dns: DnsProbe {
                 listen: "172.16.0.1:53".parse().unwrap(),
                 bridge: "banger0".into(),
@@ -625,6 +658,21 @@ mod tests {
             "{}",
             clock.detail
         );
+    }
+
+    #[test]
+    fn a_qemu_without_its_sandbox_is_a_warning() {
+        let mut p = probe(KvmStatus::Pvm, true, true);
+        assert_eq!(check(&diagnose(&p), "qemu sandbox").status, Status::Ok);
+        p.qemu_sandbox = Some(Err(
+            "QEMU exited (exit status: 1) with -sandbox: -sandbox is not supported by this QEMU build."
+                .into(),
+        ));
+        let report = diagnose(&p);
+        assert!(report.ok, "a missing sandbox does not block vm run");
+        let row = check(&report, "qemu sandbox");
+        assert_eq!(row.status, Status::Warn);
+        assert!(row.detail.contains("not supported by this QEMU build"));
     }
 
     #[test]

@@ -164,6 +164,12 @@ fn starts_waits_for_the_console_stops_and_boots_again() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(hv.is_running(&handle), "the guest should stay up");
+    // The guest runs in a QEMU confined by its seccomp filter.
+    let status = fs::read_to_string(format!("/proc/{}/status", handle.pid)).unwrap();
+    assert!(
+        status.lines().any(|l| l == "Seccomp:\t2"),
+        "QEMU runs under a seccomp filter:\n{status}"
+    );
     assert!(matches!(
         hv.kill(&handle, 4242),
         Err(VmmError::InvalidSignal(4242))

@@ -4,6 +4,7 @@
 //! socket. KVM when it can run a stock kernel, TCG when not.
 
 pub mod qmp;
+pub mod sandbox;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,9 @@ pub struct Qemu {
     /// The TSC rate a TCG guest is told; the host's, measured when first
     /// needed, unless set.
     tsc_khz: Option<u32>,
+    /// Whether QEMU runs under [`sandbox::SANDBOX`]; asked of the binary
+    /// when first needed, unless set.
+    sandbox: Option<bool>,
 }
 
 /// Where one VM's QEMU files go.
@@ -68,7 +72,27 @@ impl Qemu {
             binary: binary.to_path_buf(),
             accel,
             tsc_khz: None,
+            sandbox: None,
         }
+    }
+
+    /// Runs QEMU with or without its seccomp sandbox, instead of asking
+    /// the binary whether it supports one.
+    pub fn with_sandbox(mut self, on: bool) -> Self {
+        self.sandbox = Some(on);
+        self
+    }
+
+    /// Whether this QEMU runs under its seccomp sandbox.
+    fn sandboxed(&self) -> bool {
+        self.sandbox
+            .unwrap_or_else(|| match sandbox::support(&self.binary) {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::warn!(%why, "QEMU runs without its seccomp sandbox");
+                    false
+                }
+            })
     }
 
     /// Tells TCG guests `khz` instead of the host's measured TSC rate.
@@ -101,6 +125,9 @@ impl Qemu {
         push(&["-name", &opt_escape(&spec.name)]);
         push(&["-M", "microvm,pit=on,pic=on,rtc=on,isa-serial=on"]);
         push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        if self.sandboxed() {
+            push(&["-sandbox", sandbox::SANDBOX]);
+        }
         match self.accel {
             Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
@@ -304,7 +331,9 @@ mod tests {
     use crate::hypervisor::tests::sample_spec;
 
     fn args(accel: Accel, spec: &LaunchSpec) -> Vec<String> {
-        let q = Qemu::new(Path::new("/usr/bin/qemu-system-x86_64"), accel).with_tsc_khz(2_596_125);
+        let q = Qemu::new(Path::new("/usr/bin/qemu-system-x86_64"), accel)
+            .with_tsc_khz(2_596_125)
+            .with_sandbox(true);
         let files = QemuFiles::for_spec(spec).unwrap();
         q.args(spec, &files)
             .unwrap()
@@ -360,6 +389,13 @@ mod tests {
         assert_eq!(values(&a, "-mon"), ["chardev=qmp,mode=control"]);
         assert_eq!(values(&a, "-pidfile"), ["/run/banger/vm/dev-box/qemu.pid"]);
         assert_eq!(values(&a, "-name"), ["dev-box"]);
+        assert_eq!(values(&a, "-sandbox"), [sandbox::SANDBOX]);
+        let unconfined = Qemu::new(Path::new("/usr/bin/qemu-system-x86_64"), Accel::Tcg)
+            .with_tsc_khz(1)
+            .with_sandbox(false)
+            .args(&spec, &QemuFiles::for_spec(&spec).unwrap())
+            .unwrap();
+        assert!(!unconfined.iter().any(|x| x == "-sandbox"));
     }
 
     #[test]
