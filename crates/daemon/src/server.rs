@@ -1,8 +1,8 @@
 //! Starting, serving and stopping the daemon.
 
-use std::fs::{self, DirBuilder, Permissions};
+use std::fs::{self, Permissions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use banger_store::{Store, StoreError};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
+use crate::dirs::DirError;
 use crate::error::Failure;
 use crate::lock::{DaemonLock, LockError};
 
@@ -22,8 +23,8 @@ pub enum StartError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot create {path}: {source}")]
-    Dir { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Dir(#[from] DirError),
     #[error("cannot listen on {path}: {source}")]
     Bind { path: PathBuf, source: io::Error },
     #[error("{path} exists and is not a socket: move it aside")]
@@ -69,7 +70,7 @@ impl Daemon {
         config: Config,
         host: HostFacts,
     ) -> Result<(Self, UnixListener), StartError> {
-        private_dir(&paths.state_dir)?;
+        crate::dirs::prepare(&paths)?;
         // The lock comes first: nothing below may touch state that another
         // daemon owns, including its socket.
         let lock = DaemonLock::acquire(&paths.daemon_lock())?;
@@ -77,7 +78,6 @@ impl Daemon {
         let store = tokio::task::spawn_blocking(move || Store::open(&db))
             .await
             .map_err(|e| StartError::Serve(io::Error::other(e)))??;
-        private_dir(&paths.runtime_dir)?;
         let listener = bind(&paths.socket())?;
         tracing::info!(
             socket = %paths.socket().display(),
@@ -216,17 +216,6 @@ async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
     }
-}
-
-fn private_dir(path: &Path) -> Result<(), StartError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| StartError::Dir {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 /// Binds the socket, replacing a stale one. We hold the lock, so a socket
