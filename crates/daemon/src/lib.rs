@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 mod clock;
+pub mod dirs;
 pub mod dns;
 mod error;
 mod images;
@@ -19,5 +20,5 @@ mod server;
 mod vms;
 
 pub use lock::{DaemonLock, LockError};
-pub use logging::init_logging;
+pub use logging::{LogError, init_logging};
 pub use server::{Daemon, StartError};

@@ -4,7 +4,10 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::dirs::{OwnFileError, open_own};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -18,6 +21,8 @@ pub enum LockError {
     },
     #[error("cannot lock {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Open(#[from] OwnFileError),
 }
 
 /// Held for the daemon's lifetime; dropping it releases the lock.
@@ -32,13 +37,16 @@ impl DaemonLock {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_err)?;
+        // Never through a link: the pid is written over what is there.
+        let mut file = open_own(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600),
+        )?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -75,5 +83,17 @@ mod tests {
         assert!(err.to_string().contains("banger daemon stop"), "{err}");
         drop(first);
         DaemonLock::acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn a_link_planted_as_the_lock_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"not a pid\n").unwrap();
+        let path = dir.path().join("bangerd.lock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = DaemonLock::acquire(&path).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"not a pid\n");
     }
 }

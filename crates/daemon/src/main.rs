@@ -1,11 +1,10 @@
 //! `bangerd`: thin glue around the daemon library.
 
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::process::ExitCode;
 
 use banger_config::{Config, Paths, probe_host};
-use banger_daemon::{Daemon, init_logging};
+use banger_daemon::{Daemon, dirs, init_logging};
 use clap::Parser;
 
 /// The banger daemon. `banger` starts it on demand; you rarely run it by
@@ -38,15 +37,10 @@ async fn run() -> anyhow::Result<()> {
     let paths = Paths::from_env()?;
     let config = Config::load(&paths.config_file())?;
     let level = config.log_level(std::env::var("BANGER_LOG_LEVEL").ok().as_deref())?;
-    // Private: the database, keys and logs of the user's VMs live here.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&paths.state_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", paths.state_dir.display()))?;
-    init_logging(&paths.daemon_log(), level).map_err(|e| {
-        anyhow::anyhow!("cannot open the log {}: {e}", paths.daemon_log().display())
-    })?;
+    // Before the log is opened in it: the state dir must be one that no
+    // other user can plant a link in (Daemon::start checks again).
+    dirs::prepare(&paths)?;
+    init_logging(&paths.daemon_log(), level)?;
     let (daemon, listener) = Daemon::start(paths, config, probe_host()).await?;
     daemon.serve(listener).await?;
     Ok(())

@@ -1,8 +1,8 @@
 //! Starting, serving and stopping the daemon.
 
-use std::fs::{self, DirBuilder, Permissions};
+use std::fs::{self, Permissions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use banger_store::{Store, StoreError};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
+use crate::dirs::DirError;
 use crate::error::Failure;
 use crate::lock::{DaemonLock, LockError};
 
@@ -22,8 +23,8 @@ pub enum StartError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot create {path}: {source}")]
-    Dir { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Dir(#[from] DirError),
     #[error("cannot listen on {path}: {source}")]
     Bind { path: PathBuf, source: io::Error },
     #[error("{path} exists and is not a socket: move it aside")]
@@ -69,7 +70,7 @@ impl Daemon {
         config: Config,
         host: HostFacts,
     ) -> Result<(Self, UnixListener), StartError> {
-        private_dir(&paths.state_dir)?;
+        crate::dirs::prepare(&paths)?;
         // The lock comes first: nothing below may touch state that another
         // daemon owns, including its socket.
         let lock = DaemonLock::acquire(&paths.daemon_lock())?;
@@ -77,7 +78,6 @@ impl Daemon {
         let store = tokio::task::spawn_blocking(move || Store::open(&db))
             .await
             .map_err(|e| StartError::Serve(io::Error::other(e)))??;
-        private_dir(&paths.runtime_dir)?;
         let listener = bind(&paths.socket())?;
         tracing::info!(
             socket = %paths.socket().display(),
@@ -129,7 +129,7 @@ impl Daemon {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stopper.stopped().await })
             .await;
-        let _ = fs::remove_file(&socket);
+        let _ = remove_socket(&socket);
         tracing::info!("bangerd stopped");
         result.map_err(StartError::Serve)
     }
@@ -218,47 +218,75 @@ async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     }
 }
 
-fn private_dir(path: &Path) -> Result<(), StartError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| StartError::Dir {
+/// Binds the socket, replacing a stale one. We hold the lock, so a socket
+/// file that exists belongs to a daemon that is gone. Nothing here follows
+/// a link: only a socket is removed (and unlinking removes the name, never
+/// what a link points at), `bind` fails rather than follow one, and the
+/// chmod refuses one.
+fn bind(path: &Path) -> Result<UnixListener, StartError> {
+    let bind_err = |source| StartError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    if remove_socket(path).map_err(bind_err)? == Removed::NotASocket {
+        return Err(StartError::NotASocket {
             path: path.to_path_buf(),
-            source,
-        })
+        });
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    restrict_socket(path).map_err(bind_err)?;
+    Ok(listener)
 }
 
-/// Binds the socket, replacing a stale one. We hold the lock, so a socket
-/// file that exists belongs to a daemon that is gone.
-fn bind(path: &Path) -> Result<UnixListener, StartError> {
+#[derive(Debug, PartialEq, Eq)]
+enum Removed {
+    Yes,
+    Absent,
+    NotASocket,
+}
+
+/// Removes `path` if, and only if, it is a socket.
+fn remove_socket(path: &Path) -> io::Result<Removed> {
     use std::os::unix::fs::FileTypeExt;
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            tracing::warn!(socket = %path.display(), "removing stale socket of a daemon that is gone");
-            fs::remove_file(path).map_err(|source| StartError::Bind {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            fs::remove_file(path)?;
+            Ok(Removed::Yes)
         }
-        Ok(_) => {
-            return Err(StartError::NotASocket {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(_) => {}
+        Ok(_) => Ok(Removed::NotASocket),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removed::Absent),
+        Err(e) => Err(e),
     }
-    let listener = UnixListener::bind(path).map_err(|source| StartError::Bind {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(|source| {
-        StartError::Bind {
-            path: path.to_path_buf(),
-            source,
+}
+
+/// chmod 0600 on the socket just bound, never on what a link there points
+/// at.
+fn restrict_socket(path: &Path) -> io::Result<()> {
+    use nix::errno::Errno;
+    use nix::sys::stat::{FchmodatFlags, Mode, fchmodat};
+    let mode = Mode::from_bits_truncate(0o600);
+    match fchmodat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        mode,
+        FchmodatFlags::NoFollowSymlink,
+    ) {
+        Ok(()) => Ok(()),
+        // A C library older than glibc 2.32 cannot chmod without following.
+        // Then look first: the runtime dir was checked, so only this user
+        // could swap the socket in between.
+        Err(Errno::EOPNOTSUPP) => {
+            use std::os::unix::fs::FileTypeExt;
+            let meta = fs::symlink_metadata(path)?;
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::other(
+                    "the socket was replaced by something else right after bind",
+                ));
+            }
+            fs::set_permissions(path, Permissions::from_mode(0o600))
         }
-    })?;
-    Ok(listener)
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Starts the clock answerer on the bridge address; `None` (logged) when

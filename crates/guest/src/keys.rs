@@ -259,11 +259,13 @@ fn public_path(private: &Path) -> PathBuf {
 /// once take turns.
 pub(crate) fn lock_beside(path: &Path) -> Result<fs::File, SshError> {
     let lock_path = sibling(path, ".lock");
+    // By a fixed name in banger's state: never through a link.
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&lock_path)
         .map_err(|e| SshError::io(format!("opening {}", lock_path.display()), e))?;
     lock.lock()

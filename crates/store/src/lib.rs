@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
 
 mod objects;
@@ -24,6 +24,11 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error(
+        "{path} is a symbolic link, and banger never opens its database through one: \
+         remove the link (the file it points to was not touched)"
+    )]
+    Symlink { path: PathBuf },
     #[error(
         "cannot migrate the state database {path}: {source} \
          (was it written by a newer banger? use that version, or move the file aside)"
@@ -64,12 +69,21 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to
     /// date. A database from a newer banger is refused, not downgraded.
+    ///
+    /// Never through a symbolic link: SQLite would otherwise write (and
+    /// create) whatever a link planted as the database or one of its
+    /// companion files points at. `SQLITE_OPEN_NOFOLLOW` covers the
+    /// database itself; SQLite opens the `-wal`, `-shm` and `-journal`
+    /// files by name, so those are looked at first (the caller's directory
+    /// is one only its user can write, so what is seen stays true).
     pub fn open(path: &Path) -> Result<Self> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(open_err)?;
+        refuse_links(path)?;
+        let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -100,6 +114,18 @@ impl Store {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
+}
+
+fn refuse_links(path: &Path) -> Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(StoreError::Symlink { path: file });
+        }
+    }
+    Ok(())
 }
 
 /// Maps a primary-key violation to [`StoreError::Exists`].
@@ -174,5 +200,35 @@ mod tests {
             .unwrap();
         let err = Store::open(&path).err().expect("newer schema refused");
         assert!(matches!(err, StoreError::Migrate { .. }), "{err}");
+    }
+
+    #[test]
+    fn never_opens_through_a_link() {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join("precious");
+            std::fs::write(&target, b"keep me").unwrap();
+            let path = dir.path().join("banger.db");
+            let mut link = path.as_os_str().to_owned();
+            link.push(suffix);
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            let err = Store::open(&path).err().expect("a link is refused");
+            assert!(matches!(err, StoreError::Symlink { .. }), "{suffix}: {err}");
+            assert!(err.to_string().contains("symbolic link"), "{err}");
+            assert_eq!(std::fs::read(&target).unwrap(), b"keep me", "{suffix}");
+        }
+    }
+
+    #[test]
+    fn sqlite_itself_refuses_a_linked_database() {
+        // The flag behind the look-first check, for a link that appears
+        // after it.
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"").unwrap();
+        let link = dir.path().join("banger.db");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        assert!(Connection::open_with_flags(&link, flags).is_err());
     }
 }

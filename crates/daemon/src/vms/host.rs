@@ -33,11 +33,16 @@ pub(super) fn for_handle(handle: &VmHandle) -> Arc<dyn Hypervisor> {
 /// pidfile in the VM's runtime folder, and only if that process's command
 /// line names this very folder. Killed; returns its pid.
 pub(super) fn kill_orphan(runtime_dir: &Path) -> Option<u32> {
-    let pid: i32 = std::fs::read_to_string(runtime_dir.join(banger_vmm::qemu::PIDFILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    use std::io::Read;
+    // Not through a link, and no more than a pid's worth of it.
+    let file = crate::dirs::open_own(
+        &runtime_dir.join(banger_vmm::qemu::PIDFILE),
+        std::fs::OpenOptions::new().read(true),
+    )
+    .ok()?;
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    let pid: i32 = text.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let needle = runtime_dir.as_os_str().as_encoded_bytes();
     if !cmdline.windows(needle.len()).any(|w| w == needle) {
