@@ -152,18 +152,21 @@ pub(super) fn recreate_dir(dir: &Path) -> Result<(), Failure> {
 /// The kernel installed inside an image's ext4 root filesystem: its
 /// newest `/boot/vmlinuz-*` and the matching modules tree, copied into
 /// `out` (which must not exist) without mounting and without running a
-/// tool on the image ([`rootfs::read_rootfs_kernel`]). Returns `(release,
-/// bzimage, modules_dir)`.
+/// tool on the image ([`rootfs::read_rootfs_kernel`]). `image` names it
+/// in errors. Returns `(release, bzimage, modules_dir)`.
 pub(super) fn kernel_from_rootfs(
+    image: &str,
     rootfs: &Path,
     out: &Path,
 ) -> Result<(String, PathBuf, PathBuf), Failure> {
-    let kernel = rootfs::read_rootfs_kernel(rootfs, out, &ReadoutLimits::default()).map_err(
-        |e| match e {
-            ReadoutError::Write { .. } => Failure::internal(e.to_string()),
-            e => Failure::bad_request(e.to_string()),
-        },
-    )?;
+    let kernel =
+        rootfs::read_rootfs_kernel(rootfs, out, &ReadoutLimits::default()).map_err(|e| {
+            let message = format!("reading the kernel out of image {image:?}: {e}");
+            match e {
+                ReadoutError::Write { .. } => Failure::internal(message),
+                _ => Failure::bad_request(message),
+            }
+        })?;
     for path in &kernel.skipped {
         tracing::debug!(image = %rootfs.display(), %path, "not a folder or regular file: left out");
     }
@@ -281,7 +284,7 @@ mod tests {
             return;
         };
         let out = dir.path().join("kernel out \"x\"");
-        let (release, bzimage, modules) = kernel_from_rootfs(&image, &out)
+        let (release, bzimage, modules) = kernel_from_rootfs("tiny", &image, &out)
             .map_err(|f| f.error.message)
             .unwrap();
         assert_eq!(release, "6.1.0-test");
@@ -322,13 +325,13 @@ mod tests {
             .success();
         assert!(ok, "mkfs.ext4");
         let out = dir.path().join("kernel");
-        let err = kernel_from_rootfs(&image, &out)
+        let err = kernel_from_rootfs("tiny", &image, &out)
             .map(|_| ())
             .unwrap_err()
             .error
             .message;
         assert!(
-            err.contains("more than 2147483648 bytes") && err.contains("rootfs.ext4"),
+            err.contains("image \"tiny\"") && err.contains("more than 2147483648 bytes"),
             "{err}"
         );
         assert!(!out.exists(), "a partial read-out is left behind");
@@ -374,7 +377,7 @@ mod tests {
         edit(&image, &format!("ln /data/evil {modules}"));
 
         let out = dir.path().join("kernel");
-        let result = kernel_from_rootfs(&image, &out);
+        let result = kernel_from_rootfs("tiny", &image, &out);
         assert_eq!(
             fs::read(&target).unwrap(),
             b"original\n",
