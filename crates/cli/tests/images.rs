@@ -227,6 +227,61 @@ fn pull_register_verify_and_delete() {
         .stdout(contains("no kernels yet"));
 }
 
+/// A catalog image crafted to write through a link: its modules folder
+/// holds a symlink `evil` to a host file, then a regular file `evil`.
+/// debugfs `rdump` made the link on the host and wrote the file through
+/// it, as root. The pull is refused, naming the image; the host file is
+/// as it was and nothing is recorded or left.
+#[test]
+fn a_crafted_catalog_image_never_writes_outside_its_kernel_folder() {
+    if !banger_testkit::have_tools(&["mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    let home = TestHome::new();
+    let target = home.root().join("host-file");
+    fs::write(&target, "original\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let release = "6.1.0-crafted";
+    let modules = format!("usr/lib/modules/{release}");
+    fs::create_dir_all(tree.join(&modules)).unwrap();
+    fs::create_dir_all(tree.join("boot")).unwrap();
+    fs::create_dir_all(tree.join("data/file")).unwrap();
+    fs::create_dir_all(tree.join("data/link")).unwrap();
+    fs::write(tree.join(format!("boot/vmlinuz-{release}")), "bzImage").unwrap();
+    fs::write(tree.join(&modules).join("modules.order"), "").unwrap();
+    fs::write(tree.join("data/file/evil"), "attacker bytes\n").unwrap();
+    std::os::unix::fs::symlink(&target, tree.join("data/link/evil")).unwrap();
+    let image = dir.path().join("crafted.ext4");
+    banger_testkit::mkfs_ext4(&image, &tree, "crafted", None, "16M");
+    // `ln` into a folder keeps the source's name and checks nothing.
+    for source in ["/data/link/evil", "/data/file/evil"] {
+        let out = Command::new("debugfs")
+            .args(["-w", "-R", &format!("ln {source} /{modules}")])
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "debugfs: {out:?}");
+    }
+    let (sha256, size) = sha256_file(&image).unwrap();
+    fs::create_dir_all(home.root().join("config")).unwrap();
+    fs::write(
+        home.root().join("config/catalog.toml"),
+        catalog_entry("crafted", &image, &sha256, size),
+    )
+    .unwrap();
+
+    home.banger(&["image", "pull", "crafted"])
+        .env("BANGER_INIT_BIN", "/nonexistent")
+        .assert()
+        .code(1)
+        .stderr(contains("image \"crafted\"").and(contains("two entries named \"evil\"")));
+    assert_eq!(fs::read(&target).unwrap(), b"original\n");
+    assert!(!home.state().join("images/crafted").exists());
+    assert!(!home.state().join("images/.pull-crafted").exists());
+    assert!(!home.state().join("kernels").join(release).exists());
+}
+
 #[test]
 fn image_build_with_an_unreachable_mirror_fails_cleanly() {
     if which::which("mmdebstrap").is_err() {

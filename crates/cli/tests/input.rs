@@ -110,7 +110,6 @@ fn doctor_json_has_the_documented_shape() {
         "hypervisor",
         "mkfs.ext4",
         "resize2fs",
-        "debugfs",
         "mmdebstrap",
         "ssh",
         "ip",

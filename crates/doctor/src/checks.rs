@@ -55,12 +55,6 @@ pub const TOOLS: &[ToolSpec] = &[
         required: true,
     },
     ToolSpec {
-        programs: &["debugfs"],
-        package: "e2fsprogs",
-        used_for: "reading the kernel out of catalog root filesystems",
-        required: true,
-    },
-    ToolSpec {
         programs: &["unshare"],
         package: "util-linux",
         used_for: "root-owned files on VM disks when bangerd is not root",

@@ -5,7 +5,8 @@
 //! It must not boot anything and holds no state of its own: it produces and
 //! verifies files in directories its caller names; the daemon records them.
 //!
-//! Here: `kernel` (vmlinux extraction, Debian kernel packages),
+//! Here: `kernel` (vmlinux extraction, Debian kernel packages, the kernel
+//! read out of an image's root filesystem),
 //! `initramfs` (module resolution, the cpio), `debian` (the default image
 //! recipe and build), `catalog` (named, pinned sources), `oci` (registry
 //! pulls: references, blob cache, flattening), `ext4` (the read-only base

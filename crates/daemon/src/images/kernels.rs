@@ -4,10 +4,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
 use banger_images::kernel::extract_vmlinux_file;
+use banger_images::kernel::rootfs::{self, ReadoutError, ReadoutLimits};
 use banger_model::{ArtifactRole, KernelRecord, ObjectState};
 
 use banger_images::digest::sha256_file;
@@ -149,98 +149,28 @@ pub(super) fn recreate_dir(dir: &Path) -> Result<(), Failure> {
     fs::create_dir_all(dir).map_err(|e| io_failure("create", dir, e))
 }
 
-/// The kernel installed inside an ext4 root filesystem, read with debugfs
-/// (no mounting): its newest `/boot/vmlinuz-*` and the matching modules
-/// tree, copied into `out`. Returns `(release, bzimage, modules_dir)`.
+/// The kernel installed inside an image's ext4 root filesystem: its
+/// newest `/boot/vmlinuz-*` and the matching modules tree, copied into
+/// `out` (which must not exist) without mounting and without running a
+/// tool on the image ([`rootfs::read_rootfs_kernel`]). `image` names it
+/// in errors. Returns `(release, bzimage, modules_dir)`.
 pub(super) fn kernel_from_rootfs(
+    image: &str,
     rootfs: &Path,
     out: &Path,
 ) -> Result<(String, PathBuf, PathBuf), Failure> {
-    fs::create_dir_all(out).map_err(|e| io_failure("create", out, e))?;
-    let listing = debugfs(rootfs, out, "ls -p /boot")?;
-    let mut releases: Vec<String> = listing
-        .lines()
-        .filter_map(|l| l.split('/').nth(5))
-        .filter_map(|n| n.strip_prefix("vmlinuz-"))
-        .map(str::to_string)
-        .collect();
-    releases.sort();
-    let release = releases.pop().ok_or_else(|| {
-        Failure::bad_request(format!(
-            "{} has no kernel in /boot (no vmlinuz-*): name one with kernel = \"...\" in the \
-             catalog entry",
-            rootfs.display()
-        ))
-    })?;
-    banger_model::validate_object_name("kernel", &release)
-        .map_err(|e| Failure::bad_request(e.to_string()))?;
-    let bzimage = out.join(format!("vmlinuz-{release}"));
-    debugfs(
-        rootfs,
-        out,
-        &format!("dump /boot/vmlinuz-{release} vmlinuz-{release}"),
-    )?;
-    // debugfs reports a missing file on stderr but exits 0.
-    if !bzimage.is_file() {
-        return Err(Failure::bad_request(format!(
-            "cannot read /boot/vmlinuz-{release} from {}",
-            rootfs.display()
-        )));
-    }
-    let modules = out.join("modules");
-    fs::create_dir(&modules).map_err(|e| io_failure("create", &modules, e))?;
-    // Debian since bookworm has /lib -> usr/lib; older trees have /lib.
-    for base in ["/usr/lib/modules", "/lib/modules"] {
-        let _ = debugfs(rootfs, out, &format!("rdump {base}/{release} modules"));
-        // modules.dep is made by depmod on install; a bare tree has
-        // modules.order, which the initramfs builder can work from.
-        let tree = modules.join(&release);
-        if tree.join("modules.dep").exists() || tree.join("modules.order").exists() {
-            return Ok((release.clone(), bzimage, modules.join(&release)));
-        }
-    }
-    Err(Failure::bad_request(format!(
-        "{} has /boot/vmlinuz-{release} but no modules tree /lib/modules/{release}",
-        rootfs.display()
-    )))
-}
-
-/// One debugfs request (read-only) against an image file, run in `dir`
-/// so files it writes are named relative to it.
-///
-/// debugfs parses a request like a command line (quotes, spaces), so a
-/// request is only ever banger's words, a validated release name and
-/// plain paths: anything else is refused rather than quoted. Host paths
-/// never go in (they are banger's, but may hold spaces); `dir` stands for
-/// them.
-fn debugfs(image: &Path, dir: &Path, request: &str) -> Result<String, Failure> {
-    if let Some(c) = request
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ' ' | '/' | '.' | '_' | '-')))
-    {
-        return Err(Failure::bad_request(format!(
-            "refusing to ask debugfs {request:?}: {c:?} could change what it runs"
-        )));
-    }
-    let out = Command::new(banger_config::find_tool("debugfs").unwrap_or_else(|| "debugfs".into()))
-        .current_dir(dir)
-        .arg("-R")
-        .arg(request)
-        .arg(image)
-        .output()
-        .map_err(|e| {
-            Failure::internal(format!(
-                "cannot run debugfs: {e} (apt-get install e2fsprogs)"
-            ))
+    let kernel =
+        rootfs::read_rootfs_kernel(rootfs, out, &ReadoutLimits::default()).map_err(|e| {
+            let message = format!("reading the kernel out of image {image:?}: {e}");
+            match e {
+                ReadoutError::Write { .. } => Failure::internal(message),
+                _ => Failure::bad_request(message),
+            }
         })?;
-    if !out.status.success() {
-        return Err(Failure::bad_request(format!(
-            "debugfs {request:?} on {} failed: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    for path in &kernel.skipped {
+        tracing::debug!(image = %rootfs.display(), %path, "not a folder or regular file: left out");
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok((kernel.release, kernel.bzimage, kernel.modules_dir))
 }
 
 /// Brings the initramfs of `kernel` up to the installed banger-init,
@@ -316,6 +246,8 @@ pub(crate) async fn refresh_initramfs(
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use super::*;
 
     /// A small ext4 holding a kernel and its modules tree.
@@ -343,8 +275,8 @@ mod tests {
         Some(image)
     }
 
-    /// The host folder debugfs writes into never goes into its request:
-    /// a space in it once split the `dump` request into other arguments.
+    /// The host folder once went into a debugfs request, where a space
+    /// split the `dump` request into other arguments.
     #[test]
     fn reads_the_kernel_into_a_folder_whose_path_has_spaces() {
         let dir = tempfile::tempdir().unwrap();
@@ -352,7 +284,7 @@ mod tests {
             return;
         };
         let out = dir.path().join("kernel out \"x\"");
-        let (release, bzimage, modules) = kernel_from_rootfs(&image, &out)
+        let (release, bzimage, modules) = kernel_from_rootfs("tiny", &image, &out)
             .map_err(|f| f.error.message)
             .unwrap();
         assert_eq!(release, "6.1.0-test");
@@ -361,15 +293,98 @@ mod tests {
         assert!(modules.join("modules.order").is_file());
     }
 
+    /// A 16 MiB image whose modules tree holds a sparse 3 GiB file: debugfs
+    /// wrote every byte of it to the host's disk (a few such files fill
+    /// it). Refused by its size before anything is written.
     #[test]
-    fn requests_with_quotes_or_newlines_are_refused() {
+    fn a_modules_tree_over_the_byte_cap_is_refused_before_writing() {
+        let Some(mkfs) = banger_config::find_tool("mkfs.ext4") else {
+            eprintln!("skipped: e2fsprogs is not installed");
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
-        for request in ["ls \"/a b\"", "ls /\nwrite x y", "cat /a;b"] {
-            let err = debugfs(Path::new("/nonexistent"), dir.path(), request)
-                .unwrap_err()
-                .error
-                .message;
-            assert!(err.contains("refusing"), "{request:?}: {err}");
+        let release = "6.1.0-test";
+        let tree = dir.path().join("tree");
+        let modules = tree.join(format!("usr/lib/modules/{release}"));
+        fs::create_dir_all(tree.join("boot")).unwrap();
+        fs::create_dir_all(&modules).unwrap();
+        fs::write(tree.join(format!("boot/vmlinuz-{release}")), "bzImage").unwrap();
+        fs::write(modules.join("modules.order"), "kernel/x.ko\n").unwrap();
+        fs::File::create(modules.join("x.ko"))
+            .unwrap()
+            .set_len(3 << 30)
+            .unwrap();
+        let image = dir.path().join("rootfs.ext4");
+        let ok = Command::new(mkfs)
+            .args(["-q", "-F", "-t", "ext4", "-d"])
+            .arg(&tree)
+            .arg(&image)
+            .arg("16M")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfs.ext4");
+        let out = dir.path().join("kernel");
+        let err = kernel_from_rootfs("tiny", &image, &out)
+            .map(|_| ())
+            .unwrap_err()
+            .error
+            .message;
+        assert!(
+            err.contains("image \"tiny\"") && err.contains("more than 2147483648 bytes"),
+            "{err}"
+        );
+        assert!(!out.exists(), "a partial read-out is left behind");
+    }
+
+    /// One `debugfs -w` request against `image`; the test's own words.
+    fn edit(image: &Path, request: &str) {
+        let out = Command::new(banger_config::find_tool("debugfs").expect("debugfs"))
+            .args(["-w", "-R", request])
+            .arg(image)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "debugfs -w {request:?}: {out:?}");
+    }
+
+    /// A crafted ext4 may hold two entries of one name: a symlink out of
+    /// the tree, then a regular file. debugfs `rdump` made the link on the
+    /// host and then wrote the file through it, as root. The host file
+    /// stays as it was, and the image is refused, saying why.
+    #[test]
+    fn a_duplicate_name_in_the_modules_tree_never_writes_through_a_link() {
+        if banger_config::find_tool("debugfs").is_none() {
+            eprintln!("skipped: e2fsprogs is not installed");
+            return;
         }
+        let dir = tempfile::tempdir().unwrap();
+        let release = "6.1.0-test";
+        let Some(image) = rootfs(dir.path(), release) else {
+            return;
+        };
+        let target = dir.path().join("host-file");
+        fs::write(&target, "original\n").unwrap();
+        let modules = format!("/usr/lib/modules/{release}");
+        // `ln` into a folder keeps the source's name and checks nothing.
+        let payload = dir.path().join("payload");
+        fs::write(&payload, "attacker bytes\n").unwrap();
+        edit(&image, "mkdir /data");
+        edit(&image, &format!("write {} /data/evil", payload.display()));
+        edit(
+            &image,
+            &format!("symlink {modules}/evil {}", target.display()),
+        );
+        edit(&image, &format!("ln /data/evil {modules}"));
+
+        let out = dir.path().join("kernel");
+        let result = kernel_from_rootfs("tiny", &image, &out);
+        assert_eq!(
+            fs::read(&target).unwrap(),
+            b"original\n",
+            "host file written"
+        );
+        let err = result.map(|_| ()).unwrap_err().error.message;
+        assert!(err.contains("two entries named \"evil\""), "{err}");
+        assert!(!out.exists(), "a partial read-out is left behind");
     }
 }

@@ -317,8 +317,9 @@ pub(crate) async fn pull(
                 None => {
                     progress.phase("kernel", "reading the kernel installed in the image");
                     let (f, out) = (file.clone(), staging.0.join("kernel"));
+                    let image = name.clone();
                     let (release, bzimage, modules_dir) =
-                        blocking(move || kernel_from_rootfs(&f, &out)).await?;
+                        blocking(move || kernel_from_rootfs(&image, &f, &out)).await?;
                     ensure_kernel(
                         d,
                         &release,

@@ -1,5 +1,6 @@
-//! Kernels: the ELF `vmlinux` inside a bzImage, and Debian's kernel
-//! packages as a source of both.
+//! Kernels: the ELF `vmlinux` inside a bzImage, Debian's kernel packages
+//! as a source of both, and the kernel installed inside an image's root
+//! filesystem (`rootfs`).
 //!
 //! A bzImage is real-mode setup code plus a compressed ELF kernel and the
 //! code to decompress it. Firecracker boots only the ELF, and QEMU's
@@ -10,6 +11,7 @@ mod bzimage;
 mod decompress;
 mod elf;
 pub mod package;
+pub mod rootfs;
 
 use std::fs;
 use std::io::Write;
