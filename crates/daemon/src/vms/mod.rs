@@ -57,6 +57,24 @@ fn fits_host(d: &Daemon, vcpu: u32, memory_mib: u64) -> Result<(), Failure> {
         .map_err(Failure::bad_request)
 }
 
+/// Refuses disks (`need`: at their full size, or what a disk grows by)
+/// that the state filesystem could not hold (`banger_storage::check_space`).
+async fn fits_disks(d: &Daemon, what: &'static str, need: Size) -> Result<(), Failure> {
+    let dir = d.inner.paths.state_dir.join("vms");
+    blocking(move || {
+        banger_storage::check_space(&dir, what, need).map_err(|e| match e {
+            banger_storage::DiskError::NoSpace { .. } => Failure::bad_request(e.to_string()),
+            e => Failure::internal(e.to_string()),
+        })
+    })
+    .await
+}
+
+/// What a new VM's disks take at their full size.
+fn disks_at_full_size(work: Size) -> Size {
+    Size::from_bytes(SYSTEM_DISK_SIZE.bytes().saturating_add(work.bytes()))
+}
+
 /// How long a graceful stop may take before the hypervisor is killed.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
@@ -158,6 +176,9 @@ pub(crate) async fn create(
     let spec = spec::resolve_spec(d, req).await?;
     progress.info(format!("spec: {}", spec.summary()));
     fits_host(d, spec.vcpu, spec.memory_mib)?;
+    // Checked again before the disks are made: building the image spends
+    // space too.
+    fits_disks(d, "the disks need", disks_at_full_size(spec.disk_size)).await?;
     host::hypervisor(d)?;
     let image = images::ensure_image(d, &spec.image, progress).await?;
     timer.mark("image");
@@ -206,7 +227,11 @@ pub(crate) async fn create(
     let lock = d.inner.vms.of(record.name.as_str());
     let _guard = lock.lock().await;
     progress.phase("disks", "making the VM's disks and keys");
-    if let Err(e) = prepare(d, &record, progress).await {
+    let prepared = async {
+        fits_disks(d, "the disks need", disks_at_full_size(record.disk_size)).await?;
+        prepare(d, &record, progress).await
+    };
+    if let Err(e) = prepared.await {
         destroy(d, &record).await;
         return Err(e);
     }
@@ -858,6 +883,12 @@ pub(crate) async fn set(d: &Daemon, name: &str, req: SetVmRequest) -> Result<VmR
         )));
     }
     if disk_size > vm.disk_size {
+        fits_disks(
+            d,
+            "growing the work disk needs",
+            Size::from_bytes(disk_size.bytes() - vm.disk_size.bytes()),
+        )
+        .await?;
         let work = paths(d, &vm).work;
         blocking(move || {
             banger_storage::grow_disk(&work, disk_size)
