@@ -174,8 +174,10 @@ fn a_flooded_console_stays_near_its_cap_and_vm_logs_follow_it() {
     );
     assert!(written > 3 * CAP, "the flood rotates the log several times");
     assert!(max_log <= CAP + SLACK, "console.log reached {max_log}");
+    // The previous file holds the cap's last bytes, and what came during
+    // the copy.
     assert!(
-        (1..=CAP + SLACK).contains(&max_previous),
+        (1..=CAP + 64 * 1024).contains(&max_previous),
         "console.log.1 reached {max_previous}"
     );
 

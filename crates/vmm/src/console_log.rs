@@ -20,7 +20,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use std::collections::HashMap;
 
@@ -57,10 +57,11 @@ pub struct ConsoleLog {
 }
 
 /// Where the current file starts in the stream. The previous file ends
-/// there; what was before it is gone.
+/// there; what was before it is gone. Measured on first use (the previous
+/// file's length), so that making a log costs no I/O.
 #[derive(Debug)]
 struct Ledger {
-    base: u64,
+    base: Option<u64>,
 }
 
 /// What [`ConsoleLog::rotate_if_over`] did.
@@ -68,22 +69,22 @@ struct Ledger {
 pub enum Rotation {
     /// The log is within the cap (or does not exist).
     Kept,
-    /// The log was moved to the previous file: this many bytes.
+    /// The log was emptied: this many bytes left it, the last `cap` of
+    /// them (at most) kept in the previous file.
     Rotated(u64),
 }
 
 impl ConsoleLog {
     /// The log at `path`, its previous file beside it with `.1` appended.
-    /// Positions count from the start of the previous file as it is now.
+    /// Positions count from the start of the previous file as it is when
+    /// the log is first read or rotated.
     pub fn new(path: &Path) -> Self {
         let mut previous = path.as_os_str().to_owned();
         previous.push(".1");
-        let previous = PathBuf::from(previous);
-        let base = len_of(&previous);
         Self {
             current: path.to_path_buf(),
-            previous,
-            ledger: Arc::new(RwLock::new(Ledger { base })),
+            previous: PathBuf::from(previous),
+            ledger: Arc::new(RwLock::new(Ledger { base: None })),
         }
     }
 
@@ -97,15 +98,15 @@ impl ConsoleLog {
 
     /// The stream position of the log's end now.
     pub fn end(&self) -> u64 {
-        let ledger = self.read_ledger();
-        ledger.base + len_of(&self.current)
+        let (_ledger, base) = self.read_ledger();
+        base + len_of(&self.current)
     }
 
     /// A reader at the start of what is kept: the previous file, then the
     /// current one.
     pub fn cursor_at_start(&self) -> Cursor {
-        let ledger = self.read_ledger();
-        let pos = ledger.base.saturating_sub(len_of(&self.previous));
+        let (ledger, base) = self.read_ledger();
+        let pos = base.saturating_sub(len_of(&self.previous));
         drop(ledger);
         self.cursor(pos)
     }
@@ -119,7 +120,7 @@ impl ConsoleLog {
     /// A reader at byte `offset` of the current file (a boot's
     /// `console_offset`, measured before any rotation this log saw since).
     pub fn cursor_at(&self, offset: u64) -> Cursor {
-        let pos = self.read_ledger().base + offset;
+        let pos = self.read_ledger().1 + offset;
         self.cursor(pos)
     }
 
@@ -131,17 +132,20 @@ impl ConsoleLog {
         }
     }
 
-    /// Moves the log to the previous file (replacing it) and empties it
-    /// when it is longer than `cap` bytes.
+    /// When the log is longer than `cap` bytes, moves its last `cap` bytes
+    /// to the previous file (replacing it) and empties it.
     ///
-    /// The bound this keeps: each file holds at most `cap` plus what the
-    /// guest writes between two calls (the daemon calls this twice a
-    /// second; a serial port under TCG writes a few MiB a second at most).
-    /// Bytes written between the copy reaching the end and the truncation,
-    /// a few system calls apart, are lost; no reader ever saw them, since
-    /// readers wait for the lock.
+    /// The bound this keeps: the previous file holds at most `cap` (plus
+    /// what the guest writes during the copy); the log at most `cap` plus
+    /// what the guest writes between two calls (the daemon calls this
+    /// twice a second; a flooded serial port under TCG writes about
+    /// 200 KiB a second). A log already far past the cap (left by a banger
+    /// without rotation) costs one copy of `cap`, not of all of it. Bytes
+    /// written between the copy reaching the end and the truncation, a
+    /// system call apart, are lost; no reader saw them, since readers wait
+    /// for the lock.
     pub fn rotate_if_over(&self, cap: u64) -> io::Result<Rotation> {
-        let mut ledger = self.ledger.write().unwrap_or_else(|p| p.into_inner());
+        let (mut ledger, base) = self.write_ledger();
         let mut source = match OpenOptions::new()
             .read(true)
             .write(true)
@@ -151,13 +155,16 @@ impl ConsoleLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Rotation::Kept),
             Err(e) => return Err(e),
         };
-        if source.metadata()?.len() <= cap {
+        let len = source.metadata()?.len();
+        if len <= cap {
             return Ok(Rotation::Kept);
         }
+        let dropped = len - cap;
         let mut partial = self.previous.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
         let copied = (|| {
+            source.seek(SeekFrom::Start(dropped))?;
             let mut out = File::create(&partial)?;
             let mut copied = io::copy(&mut source, &mut out)?;
             fs::rename(&partial, &self.previous)?;
@@ -178,8 +185,8 @@ impl ConsoleLog {
         // Renamed before the truncation: a crash in between leaves the
         // bytes twice, never nowhere.
         source.set_len(0)?;
-        ledger.base += copied;
-        Ok(Rotation::Rotated(copied))
+        ledger.base = Some(base + dropped + copied);
+        Ok(Rotation::Rotated(dropped + copied))
     }
 
     /// Runs `f` while no rotation and no read can happen (removing the
@@ -189,8 +196,24 @@ impl ConsoleLog {
         f()
     }
 
-    fn read_ledger(&self) -> std::sync::RwLockReadGuard<'_, Ledger> {
-        self.ledger.read().unwrap_or_else(|p| p.into_inner())
+    /// The ledger, shared, and the base it holds.
+    fn read_ledger(&self) -> (RwLockReadGuard<'_, Ledger>, u64) {
+        let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(base) = ledger.base {
+            return (ledger, base);
+        }
+        drop(ledger);
+        drop(self.write_ledger());
+        let ledger = self.ledger.read().unwrap_or_else(|p| p.into_inner());
+        let base = ledger.base.unwrap_or(0);
+        (ledger, base)
+    }
+
+    /// The ledger, alone, and the base it holds.
+    fn write_ledger(&self) -> (RwLockWriteGuard<'_, Ledger>, u64) {
+        let mut ledger = self.ledger.write().unwrap_or_else(|p| p.into_inner());
+        let base = *ledger.base.get_or_insert_with(|| len_of(&self.previous));
+        (ledger, base)
     }
 }
 
@@ -212,8 +235,7 @@ impl Cursor {
         if buf.is_empty() {
             return Ok(0);
         }
-        let ledger = self.log.read_ledger();
-        let base = ledger.base;
+        let (_ledger, base) = self.log.read_ledger();
         if self.pos < base {
             let previous_len = len_of(&self.log.previous);
             let start = base.saturating_sub(previous_len);

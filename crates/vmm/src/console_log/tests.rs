@@ -46,15 +46,40 @@ fn rotation_keeps_one_previous_file_and_writers_go_on_at_the_new_end() {
     let log = ConsoleLog::new(&path);
     let mut w = writer(&path);
     w.write_all(b"first boot\n").unwrap();
-    assert_eq!(log.rotate_if_over(4).unwrap(), Rotation::Rotated(11));
+    assert_eq!(log.rotate_if_over(10).unwrap(), Rotation::Rotated(11));
     w.write_all(b"second\n").unwrap();
     assert_eq!(fs::read(&path).unwrap(), b"second\n", "no hole before it");
-    assert_eq!(fs::read(log.previous_path()).unwrap(), b"first boot\n");
+    assert_eq!(
+        fs::read(log.previous_path()).unwrap(),
+        b"irst boot\n",
+        "the last 10 bytes"
+    );
     w.write_all(b"third\n").unwrap();
-    assert_eq!(log.rotate_if_over(4).unwrap(), Rotation::Rotated(13));
-    assert_eq!(fs::read(log.previous_path()).unwrap(), b"second\nthird\n");
+    assert_eq!(log.rotate_if_over(12).unwrap(), Rotation::Rotated(13));
+    assert_eq!(fs::read(log.previous_path()).unwrap(), b"econd\nthird\n");
     assert_eq!(fs::read(&path).unwrap(), b"");
     assert!(!dir.path().join("console.log.1.partial").exists());
+}
+
+#[test]
+fn a_log_far_past_the_cap_keeps_only_the_cap() {
+    // Left by a banger that did not rotate: one copy of the cap, not more.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("console.log");
+    let big: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    fs::write(&path, &big).unwrap();
+    let log = ConsoleLog::new(&path);
+    let mut reader = log.cursor_at_start();
+    assert_eq!(
+        log.rotate_if_over(1000).unwrap(),
+        Rotation::Rotated(big.len() as u64)
+    );
+    assert_eq!(
+        fs::read(log.previous_path()).unwrap(),
+        &big[big.len() - 1000..]
+    );
+    assert_eq!(drain(&mut reader), &big[big.len() - 1000..]);
+    assert_eq!(reader.skipped(), big.len() as u64 - 1000);
 }
 
 #[test]
@@ -71,7 +96,8 @@ fn a_cursor_reads_across_a_rotation_without_losing_or_repeating() {
     // Rotated while the reader is in the middle: it finishes the previous
     // file, then starts the new one at its beginning.
     w.write_all(b"ij").unwrap();
-    log.rotate_if_over(1).unwrap();
+    // The first byte (already read) is dropped, the rest kept.
+    log.rotate_if_over(9).unwrap();
     w.write_all(b"KLM").unwrap();
     let mut rest = drain(&mut from_start);
     assert_eq!(rest, b"defghijKLM");
@@ -84,7 +110,7 @@ fn a_cursor_reads_across_a_rotation_without_losing_or_repeating() {
     assert_eq!(from_start.position(), log.end());
 
     // A new reader from the start sees the previous file, then this one.
-    assert_eq!(drain(&mut log.cursor_at_start()), b"abcdefghijKLMN");
+    assert_eq!(drain(&mut log.cursor_at_start()), b"bcdefghijKLMN");
     // One at the end sees only what comes next.
     let mut at_end = log.cursor_at_end();
     assert!(drain(&mut at_end).is_empty());
@@ -100,12 +126,12 @@ fn a_reader_two_rotations_behind_counts_what_it_missed() {
     let mut w = writer(&path);
     let mut slow = log.cursor_at_start();
     w.write_all(b"lost!").unwrap();
-    log.rotate_if_over(1).unwrap();
+    log.rotate_if_over(4).unwrap();
     w.write_all(b"kept").unwrap();
-    log.rotate_if_over(1).unwrap();
+    log.rotate_if_over(3).unwrap();
     w.write_all(b"new").unwrap();
-    assert_eq!(drain(&mut slow), b"keptnew", "never garbage, never twice");
-    assert_eq!(slow.skipped(), 5);
+    assert_eq!(drain(&mut slow), b"eptnew", "never garbage, never twice");
+    assert_eq!(slow.skipped(), 6);
 }
 
 #[test]
@@ -119,13 +145,13 @@ fn a_boot_offset_is_found_again_after_rotations() {
     let log = ConsoleLog::new(&path);
     let mut boot = log.cursor_at(10);
     w.write_all(b"this boot: ready\n").unwrap();
-    log.rotate_if_over(1).unwrap();
+    log.rotate_if_over(26).unwrap();
     w.write_all(b"after\n").unwrap();
     assert_eq!(drain(&mut boot), b"this boot: ready\nafter\n");
     assert_eq!(
         drain(&mut log.cursor_at_start()),
-        b"last boot\nthis boot: ready\nafter\n",
-        "one previous file only"
+        b"ast boot\nthis boot: ready\nafter\n",
+        "one previous file, of the cap's last bytes, only"
     );
 }
 
@@ -168,13 +194,15 @@ fn a_follower_keeps_up_with_a_writer_and_the_rotation_at_once() {
     let rotating = std::thread::spawn(move || {
         let mut rotations = 0;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Rotation::Rotated(_) = rotator.rotate_if_over(16 * 1024).unwrap() {
+            if let Rotation::Rotated(_) = rotator.rotate_if_over(64 * 1024).unwrap() {
                 rotations += 1;
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         rotations
     });
+    // The reader keeps well within the cap of the end (64K: a tenth of a
+    // second of this writer), so nothing is rotated away before it reads.
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
