@@ -29,6 +29,22 @@ fn what_the_host_lacks_is_refused_before_anything_is_made() {
         .assert()
         .code(1)
         .stderr(predicates::str::contains("this host has available"));
+    // Disks are sparse, but a guest can fill them: they must fit at full
+    // size (the 16G system disk and the work disk), checked before the
+    // image is even looked for.
+    let vms = home.state().join("vms");
+    home.banger(&["vm", "create", "--name", "huge", "--disk-size", "100T"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(format!(
+            "not enough space in {}: the disks need 100.0 TiB at full size, ",
+            vms.display()
+        )))
+        .stderr(predicates::str::contains("GiB free"));
+    assert!(
+        !vms.join("huge").exists(),
+        "no disk, folder or key left behind"
+    );
 
     home.write_config("hypervisor = \"qemu\"\nqemu_bin = \"/nonexistent/qemu-system-x86_64\"\n");
     home.banger(&["daemon", "stop"]).assert().success();

@@ -54,6 +54,9 @@ pub struct Config {
     /// The most tar entries all layers of an image may have together;
     /// default [`DEFAULT_OCI_MAX_IMAGE_ENTRIES`].
     pub oci_max_image_entries: Option<u64>,
+    /// How long a VM's console log may grow before it is rotated to
+    /// `console.log.1`; default [`DEFAULT_CONSOLE_LOG_MAX`].
+    pub console_log_max: Option<banger_model::Size>,
     #[serde(default)]
     pub vm_defaults: DefaultsOverride,
     #[serde(default)]
@@ -87,6 +90,14 @@ pub const DEFAULT_FILE_SYNC_MAX_FILE: banger_model::Size = banger_model::Size::f
 /// staging tree beside the VM's disk and onto the work disk, so their sum
 /// is bounded too.
 pub const DEFAULT_FILE_SYNC_MAX_TOTAL: banger_model::Size = banger_model::Size::from_gib(1);
+
+/// The default of `console_log_max`: days of a chatty guest's boots, and
+/// two of them (the log and the previous one) are a small part of a disk.
+pub const DEFAULT_CONSOLE_LOG_MAX: banger_model::Size = banger_model::Size::from_mib(16);
+
+/// The smallest `console_log_max`: below it the log would be rotated
+/// for every few lines, and a boot's messages would not fit in two files.
+pub const MIN_CONSOLE_LOG_MAX: banger_model::Size = banger_model::Size::from_bytes(64 << 10);
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -282,6 +293,13 @@ impl Config {
                 ));
             }
         }
+        if let Some(max) = self.console_log_max
+            && max < MIN_CONSOLE_LOG_MAX
+        {
+            return Err(format!(
+                "console_log_max {max} is too small: give at least {MIN_CONSOLE_LOG_MAX}, like \"16M\""
+            ));
+        }
         if self.vm_defaults.vcpu == Some(0) {
             return Err("vm_defaults.vcpu is 0: give at least 1".into());
         }
@@ -335,6 +353,10 @@ impl Config {
     pub fn oci_max_image_entries(&self) -> u64 {
         self.oci_max_image_entries
             .unwrap_or(DEFAULT_OCI_MAX_IMAGE_ENTRIES)
+    }
+
+    pub fn console_log_max(&self) -> banger_model::Size {
+        self.console_log_max.unwrap_or(DEFAULT_CONSOLE_LOG_MAX)
     }
 
     pub fn default_image_name(&self) -> &str {
@@ -479,6 +501,7 @@ oci_max_tar_header = "64K"
 oci_max_layers = 64
 oci_max_layer_entries = 5000
 oci_max_image_entries = 9000
+console_log_max = "1M"
 
 [vm_defaults]
 vcpu = 2
@@ -514,12 +537,14 @@ mode = "0700"
         assert_eq!(c.oci_max_layers(), 64);
         assert_eq!(c.oci_max_layer_entries(), 5000);
         assert_eq!(c.oci_max_image_entries(), 9000);
+        assert_eq!(c.console_log_max(), Size::from_mib(1));
         let d = Config::default();
         assert_eq!(d.oci_max_manifest(), DEFAULT_OCI_MAX_MANIFEST);
         assert_eq!(d.oci_max_tar_header(), DEFAULT_OCI_MAX_TAR_HEADER);
         assert_eq!(d.oci_max_layers(), DEFAULT_OCI_MAX_LAYERS);
         assert_eq!(d.oci_max_layer_entries(), DEFAULT_OCI_MAX_LAYER_ENTRIES);
         assert_eq!(d.oci_max_image_entries(), DEFAULT_OCI_MAX_IMAGE_ENTRIES);
+        assert_eq!(d.console_log_max(), Size::from_mib(16));
         assert_eq!(c.file_sync.len(), 2);
         assert_eq!(c.file_sync[0].mode, None);
         assert_eq!(c.file_sync[1].mode, Some(0o700));
@@ -579,6 +604,8 @@ mode = "0700"
             ("oci_max_image_entries = 0", "at least 1"),
             ("oci_max_layer_entries = -1", "oci_max_layer_entries"),
             ("oci_max_manifest = \"4\"", "unit"),
+            ("console_log_max = \"4K\"", "at least 64K"),
+            ("console_log_max = \"16\"", "unit"),
         ] {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");

@@ -12,8 +12,9 @@ mod host;
 mod paths;
 
 pub use file::{
-    Config, ConfigError, DEFAULT_FILE_SYNC_MAX_FILE, DEFAULT_FILE_SYNC_MAX_TOTAL,
-    DEFAULT_OCI_MAX_UNPACKED, FileSyncEntry, HypervisorChoice, LogLevel,
+    Config, ConfigError, DEFAULT_CONSOLE_LOG_MAX, DEFAULT_FILE_SYNC_MAX_FILE,
+    DEFAULT_FILE_SYNC_MAX_TOTAL, DEFAULT_OCI_MAX_UNPACKED, FileSyncEntry, HypervisorChoice,
+    LogLevel,
 };
 pub use host::{find_tool, probe_host};
 pub use paths::{Paths, PathsError};

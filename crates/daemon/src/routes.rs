@@ -164,48 +164,17 @@ struct LogsQuery {
     follow: bool,
 }
 
-/// The console log as a byte stream; with `follow`, new output is sent as
-/// it is written, until the client goes away.
+/// The console log as a byte stream (the previous file, then the current
+/// one); with `follow`, new output is sent as it is written, across
+/// rotations, until the client goes away.
 async fn logs_vm(
     State(d): State<Daemon>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, Failure> {
-    use tokio::io::AsyncReadExt;
-    let path = vms::console_log(&d, &name).await?;
+    let log = vms::console_log(&d, &name).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(8);
-    tokio::spawn(async move {
-        let mut file = loop {
-            match tokio::fs::File::open(&path).await {
-                Ok(f) => break f,
-                Err(_) if q.follow && !tx.is_closed() => {
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await
-                }
-                Err(_) => return,
-            }
-        };
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match file.read(&mut buf).await {
-                Ok(0) if q.follow => {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if tx
-                        .send(Ok(bytes::Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        }
-    });
+    tokio::spawn(vms::stream_console(log, q.follow, tx));
     Ok(
         axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
             .into_response(),

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     /// Serializes image builds.
     pub build_lock: tokio::sync::Mutex<()>,
     pub vms: crate::vms::VmLocks,
+    /// The VMs' console logs, shared by their rotation and their readers.
+    pub consoles: banger_vmm::ConsoleLogs,
     pub verified: crate::images::VerifiedFiles,
     /// The `.vm` names the DNS server answers.
     pub dns: Arc<crate::dns::DnsRecords>,
@@ -99,6 +101,7 @@ impl Daemon {
                 shutdown: Notify::new(),
                 build_lock: tokio::sync::Mutex::new(()),
                 vms: Default::default(),
+                consoles: Default::default(),
                 verified: Default::default(),
                 dns: Default::default(),
                 clock: start_clock(&config_clock_addr),
@@ -114,6 +117,7 @@ impl Daemon {
             .await
             .map_err(|f| StartError::Reconcile(f.error.message))?;
         daemon.refresh_dns().await;
+        tokio::spawn(crate::vms::cap_console_logs(daemon.clone()));
         daemon.start_dns();
         daemon.write_ssh_config().await;
         Ok((daemon, listener))

@@ -51,6 +51,24 @@ impl Size {
         self.0 >> 20
     }
 
+    /// For people, to one decimal: `12.0 GiB`, `3.2 GiB`, `512 B`. Unlike
+    /// [`Display`](fmt::Display), which writes a size back exactly, this
+    /// suits sizes banger measured (free space).
+    pub fn human(self) -> String {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut value = self.0 as f64;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        if unit == 0 {
+            format!("{} B", self.0)
+        } else {
+            format!("{value:.1} {}", UNITS[unit])
+        }
+    }
+
     pub fn parse(input: &str) -> Result<Self, SizeError> {
         if input.is_empty() {
             return Err(SizeError::Empty);
@@ -133,6 +151,15 @@ mod tests {
         assert_eq!(Size::parse("16GiB").unwrap(), Size::from_gib(16));
         assert_eq!(Size::parse("4K").unwrap().bytes(), 4096);
         assert_eq!(Size::parse("1T").unwrap().bytes(), 1 << 40);
+    }
+
+    #[test]
+    fn human_sizes_have_one_decimal() {
+        assert_eq!(Size::from_gib(12).human(), "12.0 GiB");
+        assert_eq!(Size::from_bytes(3_435_973_837).human(), "3.2 GiB");
+        assert_eq!(Size::from_bytes(512).human(), "512 B");
+        assert_eq!(Size::from_bytes(100 << 40).human(), "100.0 TiB");
+        assert_eq!(Size::from_bytes(u64::MAX).human(), "16777216.0 TiB");
     }
 
     #[test]

@@ -45,6 +45,19 @@ pub enum DiskError {
         current: Size,
         wanted: Size,
     },
+    #[error(
+        "not enough space in {path}: {what} {} at full size, {} free; \
+         free some space there, or give a smaller --disk-size",
+        need.human(),
+        free.human()
+    )]
+    NoSpace {
+        path: PathBuf,
+        /// "the disks need", "growing the work disk needs".
+        what: &'static str,
+        need: Size,
+        free: Size,
+    },
     #[error("seed path {0:?} must be relative, without '..'")]
     BadSeedPath(String),
 }

@@ -11,6 +11,9 @@
 //! `file_sync` copies the user's files `[[file_sync]]` names onto a new
 //! work disk, opening each without following links and within size limits.
 //!
+//! Before disks are made, or one grows, [`check_space`] refuses when their
+//! filesystem could not hold them at full size.
+//!
 //! Disks are made and filled without mounting (`mkfs.ext4 -d` from a
 //! staging tree, `resize2fs`), so this needs no privilege and leaves no
 //! loop device. Names from synced folders are data: they never go into a
@@ -20,8 +23,10 @@
 
 mod disk;
 pub mod file_sync;
+mod space;
 
 pub use disk::{
     DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk, make_disk_with,
     new_uuid, read_ext4_uuid, usage,
 };
+pub use space::check_space;

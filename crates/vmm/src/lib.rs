@@ -8,7 +8,9 @@
 //! turning a [`LaunchSpec`] into a detached hypervisor process, knowing it
 //! again after a daemon restart from a persisted [`VmHandle`] (pid and
 //! start time), stopping and signalling it, and reading its console
-//! ([`wait_for_console`]). The orchestrator holds the `Arc<dyn Hypervisor>`
+//! ([`wait_for_console`]), which the hypervisor writes to a log the
+//! daemon keeps to a size ([`console_log`]: rotation, and readers that
+//! follow it across rotations). The orchestrator holds the `Arc<dyn Hypervisor>`
 //! from [`hypervisor_for`] and never asks which backend it has.
 //!
 //! It must not: create or delete disks, TAP devices or any other host
@@ -17,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod console;
+pub mod console_log;
 pub mod error;
 pub mod firecracker;
 pub mod hypervisor;
@@ -27,6 +30,7 @@ pub mod select;
 pub mod tsc;
 
 pub use console::wait_for_console;
+pub use console_log::{ConsoleLog, ConsoleLogs, Cursor, Rotation};
 pub use error::VmmError;
 pub use hypervisor::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle, hypervisor_for};
 pub use select::{Accel, Backend, Selection};

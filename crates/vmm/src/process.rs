@@ -121,7 +121,9 @@ pub fn is_alive(pid: u32, start_time: u64) -> bool {
 /// Starts `program` in a session of its own (no controlling terminal, not
 /// in bangerd's process group, so neither a terminal's signals nor
 /// bangerd's exit reach it), stdin from /dev/null, stdout and stderr
-/// appended to `log`.
+/// appended to `log`. `O_APPEND`: when the daemon truncates a console log
+/// that grew too long ([`crate::console_log`]), the next write lands at
+/// the new end instead of leaving a hole up to the old offset.
 pub(crate) fn spawn_detached(
     program: &Path,
     args: &[std::ffi::OsString],
@@ -439,6 +441,17 @@ mod tests {
         // Its own session: the session id is its own pid.
         let sid = nix::unistd::getsid(Some(Pid::from_raw(pid as i32))).unwrap();
         assert_eq!(sid.as_raw() as u32, pid);
+        // Its output is appended (O_APPEND, 02000 in fdinfo's octal flags):
+        // the console log's rotation truncates under it.
+        for fd in [1, 2] {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+                .unwrap();
+            assert_ne!(flags & 0o2000, 0, "fd {fd}: {info}");
+        }
         reap_in_background(child);
         let handle = VmHandle {
             backend: crate::Backend::Qemu,

@@ -15,6 +15,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use banger_vmm::ConsoleLog;
 use banger_vmm::firecracker::Firecracker;
 use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmmError, wait_for_console};
 use serde_json::{Value, json};
@@ -151,7 +152,7 @@ fn configures_starts_watches_and_stops() {
         )
     );
     wait_for_console(
-        &s.spec.console_log,
+        ConsoleLog::new(&s.spec.console_log).cursor_at(handle.console_offset),
         "banger-init ready",
         &handle,
         &fc,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use banger_images::initramfs::{self, GUEST_MODULES, InitramfsSpec};
 use banger_images::kernel;
 use banger_testkit::{mkfs_ext4, static_guest_binaries};
+use banger_vmm::ConsoleLog;
 use banger_vmm::process::{KILL_WAIT, TERM_WAIT};
 use banger_vmm::{
     Accel, Backend, DiskSpec, Hypervisor, LaunchSpec, Selection, VmHandle, VmmError,
@@ -148,7 +149,7 @@ fn starts_waits_for_the_console_stops_and_boots_again() {
     assert!(qemu().unwrap().is_running(&persisted));
 
     let to_init = wait_for_console(
-        &spec.console_log,
+        ConsoleLog::new(&spec.console_log).cursor_at(handle.console_offset),
         "banger-init ready",
         &handle,
         hv.as_ref(),
@@ -156,7 +157,7 @@ fn starts_waits_for_the_console_stops_and_boots_again() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let to_image = wait_for_console(
-        &spec.console_log,
+        ConsoleLog::new(&spec.console_log).cursor_at(handle.console_offset),
         "PROBE done: staying up",
         &handle,
         hv.as_ref(),
@@ -199,7 +200,7 @@ fn starts_waits_for_the_console_stops_and_boots_again() {
     let handle = hv.start(&spec).expect("second start");
     assert!(handle.console_offset > 0, "the log holds boot 1");
     let err = wait_for_console(
-        &spec.console_log,
+        ConsoleLog::new(&spec.console_log).cursor_at(handle.console_offset),
         "PROBE done: staying up",
         &handle,
         hv.as_ref(),

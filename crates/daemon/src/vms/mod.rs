@@ -9,6 +9,7 @@
 //! memory, so a crash at any point is undone by [`reconcile`].
 
 mod boot;
+mod console;
 mod host;
 mod spec;
 
@@ -26,6 +27,7 @@ use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle};
 
 pub(crate) use self::boot::parse_signal;
 use self::boot::{GuestParams, Timer, available_memory_mib, check_resources, guest_cmdline};
+pub(crate) use self::console::{cap_console_logs, console_log, stream_console};
 use crate::error::{BOOT_TIMEOUT, Failure};
 use crate::images::{self, blocking, now};
 use crate::progress::Progress;
@@ -53,6 +55,24 @@ fn console_tail(handle: &VmHandle) -> String {
 fn fits_host(d: &Daemon, vcpu: u32, memory_mib: u64) -> Result<(), Failure> {
     check_resources(vcpu, memory_mib, d.inner.host.cpus, available_memory_mib())
         .map_err(Failure::bad_request)
+}
+
+/// Refuses disks (`need`: at their full size, or what a disk grows by)
+/// that the state filesystem could not hold (`banger_storage::check_space`).
+async fn fits_disks(d: &Daemon, what: &'static str, need: Size) -> Result<(), Failure> {
+    let dir = d.inner.paths.state_dir.join("vms");
+    blocking(move || {
+        banger_storage::check_space(&dir, what, need).map_err(|e| match e {
+            banger_storage::DiskError::NoSpace { .. } => Failure::bad_request(e.to_string()),
+            e => Failure::internal(e.to_string()),
+        })
+    })
+    .await
+}
+
+/// What a new VM's disks take at their full size.
+fn disks_at_full_size(work: Size) -> Size {
+    Size::from_bytes(SYSTEM_DISK_SIZE.bytes().saturating_add(work.bytes()))
 }
 
 /// How long a graceful stop may take before the hypervisor is killed.
@@ -156,6 +176,9 @@ pub(crate) async fn create(
     let spec = spec::resolve_spec(d, req).await?;
     progress.info(format!("spec: {}", spec.summary()));
     fits_host(d, spec.vcpu, spec.memory_mib)?;
+    // Checked again before the disks are made: building the image spends
+    // space too.
+    fits_disks(d, "the disks need", disks_at_full_size(spec.disk_size)).await?;
     host::hypervisor(d)?;
     let image = images::ensure_image(d, &spec.image, progress).await?;
     timer.mark("image");
@@ -204,7 +227,11 @@ pub(crate) async fn create(
     let lock = d.inner.vms.of(record.name.as_str());
     let _guard = lock.lock().await;
     progress.phase("disks", "making the VM's disks and keys");
-    if let Err(e) = prepare(d, &record, progress).await {
+    let prepared = async {
+        fits_disks(d, "the disks need", disks_at_full_size(record.disk_size)).await?;
+        prepare(d, &record, progress).await
+    };
+    if let Err(e) = prepared.await {
         destroy(d, &record).await;
         return Err(e);
     }
@@ -507,17 +534,22 @@ async fn boot(
     progress.phase("boot", "starting the hypervisor");
     set_state(d, name, VmState::Starting, None, None).await?;
     let launcher = hv.clone();
-    let handle = match blocking(move || {
+    let console = d.inner.consoles.get(&p.console);
+    let (handle, this_boot) = match blocking(move || {
         fs::create_dir_all(&spec.runtime_dir).map_err(|e| {
             Failure::internal(format!("cannot create {}: {e}", spec.runtime_dir.display()))
         })?;
+        // Where this boot's output starts, before the hypervisor writes
+        // any: the reader follows the log across rotations from here.
+        let this_boot = console.cursor_at_end();
         launcher
             .start(&spec)
+            .map(|h| (h, this_boot))
             .map_err(|e| Failure::internal(e.to_string()))
     })
     .await
     {
-        Ok(h) => h,
+        Ok(started) => started,
         Err(e) => {
             teardown_network(&vm).await;
             set_state(d, name, VmState::Error, None, Some(e.error.message.clone())).await?;
@@ -529,10 +561,10 @@ async fn boot(
     timer.mark("hypervisor");
 
     progress.phase("kernel", "waiting for the kernel and banger-init");
-    let (h, c, hv2) = (handle.clone(), p.console.clone(), hv.clone());
+    let (h, hv2) = (handle.clone(), hv.clone());
     let init = blocking(move || {
         banger_vmm::wait_for_console(
-            &c,
+            this_boot,
             "banger-init ready",
             &h,
             hv2.as_ref(),
@@ -801,20 +833,26 @@ async fn destroy(d: &Daemon, vm: &VmRecord) {
     teardown_network(vm).await;
     let kh = known_hosts(d);
     let name = vm.name.to_string();
+    let console = d.inner.consoles.get(&p.console);
     let _ = blocking(move || {
         if let Err(e) = kh.remove(&name) {
             tracing::warn!(vm = %name, error = %e, "cannot remove known_hosts entries");
         }
-        for dir in [&p.dir, &p.runtime] {
-            if let Err(e) = fs::remove_dir_all(dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(vm = %name, dir = %dir.display(), error = %e, "cannot remove");
+        // No rotation may write console.log.1 into the folder while it
+        // is removed.
+        console.exclusive(|| {
+            for dir in [&p.dir, &p.runtime] {
+                if let Err(e) = fs::remove_dir_all(dir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(vm = %name, dir = %dir.display(), error = %e, "cannot remove");
+                }
             }
-        }
+        });
         Ok(())
     })
     .await;
+    d.inner.consoles.forget(&paths(d, vm).console);
     let key = vm.name.to_string();
     if let Err(e) = d.with_store(move |s| s.delete_vm(&key)).await {
         tracing::warn!(vm = %vm.name, error = %e.error.message, "cannot delete the record");
@@ -845,6 +883,12 @@ pub(crate) async fn set(d: &Daemon, name: &str, req: SetVmRequest) -> Result<VmR
         )));
     }
     if disk_size > vm.disk_size {
+        fits_disks(
+            d,
+            "growing the work disk needs",
+            Size::from_bytes(disk_size.bytes() - vm.disk_size.bytes()),
+        )
+        .await?;
         let work = paths(d, &vm).work;
         blocking(move || {
             banger_storage::grow_disk(&work, disk_size)
@@ -901,12 +945,6 @@ pub(crate) async fn stats(d: &Daemon, name: &str) -> Result<VmStats, Failure> {
         })
     })
     .await
-}
-
-/// The console log of a VM, for `vm logs`.
-pub(crate) async fn console_log(d: &Daemon, name: &str) -> Result<PathBuf, Failure> {
-    let vm = get(d, name).await?;
-    Ok(paths(d, &vm).console)
 }
 
 // --- reconcile ---

@@ -159,7 +159,8 @@ impl Qemu {
             ]);
         }
         // A file chardev truncates unless told to append: the console log
-        // keeps earlier boots.
+        // keeps earlier boots. `append=on` is also O_APPEND, which the
+        // daemon's rotation (copy, then truncate in place) relies on.
         push(&[
             "-chardev",
             &format!(
