@@ -159,7 +159,6 @@ pub fn record_init(initramfs: &Path, init_sha256: &str) -> io::Result<()> {
 /// each kernel's initramfs up to the installed init before it boots it.
 /// Written beside and renamed: a running VM keeps the file it opened.
 pub fn replace_init(initramfs: &Path, init: &Path) -> Result<(), InitramfsError> {
-    use std::io::Read;
     let new_init = fs::read(init).map_err(|source| InitramfsError::Init {
         path: init.to_owned(),
         source,
@@ -168,6 +167,40 @@ pub fn replace_init(initramfs: &Path, init: &Path) -> Result<(), InitramfsError>
         path: init.to_owned(),
         reason,
     })?;
+    let entries = read_archive(initramfs)?;
+    if !entries.iter().any(|(name, ..)| name == "init") {
+        return Err(InitramfsError::Write {
+            path: initramfs.to_owned(),
+            source: io::Error::other("cannot read it back: it has no /init"),
+        });
+    }
+    write_atomically(initramfs, |archive| {
+        for (name, mode, (major, minor), content) in &entries {
+            let perm = mode & 0o7777;
+            // The kinds build_initramfs writes; nothing else is in one.
+            match mode & 0o170000 {
+                _ if name == "init" => archive.file(name, perm, &new_init)?,
+                0o040000 => archive.dir(name)?,
+                0o020000 => archive.char_device(name, perm, *major, *minor)?,
+                0o100000 => archive.file(name, perm, content)?,
+                other => {
+                    return Err(io::Error::other(format!(
+                        "{name} has file type {other:o}, which banger never writes"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// (name, mode, (rdev major, minor), content) of one archive entry.
+type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+/// Reads a gzip'd newc cpio (one banger wrote) back, entry by entry, at
+/// most [`MAX_UNPACKED`] bytes of it.
+fn read_archive(initramfs: &Path) -> Result<Vec<Entry>, InitramfsError> {
+    use std::io::Read;
     let read_err = |e: io::Error| InitramfsError::Write {
         path: initramfs.to_owned(),
         source: io::Error::new(e.kind(), format!("cannot read it back: {e}")),
@@ -195,27 +228,7 @@ pub fn replace_init(initramfs: &Path, init: &Path) -> Result<(), InitramfsError>
         entries.push((name, mode, rdev, content));
         rest = reader.finish().map_err(read_err)?;
     }
-    if !entries.iter().any(|(name, ..)| name == "init") {
-        return Err(read_err(io::Error::other("it has no /init")));
-    }
-    write_atomically(initramfs, |archive| {
-        for (name, mode, (major, minor), content) in &entries {
-            let perm = mode & 0o7777;
-            // The kinds build_initramfs writes; nothing else is in one.
-            match mode & 0o170000 {
-                _ if name == "init" => archive.file(name, perm, &new_init)?,
-                0o040000 => archive.dir(name)?,
-                0o020000 => archive.char_device(name, perm, *major, *minor)?,
-                0o100000 => archive.file(name, perm, content)?,
-                other => {
-                    return Err(io::Error::other(format!(
-                        "{name} has file type {other:o}, which banger never writes"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    })
+    Ok(entries)
 }
 
 /// Writes an archive to a sibling temporary file and renames it to `out`.
@@ -358,38 +371,11 @@ impl<W: Write> Archive<W> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-
     use super::*;
-
-    /// (name, mode, (rdev major, minor), content) of one archive entry.
-    type Entry = (String, u32, (u32, u32), Vec<u8>);
 
     /// Reads a gzip'd newc cpio back.
     fn read_archive(path: &Path) -> Vec<Entry> {
-        let mut data = Vec::new();
-        flate2::read::GzDecoder::new(fs::File::open(path).unwrap())
-            .read_to_end(&mut data)
-            .unwrap();
-        let mut entries = Vec::new();
-        let mut rest = &data[..];
-        loop {
-            let mut reader = cpio::NewcReader::new(rest).unwrap();
-            if reader.entry().is_trailer() {
-                break;
-            }
-            let e = reader.entry();
-            let (name, mode, rdev) = (
-                e.name().to_owned(),
-                e.mode(),
-                (e.rdev_major(), e.rdev_minor()),
-            );
-            let mut content = Vec::new();
-            reader.read_to_end(&mut content).unwrap();
-            entries.push((name, mode, rdev, content));
-            rest = reader.finish().unwrap();
-        }
-        entries
+        super::read_archive(path).unwrap()
     }
 
     fn fake_tree(dir: &Path) -> PathBuf {
