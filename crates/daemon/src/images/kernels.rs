@@ -252,6 +252,11 @@ mod tests {
 
     /// A small ext4 holding a kernel and its modules tree.
     fn rootfs(dir: &Path, release: &str) -> Option<PathBuf> {
+        rootfs_with(dir, release, |_| {})
+    }
+
+    /// As [`rootfs`], with `extra` adding to the modules tree first.
+    fn rootfs_with(dir: &Path, release: &str, extra: impl FnOnce(&Path)) -> Option<PathBuf> {
         let Some(mkfs) = banger_config::find_tool("mkfs.ext4") else {
             eprintln!("skipped: e2fsprogs is not installed");
             return None;
@@ -262,6 +267,7 @@ mod tests {
         fs::create_dir_all(&modules).unwrap();
         fs::write(tree.join(format!("boot/vmlinuz-{release}")), "bzImage").unwrap();
         fs::write(modules.join("modules.order"), "kernel/x.ko\n").unwrap();
+        extra(&modules);
         let image = dir.join("rootfs.ext4");
         let ok = Command::new(mkfs)
             .args(["-q", "-F", "-t", "ext4", "-d"])
@@ -298,32 +304,15 @@ mod tests {
     /// it). Refused by its size before anything is written.
     #[test]
     fn a_modules_tree_over_the_byte_cap_is_refused_before_writing() {
-        let Some(mkfs) = banger_config::find_tool("mkfs.ext4") else {
-            eprintln!("skipped: e2fsprogs is not installed");
+        let dir = tempfile::tempdir().unwrap();
+        let Some(image) = rootfs_with(dir.path(), "6.1.0-test", |modules| {
+            fs::File::create(modules.join("x.ko"))
+                .unwrap()
+                .set_len(3 << 30)
+                .unwrap();
+        }) else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let release = "6.1.0-test";
-        let tree = dir.path().join("tree");
-        let modules = tree.join(format!("usr/lib/modules/{release}"));
-        fs::create_dir_all(tree.join("boot")).unwrap();
-        fs::create_dir_all(&modules).unwrap();
-        fs::write(tree.join(format!("boot/vmlinuz-{release}")), "bzImage").unwrap();
-        fs::write(modules.join("modules.order"), "kernel/x.ko\n").unwrap();
-        fs::File::create(modules.join("x.ko"))
-            .unwrap()
-            .set_len(3 << 30)
-            .unwrap();
-        let image = dir.path().join("rootfs.ext4");
-        let ok = Command::new(mkfs)
-            .args(["-q", "-F", "-t", "ext4", "-d"])
-            .arg(&tree)
-            .arg(&image)
-            .arg("16M")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mkfs.ext4");
         let out = dir.path().join("kernel");
         let err = kernel_from_rootfs("tiny", &image, &out)
             .map(|_| ())
