@@ -20,9 +20,13 @@ const CAP: u64 = 1 << 20;
 /// (twice a second): a flood measured here wrote about 200 KiB/s under
 /// TCG, so this is ten times what a check interval lets through.
 const SLACK: u64 = 1 << 20;
-/// Fixed-width lines, so a piece of output lost in the instant between a
-/// rotation's copy and its truncation can only join two lines into one
-/// between them, never into a copy of another.
+/// How many lines the flood writes, each `flood N N` with its number twice
+/// and seven digits wide. A piece of output lost in the instant between a
+/// rotation's copy and its truncation joins the start of one line to the
+/// end of a later one; such a line either has two different numbers (and
+/// is left out) or is the later line itself, so the numbers seen still
+/// only go up. (With the number once, `flood 00` + `7` of a later line
+/// read as line 7.)
 const LINES: u32 = 300_000;
 
 fn ok(out: Output, what: &str) -> Vec<u8> {
@@ -36,14 +40,17 @@ fn ok(out: Output, what: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// The numbers of the flood's lines in `bytes`, in order; other lines
-/// (the kernel's, pieces joined by a lost instant) are left out.
+/// The numbers of the flood's whole lines in `bytes`, in order; other
+/// lines (the kernel's, pieces joined by a lost instant) are left out.
 fn numbers(bytes: &[u8]) -> Vec<u32> {
     String::from_utf8_lossy(bytes)
         .lines()
         .filter_map(|l| {
-            let l = l.trim_end_matches('\r');
-            l.strip_prefix("flood ")?.parse().ok()
+            let rest = l.trim_end_matches('\r').strip_prefix("flood ")?;
+            let (first, second) = rest.split_once(' ')?;
+            let whole =
+                first == second && first.len() == 7 && first.bytes().all(|b| b.is_ascii_digit());
+            whole.then(|| first.parse().ok()).flatten()
         })
         .collect()
 }
@@ -145,7 +152,10 @@ fn a_flooded_console_stays_near_its_cap_and_vm_logs_follow_it() {
                 "--",
                 "sh",
                 "-c",
-                &format!("seq -f 'flood %07g' 1 {LINES} > /dev/ttyS0"),
+                &format!(
+                    "awk 'BEGIN {{ for (i = 1; i <= {LINES}; i++) \
+                     printf \"flood %07d %07d\\n\", i, i }}' > /dev/ttyS0"
+                ),
             ],
         )
         .stdout(Stdio::null())
@@ -166,7 +176,7 @@ fn a_flooded_console_stays_near_its_cap_and_vm_logs_follow_it() {
     }
     ok(flooding.join().unwrap(), "the flood");
     let took = started.elapsed().as_secs_f64();
-    let written = u64::from(LINES) * "flood 0000000\r\n".len() as u64;
+    let written = u64::from(LINES) * "flood 0000000 0000000\r\n".len() as u64;
     eprintln!(
         "flooded {written} bytes in {took:.1} s ({:.0} KiB/s); largest console.log {max_log}, \
          console.log.1 {max_previous}",
