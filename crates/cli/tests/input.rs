@@ -110,6 +110,7 @@ fn doctor_json_has_the_documented_shape() {
         "hypervisor",
         "mkfs.ext4",
         "resize2fs",
+        "e2fsck",
         "mmdebstrap",
         "ssh",
         "ip",

@@ -55,6 +55,12 @@ pub const TOOLS: &[ToolSpec] = &[
         required: true,
     },
     ToolSpec {
+        programs: &["e2fsck"],
+        package: "e2fsprogs",
+        used_for: "checking work disks before they grow",
+        required: true,
+    },
+    ToolSpec {
         programs: &["unshare"],
         package: "util-linux",
         used_for: "root-owned files on VM disks when bangerd is not root",
