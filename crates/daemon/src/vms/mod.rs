@@ -218,6 +218,7 @@ pub(crate) async fn create(
             runtime: None,
             last_error: None,
             created_at: now(),
+            ephemeral: false,
         };
         let rec = record.clone();
         // The journal entry: from here on, reconcile knows this VM.
