@@ -107,6 +107,18 @@ impl Client {
         })
     }
 
+    /// POSTs with no body, for a body that arrives over time (a lease's
+    /// heartbeats), chunk by chunk.
+    pub async fn post_chunks(&self, path: &str) -> Result<Chunks, ClientError> {
+        let resp = self.send(Method::POST, path, None).await?;
+        if !resp.status().is_success() {
+            return Err(error_from(resp).await);
+        }
+        Ok(Chunks {
+            body: resp.into_body(),
+        })
+    }
+
     /// POSTs and returns the streamed progress events.
     pub async fn stream<B: Serialize>(
         &self,

@@ -59,6 +59,11 @@ pub struct CreateVmRequest {
     /// running because its sshd did not answer.
     #[serde(default)]
     pub remove_on_failure: bool,
+    /// Record it as ephemeral (`vm run --rm`): the client then holds
+    /// `POST /v1/vms/{name}/lease` open, and the daemon deletes the VM
+    /// when that connection ends, however the client ended.
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 fn yes() -> bool {

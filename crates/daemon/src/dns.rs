@@ -131,6 +131,7 @@ mod tests {
             runtime: running.then(|| serde_json::json!({"pid": 1})),
             last_error: None,
             created_at: 0,
+            ephemeral: false,
         }
     }
 

@@ -36,6 +36,7 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/v1/vms/{name}/ssh", get(ssh_vm))
         .route("/v1/vms/{name}/stats", get(stats_vm))
         .route("/v1/vms/{name}/logs", get(logs_vm))
+        .route("/v1/vms/{name}/lease", post(lease_vm))
         .route("/v1/images", get(list_images))
         .route("/v1/images/build", post(build_image))
         .route("/v1/images/register", post(register_image))
@@ -175,6 +176,17 @@ async fn logs_vm(
     let log = vms::console_log(&d, &name).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(8);
     tokio::spawn(vms::stream_console(log, q.follow, tx));
+    Ok(
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .into_response(),
+    )
+}
+
+/// Holds an ephemeral VM's lease for as long as the client keeps this
+/// request open (`vms::lease`): a heartbeat line a second, and the VM is
+/// deleted when the connection ends.
+async fn lease_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Result<Response, Failure> {
+    let rx = vms::lease(&d, &name).await?;
     Ok(
         axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
             .into_response(),

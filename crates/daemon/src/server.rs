@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     /// Serializes image builds.
     pub build_lock: tokio::sync::Mutex<()>,
     pub vms: crate::vms::VmLocks,
+    /// Who holds the ephemeral VMs (`vm run --rm`).
+    pub leases: crate::vms::Leases,
     /// The VMs' console logs, shared by their rotation and their readers.
     pub consoles: banger_vmm::ConsoleLogs,
     pub verified: crate::images::VerifiedFiles,
@@ -101,6 +103,7 @@ impl Daemon {
                 shutdown: Notify::new(),
                 build_lock: tokio::sync::Mutex::new(()),
                 vms: Default::default(),
+                leases: Default::default(),
                 consoles: Default::default(),
                 verified: Default::default(),
                 dns: Default::default(),
@@ -131,7 +134,12 @@ impl Daemon {
         let socket = self.inner.paths.socket();
         let stopper = self.clone();
         let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stopper.stopped().await })
+            .with_graceful_shutdown(async move {
+                stopper.stopped().await;
+                // A lease's request never ends by itself, and the graceful
+                // shutdown waits for every request.
+                stopper.inner.leases.close();
+            })
             .await;
         let _ = remove_socket(&socket);
         tracing::info!("bangerd stopped");

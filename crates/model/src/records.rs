@@ -76,6 +76,10 @@ pub struct VmRecord {
     pub last_error: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// Made by `vm run --rm`: the daemon deletes it when the client's
+    /// lease ends, or at its next start (a lease cannot outlive bangerd).
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 /// Images and kernels are journaled: recorded as `building` before their

@@ -59,6 +59,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0002_artifacts.sql")),
         M::up(include_str!("migrations/0003_vm_runtime.sql")),
         M::up(include_str!("migrations/0004_image_oci.sql")),
+        M::up(include_str!("migrations/0005_vm_ephemeral.sql")),
     ])
 }
 
@@ -157,7 +158,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("banger.db");
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4);
+        assert_eq!(store.schema_version().unwrap(), 5);
         let mode: String = store
             .conn()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -165,7 +166,7 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(store);
         // Reopening an up-to-date database is a no-op.
-        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 4);
+        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 5);
     }
 
     #[test]
@@ -184,10 +185,38 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4);
+        assert_eq!(store.schema_version().unwrap(), 5);
         let k = store.get_kernel("k").unwrap().unwrap();
         assert_eq!(k.state, banger_model::ObjectState::Ready);
         assert!(k.artifacts.is_empty());
+    }
+
+    #[test]
+    fn migrates_a_version_4_database_to_durable_vms() {
+        // VMs made before `--rm` was the daemon's are nobody's lease: they
+        // must come out durable, or the next restart would delete them.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("banger.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::new(vec![
+                M::up(include_str!("migrations/0001_initial.sql")),
+                M::up(include_str!("migrations/0002_artifacts.sql")),
+                M::up(include_str!("migrations/0003_vm_runtime.sql")),
+                M::up(include_str!("migrations/0004_image_oci.sql")),
+            ])
+            .to_latest(&mut conn)
+            .unwrap();
+            conn.execute(
+                "INSERT INTO vms (name, image, state, vcpu, memory_mib, disk_size_bytes, created_at) \
+                 VALUES ('old', 'i', 'stopped', 1, 512, 1, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 5);
+        assert!(!store.get_vm("old").unwrap().unwrap().ephemeral);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use rusqlite::{OptionalExtension, Row, params};
 use crate::{Result, Store, StoreError, unique_violation};
 
 const COLUMNS: &str = "name, image, kernel, state, vcpu, memory_mib, disk_size_bytes, nat, ip, \
-                       mac, tap, system_uuid, work_uuid, runtime, last_error, created_at";
+                       mac, tap, system_uuid, work_uuid, runtime, last_error, created_at, \
+                       ephemeral";
 
 impl Store {
     /// Records a VM (and so leases its address). A taken name or address
@@ -16,7 +17,7 @@ impl Store {
         let res = self.conn().execute(
             &format!(
                 "INSERT INTO vms ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
             ),
             params![
                 vm.name.as_str(),
@@ -34,7 +35,8 @@ impl Store {
                 vm.work_uuid,
                 runtime_json(&vm.runtime),
                 vm.last_error,
-                vm.created_at
+                vm.created_at,
+                vm.ephemeral
             ],
         );
         match res {
@@ -127,6 +129,17 @@ impl Store {
         found(n, name)
     }
 
+    /// Makes a VM durable (or ephemeral again): `vm run --rm` keeps a VM
+    /// whose first boot wedged for `vm logs`, and then it is no longer
+    /// its client's to delete.
+    pub fn set_vm_ephemeral(&self, name: &str, ephemeral: bool) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE vms SET ephemeral = ?2 WHERE name = ?1",
+            params![name, ephemeral],
+        )?;
+        found(n, name)
+    }
+
     /// Deletes a VM's row, releasing its address.
     pub fn delete_vm(&self, name: &str) -> Result<()> {
         let n = self
@@ -202,6 +215,7 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Result<VmRecord>> {
             },
             last_error: row.get(14)?,
             created_at: row.get(15)?,
+            ephemeral: row.get(16)?,
         })
     })();
     Ok(decoded)
@@ -229,6 +243,7 @@ pub(crate) mod tests {
             runtime: None,
             last_error: None,
             created_at: 1_700_000_000,
+            ephemeral: false,
         }
     }
 
@@ -299,6 +314,23 @@ pub(crate) mod tests {
         let got = store.get_vm("a").unwrap().unwrap();
         assert_eq!((got.vcpu, got.memory_mib, got.nat), (4, 4096, true));
         assert_eq!(got.disk_size, Size::from_gib(20));
+    }
+
+    #[test]
+    fn ephemeral_is_kept_and_can_be_cleared() {
+        let (_d, store) = store();
+        let mut v = vm("tmp", "172.16.0.4");
+        v.ephemeral = true;
+        store.insert_vm(&v).unwrap();
+        store.insert_vm(&vm("keep", "172.16.0.5")).unwrap();
+        assert_eq!(store.get_vm("tmp").unwrap(), Some(v));
+        assert!(!store.get_vm("keep").unwrap().unwrap().ephemeral);
+        store.set_vm_ephemeral("tmp", false).unwrap();
+        assert!(!store.get_vm("tmp").unwrap().unwrap().ephemeral);
+        assert!(matches!(
+            store.set_vm_ephemeral("zzz", true),
+            Err(StoreError::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -3,7 +3,8 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use banger_api::{
-    Client, CreateVmRequest, KillVmRequest, SetVmRequest, SshInfo, Timing, VmStarted, VmStats,
+    Client, ClientError, CreateVmRequest, KillVmRequest, SetVmRequest, SshInfo, Timing, VmStarted,
+    VmStats,
 };
 use banger_model::VmRecord;
 
@@ -196,7 +197,7 @@ async fn list(client: &Client, json: bool) -> Result<ExitCode> {
         for v in &vms {
             t.add_row(vec![
                 v.name.to_string(),
-                v.state.to_string(),
+                state_of(v),
                 v.ip.clone().unwrap_or_default(),
                 v.image.clone(),
                 v.vcpu.to_string(),
@@ -210,9 +211,21 @@ async fn list(client: &Client, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The state, marked when the VM goes with its `vm run --rm`.
+fn state_of(vm: &VmRecord) -> String {
+    if vm.ephemeral {
+        format!("{} (--rm)", vm.state)
+    } else {
+        vm.state.to_string()
+    }
+}
+
 fn print_vm(vm: &VmRecord) {
     println!("name:    {}", vm.name);
     println!("state:   {}", vm.state);
+    if vm.ephemeral {
+        println!("lease:   ephemeral: deleted when its 'banger vm run --rm' ends");
+    }
     println!("image:   {} (kernel {})", vm.image, vm.kernel);
     println!(
         "spec:    {} vcpu · {} MiB · {} disk",
@@ -257,7 +270,9 @@ fn print_stats(s: &VmStats) {
     }
 }
 
-fn request(args: &CreateArgs, start: bool, remove_on_failure: bool) -> Result<CreateVmRequest> {
+/// `ephemeral`: for `vm run --rm`, a VM the daemon deletes when the
+/// client's lease ends (and, before that, if it fails to boot).
+fn request(args: &CreateArgs, start: bool, ephemeral: bool) -> Result<CreateVmRequest> {
     let memory_mib = match args.memory {
         Some(m) if !m.bytes().is_multiple_of(1 << 20) => {
             bail!("--memory {m} is not a whole number of MiB: write it like 1536M or 2G")
@@ -273,12 +288,13 @@ fn request(args: &CreateArgs, start: bool, remove_on_failure: bool) -> Result<Cr
         disk_size: args.disk_size,
         nat: args.nat,
         start,
-        remove_on_failure,
+        remove_on_failure: ephemeral,
+        ephemeral,
     })
 }
 
-async fn create(client: &Client, args: &CreateArgs, remove_on_failure: bool) -> Result<VmStarted> {
-    let req = request(args, true, remove_on_failure)?;
+async fn create(client: &Client, args: &CreateArgs, ephemeral: bool) -> Result<VmStarted> {
+    let req = request(args, true, ephemeral)?;
     let events = client.stream("/v1/vms", &req).await.map_err(client_error)?;
     let result = follow(events).await?;
     Ok(serde_json::from_value(result)?)
@@ -426,6 +442,19 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     }
     let started = create(client, &args.create, args.rm).await?;
     let name = started.vm.name.to_string();
+    // Held until this function returns, or until the process dies: the
+    // daemon deletes the VM when the lease's connection closes.
+    let _lease = if args.rm {
+        match Lease::take(client, &name).await {
+            Ok(lease) => Some(lease),
+            Err(e) => {
+                let _ = delete(client, &name, true).await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let info: SshInfo = client
         .get(&format!("/v1/vms/{name}/ssh"))
         .await
@@ -455,9 +484,17 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         secs: t0.elapsed().as_secs_f64(),
     });
     if args.rm {
+        // Deleted here rather than left to the lease's end, so that the
+        // VM is gone when banger exits and a failure is reported.
         info.close();
-        if let Err(e) = delete(client, &name, true).await {
-            eprintln!("warning: could not delete VM {name}: {e:#}");
+        match client
+            .delete::<serde_json::Value>(&format!("/v1/vms/{name}?force=true"))
+            .await
+        {
+            Ok(_) => {}
+            // Already gone: a bangerd restart deleted it.
+            Err(ClientError::Api(e)) if e.code == "not_found" => {}
+            Err(e) => eprintln!("warning: could not delete VM {name}: {:#}", client_error(e)),
         }
     } else if interactive {
         eprintln!(
@@ -469,4 +506,34 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         print_timings(&timings);
     }
     result
+}
+
+/// The lease of a `vm run --rm` VM: one request to the daemon held open
+/// (`POST /v1/vms/{name}/lease`) whose end, for any reason, is the
+/// daemon's cue to delete the VM. Dropping it closes the connection.
+struct Lease {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    async fn take(client: &Client, name: &str) -> Result<Self> {
+        let mut beats = client
+            .post_chunks(&format!("/v1/vms/{name}/lease"))
+            .await
+            .map_err(client_error)?;
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            // Heartbeats carry nothing: reading them keeps the connection
+            // drained. The daemon ends the body only when it stops.
+            while let Some(Ok(_)) = beats.next().await {}
+            eprintln!("warning: bangerd stopped: VM {name} will be deleted when it starts again");
+        });
+        Ok(Self { task })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

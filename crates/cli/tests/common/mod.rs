@@ -192,6 +192,7 @@ pub fn seed(home: &TestHome) {
             runtime: None,
             last_error: None,
             created_at: 1_700_000_000,
+            ephemeral: false,
         })
         .unwrap();
 }

@@ -11,6 +11,7 @@
 mod boot;
 mod console;
 mod host;
+mod lease;
 mod spec;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle};
 pub(crate) use self::boot::parse_signal;
 use self::boot::{GuestParams, Timer, available_memory_mib, check_resources, guest_cmdline};
 pub(crate) use self::console::{cap_console_logs, console_log, stream_console};
+pub(crate) use self::lease::{Leases, lease};
 use crate::error::{BOOT_TIMEOUT, Failure};
 use crate::images::{self, blocking, now};
 use crate::progress::Progress;
@@ -172,7 +174,9 @@ pub(crate) async fn create(
     progress: &Progress,
 ) -> Result<VmStarted, Failure> {
     let mut timer = Timer::new();
-    let (start, remove_on_failure) = (req.start, req.remove_on_failure);
+    let (start, ephemeral) = (req.start, req.ephemeral);
+    // An ephemeral VM that failed to boot is nobody's to keep.
+    let remove_on_failure = req.remove_on_failure || ephemeral;
     let spec = spec::resolve_spec(d, req).await?;
     progress.info(format!("spec: {}", spec.summary()));
     fits_host(d, spec.vcpu, spec.memory_mib)?;
@@ -218,6 +222,7 @@ pub(crate) async fn create(
             runtime: None,
             last_error: None,
             created_at: now(),
+            ephemeral,
         };
         let rec = record.clone();
         // The journal entry: from here on, reconcile knows this VM.
@@ -239,6 +244,7 @@ pub(crate) async fn create(
     timer.mark("disks");
     if !start {
         let vm = get(d, record.name.as_str()).await?;
+        expect_lease(d, &vm);
         return Ok(VmStarted {
             vm,
             timings: timer.phases,
@@ -254,12 +260,31 @@ pub(crate) async fn create(
             }
             return Err(e);
         }
+        // Kept for `vm logs`: it is the user's now, not a lease's, so
+        // neither the lease watch nor the next reconcile deletes it.
+        Err(e) if ephemeral => {
+            let key = record.name.to_string();
+            if let Err(f) = d.with_store(move |s| s.set_vm_ephemeral(&key, false)).await {
+                tracing::warn!(vm = %record.name, error = %f.error.message, "cannot keep a wedged VM");
+            }
+            return Err(e);
+        }
         Err(e) => return Err(e),
     };
+    expect_lease(d, &vm);
     Ok(VmStarted {
         vm,
         timings: timer.phases,
     })
+}
+
+/// From create's answer on, until its client takes the lease, nothing
+/// else would delete an ephemeral VM. Not before: a boot under TCG may
+/// take longer than the lease's grace.
+fn expect_lease(d: &Daemon, vm: &VmRecord) {
+    if vm.ephemeral {
+        tokio::spawn(lease::expect_lease(d.clone(), vm.name.to_string()));
+    }
 }
 
 /// Keys, disks (with `[[file_sync]]`'s files on the work disk) and the
@@ -956,6 +981,15 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
     let vms = d.with_store(|s| s.list_vms()).await?;
     for vm in vms {
         let name = vm.name.to_string();
+        if vm.ephemeral {
+            // Its client's lease was held by the previous bangerd: it is
+            // gone, and with it the reason to keep the VM.
+            tracing::warn!(vm = %name, "deleting an ephemeral VM ('vm run --rm') whose lease ended with the previous bangerd");
+            if let Err(e) = delete(d, &name, true).await {
+                tracing::warn!(vm = %name, error = %e.error.message, "cannot delete an ephemeral VM");
+            }
+            continue;
+        }
         if vm.state == VmState::Created {
             tracing::warn!(vm = %name, "removing a VM whose creation was interrupted");
             destroy(d, &vm).await;

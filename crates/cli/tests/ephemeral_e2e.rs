@@ -1,0 +1,192 @@
+//! `vm run --rm` is the daemon's promise: the VM goes when its client's
+//! lease ends, however the client ended, and an ephemeral VM never
+//! outlives a bangerd restart. The daemon runs in a network namespace this
+//! test creates, as in vm_e2e.rs; one guest boot in all.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use banger_model::{Size, VmName, VmRecord, VmState};
+use common::*;
+
+fn vm_list(home: &TestHome, ns: &Netns) -> Vec<VmRecord> {
+    let out = home.banger_in(ns, &["vm", "list", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("vm list --json")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+fn link_exists(ns: &Netns, name: &str) -> bool {
+    ns.exec(&["ip", "link", "show", name]).status.success()
+}
+
+/// nft rules in the namespace tagged for `vm` (isolation and NAT).
+fn rules_of(ns: &Netns, vm: &str) -> usize {
+    let out = ns.exec(&["nft", "-j", "list", "ruleset"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tag = format!("banger:{vm}");
+    v["nftables"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|i| i["rule"]["comment"] == tag.as_str())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Polls `probe` until it gives a value.
+fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_killed_vm_run_rm_leaves_no_vm() {
+    if !banger_testkit::running_as_root() {
+        return banger_testkit::skip("needs root (network namespaces, TAP devices)");
+    }
+    if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
+        return banger_testkit::skip("BANGER_TEST_SKIP_IMAGE_BUILD is set: no image to boot");
+    }
+    if !banger_testkit::have_tools(&["qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "ssh", "ip"])
+    {
+        return;
+    }
+    let home = TestHome::new();
+    share_caches(&home);
+    let init = banger_testkit::static_guest_binaries().init.clone();
+    // The image, outside the namespace (the mirror is reachable only here).
+    let build = home
+        .banger(&["image", "build"])
+        .env("BANGER_INIT_BIN", &init)
+        .timeout(Duration::from_secs(900))
+        .output()
+        .unwrap();
+    ok(build, "image build");
+    home.banger(&["daemon", "stop"]).assert().success();
+    let Some(ns) = Netns::new("banger-eph") else {
+        return;
+    };
+
+    let mut run = home.banger_in_command(
+        &ns,
+        &["vm", "run", "--rm", "--name", "tmp", "--", "sleep", "600"],
+    );
+    let mut child = run
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn vm run --rm");
+    let vm = wait_until("the --rm VM runs", Duration::from_secs(600), || {
+        vm_list(&home, &ns)
+            .into_iter()
+            .find(|v| v.name.as_str() == "tmp" && v.state == VmState::Running)
+    });
+    assert!(vm.ephemeral, "vm run --rm makes an ephemeral VM: {vm:?}");
+    let listing = ok(home.banger_in(&ns, &["vm", "list"], &[]), "vm list");
+    assert!(listing.contains("running (--rm)"), "{listing}");
+    let shown = ok(home.banger_in(&ns, &["vm", "show", "tmp"], &[]), "vm show");
+    assert!(shown.contains("lease:   ephemeral"), "{shown}");
+    let tap = banger_network::tap_name("tmp");
+    assert!(link_exists(&ns, &tap));
+
+    // `ip netns exec` execs banger: the child's pid is banger's. Wait for
+    // the exec (it is long done by now), then kill -9 it: no CLI code runs.
+    let pid = child.id();
+    wait_until(
+        "ip netns exec becomes banger",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .filter(|c| c.trim() == "banger")
+        },
+    );
+    child.kill().expect("kill -9 banger");
+    let status = child.wait().expect("reap banger");
+    assert!(!status.success(), "banger was killed: {status}");
+
+    wait_until("the daemon deletes the VM", Duration::from_secs(60), || {
+        vm_list(&home, &ns).is_empty().then_some(())
+    });
+    assert!(!link_exists(&ns, &tap), "its TAP is gone");
+    assert_eq!(rules_of(&ns, "tmp"), 0, "its nft rules are gone");
+    assert!(!home.state().join("vms/tmp").exists(), "its disks are gone");
+    let log = std::fs::read_to_string(home.log()).unwrap_or_default();
+    assert!(log.contains("its client's lease ended"), "{log}");
+    let _ = home.banger_in(&ns, &["daemon", "stop"], &[]);
+}
+
+/// A lease cannot survive a bangerd restart: every ephemeral VM found at
+/// start is deleted (and logged); durable ones stay. No guest boots: the
+/// records are written into the store as `vm run --rm` writes them.
+#[test]
+fn a_restarted_daemon_deletes_ephemeral_vms() {
+    if !banger_testkit::running_as_root() {
+        return banger_testkit::skip(
+            "needs root (network namespaces; the daemon touches the network)",
+        );
+    }
+    let home = TestHome::new();
+    seed(&home);
+    {
+        let store = banger_store::Store::open(&home.state().join("banger.db")).unwrap();
+        store
+            .insert_vm(&VmRecord {
+                name: VmName::parse("gone-1").unwrap(),
+                image: "debian-bookworm".into(),
+                kernel: "cloud-6.1".into(),
+                state: VmState::Running,
+                vcpu: 1,
+                memory_mib: 512,
+                disk_size: Size::from_gib(1),
+                nat: false,
+                ip: Some("172.16.0.9".into()),
+                mac: "52:54:00:00:00:09".into(),
+                tap: banger_network::tap_name("gone-1"),
+                system_uuid: String::new(),
+                work_uuid: String::new(),
+                runtime: None,
+                last_error: None,
+                created_at: 1_700_000_000,
+                ephemeral: true,
+            })
+            .unwrap();
+    }
+    let Some(ns) = Netns::new("banger-eph-restart") else {
+        return;
+    };
+    let names: Vec<String> = vm_list(&home, &ns)
+        .into_iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    assert_eq!(names, ["web-1"], "only the durable VM is left");
+    let log = std::fs::read_to_string(home.log()).unwrap_or_default();
+    assert!(
+        log.contains("deleting an ephemeral VM") && log.contains("gone-1"),
+        "{log}"
+    );
+    let _ = home.banger_in(&ns, &["daemon", "stop"], &[]);
+}
