@@ -1,6 +1,6 @@
 //! `vm run --rm` is the daemon's promise: the VM goes when its client's
-//! lease ends, however the client ended, and an ephemeral VM never
-//! outlives a bangerd restart. The daemon runs in a network namespace this
+//! lease ends, however the client ended; across a bangerd restart the
+//! client takes the lease again, and a VM nobody claims goes. The daemon runs in a network namespace this
 //! test creates, as in vm_e2e.rs; one guest boot in all.
 
 mod common;
@@ -112,6 +112,29 @@ fn a_killed_vm_run_rm_leaves_no_vm() {
     let tap = banger_network::tap_name("tmp");
     assert!(link_exists(&ns, &tap));
 
+    // A bangerd restart does not end the session: the running client takes
+    // the lease again from the new daemon, which kept the VM for it.
+    let taken = |home: &TestHome| {
+        std::fs::read_to_string(home.log())
+            .unwrap_or_default()
+            .matches("lease taken")
+            .count()
+    };
+    assert_eq!(taken(&home), 1);
+    ok(home.banger_in(&ns, &["daemon", "stop"], &[]), "daemon stop");
+    let again = vm_list(&home, &ns);
+    assert_eq!(
+        again.len(),
+        1,
+        "the restarted daemon keeps the VM: {again:?}"
+    );
+    wait_until(
+        "the client takes the lease again",
+        Duration::from_secs(30),
+        || (taken(&home) == 2).then_some(()),
+    );
+    assert_eq!(vm_list(&home, &ns)[0].state, VmState::Running);
+
     // `ip netns exec` execs banger: the child's pid is banger's. Wait for
     // the exec (it is long done by now), then kill -9 it: no CLI code runs.
     let pid = child.id();
@@ -139,8 +162,8 @@ fn a_killed_vm_run_rm_leaves_no_vm() {
     let _ = home.banger_in(&ns, &["daemon", "stop"], &[]);
 }
 
-/// A lease cannot survive a bangerd restart: every ephemeral VM found at
-/// start is deleted (and logged); durable ones stay. No guest boots: the
+/// An ephemeral VM whose hypervisor is gone when bangerd starts serves
+/// nobody: it is deleted at once (and logged); durable ones stay. No guest boots: the
 /// records are written into the store as `vm run --rm` writes them.
 #[test]
 fn a_restarted_daemon_deletes_ephemeral_vms() {

@@ -516,17 +516,33 @@ struct Lease {
 }
 
 impl Lease {
+    /// How often a lease lost to a bangerd restart is asked for again;
+    /// well inside the minute a restarted bangerd waits for it.
+    const RETAKE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
     async fn take(client: &Client, name: &str) -> Result<Self> {
-        let mut beats = client
-            .post_chunks(&format!("/v1/vms/{name}/lease"))
-            .await
-            .map_err(client_error)?;
-        let name = name.to_string();
+        let path = format!("/v1/vms/{name}/lease");
+        let mut beats = client.post_chunks(&path).await.map_err(client_error)?;
+        let (client, name) = (client.clone(), name.to_string());
         let task = tokio::spawn(async move {
-            // Heartbeats carry nothing: reading them keeps the connection
-            // drained. The daemon ends the body only when it stops.
-            while let Some(Ok(_)) = beats.next().await {}
-            eprintln!("warning: bangerd stopped: VM {name} will be deleted when it starts again");
+            loop {
+                // Heartbeats carry nothing: reading them keeps the
+                // connection drained. The daemon ends the body only when
+                // it stops.
+                while let Some(Ok(_)) = beats.next().await {}
+                eprintln!(
+                    "warning: bangerd stopped: banger takes VM {name}'s lease again when it is                      back (a restarted bangerd deletes the VM if nobody does within a minute)"
+                );
+                beats = loop {
+                    tokio::time::sleep(Self::RETAKE_EVERY).await;
+                    match client.post_chunks(&path).await {
+                        Ok(beats) => break beats,
+                        // Deleted meanwhile: nothing left to hold.
+                        Err(ClientError::Api(e)) if e.code == "not_found" => return,
+                        Err(_) => {}
+                    }
+                };
+            }
         });
         Ok(Self { task })
     }

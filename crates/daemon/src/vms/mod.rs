@@ -982,13 +982,22 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
     for vm in vms {
         let name = vm.name.to_string();
         if vm.ephemeral {
-            // Its client's lease was held by the previous bangerd: it is
-            // gone, and with it the reason to keep the VM.
-            tracing::warn!(vm = %name, "deleting an ephemeral VM ('vm run --rm') whose lease ended with the previous bangerd");
-            if let Err(e) = delete(d, &name, true).await {
-                tracing::warn!(vm = %name, error = %e.error.message, "cannot delete an ephemeral VM");
+            // Its client's lease ended with the previous bangerd. A client
+            // still running its command takes the lease again once this
+            // daemon answers; the VM gets the same grace as a new one, and
+            // goes if nobody does. One whose hypervisor is gone serves
+            // nobody: it goes now.
+            let running = handle_of(&vm).is_some_and(|h| host::for_handle(&h).is_running(&h));
+            if running {
+                tracing::info!(vm = %name, "an ephemeral VM ('vm run --rm') waits for its client to take its lease again");
+                expect_lease(d, &vm);
+            } else {
+                tracing::warn!(vm = %name, "deleting an ephemeral VM ('vm run --rm') whose hypervisor is gone");
+                if let Err(e) = delete(d, &name, true).await {
+                    tracing::warn!(vm = %name, error = %e.error.message, "cannot delete an ephemeral VM");
+                }
+                continue;
             }
-            continue;
         }
         if vm.state == VmState::Created {
             tracing::warn!(vm = %name, "removing a VM whose creation was interrupted");
