@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use banger_model::VmRecord;
@@ -28,17 +28,6 @@ const SLACK: u64 = 1 << 20;
 /// only go up. (With the number once, `flood 00` + `7` of a later line
 /// read as line 7.)
 const LINES: u32 = 300_000;
-
-fn ok(out: Output, what: &str) -> Vec<u8> {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    out.stdout
-}
 
 /// The numbers of the flood's whole lines in `bytes`, in order; other
 /// lines (the kernel's, pieces joined by a lost instant) are left out.
@@ -70,37 +59,20 @@ fn len(path: &Path) -> u64 {
 
 #[test]
 fn a_flooded_console_stays_near_its_cap_and_vm_logs_follow_it() {
-    if !banger_testkit::running_as_root() {
-        return banger_testkit::skip("needs root (network namespaces, TAP devices)");
-    }
-    if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
-        return banger_testkit::skip("BANGER_TEST_SKIP_IMAGE_BUILD is set: no image to boot");
-    }
-    if !banger_testkit::have_tools(&["qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "ssh", "ip"])
-    {
+    let Some(home) = home_with_default_image(&[], |home| {
+        home.write_config("hypervisor = \"qemu\"\nconsole_log_max = \"1M\"\n");
+    }) else {
         return;
-    }
-    let home = TestHome::new();
-    share_caches(&home);
-    home.write_config("hypervisor = \"qemu\"\nconsole_log_max = \"1M\"\n");
-    let init = banger_testkit::static_guest_binaries().init.clone();
-    let build = home
-        .banger(&["image", "build"])
-        .env("BANGER_INIT_BIN", &init)
-        .timeout(Duration::from_secs(900))
-        .output()
-        .unwrap();
-    ok(build, "image build");
-    home.banger(&["daemon", "stop"]).assert().success();
+    };
 
     let Some(ns) = Netns::new("banger-console") else {
         return;
     };
     let b = |args: &[&str]| home.banger_in(&ns, args, &[]);
-    ok(b(&["vm", "create", "--name", "chatty"]), "vm create");
+    ok_bytes(b(&["vm", "create", "--name", "chatty"]), "vm create");
     let dir = home.state().join("vms/chatty");
     let (log, previous) = (dir.join("console.log"), dir.join("console.log.1"));
-    let boot = ok(b(&["vm", "logs", "chatty"]), "vm logs");
+    let boot = ok_bytes(b(&["vm", "logs", "chatty"]), "vm logs");
     assert!(
         String::from_utf8_lossy(&boot).contains("banger-init ready"),
         "the boot is in the log"
@@ -109,7 +81,7 @@ fn a_flooded_console_stays_near_its_cap_and_vm_logs_follow_it() {
     // QEMU holds the log with O_APPEND (02000 in fdinfo's octal flags), so
     // a truncation leaves no hole before its next write.
     let vms: Vec<VmRecord> =
-        serde_json::from_slice(&ok(b(&["vm", "list", "--json"]), "vm list")).unwrap();
+        serde_json::from_slice(&ok_bytes(b(&["vm", "list", "--json"]), "vm list")).unwrap();
     let pid = vms[0].runtime.as_ref().unwrap()["pid"].as_u64().unwrap();
     let fd = fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -174,7 +146,7 @@ fn a_flooded_console_stays_near_its_cap_and_vm_logs_follow_it() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    ok(flooding.join().unwrap(), "the flood");
+    ok_bytes(flooding.join().unwrap(), "the flood");
     let took = started.elapsed().as_secs_f64();
     let written = u64::from(LINES) * "flood 0000000 0000000\r\n".len() as u64;
     eprintln!(
@@ -193,7 +165,7 @@ fn a_flooded_console_stays_near_its_cap_and_vm_logs_follow_it() {
 
     // Plain `vm logs`: the previous file, then the current one.
     std::thread::sleep(Duration::from_secs(1));
-    let logs = ok(b(&["vm", "logs", "chatty"]), "vm logs");
+    let logs = ok_bytes(b(&["vm", "logs", "chatty"]), "vm logs");
     let mut on_disk = fs::read(&previous).unwrap();
     on_disk.extend(fs::read(&log).unwrap());
     assert!(
@@ -217,7 +189,7 @@ fn a_flooded_console_stays_near_its_cap_and_vm_logs_follow_it() {
         seen.len()
     );
 
-    ok(b(&["vm", "delete", "--force", "chatty"]), "vm delete");
+    ok_bytes(b(&["vm", "delete", "--force", "chatty"]), "vm delete");
     assert!(!dir.exists(), "both logs go with the VM");
     let _ = b(&["daemon", "stop"]);
 }

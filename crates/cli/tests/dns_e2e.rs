@@ -7,8 +7,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Output;
-use std::time::Duration;
 
 use banger_model::{VmRecord, VmState};
 use common::*;
@@ -38,47 +36,11 @@ impl Drop for NetnsResolver {
     }
 }
 
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}): {}{}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
 #[test]
 fn ssh_root_at_name_vm_with_strict_checking_and_guests_resolve_names() {
-    if !banger_testkit::running_as_root() {
-        return banger_testkit::skip("needs root (network namespaces, TAP devices)");
-    }
-    if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
-        return banger_testkit::skip("BANGER_TEST_SKIP_IMAGE_BUILD is set: no image to boot");
-    }
-    if !banger_testkit::have_tools(&[
-        "qemu-system-x86_64",
-        "mmdebstrap",
-        "mkfs.ext4",
-        "ssh",
-        "ip",
-        "dig",
-        "getent",
-    ]) {
+    let Some(home) = home_with_default_image(&["dig", "getent"], |_| {}) else {
         return;
-    }
-    let home = TestHome::new();
-    share_caches(&home);
-    let init = banger_testkit::static_guest_binaries().init.clone();
-    let build = home
-        .banger(&["image", "build"])
-        .env("BANGER_INIT_BIN", &init)
-        .timeout(Duration::from_secs(900))
-        .output()
-        .unwrap();
-    ok(build, "image build");
-    home.banger(&["daemon", "stop"]).assert().success();
+    };
 
     let Some(ns) = Netns::new("banger-dns") else {
         return;

@@ -1,53 +1,16 @@
 //! `vm run --rm` is the daemon's promise: the VM goes when its client's
 //! lease ends, however the client ended; across a bangerd restart the
-//! client takes the lease again, and a VM nobody claims goes. The daemon runs in a network namespace this
-//! test creates, as in vm_e2e.rs; one guest boot in all.
+//! client takes the lease again, and a VM nobody claims goes. The daemon
+//! runs in a network namespace this test creates, as in vm_e2e.rs; one
+//! guest boot in all.
 
 mod common;
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use banger_model::{Size, VmName, VmRecord, VmState};
 use common::*;
-
-fn vm_list(home: &TestHome, ns: &Netns) -> Vec<VmRecord> {
-    let out = home.banger_in(ns, &["vm", "list", "--json"], &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("vm list --json")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-fn link_exists(ns: &Netns, name: &str) -> bool {
-    ns.exec(&["ip", "link", "show", name]).status.success()
-}
-
-/// nft rules in the namespace tagged for `vm` (isolation and NAT).
-fn rules_of(ns: &Netns, vm: &str) -> usize {
-    let out = ns.exec(&["nft", "-j", "list", "ruleset"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let tag = format!("banger:{vm}");
-    v["nftables"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter(|i| i["rule"]["comment"] == tag.as_str())
-                .count()
-        })
-        .unwrap_or(0)
-}
 
 /// Polls `probe` until it gives a value.
 fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -63,28 +26,9 @@ fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<
 
 #[test]
 fn a_killed_vm_run_rm_leaves_no_vm() {
-    if !banger_testkit::running_as_root() {
-        return banger_testkit::skip("needs root (network namespaces, TAP devices)");
-    }
-    if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
-        return banger_testkit::skip("BANGER_TEST_SKIP_IMAGE_BUILD is set: no image to boot");
-    }
-    if !banger_testkit::have_tools(&["qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "ssh", "ip"])
-    {
+    let Some(home) = home_with_default_image(&[], |_| {}) else {
         return;
-    }
-    let home = TestHome::new();
-    share_caches(&home);
-    let init = banger_testkit::static_guest_binaries().init.clone();
-    // The image, outside the namespace (the mirror is reachable only here).
-    let build = home
-        .banger(&["image", "build"])
-        .env("BANGER_INIT_BIN", &init)
-        .timeout(Duration::from_secs(900))
-        .output()
-        .unwrap();
-    ok(build, "image build");
-    home.banger(&["daemon", "stop"]).assert().success();
+    };
     let Some(ns) = Netns::new("banger-eph") else {
         return;
     };

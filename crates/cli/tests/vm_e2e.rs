@@ -13,85 +13,31 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use banger_model::{VmRecord, VmState};
+use banger_model::VmState;
 use common::*;
-
-fn vm_list(home: &TestHome, ns: &Netns) -> Vec<VmRecord> {
-    let out = banger_in(home, ns, &["vm", "list", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("vm list --json")
-}
 
 fn banger_in(home: &TestHome, ns: &Netns, args: &[&str]) -> Output {
     home.banger_in(ns, args, &[])
 }
 
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-fn link_exists(ns: &Netns, name: &str) -> bool {
-    ns.exec(&["ip", "link", "show", name]).status.success()
-}
-
-/// nft rules in the namespace tagged for `vm` (isolation and NAT).
-fn rules_of(ns: &Netns, vm: &str) -> usize {
-    let out = ns.exec(&["nft", "-j", "list", "ruleset"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let tag = format!("banger:{vm}");
-    v["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["rule"]["comment"] == tag.as_str())
-        .count()
-}
-
 #[test]
 fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
-    if !banger_testkit::running_as_root() {
-        return banger_testkit::skip("needs root (network namespaces, TAP devices)");
-    }
-    if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
-        return banger_testkit::skip("BANGER_TEST_SKIP_IMAGE_BUILD is set: no image to boot");
-    }
-    if !banger_testkit::have_tools(&["qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "ssh", "ip"])
-    {
-        return;
-    }
-    let home = TestHome::new();
-    share_caches(&home);
-    // [[file_sync]]: a file from the user's home lands in every new VM's
-    // /root; one that points outside home is refused.
-    fs::write(
-        home.root().join("home/.gitconfig"),
-        "[user]\n\tname = banger\n",
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("/etc/hostname", home.root().join("home/escape")).unwrap();
-    home.write_config(
-        "[[file_sync]]\nhost = \"~/.gitconfig\"\nguest = \"~/.gitconfig\"\n\n\
-         [[file_sync]]\nhost = \"~/escape\"\nguest = \"~/escape\"\n",
-    );
-    let init = banger_testkit::static_guest_binaries().init.clone();
-
-    // The image, outside the namespace (the mirror is reachable only here).
-    let build = home
-        .banger(&["image", "build"])
-        .env("BANGER_INIT_BIN", &init)
-        .timeout(std::time::Duration::from_secs(900))
-        .output()
+    let Some(home) = home_with_default_image(&[], |home| {
+        // [[file_sync]]: a file from the user's home lands in every new VM's
+        // /root; one that points outside home is refused.
+        fs::write(
+            home.root().join("home/.gitconfig"),
+            "[user]\n\tname = banger\n",
+        )
         .unwrap();
-    ok(build, "image build");
-    home.banger(&["daemon", "stop"]).assert().success();
+        std::os::unix::fs::symlink("/etc/hostname", home.root().join("home/escape")).unwrap();
+        home.write_config(
+            "[[file_sync]]\nhost = \"~/.gitconfig\"\nguest = \"~/.gitconfig\"\n\n\
+             [[file_sync]]\nhost = \"~/escape\"\nguest = \"~/escape\"\n",
+        );
+    }) else {
+        return;
+    };
 
     let Some(ns) = Netns::new("banger-e2e") else {
         return;
@@ -184,6 +130,7 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
             .join("initramfs.cpio.gz.init-sha256"),
     )
     .unwrap();
+    let init = banger_testkit::static_guest_binaries().init.clone();
     let (init_sha, _) = banger_images::digest::sha256_file(&init).unwrap();
     assert_eq!(carried.trim(), init_sha);
     ok(b(&["image", "verify", &alpha_vm.image]), "image verify");

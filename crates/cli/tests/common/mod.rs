@@ -274,3 +274,84 @@ impl TestHome {
         cmd
     }
 }
+
+/// stdout of a command that must have succeeded; a failure names `what`
+/// and shows both streams.
+pub fn ok(out: Output, what: &str) -> String {
+    String::from_utf8_lossy(&ok_bytes(out, what)).into_owned()
+}
+
+/// As [`ok`], the bytes as written.
+pub fn ok_bytes(out: Output, what: &str) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    out.stdout
+}
+
+/// `vm list --json` of the daemon in `ns`.
+pub fn vm_list(home: &TestHome, ns: &Netns) -> Vec<VmRecord> {
+    let out = home.banger_in(ns, &["vm", "list", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("vm list --json")
+}
+
+/// Whether network interface `name` exists in `ns`.
+pub fn link_exists(ns: &Netns, name: &str) -> bool {
+    ns.exec(&["ip", "link", "show", name]).status.success()
+}
+
+/// nft rules in the namespace tagged for `vm` (isolation and NAT).
+pub fn rules_of(ns: &Netns, vm: &str) -> usize {
+    let out = ns.exec(&["nft", "-j", "list", "ruleset"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j");
+    let tag = format!("banger:{vm}");
+    v["nftables"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|i| i["rule"]["comment"] == tag.as_str())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The start of every test that boots the default image: a home whose
+/// `setup` ran (config, files), with the image built there (or taken from
+/// the test cache) outside any namespace, since the mirror is reachable
+/// only outside, and its daemon stopped again. `None`, after saying why,
+/// where the host cannot boot guests or lacks one of `tools`.
+pub fn home_with_default_image(tools: &[&str], setup: impl FnOnce(&TestHome)) -> Option<TestHome> {
+    if !banger_testkit::running_as_root() {
+        banger_testkit::skip("needs root (network namespaces, TAP devices)");
+        return None;
+    }
+    if std::env::var_os("BANGER_TEST_SKIP_IMAGE_BUILD").is_some() {
+        banger_testkit::skip("BANGER_TEST_SKIP_IMAGE_BUILD is set: no image to boot");
+        return None;
+    }
+    let mut needed = vec!["qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "ssh", "ip"];
+    needed.extend_from_slice(tools);
+    if !banger_testkit::have_tools(&needed) {
+        return None;
+    }
+    let home = TestHome::new();
+    share_caches(&home);
+    setup(&home);
+    let init = banger_testkit::static_guest_binaries().init.clone();
+    let build = home
+        .banger(&["image", "build"])
+        .env("BANGER_INIT_BIN", &init)
+        .timeout(Duration::from_secs(900))
+        .output()
+        .expect("run banger image build");
+    ok(build, "image build");
+    home.banger(&["daemon", "stop"]).assert().success();
+    Some(home)
+}
