@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn dir_of_another_uid_is_refused_with_the_fix() {
         if !nix::unistd::geteuid().is_root() {
-            println!("skipped: needs root to chown a directory to another uid");
+            banger_testkit::skip("needs root to chown a directory to another uid");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use banger_network::dns::RecordType;
 fn have_dig() -> bool {
     let ok = Command::new("dig").arg("-v").output().is_ok();
     if !ok {
-        eprintln!("skipped: dig is not installed (apt-get install bind9-dnsutils)");
+        banger_testkit::skip("dig is not installed (apt-get install bind9-dnsutils)");
     }
     ok
 }

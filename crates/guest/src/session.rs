@@ -420,7 +420,7 @@ mod tests {
         let out = match g.output() {
             Ok(out) => out,
             Err(e) => {
-                println!("skipped: ssh is not installed ({e})");
+                banger_testkit::skip(format!("ssh is not installed ({e})"));
                 return;
             }
         };

@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn ssh_reads_it_as_meant() {
         if Command::new("ssh").arg("-V").output().is_err() {
-            eprintln!("skipped: ssh is not installed");
+            banger_testkit::skip("ssh is not installed");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -265,7 +265,7 @@ mod tests {
             .arg("web.vm")
             .output()
         else {
-            eprintln!("skipped: ssh is not installed");
+            banger_testkit::skip("ssh is not installed");
             return;
         };
         let text = String::from_utf8_lossy(&out.stdout);

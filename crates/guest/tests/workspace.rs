@@ -25,7 +25,7 @@ fn no_git() -> bool {
     if have("git") {
         return false;
     }
-    println!("skipped: git is not installed (apt install git)");
+    banger_testkit::skip("git is not installed (apt install git)");
     true
 }
 
@@ -304,7 +304,7 @@ fn a_plain_directory_is_sent_as_is_minus_its_gitignore() {
         .output()
         .unwrap();
     if probe.status.success() {
-        println!("skipped: the temporary directory is inside a git repository");
+        banger_testkit::skip("the temporary directory is inside a git repository");
         return;
     }
     let sel = select(&root, &UNTRACKED).unwrap();
@@ -444,7 +444,7 @@ fn gnu_tar_unpacks_the_archive_as_the_guest_will() {
         return;
     }
     if !have("tar") {
-        println!("skipped: tar is not installed");
+        banger_testkit::skip("tar is not installed");
         return;
     }
     let fx = fixture();
@@ -536,7 +536,7 @@ fn an_untracked_name_that_is_not_utf8_is_refused_only_when_sent() {
     let fx = fixture();
     let bad = fx.repo.join(OsStr::from_bytes(b"caf\xe9.txt"));
     if fs::write(&bad, "latin-1\n").is_err() {
-        println!("skipped: this filesystem refuses names that are not UTF-8");
+        banger_testkit::skip("this filesystem refuses names that are not UTF-8");
         return;
     }
     // Untracked and not asked for: not looked at, no error.

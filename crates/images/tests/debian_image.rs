@@ -39,7 +39,7 @@ fn builds_the_default_image_then_reuses_it() {
     let sources = match debian::host_sources(debian::DEFAULT_SUITE) {
         Ok(s) => s,
         Err(e) => {
-            println!("skipped: {e}");
+            banger_testkit::skip(format!("{e}"));
             return;
         }
     };

@@ -433,7 +433,7 @@ mod tests {
             .iter()
             .all(|t| find_tool(t).is_some());
         if !ok {
-            eprintln!("skipped: e2fsprogs is not installed");
+            banger_testkit::skip("e2fsprogs is not installed");
         }
         ok
     }
@@ -530,7 +530,7 @@ mod tests {
             let seed = Seed::default().file("f", "x", 0o600);
             match make_disk(&disk, Size::from_mib(64), "w", &new_uuid(), &seed) {
                 Err(DiskError::UserNamespace { stderr }) => {
-                    eprintln!("skipped: no user namespaces here ({stderr})");
+                    banger_testkit::skip(format!("no user namespaces here ({stderr})"));
                 }
                 r => {
                     r.unwrap();
@@ -555,7 +555,7 @@ mod tests {
         let out = match out {
             Ok(out) => out,
             Err(e) => {
-                eprintln!("skipped: cannot run the test binary as nobody: {e}");
+                banger_testkit::skip(format!("cannot run the test binary as nobody: {e}"));
                 return;
             }
         };

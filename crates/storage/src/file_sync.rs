@@ -641,7 +641,7 @@ mod tests {
             .iter()
             .all(|t| banger_config::find_tool(t).is_some());
         if !ok {
-            eprintln!("skipped: e2fsprogs is not installed");
+            banger_testkit::skip("e2fsprogs is not installed");
         }
         ok
     }
@@ -995,7 +995,7 @@ mod tests {
     impl BindMount {
         fn new(what: &Path, at: &Path) -> Option<BindMount> {
             if !nix::unistd::geteuid().is_root() {
-                eprintln!("skipped: the bind-mounted /dev/zero case needs root");
+                banger_testkit::skip("the bind-mounted /dev/zero case needs root");
                 return None;
             }
             let ok = Command::new("mount")
@@ -1005,7 +1005,7 @@ mod tests {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                eprintln!("skipped: cannot bind-mount {}", what.display());
+                banger_testkit::skip(format!("cannot bind-mount {}", what.display()));
                 return None;
             }
             Some(BindMount(at.to_path_buf()))

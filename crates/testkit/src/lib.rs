@@ -50,9 +50,22 @@ pub fn running_as_root() -> bool {
     })
 }
 
-/// Prints the reason a test does not run; call it and return.
+/// Set to `1` to make every skip a failure: a run that must prove
+/// everything (a host that has all the tools) cannot pass by skipping.
+pub const REQUIRE_ENV: &str = "BANGER_TEST_REQUIRE";
+
+/// Says why a test does not run, on stderr, uncaptured (cargo test shows
+/// it without `--nocapture`; a captured line of a passing test is hidden
+/// and the skip would read as `ok`); call it and return. With `BANGER_TEST_REQUIRE=1`
+/// the skip is a failure instead.
 pub fn skip(why: impl std::fmt::Display) {
-    println!("skipped: {why}");
+    if std::env::var_os(REQUIRE_ENV).is_some_and(|v| v == "1") {
+        panic!("skipped: {why}, and {REQUIRE_ENV}=1 makes a skip a failure");
+    }
+    // Straight to the stderr handle: libtest captures `eprintln!` as it
+    // does `println!`, and would hide the skip of a passing test.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
 }
 
 /// Debian's cloud kernel, fetched once into the test cache; `None` (after

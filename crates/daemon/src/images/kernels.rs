@@ -258,7 +258,7 @@ mod tests {
     /// As [`rootfs`], with `extra` adding to the modules tree first.
     fn rootfs_with(dir: &Path, release: &str, extra: impl FnOnce(&Path)) -> Option<PathBuf> {
         let Some(mkfs) = banger_config::find_tool("mkfs.ext4") else {
-            eprintln!("skipped: e2fsprogs is not installed");
+            banger_testkit::skip("e2fsprogs is not installed");
             return None;
         };
         let tree = dir.join("tree");
@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn a_duplicate_name_in_the_modules_tree_never_writes_through_a_link() {
         if banger_config::find_tool("debugfs").is_none() {
-            eprintln!("skipped: e2fsprogs is not installed");
+            banger_testkit::skip("e2fsprogs is not installed");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

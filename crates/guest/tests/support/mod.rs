@@ -17,9 +17,9 @@ pub fn have(tool: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
-/// Prints why a test does not run; the caller returns.
+/// Says why a test does not run: [`banger_testkit::skip`].
 pub fn skip(why: impl std::fmt::Display) {
-    println!("skipped: {why}");
+    banger_testkit::skip(why);
 }
 
 /// True (after printing why) when a tool the test needs is missing.

@@ -18,10 +18,9 @@ use serde_json::Value;
 /// Names the namespace an inner test must find itself in.
 pub const NETNS_ENV: &str = "BANGER_TEST_NETNS";
 
-/// Says why a test does not run (on stderr, so it shows without
-/// `--nocapture`).
+/// Says why a test does not run: [`banger_testkit::skip`].
 pub fn skip(why: impl std::fmt::Display) {
-    eprintln!("skipped: {why}");
+    banger_testkit::skip(why);
 }
 
 struct Netns(String);

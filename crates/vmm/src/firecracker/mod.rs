@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn real_firecracker_accepts_the_configuration() {
         let Some(binary) = std::env::var_os("BANGER_TEST_FIRECRACKER") else {
-            println!("skipped: BANGER_TEST_FIRECRACKER is not set");
+            banger_testkit::skip("BANGER_TEST_FIRECRACKER is not set");
             return;
         };
         let dir = tempfile::tempdir().unwrap();

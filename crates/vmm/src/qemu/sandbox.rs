@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn this_hosts_qemu_runs_sandboxed() {
         let Ok(qemu) = which("qemu-system-x86_64") else {
-            eprintln!("skipped: qemu-system-x86_64 is not installed");
+            banger_testkit::skip("qemu-system-x86_64 is not installed");
             return;
         };
         assert_eq!(support(&qemu), Ok(()));

@@ -327,7 +327,7 @@ fn unsafe_entries_are_refused_and_name_layer_and_entry() {
 #[test]
 fn device_nodes_only_when_allowed() {
     if !crate::debian::running_as_root() {
-        return println!("skipped: mknod needs root");
+        return banger_testkit::skip("mknod needs root");
     }
     let fx = fixture();
     let mut f = Flattener::new(
