@@ -9,6 +9,7 @@
 
 mod file;
 mod host;
+pub mod install;
 mod paths;
 
 pub use file::{
@@ -17,6 +18,7 @@ pub use file::{
     LogLevel,
 };
 pub use host::{find_tool, probe_host};
+pub use install::{Install, InstallError};
 pub use paths::{Paths, PathsError};
 
 /// The default image `vm run` uses when neither `--image` nor

@@ -13,6 +13,9 @@ pub struct Paths {
     pub state_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub runtime_dir: PathBuf,
+    /// The system install's layout ([`Paths::system`]): the daemon runs as
+    /// the owner under systemd and cannot write the owner's home.
+    pub system: bool,
 }
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
@@ -56,6 +59,7 @@ impl Paths {
                 state_dir: root.join("state"),
                 cache_dir: root.join("cache"),
                 runtime_dir: root.join("run"),
+                system: false,
             }
         } else {
             let home = home.ok_or(PathsError::NoHome)?;
@@ -73,6 +77,7 @@ impl Paths {
                 state_dir,
                 runtime_dir,
                 home,
+                system: false,
             }
         };
         let sock = paths.socket();
@@ -80,6 +85,21 @@ impl Paths {
             return Err(PathsError::SocketPathTooLong(sock));
         }
         Ok(paths)
+    }
+
+    /// The system install's layout (DESIGN.md, "State"): the owner's
+    /// config stays in their home, read-only to the daemon; state, caches
+    /// and sockets are in `/var/lib/banger`, `/var/cache/banger` and
+    /// `/run/banger`.
+    pub fn system(owner_home: &Path) -> Self {
+        Paths {
+            home: owner_home.to_path_buf(),
+            config_dir: owner_home.join(".config").join("banger"),
+            state_dir: PathBuf::from(crate::install::SYSTEM_STATE_DIR),
+            cache_dir: PathBuf::from(crate::install::SYSTEM_CACHE_DIR),
+            runtime_dir: PathBuf::from(crate::install::SYSTEM_RUNTIME_DIR),
+            system: true,
+        }
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -139,7 +159,12 @@ impl Paths {
     }
     /// banger's `Host *.vm` ssh settings, which bangerd keeps current and
     /// `banger ssh-config --install` includes from the user's ssh config.
+    /// Under the system install it is with the state: the daemon cannot
+    /// write the owner's home.
     pub fn ssh_config(&self) -> PathBuf {
+        if self.system {
+            return self.state_dir.join("ssh_config");
+        }
         self.config_dir.join("ssh_config")
     }
     /// The user's own ssh config, edited only by `banger ssh-config
