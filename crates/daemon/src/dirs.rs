@@ -105,6 +105,11 @@ pub fn prepare(paths: &Paths) -> Result<(), DirError> {
         (Role::Cache, &paths.cache_dir),
         (Role::Config, &paths.config_dir),
     ] {
+        // Under the system install the config is the owner's, in a home
+        // the daemon may only read: nothing is created there.
+        if role == Role::Config && paths.system {
+            continue;
+        }
         ensure_dir(dir, role, uid)?;
     }
     Ok(())

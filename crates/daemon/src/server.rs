@@ -45,6 +45,9 @@ pub(crate) struct Inner {
     pub paths: Paths,
     pub config: Config,
     pub host: HostFacts,
+    /// The privileged network operations: in this process (dev mode as
+    /// root) or through the root helper.
+    pub host_ops: Arc<dyn banger_hostops::HostOps>,
     pub store: Arc<Store>,
     pub started: Instant,
     pub shutdown: Notify,
@@ -73,6 +76,7 @@ impl Daemon {
         paths: Paths,
         config: Config,
         host: HostFacts,
+        host_ops: Arc<dyn banger_hostops::HostOps>,
     ) -> Result<(Self, UnixListener), StartError> {
         crate::dirs::prepare(&paths)?;
         // The lock comes first: nothing below may touch state that another
@@ -87,6 +91,7 @@ impl Daemon {
             socket = %paths.socket().display(),
             pid = std::process::id(),
             version = env!("CARGO_PKG_VERSION"),
+            host_ops = %host_ops.describe(),
             "bangerd ready"
         );
         let config_clock_addr = std::net::SocketAddr::new(
@@ -98,6 +103,7 @@ impl Daemon {
                 paths,
                 config,
                 host,
+                host_ops,
                 store: Arc::new(store),
                 started: Instant::now(),
                 shutdown: Notify::new(),
@@ -121,7 +127,7 @@ impl Daemon {
             .map_err(|f| StartError::Reconcile(f.error.message))?;
         daemon.refresh_dns().await;
         tokio::spawn(crate::vms::cap_console_logs(daemon.clone()));
-        daemon.start_dns();
+        daemon.start_dns().await;
         daemon.write_ssh_config().await;
         Ok((daemon, listener))
     }
@@ -171,10 +177,32 @@ impl Daemon {
 
     /// Starts the `.vm` DNS server. Not being able to bind is not fatal
     /// (VMs work without it): it is logged, and `banger doctor` reports
-    /// that nothing answers there.
-    fn start_dns(&self) {
+    /// that nothing answers there. The default, the bridge's address on
+    /// port 53, is below 1024: a daemon that is not root gets that socket
+    /// from the root helper.
+    async fn start_dns(&self) {
         let addr = self.inner.config.dns_listen_addr();
-        match crate::dns::bind(addr) {
+        let bridge = banger_network::BridgeSpec {
+            name: self.inner.config.bridge_name().to_string(),
+            cidr: self.inner.config.bridge_cidr(),
+        };
+        let privileged = addr.port() < 1024 && !nix::unistd::geteuid().is_root();
+        let on_bridge = addr == std::net::SocketAddr::from((bridge.cidr.addr(), 53));
+        let socket = if privileged && on_bridge {
+            let ops = self.inner.host_ops.clone();
+            tokio::task::spawn_blocking(move || ops.bind_dns(&bridge))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .and_then(|fd| {
+                    let std = std::net::UdpSocket::from(fd);
+                    std.set_nonblocking(true).map_err(|e| e.to_string())?;
+                    tokio::net::UdpSocket::from_std(std).map_err(|e| e.to_string())
+                })
+        } else {
+            crate::dns::bind(addr).map_err(|e| e.to_string())
+        };
+        match socket {
             Ok(socket) => {
                 tracing::info!(listen = %addr, "dns: answering the .vm zone");
                 tokio::spawn(crate::dns::serve(socket, self.inner.dns.clone()));
@@ -182,7 +210,7 @@ impl Daemon {
             Err(e) => tracing::warn!(
                 listen = %addr,
                 error = %e,
-                "dns: cannot listen; .vm names will not resolve (set dns_listen_addr, or run bangerd as root for port 53)"
+                "dns: cannot listen; .vm names will not resolve (set dns_listen_addr to a port above 1024, or install the root helper: sudo banger system install)"
             ),
         }
     }

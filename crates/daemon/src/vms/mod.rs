@@ -488,14 +488,14 @@ async fn boot(
     let p = paths(d, &vm);
     let port = guest_port(d, &vm)?;
     let ip = port.ip;
+    let ops = d.inner.host_ops.clone();
     blocking(move || {
-        banger_network::ensure_bridge(&port.bridge)
-            .map_err(|e| Failure::bad_request(e.to_string()))?;
-        let made = connect_guest(&port);
+        ops.ensure_bridge(&port.bridge).map_err(host_failure)?;
+        let made = connect_guest(ops.as_ref(), &port);
         if made.is_err() {
-            disconnect_guest(&port.vm, &port.tap, port.nat);
+            disconnect_guest(ops.as_ref(), &port.vm, &port.tap, port.nat);
         }
-        made.map_err(|e| Failure::internal(e.to_string()))
+        made.map_err(host_failure)
     })
     .await?;
     timer.mark("network");
@@ -576,7 +576,7 @@ async fn boot(
     {
         Ok(started) => started,
         Err(e) => {
-            teardown_network(&vm).await;
+            teardown_network(d, &vm).await;
             set_state(d, name, VmState::Error, None, Some(e.error.message.clone())).await?;
             return Err(e);
         }
@@ -680,7 +680,7 @@ async fn fail_boot(
             .map_err(|e| Failure::internal(e.to_string()))
     })
     .await;
-    teardown_network(vm).await;
+    teardown_network(d, vm).await;
     let _ = set_state(d, vm.name.as_str(), VmState::Error, None, Some(why.clone())).await;
     Failure::internal(why)
 }
@@ -720,36 +720,50 @@ fn guest_port(d: &Daemon, vm: &VmRecord) -> Result<banger_network::GuestPort, Fa
     })
 }
 
+/// A host operation's failure: the request's fault (a bad bridge CIDR, a
+/// name the helper refuses, no root) is the user's to fix.
+fn host_failure(e: banger_hostops::HostOpsError) -> Failure {
+    if e.is_invalid() {
+        Failure::bad_request(e.to_string())
+    } else {
+        Failure::internal(e.to_string())
+    }
+}
+
 /// Makes the VM's TAP, isolates the guest before anything can open the
 /// TAP, then NAT when asked. Blocking.
-fn connect_guest(port: &banger_network::GuestPort) -> Result<(), banger_network::NetError> {
-    banger_network::create_tap(&port.tap, &port.bridge.name)?;
-    banger_network::isolate_guest(port)?;
+fn connect_guest(
+    ops: &dyn banger_hostops::HostOps,
+    port: &banger_network::GuestPort,
+) -> Result<(), banger_hostops::HostOpsError> {
+    ops.create_tap(&port.tap, &port.bridge)?;
+    ops.isolate_guest(port)?;
     if port.nat {
-        banger_network::enable_nat(&port.vm, port.ip, &port.bridge.name)?;
+        ops.enable_nat(port)?;
     }
     Ok(())
 }
 
 /// Undoes [`connect_guest`]: the TAP first (nothing can send any more),
 /// then the VM's rules; absent ones are fine. Blocking.
-fn disconnect_guest(name: &str, tap: &str, nat: bool) {
-    if let Err(e) = banger_network::delete_tap(tap) {
+fn disconnect_guest(ops: &dyn banger_hostops::HostOps, name: &str, tap: &str, nat: bool) {
+    if let Err(e) = ops.delete_tap(tap) {
         tracing::warn!(vm = %name, error = %e, "cannot delete the TAP");
     }
-    if let Err(e) = banger_network::remove_isolation(name) {
+    if let Err(e) = ops.remove_isolation(name) {
         tracing::warn!(vm = %name, error = %e, "cannot remove isolation rules");
     }
-    if nat && let Err(e) = banger_network::disable_nat(name) {
+    if nat && let Err(e) = ops.disable_nat(name) {
         tracing::warn!(vm = %name, error = %e, "cannot remove NAT rules");
     }
 }
 
 /// Removes the VM's TAP, isolation and NAT rules; absent ones are fine.
-async fn teardown_network(vm: &VmRecord) {
+async fn teardown_network(d: &Daemon, vm: &VmRecord) {
     let (tap, name, nat) = (vm.tap.clone(), vm.name.to_string(), vm.nat);
+    let ops = d.inner.host_ops.clone();
     let _ = blocking(move || {
-        disconnect_guest(&name, &tap, nat);
+        disconnect_guest(ops.as_ref(), &name, &tap, nat);
         Ok(())
     })
     .await;
@@ -794,7 +808,7 @@ async fn stop_locked(d: &Daemon, name: &str, signal: Option<i32>) -> Result<VmRe
         return get(d, name).await;
     }
     close_ssh(d, &vm).await;
-    teardown_network(&vm).await;
+    teardown_network(d, &vm).await;
     set_state(d, name, VmState::Stopped, None, None).await?;
     get(d, name).await
 }
@@ -855,7 +869,7 @@ async fn destroy(d: &Daemon, vm: &VmRecord) {
     {
         tracing::warn!(vm = %vm.name, pid, "killed a hypervisor whose start was never recorded");
     }
-    teardown_network(vm).await;
+    teardown_network(d, vm).await;
     let kh = known_hosts(d);
     let name = vm.name.to_string();
     let console = d.inner.consoles.get(&p.console);
@@ -1015,7 +1029,7 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
                         .map_err(|e| Failure::internal(e.to_string()))
                 })
                 .await;
-                teardown_network(&vm).await;
+                teardown_network(d, &vm).await;
                 set_state(
                     d,
                     &name,
@@ -1032,11 +1046,9 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
                 // TAP without rules sends.
                 match guest_port(d, &vm) {
                     Ok(port) => {
-                        let isolated = blocking(move || {
-                            banger_network::isolate_guest(&port)
-                                .map_err(|e| Failure::internal(e.to_string()))
-                        })
-                        .await;
+                        let ops = d.inner.host_ops.clone();
+                        let isolated =
+                            blocking(move || ops.isolate_guest(&port).map_err(host_failure)).await;
                         if let Err(e) = isolated {
                             tracing::warn!(vm = %name, error = %e.error.message, "cannot isolate a re-adopted VM");
                         }
@@ -1048,7 +1060,7 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
             }
             Some(_) => {
                 tracing::warn!(vm = %name, "its hypervisor exited while bangerd was down");
-                teardown_network(&vm).await;
+                teardown_network(d, &vm).await;
                 set_state(
                     d,
                     &name,
@@ -1065,7 +1077,7 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
                 VmState::Running | VmState::Starting | VmState::Stopping
             ) =>
             {
-                teardown_network(&vm).await;
+                teardown_network(d, &vm).await;
                 set_state(d, &name, VmState::Stopped, None, None).await?;
             }
             None => {}
