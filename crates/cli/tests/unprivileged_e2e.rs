@@ -120,6 +120,36 @@ fn wait_for_socket(path: &Path, helper: &mut Helper) {
     }
 }
 
+/// `banger ARGS` as the user `(uid, gid)` in `ns`, with the guest init
+/// at `init` and the root helper at `helper`.
+fn as_user(
+    home: &TestHome,
+    ns: &Netns,
+    (uid, gid): (u32, u32),
+    init: &Path,
+    helper: &Path,
+    args: &[&str],
+) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.0, "setpriv"])
+        .args([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--clear-groups".into(),
+            "--".into(),
+        ])
+        .arg(TestHome::banger_bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.root().join("home"))
+        .env("BANGER_HOME", home.root())
+        .env("BANGER_INIT_BIN", init)
+        .env("BANGER_ROOT_HELPER", helper)
+        .output()
+        .expect("run banger as the user")
+}
+
 /// The real uid of process `pid`.
 fn uid_of(pid: u64) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
@@ -178,27 +208,7 @@ fn an_unprivileged_daemon_runs_guests_through_the_root_helper() {
         "the socket is the owner's alone"
     );
 
-    // `banger ARGS` as the user, in the namespace.
-    let banger = |args: &[&str]| -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &ns.0, "setpriv"])
-            .args([
-                format!("--reuid={uid}"),
-                format!("--regid={gid}"),
-                "--clear-groups".into(),
-                "--".into(),
-            ])
-            .arg(TestHome::banger_bin())
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", home.root().join("home"))
-            .env("BANGER_HOME", home.root())
-            .env("BANGER_INIT_BIN", &init)
-            .env("BANGER_ROOT_HELPER", &socket)
-            .output()
-            .expect("run banger as the user")
-    };
+    let banger = |args: &[&str]| as_user(&home, &ns, (uid, gid), &init, &socket, args);
 
     ok(banger(&["vm", "create", "--name", "unpriv"]), "vm create");
     let status: serde_json::Value =
@@ -262,5 +272,47 @@ fn an_unprivileged_daemon_runs_guests_through_the_root_helper() {
         daemon_log.contains("dns: answering the .vm zone"),
         "the helper's DNS socket serves: {daemon_log}"
     );
+    let _ = banger(&["daemon", "stop"]);
+}
+
+/// The helper is down while the daemon runs: the network step fails in
+/// one line that names the helper's unit, and nothing is left half-made.
+/// No guest boots.
+#[test]
+fn a_missing_root_helper_is_named_and_leaves_nothing_behind() {
+    let Some(home) = home_with_default_image(&["setpriv"], |_| {}) else {
+        return;
+    };
+    let Some((uid, gid)) = user() else {
+        banger_testkit::skip("the host has no user nobody (uid 65534) to run bangerd as");
+        return;
+    };
+    let Some(ns) = Netns::new("banger-nohelper") else {
+        return;
+    };
+    let init = home.root().join("banger-init");
+    std::fs::copy(&banger_testkit::static_guest_binaries().init, &init).expect("copy init");
+    give_home(home.root(), uid, gid);
+    let socket = home.root().join("no-helper-here.sock");
+    let banger = |args: &[&str]| as_user(&home, &ns, (uid, gid), &init, &socket, args);
+
+    let out = banger(&["vm", "run", "--rm", "--name", "orphan", "--", "true"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("bangerd-root.service"),
+        "one line naming the helper's unit: {err}"
+    );
+    let vms: Vec<VmRecord> =
+        serde_json::from_str(&ok(banger(&["vm", "list", "--json"]), "vm list")).unwrap();
+    assert!(vms.is_empty(), "vm run --rm keeps nothing: {vms:?}");
+    assert!(!home.state().join("vms/orphan").exists(), "no disks left");
+    assert!(!link_exists(&ns, &banger_network::tap_name("orphan")));
+    assert!(!link_exists(&ns, "banger0"), "no bridge was made");
     let _ = banger(&["daemon", "stop"]);
 }
