@@ -5,12 +5,9 @@ use axum::Json;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use banger_api::{ApiError, ErrorBody};
+use banger_api::{ApiError, ErrorBody, ErrorCode};
 use banger_store::StoreError;
 use serde::de::DeserializeOwned;
-
-/// The error code of [`Failure::boot_timeout`].
-pub const BOOT_TIMEOUT: &str = "boot_timeout";
 
 #[derive(Debug)]
 pub struct Failure {
@@ -19,29 +16,33 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             error: ApiError::new(code, message),
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
     }
     /// A guest that did not come up in time (left running for diagnosis).
     pub fn boot_timeout(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, BOOT_TIMEOUT, message)
+        Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::BootTimeout, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
         tracing::error!(error = %message, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        )
     }
 }
 

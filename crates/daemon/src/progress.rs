@@ -136,7 +136,7 @@ mod tests {
         let events = events_of(resp).await;
         match events.last() {
             Some(Event::Failed { error }) => {
-                assert_eq!(error.code, "not_found");
+                assert_eq!(error.code, banger_api::ErrorCode::NotFound);
                 assert_eq!(error.message, "image \"x\" not found");
             }
             other => panic!("last event {other:?}"),

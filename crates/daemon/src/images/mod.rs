@@ -707,7 +707,7 @@ where
     d.with_store(move |s| s.insert_image(&record))
         .await
         .map_err(|f| {
-            if f.error.code == "conflict" {
+            if f.error.code == banger_api::ErrorCode::Conflict {
                 Failure::conflict(format!(
                     "image {name} already exists (or another pull is making it): choose \
                      another --name, or see 'banger image show {name}'"
@@ -769,7 +769,7 @@ fn not_found(kind: &str, name: &str) -> Failure {
 }
 
 fn if_missing(f: Failure, kind: &str, name: &str) -> Failure {
-    if f.error.code == "not_found" {
+    if f.error.code == banger_api::ErrorCode::NotFound {
         not_found(kind, name)
     } else {
         f

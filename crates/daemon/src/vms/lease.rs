@@ -171,7 +171,7 @@ async fn remove(d: &Daemon, name: &str, why: &str) {
     }
     match super::delete(d, name, true).await {
         Ok(()) => tracing::info!(vm = %name, "deleted an ephemeral VM: {why}"),
-        Err(e) if e.error.code == "not_found" => {}
+        Err(e) if e.error.code == banger_api::ErrorCode::NotFound => {}
         Err(e) => tracing::warn!(
             vm = %name,
             error = %e.error.message,

@@ -30,7 +30,7 @@ pub(crate) use self::boot::parse_signal;
 use self::boot::{GuestParams, Timer, available_memory_mib, check_resources, guest_cmdline};
 pub(crate) use self::console::{cap_console_logs, console_log, stream_console};
 pub(crate) use self::lease::{Leases, lease};
-use crate::error::{BOOT_TIMEOUT, Failure};
+use crate::error::Failure;
 use crate::images::{self, blocking, now};
 use crate::progress::Progress;
 use crate::server::Daemon;
@@ -254,7 +254,7 @@ pub(crate) async fn create(
         Ok(vm) => vm,
         // `vm run --rm`: a VM that failed to boot is not kept, unless it
         // is still running for diagnosis (its sshd never answered).
-        Err(e) if remove_on_failure && e.error.code != BOOT_TIMEOUT => {
+        Err(e) if remove_on_failure && e.error.code != banger_api::ErrorCode::BootTimeout => {
             if let Ok(vm) = get(d, record.name.as_str()).await {
                 destroy(d, &vm).await;
             }
