@@ -6,14 +6,14 @@ use std::sync::Arc;
 use banger_vmm::select::{Accel, HostHypervisors, Selection, choose};
 use banger_vmm::{Hypervisor, VmHandle};
 
-use crate::error::Failure;
-use crate::server::Daemon;
+use crate::Orchestrator;
+use crate::error::Error;
 
 /// The hypervisor `hypervisor = …` picks on this host now.
-pub(super) fn hypervisor(d: &Daemon) -> Result<Arc<dyn Hypervisor>, Failure> {
+pub(super) fn hypervisor(d: &Orchestrator) -> Result<Arc<dyn Hypervisor>, Error> {
     let config = &d.inner.config;
     let selection = choose(config.hypervisor(), &HostHypervisors::probe(config))
-        .map_err(|e| Failure::bad_request(e.to_string()))?;
+        .map_err(|e| Error::invalid(e.to_string()))?;
     Ok(banger_vmm::hypervisor_for(&selection))
 }
 
@@ -35,11 +35,12 @@ pub(super) fn for_handle(handle: &VmHandle) -> Arc<dyn Hypervisor> {
 pub(super) fn kill_orphan(runtime_dir: &Path) -> Option<u32> {
     use std::io::Read;
     // Not through a link, and no more than a pid's worth of it.
-    let file = crate::dirs::open_own(
-        &runtime_dir.join(banger_vmm::qemu::PIDFILE),
-        std::fs::OpenOptions::new().read(true),
-    )
-    .ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(runtime_dir.join(banger_vmm::qemu::PIDFILE))
+        .ok()?;
     let mut text = String::new();
     file.take(32).read_to_string(&mut text).ok()?;
     let pid: i32 = text.trim().parse().ok()?;
