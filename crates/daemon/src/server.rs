@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use banger_config::{Config, Paths};
 use banger_model::HostFacts;
-use banger_orchestrator::{Deps, Orchestrator};
+use banger_orchestrator::{BootTimeouts, Deps, Orchestrator, Probed, SshProbe};
 use banger_store::{Store, StoreError};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
@@ -84,6 +84,10 @@ impl Daemon {
             config,
             host,
             host_ops,
+            hypervisors: Arc::new(Probed),
+            guests: Arc::new(SshProbe),
+            timeouts: BootTimeouts::from_env(),
+            init_binary: None,
             store,
             clock: start_clock(&config_clock_addr),
         });

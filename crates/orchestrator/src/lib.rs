@@ -6,9 +6,10 @@
 //! VMs' leases, the console logs, and the table of `.vm` names.
 //!
 //! Its dependencies come in at construction ([`Deps`]): the privileged
-//! network operations as a `dyn HostOps`, and the hypervisors as a
-//! `dyn Hypervisors`, so that tests run it with fakes, without root or
-//! QEMU. Every step records what it is about to make before making it, so
+//! network operations as a `dyn HostOps`, the hypervisors as a
+//! `dyn Hypervisors`, and how a guest is found to answer as a
+//! `dyn GuestProbe`, so that tests run it with fakes, without root, QEMU
+//! or a guest. Every step records what it is about to make before making it, so
 //! that teardown reads the store, never memory.
 //!
 //! It must not know about HTTP: failures are [`Error`]s with an
@@ -19,12 +20,14 @@
 
 pub mod dns;
 mod error;
+mod hypervisors;
 mod images;
 mod progress;
 mod vms;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use banger_api::{
@@ -41,6 +44,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use error::{Error, ErrorKind};
+pub use hypervisors::{BootTimeouts, GuestProbe, Hypervisors, Probed, SshProbe};
 pub use images::DEFAULT_RECIPE;
 pub use progress::Progress;
 pub use vms::stream_console;
@@ -55,6 +59,14 @@ pub struct Deps {
     /// root) or through the root helper.
     pub host_ops: Arc<dyn HostOps>,
     pub store: Store,
+    /// Which hypervisor boots a VM, and which one runs a handle.
+    pub hypervisors: Arc<dyn Hypervisors>,
+    /// How a booted guest is found to answer.
+    pub guests: Arc<dyn GuestProbe>,
+    pub timeouts: BootTimeouts,
+    /// banger's guest init, put into kernels' initramfs; `None`: found
+    /// when needed (`$BANGER_INIT_BIN`, else beside this binary).
+    pub init_binary: Option<PathBuf>,
     /// Where guests ask the host's time at boot, if something answers
     /// there (`banger.clock=` on their command line).
     pub clock: Option<SocketAddr>,
@@ -71,6 +83,10 @@ pub(crate) struct Inner {
     pub config: Config,
     pub host: HostFacts,
     pub host_ops: Arc<dyn HostOps>,
+    pub hypervisors: Arc<dyn Hypervisors>,
+    pub guests: Arc<dyn GuestProbe>,
+    pub timeouts: BootTimeouts,
+    pub init_binary: Option<PathBuf>,
     pub store: Arc<Store>,
     /// Serializes image builds.
     pub build_lock: tokio::sync::Mutex<()>,
@@ -95,6 +111,10 @@ impl Orchestrator {
                 config: deps.config,
                 host: deps.host,
                 host_ops: deps.host_ops,
+                hypervisors: deps.hypervisors,
+                guests: deps.guests,
+                timeouts: deps.timeouts,
+                init_binary: deps.init_binary,
                 store: Arc::new(deps.store),
                 build_lock: tokio::sync::Mutex::new(()),
                 vms: Default::default(),

@@ -68,7 +68,7 @@ pub(super) async fn ensure_kernel(
     let rec = record.clone();
     d.with_store(move |s| s.insert_kernel(&rec)).await?;
     let dir = d.inner.paths.kernels_dir().join(release);
-    let init = super::init_binary();
+    let init = super::init_binary(d);
     let progress = progress.clone();
     let fill_dir = dir.clone();
     let filled = blocking(move || {
@@ -190,7 +190,7 @@ pub(crate) async fn refresh_initramfs(
         return Ok(());
     };
     let dir = d.inner.paths.kernels_dir().join(&kernel.name);
-    let init = super::init_binary()?;
+    let init = super::init_binary(d)?;
     // Two boots of one kernel at once must not both rewrite it.
     let _guard = d.inner.initramfs_lock.lock().await;
     let path = dir.join(&pinned.file);

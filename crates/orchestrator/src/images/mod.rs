@@ -51,9 +51,13 @@ where
         .map_err(|e| Error::internal(format!("worker task failed: {e}")))?
 }
 
-/// banger's guest init, a static binary shipped beside `bangerd`.
-pub(crate) fn init_binary() -> Result<PathBuf, Error> {
-    banger_images::initramfs::find_init_binary().map_err(Error::internal)
+/// banger's guest init, a static binary shipped beside `bangerd`, unless
+/// the orchestrator was given one.
+pub(crate) fn init_binary(d: &Orchestrator) -> Result<PathBuf, Error> {
+    match &d.inner.init_binary {
+        Some(path) => Ok(path.clone()),
+        None => banger_images::initramfs::find_init_binary().map_err(Error::internal),
+    }
 }
 
 /// A recipe file for `image build --from-config FILE`.
@@ -120,7 +124,7 @@ pub(crate) async fn build(
     recipe.suite = suite;
     recipe.validate().map_err(refused)?;
     let hash = recipe.hash();
-    let init = init_binary()?;
+    let init = init_binary(d)?;
 
     // One build at a time: they are heavy, and two builds of one recipe
     // would race for its cache folder.

@@ -10,7 +10,6 @@
 
 mod boot;
 mod console;
-mod host;
 mod lease;
 mod spec;
 
@@ -33,22 +32,9 @@ pub(crate) use self::console::{cap_console_logs, console_log};
 pub(crate) use self::lease::{Leases, lease};
 use crate::Orchestrator;
 use crate::error::{Error, ErrorKind};
+use crate::hypervisors::GuestProbe;
 use crate::images::{self, blocking, now};
 use crate::progress::Progress;
-
-/// How long a booting guest may take to start banger-init, and then sshd.
-/// TCG is slow: Debian's systemd answers ssh ~10-16 s after QEMU starts.
-/// `BANGER_BOOT_TIMEOUT` (seconds) caps both, for slow hosts and tests.
-const INIT_TIMEOUT: Duration = Duration::from_secs(90);
-const SSH_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn boot_timeout(default: Duration) -> Duration {
-    std::env::var("BANGER_BOOT_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|&s| s > 0)
-        .map_or(default, Duration::from_secs)
-}
 
 /// The console's last lines of this boot, for errors.
 fn console_tail(handle: &VmHandle) -> String {
@@ -184,7 +170,7 @@ pub(crate) async fn create(
     // Checked again before the disks are made: building the image spends
     // space too.
     fits_disks(d, "the disks need", disks_at_full_size(spec.disk_size)).await?;
-    host::hypervisor(d)?;
+    d.inner.hypervisors.for_boot(&d.inner.config)?;
     let image = images::ensure_image(d, &spec.image, progress).await?;
     timer.mark("image");
 
@@ -465,9 +451,9 @@ async fn boot(
     timer: &mut Timer,
 ) -> Result<VmRecord, Error> {
     let vm = get(d, name).await?;
-    let hv = host::hypervisor(d)?;
+    let hv = d.inner.hypervisors.for_boot(&d.inner.config)?;
     if let Some(h) = handle_of(&vm)
-        && host::for_handle(&h).is_running(&h)
+        && d.inner.hypervisors.for_handle(&h).is_running(&h)
     {
         return Err(Error::conflict(format!(
             "VM {name} is already running (pid {}): 'banger vm ssh {name}'",
@@ -587,16 +573,10 @@ async fn boot(
     timer.mark("hypervisor");
 
     progress.phase("kernel", "waiting for the kernel and banger-init");
-    let (h, hv2) = (handle.clone(), hv.clone());
+    let (h, hv2, within) = (handle.clone(), hv.clone(), d.inner.timeouts.init);
     let init = blocking(move || {
-        banger_vmm::wait_for_console(
-            this_boot,
-            "banger-init ready",
-            &h,
-            hv2.as_ref(),
-            boot_timeout(INIT_TIMEOUT),
-        )
-        .map_err(|e| Error::internal(e.to_string()))
+        banger_vmm::wait_for_console(this_boot, "banger-init ready", &h, hv2.as_ref(), within)
+            .map_err(|e| Error::internal(e.to_string()))
     })
     .await;
     if let Err(e) = init {
@@ -606,8 +586,18 @@ async fn boot(
 
     progress.phase("ssh", "waiting for sshd");
     let info = ssh_info(d, &vm)?;
-    let (h, hv2) = (handle.clone(), hv.clone());
-    let ready = blocking(move || Ok(wait_for_ssh(&info, &h, hv2.as_ref()))).await?;
+    let (h, hv2, probe) = (handle.clone(), hv.clone(), d.inner.guests.clone());
+    let within = d.inner.timeouts.ssh;
+    let ready = blocking(move || {
+        Ok(wait_for_ssh(
+            probe.as_ref(),
+            &info,
+            &h,
+            hv2.as_ref(),
+            within,
+        ))
+    })
+    .await?;
     match ready {
         Ok(()) => {}
         Err(SshWait::Died) => {
@@ -633,7 +623,7 @@ async fn boot(
             let msg = format!(
                 "sshd in VM {name} did not answer within {}s ({last}); console: {}; the VM is \
                  left running: read 'banger vm logs {name}', then 'banger vm delete --force {name}'",
-                boot_timeout(SSH_TIMEOUT).as_secs(),
+                d.inner.timeouts.ssh.as_secs(),
                 console_tail(&handle)
             );
             set_state(d, name, VmState::Error, runtime, Some(msg.clone())).await?;
@@ -651,15 +641,21 @@ enum SshWait {
     Fatal(String),
 }
 
-fn wait_for_ssh(target: &SshTarget, handle: &VmHandle, hv: &dyn Hypervisor) -> Result<(), SshWait> {
+fn wait_for_ssh(
+    probe: &dyn GuestProbe,
+    target: &SshTarget,
+    handle: &VmHandle,
+    hv: &dyn Hypervisor,
+    within: Duration,
+) -> Result<(), SshWait> {
     let started = Instant::now();
     let mut last = String::from("no answer yet");
-    while started.elapsed() < boot_timeout(SSH_TIMEOUT) {
+    while started.elapsed() < within {
         if !hv.is_running(handle) {
             return Err(SshWait::Died);
         }
-        match target.wait_ready(Duration::from_secs(3)) {
-            Ok(_) => return Ok(()),
+        match probe.ssh_ready(target, Duration::from_secs(3).min(within)) {
+            Ok(()) => return Ok(()),
             Err(e @ SshError::HostKeyChanged { .. }) => return Err(SshWait::Fatal(e.to_string())),
             Err(e) => last = e.to_string(),
         }
@@ -787,7 +783,7 @@ async fn stop_locked(d: &Orchestrator, name: &str, signal: Option<i32>) -> Resul
         }
         return get(d, name).await;
     };
-    let hv = host::for_handle(&handle);
+    let hv = d.inner.hypervisors.for_handle(&handle);
     set_state(d, name, VmState::Stopping, vm.runtime.clone(), None).await?;
     let h = handle.clone();
     blocking(move || {
@@ -803,7 +799,7 @@ async fn stop_locked(d: &Orchestrator, name: &str, signal: Option<i32>) -> Resul
         .map_err(|e| Error::internal(e.to_string()))
     })
     .await?;
-    if host::for_handle(&handle).is_running(&handle) {
+    if d.inner.hypervisors.for_handle(&handle).is_running(&handle) {
         // A signal that does not end the process (STOP, USR1...).
         set_state(d, name, vm.state, vm.runtime.clone(), None).await?;
         return get(d, name).await;
@@ -848,7 +844,7 @@ pub(crate) async fn delete(d: &Orchestrator, name: &str, force: bool) -> Result<
     let _guard = lock.lock().await;
     let vm = get(d, name).await?;
     if let Some(h) = handle_of(&vm)
-        && host::for_handle(&h).is_running(&h)
+        && d.inner.hypervisors.for_handle(&h).is_running(&h)
     {
         if !force {
             return Err(Error::conflict(format!(
@@ -866,7 +862,7 @@ pub(crate) async fn delete(d: &Orchestrator, name: &str, force: bool) -> Result<
 async fn destroy(d: &Orchestrator, vm: &VmRecord) {
     let p = paths(d, vm);
     if handle_of(vm).is_none()
-        && let Some(pid) = host::kill_orphan(&p.runtime)
+        && let Some(pid) = d.inner.hypervisors.kill_orphan(&p.runtime)
     {
         tracing::warn!(vm = %vm.name, pid, "killed a hypervisor whose start was never recorded");
     }
@@ -960,7 +956,7 @@ pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> 
 pub(crate) async fn stats(d: &Orchestrator, name: &str) -> Result<VmStats, Error> {
     let vm = get(d, name).await?;
     let p = paths(d, &vm);
-    let handle = handle_of(&vm).filter(|h| host::for_handle(h).is_running(h));
+    let handle = handle_of(&vm).filter(|h| d.inner.hypervisors.for_handle(h).is_running(h));
     blocking(move || {
         let usage = handle.as_ref().and_then(banger_vmm::process::usage);
         let cpu_secs = usage.as_ref().map(|u| u.cpu.as_secs_f64());
@@ -1005,7 +1001,8 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
             // daemon answers; the VM gets the same grace as a new one, and
             // goes if nobody does. One whose hypervisor is gone serves
             // nobody: it goes now.
-            let running = handle_of(&vm).is_some_and(|h| host::for_handle(&h).is_running(&h));
+            let running =
+                handle_of(&vm).is_some_and(|h| d.inner.hypervisors.for_handle(&h).is_running(&h));
             if running {
                 tracing::info!(vm = %name, "an ephemeral VM ('vm run --rm') waits for its client to take its lease again");
                 expect_lease(d, &vm);
@@ -1023,11 +1020,14 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
             continue;
         }
         match handle_of(&vm) {
-            Some(h) if vm.state == VmState::Starting && host::for_handle(&h).is_running(&h) => {
+            Some(h)
+                if vm.state == VmState::Starting
+                    && d.inner.hypervisors.for_handle(&h).is_running(&h) =>
+            {
                 // Nobody waits for this boot any more: end it cleanly rather
                 // than leave a VM that never becomes ready.
                 tracing::warn!(vm = %name, pid = h.pid, "stopping a boot the restart interrupted");
-                let hv = host::for_handle(&h);
+                let hv = d.inner.hypervisors.for_handle(&h);
                 let _ = blocking(move || {
                     hv.stop(&h, Duration::from_secs(1))
                         .map_err(|e| Error::internal(e.to_string()))
@@ -1043,7 +1043,7 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
                 )
                 .await?;
             }
-            Some(h) if host::for_handle(&h).is_running(&h) => {
+            Some(h) if d.inner.hypervisors.for_handle(&h).is_running(&h) => {
                 tracing::info!(vm = %name, pid = h.pid, "re-adopted a running VM");
                 // Rewritten (idempotent): a VM started by an older bangerd
                 // has none, and the rules shared by all guests drop what a
