@@ -101,6 +101,9 @@ pub(crate) struct Inner {
     pub clock: Option<SocketAddr>,
     /// Serializes bringing kernels' initramfs up to the installed init.
     pub initramfs_lock: tokio::sync::Mutex<()>,
+    /// Where the tests stop an operation as a crash would.
+    #[cfg(test)]
+    pub crash: tests::CrashPoint,
 }
 
 impl Orchestrator {
@@ -124,6 +127,8 @@ impl Orchestrator {
                 dns: Default::default(),
                 clock: deps.clock,
                 initramfs_lock: tokio::sync::Mutex::new(()),
+                #[cfg(test)]
+                crash: Default::default(),
             }),
         }
     }
@@ -160,6 +165,15 @@ impl Orchestrator {
     /// and the next start's reconcile deals with ephemeral VMs.
     pub fn close_leases(&self) {
         self.inner.leases.close();
+    }
+
+    /// Marks the end of a journaled step (`create:recorded`,
+    /// `boot:spawned`...): what the store says from here on is what
+    /// reconcile finds if the daemon dies now. The tests stop an operation
+    /// at one of these, as a crash would; otherwise it does nothing.
+    pub(crate) async fn journaled(&self, _step: &'static str) {
+        #[cfg(test)]
+        self.inner.crash.reached(_step).await;
     }
 
     /// Runs a store call off the async executor (SQLite blocks).
@@ -320,3 +334,6 @@ impl Orchestrator {
         images::delete_kernel(self, name).await
     }
 }
+
+#[cfg(test)]
+mod tests;

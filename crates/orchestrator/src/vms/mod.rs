@@ -216,6 +216,7 @@ pub(crate) async fn create(
         d.with_store(move |s| s.insert_vm(&rec)).await?;
         record
     };
+    d.journaled("create:recorded").await;
     let lock = d.inner.vms.of(record.name.as_str());
     let _guard = lock.lock().await;
     progress.phase("disks", "making the VM's disks and keys");
@@ -227,7 +228,9 @@ pub(crate) async fn create(
         destroy(d, &record).await;
         return Err(e);
     }
+    d.journaled("create:disks").await;
     set_state(d, record.name.as_str(), VmState::Stopped, None, None).await?;
+    d.journaled("create:stopped").await;
     timer.mark("disks");
     if !start {
         let vm = get(d, record.name.as_str()).await?;
@@ -468,25 +471,11 @@ async fn boot(
     let kernel = images::get_kernel(d, &vm.kernel).await?;
     timer.mark("verify");
 
-    progress.phase(
-        "network",
-        "setting up the bridge, the VM's TAP and its isolation",
-    );
+    // Everything that can fail without making anything comes first: from
+    // the network on, each failure has something to undo.
     let p = paths(d, &vm);
     let port = guest_port(d, &vm)?;
     let ip = port.ip;
-    let ops = d.inner.host_ops.clone();
-    blocking(move || {
-        ops.ensure_bridge(&port.bridge).map_err(host_failure)?;
-        let made = connect_guest(ops.as_ref(), &port);
-        if made.is_err() {
-            disconnect_guest(ops.as_ref(), &port.vm, &port.tap, port.nat);
-        }
-        made.map_err(host_failure)
-    })
-    .await?;
-    timer.mark("network");
-
     let rootfs = images::artifact_path(d, &image, ArtifactRole::Rootfs)?;
     let base_uuid = {
         let r = rootfs.clone();
@@ -543,8 +532,33 @@ async fn boot(
         }),
         console_log: p.console.clone(),
     };
-    progress.phase("boot", "starting the hypervisor");
+    progress.phase(
+        "network",
+        "setting up the bridge, the VM's TAP and its isolation",
+    );
+    // Journaled before the TAP exists: a crash from here on leaves a
+    // `starting` VM, whose network reconcile removes.
     set_state(d, name, VmState::Starting, None, None).await?;
+    d.journaled("boot:starting").await;
+    let ops = d.inner.host_ops.clone();
+    let connected = blocking(move || {
+        ops.ensure_bridge(&port.bridge).map_err(host_failure)?;
+        let made = connect_guest(ops.as_ref(), &port);
+        if made.is_err() {
+            disconnect_guest(ops.as_ref(), &port.vm, &port.tap, port.nat);
+        }
+        made.map_err(host_failure)
+    })
+    .await;
+    if let Err(e) = connected {
+        // Nothing was started: the VM is as it was.
+        set_state(d, name, vm.state, None, vm.last_error.clone()).await?;
+        return Err(e);
+    }
+    d.journaled("boot:network").await;
+    timer.mark("network");
+
+    progress.phase("boot", "starting the hypervisor");
     let launcher = hv.clone();
     let console = d.inner.consoles.get(&p.console);
     let (handle, this_boot) = match blocking(move || {
@@ -568,8 +582,10 @@ async fn boot(
             return Err(e);
         }
     };
+    d.journaled("boot:spawned").await;
     let runtime = serde_json::to_value(&handle).ok();
     set_state(d, name, VmState::Starting, runtime.clone(), None).await?;
+    d.journaled("boot:recorded").await;
     timer.mark("hypervisor");
 
     progress.phase("kernel", "waiting for the kernel and banger-init");
@@ -718,12 +734,13 @@ fn guest_port(d: &Orchestrator, vm: &VmRecord) -> Result<banger_network::GuestPo
 }
 
 /// A host operation's failure: the request's fault (a bad bridge CIDR, a
-/// name the helper refuses, no root) is the user's to fix.
+/// name the helper refuses, no root) is the user's to fix; the rest is
+/// the host's (or its root helper's).
 fn host_failure(e: banger_hostops::HostOpsError) -> Error {
     if e.is_invalid() {
         Error::invalid(e.to_string())
     } else {
-        Error::internal(e.to_string())
+        Error::host(e.to_string())
     }
 }
 
@@ -1000,14 +1017,15 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
             // still running its command takes the lease again once this
             // daemon answers; the VM gets the same grace as a new one, and
             // goes if nobody does. One whose hypervisor is gone serves
-            // nobody: it goes now.
+            // nobody, nor one whose boot the restart interrupted (its
+            // create's client got an error): it goes now.
             let running =
                 handle_of(&vm).is_some_and(|h| d.inner.hypervisors.for_handle(&h).is_running(&h));
-            if running {
+            if running && vm.state != VmState::Starting {
                 tracing::info!(vm = %name, "an ephemeral VM ('vm run --rm') waits for its client to take its lease again");
                 expect_lease(d, &vm);
             } else {
-                tracing::warn!(vm = %name, "deleting an ephemeral VM ('vm run --rm') whose hypervisor is gone");
+                tracing::warn!(vm = %name, "deleting an ephemeral VM ('vm run --rm') whose hypervisor is gone or never booted");
                 if let Err(e) = delete(d, &name, true).await {
                     tracing::warn!(vm = %name, error = %e.message, "cannot delete an ephemeral VM");
                 }
@@ -1081,6 +1099,14 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
                 VmState::Running | VmState::Starting | VmState::Stopping
             ) =>
             {
+                // A boot the crash interrupted may have spawned its
+                // hypervisor without recording it.
+                let runtime = paths(d, &vm).runtime;
+                let hvs = d.inner.hypervisors.clone();
+                let orphan = blocking(move || Ok(hvs.kill_orphan(&runtime))).await?;
+                if let Some(pid) = orphan {
+                    tracing::warn!(vm = %name, pid, "killed a hypervisor whose start was never recorded");
+                }
                 teardown_network(d, &vm).await;
                 set_state(d, &name, VmState::Stopped, None, None).await?;
             }
