@@ -503,3 +503,72 @@ async fn reconcile_readopts_a_running_vm_and_stops_one_whose_hypervisor_died() {
     f.assert_kept_stopped("hypervisor gone");
     assert!(f.vm().unwrap().last_error.unwrap().contains("exited"));
 }
+
+// --- images and kernels ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_and_a_kernel_left_building_by_a_crash_are_removed() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let paths = f.paths();
+    let store = Store::open(&paths.database()).unwrap();
+    store
+        .insert_kernel(&KernelRecord {
+            name: "half-k".into(),
+            version: "6.1.0-half".into(),
+            source: "test".into(),
+            state: ObjectState::Building,
+            artifacts: vec![],
+            created_at: 0,
+        })
+        .unwrap();
+    store
+        .insert_image(&ImageRecord {
+            name: "half".into(),
+            kernel: "half-k".into(),
+            source: "test".into(),
+            state: ObjectState::Building,
+            artifacts: vec![],
+            created_at: 0,
+            oci: None,
+        })
+        .unwrap();
+    for dir in [
+        paths.images_dir().join("half"),
+        paths.kernels_dir().join("half-k"),
+    ] {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("partial"), b"x").unwrap();
+    }
+    drop(store);
+    let o = f.orchestrator();
+    o.start().await.unwrap();
+    assert_eq!(o.image("half").await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        o.kernel("half-k").await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert!(!paths.images_dir().join("half").exists());
+    assert!(!paths.kernels_dir().join("half-k").exists());
+    // What was whole stays.
+    assert_eq!(o.image(IMAGE).await.unwrap().state, ObjectState::Ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_in_use_is_not_deleted_and_a_missing_one_is_not_found() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(false), &Progress::discard()))
+        .await
+        .unwrap();
+    let e = o.delete_image(IMAGE).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+    let e = o.delete_image("nope").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    o.delete_vm(VM, false).await.unwrap();
+    o.delete_image(IMAGE).await.unwrap();
+    assert!(!f.paths().images_dir().join(IMAGE).exists());
+}

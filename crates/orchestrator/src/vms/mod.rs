@@ -1,12 +1,15 @@
 //! The VM lifecycle: create, start, stop, kill, delete, change, and what
-//! reconcile does after a restart. The hypervisor is whatever
-//! `select::choose` picked, behind `dyn Hypervisor`: nothing here asks
-//! which one it is.
+//! reconcile does after a restart. The hypervisor is whatever the
+//! orchestrator's `Hypervisors` gives, behind `dyn Hypervisor`: nothing
+//! here asks which one it is.
 //!
 //! Every step records what it is about to make before making it: the VM
-//! row (with its lease and disk UUIDs) before its disks, the hypervisor's
-//! handle as soon as the process exists. Teardown reads the store, never
-//! memory, so a crash at any point is undone by [`reconcile`].
+//! row (with its lease and disk UUIDs) before its disks, `starting` before
+//! the TAP, the hypervisor's handle as soon as the process exists (one
+//! spawned but not yet recorded is found by its runtime folder). Teardown
+//! reads the store, never memory, so a crash at any point is undone by
+//! [`reconcile`]; `Orchestrator::journaled` marks each step, and the tests
+//! crash there.
 
 mod boot;
 mod console;
