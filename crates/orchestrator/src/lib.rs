@@ -45,7 +45,6 @@ use tokio::sync::mpsc;
 
 pub use error::{Error, ErrorKind};
 pub use hypervisors::{BootTimeouts, GuestProbe, Hypervisors, Probed, SshProbe};
-pub use images::DEFAULT_RECIPE;
 pub use progress::Progress;
 pub use vms::stream_console;
 
