@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use crate::{ApiError, ErrorBody, Event, NdjsonDecoder};
+use crate::{ApiError, ErrorBody, ErrorCode, Event, NdjsonDecoder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -220,9 +220,9 @@ async fn error_from(resp: Response<Incoming>) -> ClientError {
             Ok(body) => ClientError::Api(body.error),
             Err(_) => ClientError::Api(ApiError::new(
                 if status == StatusCode::NOT_FOUND {
-                    "not_found"
+                    ErrorCode::NotFound
                 } else {
-                    "http"
+                    ErrorCode::Http
                 },
                 format!(
                     "bangerd answered {status}: {}",

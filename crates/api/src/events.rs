@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ApiError;
+use crate::{ApiError, ErrorCode};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -48,7 +48,7 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
     let mut line = serde_json::to_vec(event).unwrap_or_else(|e| {
         // Serializing our own enum cannot fail; if it ever does, say so in-band.
         serde_json::to_vec(&Event::Failed {
-            error: ApiError::new("internal", format!("cannot encode event: {e}")),
+            error: ApiError::new(ErrorCode::Internal, format!("cannot encode event: {e}")),
         })
         .unwrap_or_default()
     });

@@ -25,18 +25,87 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
-    /// Stable, machine-readable: `not_found`, `conflict`, `bad_request`, ...
-    pub code: String,
+    /// Machine-readable: what kind of failure, for clients to branch on.
+    pub code: ErrorCode,
     /// One line for a person: what was wrong and what to do.
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            code: code.to_string(),
+            code,
             message: message.into(),
         }
+    }
+}
+
+/// The kind of an [`ApiError`], on the wire as a stable string
+/// (`"not_found"`, `"conflict"`...). A code this client does not know
+/// reads as [`ErrorCode::Other`], so a newer daemon's codes never make an
+/// older client fail to parse the error.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ErrorCode {
+    /// The request was wrong (a name, a size, a file): the message says
+    /// what to change.
+    BadRequest,
+    /// The VM, image or kernel (or API path) does not exist.
+    NotFound,
+    /// The request clashes with the current state (exists, running,
+    /// in use, still being made).
+    Conflict,
+    /// A guest did not come up in time and was left running for
+    /// diagnosis.
+    BootTimeout,
+    /// The daemon or the host failed.
+    Internal,
+    /// Client side only: an HTTP error without banger's error envelope.
+    Http,
+    /// A code this version does not know, as it was sent.
+    Other(String),
+}
+
+impl ErrorCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::BootTimeout => "boot_timeout",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Http => "http",
+            ErrorCode::Other(code) => code,
+        }
+    }
+}
+
+impl From<String> for ErrorCode {
+    fn from(code: String) -> Self {
+        match code.as_str() {
+            "bad_request" => ErrorCode::BadRequest,
+            "not_found" => ErrorCode::NotFound,
+            "conflict" => ErrorCode::Conflict,
+            "boot_timeout" => ErrorCode::BootTimeout,
+            "internal" => ErrorCode::Internal,
+            "http" => ErrorCode::Http,
+            _ => ErrorCode::Other(code),
+        }
+    }
+}
+
+impl From<ErrorCode> for String {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::Other(code) => code,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -207,4 +276,37 @@ pub struct VerifiedFile {
     pub role: banger_model::ArtifactRole,
     pub path: PathBuf,
     pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_keep_their_wire_strings() {
+        for (code, wire) in [
+            (ErrorCode::BadRequest, "bad_request"),
+            (ErrorCode::NotFound, "not_found"),
+            (ErrorCode::Conflict, "conflict"),
+            (ErrorCode::BootTimeout, "boot_timeout"),
+            (ErrorCode::Internal, "internal"),
+            (ErrorCode::Http, "http"),
+        ] {
+            let e = ApiError::new(code.clone(), "m");
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(json, serde_json::json!({"code": wire, "message": "m"}));
+            assert_eq!(serde_json::from_value::<ApiError>(json).unwrap().code, code);
+        }
+    }
+
+    #[test]
+    fn an_unknown_code_still_parses_and_round_trips() {
+        let e: ApiError =
+            serde_json::from_str(r#"{"code":"quota_exceeded","message":"m"}"#).unwrap();
+        assert_eq!(e.code, ErrorCode::Other("quota_exceeded".into()));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["code"],
+            serde_json::json!("quota_exceeded")
+        );
+    }
 }

@@ -25,7 +25,7 @@ pub fn init_logging(path: &Path, level: LogLevel) -> Result<(), LogError> {
         OpenOptions::new().create(true).append(true).mode(0o600),
     )?;
     let filter = EnvFilter::new(format!(
-        "warn,banger_daemon={0},bangerd={0},banger_store={0}",
+        "warn,banger_daemon={0},banger_orchestrator={0},bangerd={0},banger_store={0}",
         level.as_str()
     ));
     tracing_subscriber::fmt()

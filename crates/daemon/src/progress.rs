@@ -1,7 +1,8 @@
-//! Long operations run in their own task and report through [`Progress`];
-//! the client receives the events as an NDJSON stream that always ends with
-//! `done` or `failed`. A client that goes away does not abort the
-//! operation half-way: it finishes (or fails and cleans up) on its own.
+//! Long operations run in their own task and report through the
+//! orchestrator's [`Progress`]; the client receives the events as an
+//! NDJSON stream that always ends with `done` or `failed`. A client that
+//! goes away does not abort the operation half-way: it finishes (or fails
+//! and cleans up) on its own.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,69 +11,34 @@ use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use banger_api::{Event, NDJSON, encode_event};
+use banger_orchestrator::{Error, Progress};
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::error::Failure;
-
-#[derive(Clone)]
-pub struct Progress {
-    tx: mpsc::UnboundedSender<Event>,
-}
-
-impl Progress {
-    fn send(&self, event: Event) {
-        // The client may have gone; the operation goes on regardless.
-        let _ = self.tx.send(event);
-    }
-    pub fn phase(&self, name: &str, message: impl Into<String>) {
-        self.send(Event::Phase {
-            name: name.into(),
-            message: message.into(),
-        });
-    }
-    pub fn progress(&self, phase: &str, done: u64, total: Option<u64>) {
-        self.send(Event::Progress {
-            phase: phase.into(),
-            done,
-            total,
-        });
-    }
-    pub fn info(&self, message: impl Into<String>) {
-        self.send(Event::Info {
-            message: message.into(),
-        });
-    }
-    #[allow(dead_code)]
-    pub fn warn(&self, message: impl Into<String>) {
-        self.send(Event::Warning {
-            message: message.into(),
-        });
-    }
-}
+use crate::error::api_error;
 
 /// Runs `op` in a task of its own and answers with its progress stream.
 pub fn stream_operation<F, Fut, T>(op: F) -> Response
 where
     F: FnOnce(Progress) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, Failure>> + Send + 'static,
+    Fut: Future<Output = Result<T, Error>> + Send + 'static,
     T: Serialize,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    let progress = Progress { tx: tx.clone() };
+    let progress = Progress::new(tx.clone());
     tokio::spawn(async move {
         let last = match op(progress).await {
             Ok(result) => match serde_json::to_value(result) {
                 Ok(result) => Event::Done { result },
                 Err(e) => Event::Failed {
-                    error: Failure::internal(format!("cannot encode result: {e}")).error,
+                    error: api_error(&Error::internal(format!("cannot encode result: {e}"))),
                 },
             },
-            Err(failure) => Event::Failed {
-                error: failure.error,
+            Err(e) => Event::Failed {
+                error: api_error(&e),
             },
         };
         let _ = tx.send(last);
@@ -86,7 +52,7 @@ where
 mod tests {
     use super::*;
     use axum::body::to_bytes;
-    use banger_api::NdjsonDecoder;
+    use banger_api::{ErrorCode, NdjsonDecoder};
 
     async fn events_of(resp: Response) -> Vec<Event> {
         assert_eq!(resp.headers()[CONTENT_TYPE], NDJSON);
@@ -104,7 +70,7 @@ mod tests {
             p.progress("ext4", 1, Some(2));
             p.info("hello");
             p.warn("careful");
-            Ok::<_, Failure>(serde_json::json!({"name": "x"}))
+            Ok::<_, Error>(serde_json::json!({"name": "x"}))
         });
         let events = events_of(resp).await;
         assert_eq!(events.len(), 5);
@@ -131,12 +97,12 @@ mod tests {
     async fn failure_ends_the_stream_with_its_error() {
         let resp = stream_operation(|p| async move {
             p.info("starting");
-            Err::<(), _>(Failure::not_found("image \"x\" not found"))
+            Err::<(), _>(Error::not_found("image \"x\" not found"))
         });
         let events = events_of(resp).await;
         match events.last() {
             Some(Event::Failed { error }) => {
-                assert_eq!(error.code, "not_found");
+                assert_eq!(error.code, ErrorCode::NotFound);
                 assert_eq!(error.message, "image \"x\" not found");
             }
             other => panic!("last event {other:?}"),

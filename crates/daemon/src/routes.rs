@@ -1,4 +1,5 @@
-//! The `/v1` API: decode, call the store, `images` or `vms`, encode.
+//! The `/v1` API: decode, call the orchestrator, encode. No decisions
+//! here beyond HTTP's: what a failure answers is `error::status_of`'s.
 
 use axum::Json;
 use axum::Router;
@@ -12,12 +13,11 @@ use banger_api::{
 };
 use banger_images::catalog::Entry;
 use banger_model::{ImageRecord, KernelRecord, VmDefaults, VmRecord};
+use banger_orchestrator::{Error, stream_console};
 
 use crate::error::{Failure, JsonBody};
-use crate::images;
 use crate::progress::stream_operation;
 use crate::server::Daemon;
-use crate::vms;
 
 pub fn router(daemon: Daemon) -> Router {
     Router::new()
@@ -51,9 +51,11 @@ pub fn router(daemon: Daemon) -> Router {
         .with_state(daemon)
 }
 
-async fn status(State(d): State<Daemon>) -> Result<Json<DaemonStatus>, Failure> {
-    let schema_version = d.with_store(|s| s.schema_version()).await?;
-    let p = &d.inner.paths;
+type Answer<T> = Result<Json<T>, Failure>;
+
+async fn status(State(d): State<Daemon>) -> Answer<DaemonStatus> {
+    let schema_version = d.orch().schema_version().await?;
+    let p = d.orch().paths();
     Ok(Json(DaemonStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
@@ -72,54 +74,40 @@ async fn shutdown(State(d): State<Daemon>) -> Json<serde_json::Value> {
 }
 
 async fn defaults(State(d): State<Daemon>) -> Json<VmDefaults> {
-    Json(VmDefaults::resolve(
-        &d.inner.config.vm_defaults,
-        d.inner.host,
-    ))
+    Json(d.orch().vm_defaults())
 }
 
-async fn list_vms(State(d): State<Daemon>) -> Result<Json<Vec<VmRecord>>, Failure> {
-    Ok(Json(d.with_store(|s| s.list_vms()).await?))
+async fn list_vms(State(d): State<Daemon>) -> Answer<Vec<VmRecord>> {
+    Ok(Json(d.orch().list_vms().await?))
 }
 
-async fn show_vm(
-    State(d): State<Daemon>,
-    Path(name): Path<String>,
-) -> Result<Json<VmRecord>, Failure> {
-    let key = name.clone();
-    d.with_store(move |s| s.get_vm(&key))
-        .await?
-        .map(Json)
-        .ok_or_else(|| Failure::not_found(format!("VM {name:?} not found: see 'banger vm list'")))
+async fn show_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<VmRecord> {
+    Ok(Json(d.orch().vm(&name).await?))
 }
 
 async fn create_vm(State(d): State<Daemon>, JsonBody(req): JsonBody<CreateVmRequest>) -> Response {
-    stream_operation(move |progress| async move { vms::create(&d, req, &progress).await })
+    stream_operation(move |p| async move { d.orch().create_vm(req, &p).await })
 }
 
 async fn start_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Response {
-    stream_operation(move |progress| async move { vms::start(&d, &name, &progress).await })
+    stream_operation(move |p| async move { d.orch().start_vm(&name, &p).await })
 }
 
 async fn restart_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Response {
-    stream_operation(move |progress| async move { vms::restart(&d, &name, &progress).await })
+    stream_operation(move |p| async move { d.orch().restart_vm(&name, &p).await })
 }
 
-async fn stop_vm(
-    State(d): State<Daemon>,
-    Path(name): Path<String>,
-) -> Result<Json<VmRecord>, Failure> {
-    Ok(Json(vms::stop(&d, &name).await?))
+async fn stop_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<VmRecord> {
+    Ok(Json(d.orch().stop_vm(&name).await?))
 }
 
 async fn kill_vm(
     State(d): State<Daemon>,
     Path(name): Path<String>,
     JsonBody(req): JsonBody<KillVmRequest>,
-) -> Result<Json<VmRecord>, Failure> {
-    let signal =
-        vms::parse_signal(req.signal.as_deref().unwrap_or("KILL")).map_err(Failure::bad_request)?;
-    Ok(Json(vms::kill(&d, &name, signal).await?))
+) -> Answer<VmRecord> {
+    let signal = req.signal.as_deref().unwrap_or("KILL");
+    Ok(Json(d.orch().kill_vm(&name, signal).await?))
 }
 
 #[derive(serde::Deserialize)]
@@ -132,8 +120,8 @@ async fn delete_vm(
     State(d): State<Daemon>,
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
-) -> Result<Json<serde_json::Value>, Failure> {
-    vms::delete(&d, &name, q.force).await?;
+) -> Answer<serde_json::Value> {
+    d.orch().delete_vm(&name, q.force).await?;
     Ok(Json(serde_json::json!({ "deleted": name })))
 }
 
@@ -141,22 +129,16 @@ async fn set_vm(
     State(d): State<Daemon>,
     Path(name): Path<String>,
     JsonBody(req): JsonBody<SetVmRequest>,
-) -> Result<Json<VmRecord>, Failure> {
-    Ok(Json(vms::set(&d, &name, req).await?))
+) -> Answer<VmRecord> {
+    Ok(Json(d.orch().set_vm(&name, req).await?))
 }
 
-async fn ssh_vm(
-    State(d): State<Daemon>,
-    Path(name): Path<String>,
-) -> Result<Json<SshInfo>, Failure> {
-    Ok(Json(vms::ssh(&d, &name).await?))
+async fn ssh_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<SshInfo> {
+    Ok(Json(d.orch().vm_ssh(&name).await?))
 }
 
-async fn stats_vm(
-    State(d): State<Daemon>,
-    Path(name): Path<String>,
-) -> Result<Json<VmStats>, Failure> {
-    Ok(Json(vms::stats(&d, &name).await?))
+async fn stats_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<VmStats> {
+    Ok(Json(d.orch().vm_stats(&name).await?))
 }
 
 #[derive(serde::Deserialize)]
@@ -173,9 +155,9 @@ async fn logs_vm(
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, Failure> {
-    let log = vms::console_log(&d, &name).await?;
+    let log = d.orch().console_log(&name).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(8);
-    tokio::spawn(vms::stream_console(log, q.follow, tx));
+    tokio::spawn(stream_console(log, q.follow, tx));
     Ok(
         axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
             .into_response(),
@@ -183,107 +165,87 @@ async fn logs_vm(
 }
 
 /// Holds an ephemeral VM's lease for as long as the client keeps this
-/// request open (`vms::lease`): a heartbeat line a second, and the VM is
-/// deleted when the connection ends.
+/// request open: a heartbeat line a second, and the VM is deleted when
+/// the connection ends.
 async fn lease_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Result<Response, Failure> {
-    let rx = vms::lease(&d, &name).await?;
+    let rx = d.orch().lease_vm(&name).await?;
     Ok(
         axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
             .into_response(),
     )
 }
 
-async fn list_images(State(d): State<Daemon>) -> Result<Json<Vec<ImageRecord>>, Failure> {
-    Ok(Json(d.with_store(|s| s.list_images()).await?))
+async fn list_images(State(d): State<Daemon>) -> Answer<Vec<ImageRecord>> {
+    Ok(Json(d.orch().list_images().await?))
 }
 
-async fn show_image(
-    State(d): State<Daemon>,
-    Path(name): Path<String>,
-) -> Result<Json<ImageRecord>, Failure> {
-    let key = name.clone();
-    d.with_store(move |s| s.get_image(&key))
-        .await?
-        .map(Json)
-        .ok_or_else(|| {
-            Failure::not_found(format!("image {name:?} not found: see 'banger image list'"))
-        })
+async fn show_image(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<ImageRecord> {
+    Ok(Json(d.orch().image(&name).await?))
 }
 
 async fn build_image(
     State(d): State<Daemon>,
     JsonBody(req): JsonBody<BuildImageRequest>,
 ) -> Response {
-    stream_operation(move |p| async move { images::build(&d, req, &p).await })
+    stream_operation(move |p| async move { d.orch().build_image(req, &p).await })
 }
 
 async fn register_image(
     State(d): State<Daemon>,
     JsonBody(req): JsonBody<RegisterImageRequest>,
 ) -> Response {
-    stream_operation(move |p| async move { images::register(&d, req, &p).await })
+    stream_operation(move |p| async move { d.orch().register_image(req, &p).await })
 }
 
 async fn pull_image(
     State(d): State<Daemon>,
     JsonBody(req): JsonBody<PullImageRequest>,
 ) -> Response {
-    stream_operation(move |p| async move { images::pull(&d, req, &p).await })
+    stream_operation(move |p| async move { d.orch().pull_image(req, &p).await })
 }
 
 async fn verify_image(
     State(d): State<Daemon>,
     Path(name): Path<String>,
-) -> Result<Json<Vec<VerifiedFile>>, Failure> {
-    Ok(Json(images::verify(&d, &name).await?))
+) -> Answer<Vec<VerifiedFile>> {
+    Ok(Json(d.orch().verify_image(&name).await?))
 }
 
 async fn delete_image(
     State(d): State<Daemon>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, Failure> {
-    images::delete_image(&d, &name).await?;
+) -> Answer<serde_json::Value> {
+    d.orch().delete_image(&name).await?;
     Ok(Json(serde_json::json!({ "deleted": name })))
 }
 
-async fn catalog(State(d): State<Daemon>) -> Result<Json<Vec<Entry>>, Failure> {
-    Ok(Json(images::catalog(&d)?.entries().cloned().collect()))
+async fn catalog(State(d): State<Daemon>) -> Answer<Vec<Entry>> {
+    Ok(Json(d.orch().catalog()?))
 }
 
 async fn delete_kernel(
     State(d): State<Daemon>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, Failure> {
-    images::delete_kernel(&d, &name).await?;
+) -> Answer<serde_json::Value> {
+    d.orch().delete_kernel(&name).await?;
     Ok(Json(serde_json::json!({ "deleted": name })))
 }
 
-async fn list_kernels(State(d): State<Daemon>) -> Result<Json<Vec<KernelRecord>>, Failure> {
-    Ok(Json(d.with_store(|s| s.list_kernels()).await?))
+async fn list_kernels(State(d): State<Daemon>) -> Answer<Vec<KernelRecord>> {
+    Ok(Json(d.orch().list_kernels().await?))
 }
 
-async fn show_kernel(
-    State(d): State<Daemon>,
-    Path(name): Path<String>,
-) -> Result<Json<KernelRecord>, Failure> {
-    let key = name.clone();
-    d.with_store(move |s| s.get_kernel(&key))
-        .await?
-        .map(Json)
-        .ok_or_else(|| {
-            Failure::not_found(format!(
-                "kernel {name:?} not found: see 'banger kernel list'"
-            ))
-        })
+async fn show_kernel(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<KernelRecord> {
+    Ok(Json(d.orch().kernel(&name).await?))
 }
 
 async fn unknown_path(req: Request) -> Failure {
-    Failure::not_found(format!(
+    Failure(Error::not_found(format!(
         "bangerd has no API {} {}: if banger was upgraded, restart the daemon with \
          'banger daemon stop'",
         req.method(),
         req.uri().path()
-    ))
+    )))
 }
 
 async fn log_request(req: Request, next: Next) -> impl IntoResponse {

@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use banger_config::{Config, Paths};
 use banger_model::HostFacts;
+use banger_orchestrator::{BootTimeouts, Deps, Orchestrator, Probed, SshProbe};
 use banger_store::{Store, StoreError};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
 use crate::dirs::DirError;
-use crate::error::Failure;
 use crate::lock::{DaemonLock, LockError};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,30 +42,10 @@ pub struct Daemon {
 }
 
 pub(crate) struct Inner {
-    pub paths: Paths,
-    pub config: Config,
-    pub host: HostFacts,
-    /// The privileged network operations: in this process (dev mode as
-    /// root) or through the root helper.
-    pub host_ops: Arc<dyn banger_hostops::HostOps>,
-    pub store: Arc<Store>,
+    /// The VM and image logic, and the state it shares.
+    pub orch: Orchestrator,
     pub started: Instant,
     pub shutdown: Notify,
-    /// Serializes image builds.
-    pub build_lock: tokio::sync::Mutex<()>,
-    pub vms: crate::vms::VmLocks,
-    /// Who holds the ephemeral VMs (`vm run --rm`).
-    pub leases: crate::vms::Leases,
-    /// The VMs' console logs, shared by their rotation and their readers.
-    pub consoles: banger_vmm::ConsoleLogs,
-    pub verified: crate::images::VerifiedFiles,
-    /// The `.vm` names the DNS server answers.
-    pub dns: Arc<crate::dns::DnsRecords>,
-    /// Where guests ask the host's time at boot, if the daemon answers
-    /// there (`banger.clock=` on their command line).
-    pub clock: Option<std::net::SocketAddr>,
-    /// Serializes bringing kernels' initramfs up to the installed init.
-    pub initramfs_lock: tokio::sync::Mutex<()>,
     _lock: DaemonLock,
 }
 
@@ -98,35 +78,31 @@ impl Daemon {
             std::net::IpAddr::V4(config.bridge_cidr().addr()),
             banger_model::clock::CLOCK_PORT,
         );
+        let started = Instant::now();
+        let orch = Orchestrator::new(Deps {
+            paths,
+            config,
+            host,
+            host_ops,
+            hypervisors: Arc::new(Probed),
+            guests: Arc::new(SshProbe),
+            timeouts: BootTimeouts::from_env(),
+            init_binary: None,
+            store,
+            clock: start_clock(&config_clock_addr),
+        });
+        // Before serving: nothing half-made may be seen as usable.
+        orch.start()
+            .await
+            .map_err(|e| StartError::Reconcile(e.message))?;
         let daemon = Daemon {
             inner: Arc::new(Inner {
-                paths,
-                config,
-                host,
-                host_ops,
-                store: Arc::new(store),
-                started: Instant::now(),
+                orch,
+                started,
                 shutdown: Notify::new(),
-                build_lock: tokio::sync::Mutex::new(()),
-                vms: Default::default(),
-                leases: Default::default(),
-                consoles: Default::default(),
-                verified: Default::default(),
-                dns: Default::default(),
-                clock: start_clock(&config_clock_addr),
-                initramfs_lock: tokio::sync::Mutex::new(()),
                 _lock: lock,
             }),
         };
-        // Before serving: nothing half-made may be seen as usable.
-        crate::images::reconcile(&daemon)
-            .await
-            .map_err(|f| StartError::Reconcile(f.error.message))?;
-        crate::vms::reconcile(&daemon)
-            .await
-            .map_err(|f| StartError::Reconcile(f.error.message))?;
-        daemon.refresh_dns().await;
-        tokio::spawn(crate::vms::cap_console_logs(daemon.clone()));
         daemon.start_dns().await;
         daemon.write_ssh_config().await;
         Ok((daemon, listener))
@@ -137,14 +113,14 @@ impl Daemon {
     /// happened to start it.
     pub async fn serve(self, listener: UnixListener) -> Result<(), StartError> {
         let app = crate::routes::router(self.clone());
-        let socket = self.inner.paths.socket();
+        let socket = self.inner.orch.paths().socket();
         let stopper = self.clone();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 stopper.stopped().await;
                 // A lease's request never ends by itself, and the graceful
                 // shutdown waits for every request.
-                stopper.inner.leases.close();
+                stopper.inner.orch.close_leases();
             })
             .await;
         let _ = remove_socket(&socket);
@@ -152,27 +128,9 @@ impl Daemon {
         result.map_err(StartError::Serve)
     }
 
-    /// Runs a store call off the async executor (SQLite blocks).
-    pub(crate) async fn with_store<T, F>(&self, f: F) -> Result<T, Failure>
-    where
-        F: FnOnce(&Store) -> banger_store::Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| Failure::internal(format!("store task failed: {e}")))?
-            .map_err(Failure::from)
-    }
-
-    /// Rebuilds the DNS table from the store: called after every VM state
-    /// change, so names follow the records. A store error keeps the old
-    /// table (and is logged): the next change rebuilds it.
-    pub(crate) async fn refresh_dns(&self) {
-        match self.with_store(|s| s.list_vms()).await {
-            Ok(vms) => self.inner.dns.replace(crate::dns::records_of(&vms)),
-            Err(e) => tracing::warn!(error = %e.error.message, "dns: cannot read the VMs"),
-        }
+    /// The VM and image logic behind the routes.
+    pub(crate) fn orch(&self) -> &Orchestrator {
+        &self.inner.orch
     }
 
     /// Starts the `.vm` DNS server. Not being able to bind is not fatal
@@ -181,15 +139,16 @@ impl Daemon {
     /// port 53, is below 1024: a daemon that is not root gets that socket
     /// from the root helper.
     async fn start_dns(&self) {
-        let addr = self.inner.config.dns_listen_addr();
+        let config = self.inner.orch.config();
+        let addr = config.dns_listen_addr();
         let bridge = banger_network::BridgeSpec {
-            name: self.inner.config.bridge_name().to_string(),
-            cidr: self.inner.config.bridge_cidr(),
+            name: config.bridge_name().to_string(),
+            cidr: config.bridge_cidr(),
         };
         let privileged = addr.port() < 1024 && !nix::unistd::geteuid().is_root();
         let on_bridge = addr == std::net::SocketAddr::from((bridge.cidr.addr(), 53));
         let socket = if privileged && on_bridge {
-            let ops = self.inner.host_ops.clone();
+            let ops = self.inner.orch.host_ops().clone();
             tokio::task::spawn_blocking(move || ops.bind_dns(&bridge))
                 .await
                 .map_err(|e| e.to_string())
@@ -205,7 +164,7 @@ impl Daemon {
         match socket {
             Ok(socket) => {
                 tracing::info!(listen = %addr, "dns: answering the .vm zone");
-                tokio::spawn(crate::dns::serve(socket, self.inner.dns.clone()));
+                tokio::spawn(crate::dns::serve(socket, self.inner.orch.dns_records()));
             }
             Err(e) => tracing::warn!(
                 listen = %addr,
@@ -218,9 +177,9 @@ impl Daemon {
     /// Rewrites banger's ssh_config (`Host *.vm`) for the current key and
     /// paths; a failure is logged, not fatal.
     async fn write_ssh_config(&self) {
-        let paths = &self.inner.paths;
+        let paths = self.inner.orch.paths();
         let config = banger_guest::VmSshConfig {
-            identity: self.inner.config.ssh_key_path(paths),
+            identity: self.inner.orch.config().ssh_key_path(paths),
             known_hosts: paths.state_dir.join("ssh").join("known_hosts"),
             control_dir: paths.runtime_dir.join("ssh"),
         };

@@ -3,8 +3,8 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use banger_api::{
-    Client, ClientError, CreateVmRequest, KillVmRequest, SetVmRequest, SshInfo, Timing, VmStarted,
-    VmStats,
+    Client, ClientError, CreateVmRequest, ErrorCode, KillVmRequest, SetVmRequest, SshInfo, Timing,
+    VmStarted, VmStats,
 };
 use banger_model::VmRecord;
 
@@ -493,7 +493,7 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         {
             Ok(_) => {}
             // Already gone: a bangerd restart deleted it.
-            Err(ClientError::Api(e)) if e.code == "not_found" => {}
+            Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => {}
             Err(e) => eprintln!("warning: could not delete VM {name}: {:#}", client_error(e)),
         }
     } else if interactive {
@@ -538,7 +538,7 @@ impl Lease {
                     match client.post_chunks(&path).await {
                         Ok(beats) => break beats,
                         // Deleted meanwhile: nothing left to hold.
-                        Err(ClientError::Api(e)) if e.code == "not_found" => return,
+                        Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => return,
                         Err(_) => {}
                     }
                 };

@@ -1,16 +1,18 @@
 //! The VM lifecycle: create, start, stop, kill, delete, change, and what
-//! reconcile does after a restart. The hypervisor is whatever
-//! `select::choose` picked, behind `dyn Hypervisor`: nothing here asks
-//! which one it is.
+//! reconcile does after a restart. The hypervisor is whatever the
+//! orchestrator's `Hypervisors` gives, behind `dyn Hypervisor`: nothing
+//! here asks which one it is.
 //!
 //! Every step records what it is about to make before making it: the VM
-//! row (with its lease and disk UUIDs) before its disks, the hypervisor's
-//! handle as soon as the process exists. Teardown reads the store, never
-//! memory, so a crash at any point is undone by [`reconcile`].
+//! row (with its lease and disk UUIDs) before its disks, `starting` before
+//! the TAP, the hypervisor's handle as soon as the process exists (one
+//! spawned but not yet recorded is found by its runtime folder). Teardown
+//! reads the store, never memory, so a crash at any point is undone by
+//! [`reconcile`]; `Orchestrator::journaled` marks each step, and the tests
+//! crash there.
 
 mod boot;
 mod console;
-mod host;
 mod lease;
 mod spec;
 
@@ -28,45 +30,33 @@ use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle};
 
 pub(crate) use self::boot::parse_signal;
 use self::boot::{GuestParams, Timer, available_memory_mib, check_resources, guest_cmdline};
-pub(crate) use self::console::{cap_console_logs, console_log, stream_console};
+pub use self::console::stream_console;
+pub(crate) use self::console::{cap_console_logs, console_log};
 pub(crate) use self::lease::{Leases, lease};
-use crate::error::{BOOT_TIMEOUT, Failure};
+use crate::Orchestrator;
+use crate::error::{Error, ErrorKind};
+use crate::hypervisors::GuestProbe;
 use crate::images::{self, blocking, now};
 use crate::progress::Progress;
-use crate::server::Daemon;
-
-/// How long a booting guest may take to start banger-init, and then sshd.
-/// TCG is slow: Debian's systemd answers ssh ~10-16 s after QEMU starts.
-/// `BANGER_BOOT_TIMEOUT` (seconds) caps both, for slow hosts and tests.
-const INIT_TIMEOUT: Duration = Duration::from_secs(90);
-const SSH_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn boot_timeout(default: Duration) -> Duration {
-    std::env::var("BANGER_BOOT_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|&s| s > 0)
-        .map_or(default, Duration::from_secs)
-}
 
 /// The console's last lines of this boot, for errors.
 fn console_tail(handle: &VmHandle) -> String {
     banger_vmm::process::log_tail(&handle.console_log, handle.console_offset, 8).join(" | ")
 }
 /// Refuses what this host cannot give (`boot::check_resources`).
-fn fits_host(d: &Daemon, vcpu: u32, memory_mib: u64) -> Result<(), Failure> {
+fn fits_host(d: &Orchestrator, vcpu: u32, memory_mib: u64) -> Result<(), Error> {
     check_resources(vcpu, memory_mib, d.inner.host.cpus, available_memory_mib())
-        .map_err(Failure::bad_request)
+        .map_err(Error::invalid)
 }
 
 /// Refuses disks (`need`: at their full size, or what a disk grows by)
 /// that the state filesystem could not hold (`banger_storage::check_space`).
-async fn fits_disks(d: &Daemon, what: &'static str, need: Size) -> Result<(), Failure> {
+async fn fits_disks(d: &Orchestrator, what: &'static str, need: Size) -> Result<(), Error> {
     let dir = d.inner.paths.state_dir.join("vms");
     blocking(move || {
         banger_storage::check_space(&dir, what, need).map_err(|e| match e {
-            banger_storage::DiskError::NoSpace { .. } => Failure::bad_request(e.to_string()),
-            e => Failure::internal(e.to_string()),
+            banger_storage::DiskError::NoSpace { .. } => Error::invalid(e.to_string()),
+            e => Error::internal(e.to_string()),
         })
     })
     .await
@@ -107,7 +97,7 @@ struct VmPaths {
     runtime: PathBuf,
 }
 
-fn paths(d: &Daemon, vm: &VmRecord) -> VmPaths {
+fn paths(d: &Orchestrator, vm: &VmRecord) -> VmPaths {
     let dir = d.inner.paths.state_dir.join("vms").join(vm.name.as_str());
     VmPaths {
         system: dir.join("system.ext4"),
@@ -119,17 +109,17 @@ fn paths(d: &Daemon, vm: &VmRecord) -> VmPaths {
     }
 }
 
-fn known_hosts(d: &Daemon) -> KnownHosts {
+fn known_hosts(d: &Orchestrator) -> KnownHosts {
     KnownHosts::new(d.inner.paths.state_dir.join("ssh").join("known_hosts"))
 }
 
-fn ssh_info(d: &Daemon, vm: &VmRecord) -> Result<SshInfo, Failure> {
+fn ssh_info(d: &Orchestrator, vm: &VmRecord) -> Result<SshInfo, Error> {
     Ok(SshInfo {
         vm: vm.name.to_string(),
         host: vm
             .ip
             .clone()
-            .ok_or_else(|| Failure::internal(format!("VM {} has no address", vm.name)))?,
+            .ok_or_else(|| Error::internal(format!("VM {} has no address", vm.name)))?,
         port: 22,
         user: "root".into(),
         identity: d.inner.config.ssh_key_path(&d.inner.paths),
@@ -138,20 +128,20 @@ fn ssh_info(d: &Daemon, vm: &VmRecord) -> Result<SshInfo, Failure> {
     })
 }
 
-async fn get(d: &Daemon, name: &str) -> Result<VmRecord, Failure> {
+pub(crate) async fn get(d: &Orchestrator, name: &str) -> Result<VmRecord, Error> {
     let key = name.to_string();
     d.with_store(move |s| s.get_vm(&key))
         .await?
-        .ok_or_else(|| Failure::not_found(format!("VM {name:?} not found: see 'banger vm list'")))
+        .ok_or_else(|| Error::not_found(format!("VM {name:?} not found: see 'banger vm list'")))
 }
 
 async fn set_state(
-    d: &Daemon,
+    d: &Orchestrator,
     name: &str,
     state: VmState,
     runtime: Option<serde_json::Value>,
     error: Option<String>,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let key = name.to_string();
     d.with_store(move |s| s.set_vm_state(&key, state, &runtime, error.as_deref()))
         .await?;
@@ -169,10 +159,10 @@ fn handle_of(vm: &VmRecord) -> Option<VmHandle> {
 // --- create ---
 
 pub(crate) async fn create(
-    d: &Daemon,
+    d: &Orchestrator,
     req: CreateVmRequest,
     progress: &Progress,
-) -> Result<VmStarted, Failure> {
+) -> Result<VmStarted, Error> {
     let mut timer = Timer::new();
     let (start, ephemeral) = (req.start, req.ephemeral);
     // An ephemeral VM that failed to boot is nobody's to keep.
@@ -183,7 +173,7 @@ pub(crate) async fn create(
     // Checked again before the disks are made: building the image spends
     // space too.
     fits_disks(d, "the disks need", disks_at_full_size(spec.disk_size)).await?;
-    host::hypervisor(d)?;
+    d.inner.hypervisors.for_boot(&d.inner.config)?;
     let image = images::ensure_image(d, &spec.image, progress).await?;
     timer.mark("image");
 
@@ -191,7 +181,7 @@ pub(crate) async fn create(
         let _lease = d.inner.vms.lease.lock().await;
         let key = spec.name.clone();
         if d.with_store(move |s| s.vm_exists(&key)).await? {
-            return Err(Failure::conflict(format!(
+            return Err(Error::conflict(format!(
                 "VM \"{}\" already exists: choose another --name",
                 spec.name
             )));
@@ -200,13 +190,13 @@ pub(crate) async fn create(
         let used = leased.iter().filter_map(|ip| ip.parse().ok()).collect();
         let cidr = d.inner.config.bridge_cidr();
         let ip = banger_network::next_free_ip(cidr, &used).ok_or_else(|| {
-            Failure::conflict(format!(
+            Error::conflict(format!(
                 "no free guest address left in {cidr}: delete VMs, or widen bridge_cidr"
             ))
         })?;
         let record = VmRecord {
             name: banger_model::VmName::parse(&spec.name)
-                .map_err(|e| Failure::bad_request(e.to_string()))?,
+                .map_err(|e| Error::invalid(e.to_string()))?,
             image: image.name.clone(),
             kernel: image.kernel.clone(),
             state: VmState::Created,
@@ -229,6 +219,7 @@ pub(crate) async fn create(
         d.with_store(move |s| s.insert_vm(&rec)).await?;
         record
     };
+    d.journaled("create:recorded").await;
     let lock = d.inner.vms.of(record.name.as_str());
     let _guard = lock.lock().await;
     progress.phase("disks", "making the VM's disks and keys");
@@ -240,7 +231,9 @@ pub(crate) async fn create(
         destroy(d, &record).await;
         return Err(e);
     }
+    d.journaled("create:disks").await;
     set_state(d, record.name.as_str(), VmState::Stopped, None, None).await?;
+    d.journaled("create:stopped").await;
     timer.mark("disks");
     if !start {
         let vm = get(d, record.name.as_str()).await?;
@@ -254,7 +247,7 @@ pub(crate) async fn create(
         Ok(vm) => vm,
         // `vm run --rm`: a VM that failed to boot is not kept, unless it
         // is still running for diagnosis (its sshd never answered).
-        Err(e) if remove_on_failure && e.error.code != BOOT_TIMEOUT => {
+        Err(e) if remove_on_failure && e.kind != ErrorKind::BootTimeout => {
             if let Ok(vm) = get(d, record.name.as_str()).await {
                 destroy(d, &vm).await;
             }
@@ -265,7 +258,7 @@ pub(crate) async fn create(
         Err(e) if ephemeral => {
             let key = record.name.to_string();
             if let Err(f) = d.with_store(move |s| s.set_vm_ephemeral(&key, false)).await {
-                tracing::warn!(vm = %record.name, error = %f.error.message, "cannot keep a wedged VM");
+                tracing::warn!(vm = %record.name, error = %f.message, "cannot keep a wedged VM");
             }
             return Err(e);
         }
@@ -281,7 +274,7 @@ pub(crate) async fn create(
 /// From create's answer on, until its client takes the lease, nothing
 /// else would delete an ephemeral VM. Not before: a boot under TCG may
 /// take longer than the lease's grace.
-fn expect_lease(d: &Daemon, vm: &VmRecord) {
+fn expect_lease(d: &Orchestrator, vm: &VmRecord) {
     if vm.ephemeral {
         tokio::spawn(lease::expect_lease(d.clone(), vm.name.to_string()));
     }
@@ -289,7 +282,7 @@ fn expect_lease(d: &Daemon, vm: &VmRecord) {
 
 /// Keys, disks (with `[[file_sync]]`'s files on the work disk) and the
 /// known_hosts pin of a recorded VM.
-async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), Failure> {
+async fn prepare(d: &Orchestrator, vm: &VmRecord, progress: &Progress) -> Result<(), Error> {
     let p = paths(d, vm);
     // An image without an sshd of its own (OCI) gets banger's, with the
     // image's environment for every session.
@@ -311,13 +304,13 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
     let kh = known_hosts(d);
     blocking(move || {
         fs::create_dir_all(&p.host_keys)
-            .map_err(|e| Failure::internal(format!("cannot create {}: {e}", p.dir.display())))?;
+            .map_err(|e| Error::internal(format!("cannot create {}: {e}", p.dir.display())))?;
         let user_key = banger_guest::ensure_user_key(&key_path, managed)
-            .map_err(|e| Failure::bad_request(e.to_string()))?;
+            .map_err(|e| Error::invalid(e.to_string()))?;
         let host_pub = banger_guest::generate_host_key(&p.host_keys, vm.name.as_str())
-            .map_err(|e| Failure::internal(e.to_string()))?;
+            .map_err(|e| Error::internal(e.to_string()))?;
         let host_key = fs::read(p.host_keys.join("ssh_host_ed25519_key"))
-            .map_err(|e| Failure::internal(format!("cannot read the host key: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot read the host key: {e}")))?;
         let mut system = Seed::default()
             .file("banger/files/etc/ssh/ssh_host_ed25519_key", host_key, 0o600)
             .file(
@@ -335,7 +328,7 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
             &vm.system_uuid,
             &system,
         )
-        .map_err(|e| Failure::internal(e.to_string()))?;
+        .map_err(|e| Error::internal(e.to_string()))?;
         // banger's key is written after the synced files: a synced file
         // cannot replace it.
         let work = Seed::default().file(
@@ -351,7 +344,7 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
             &work,
             |tree| banger_storage::file_sync::copy_into(&sync, &home, sync_limits, tree),
         )
-        .map_err(|e| Failure::internal(e.to_string()))?;
+        .map_err(|e| Error::internal(e.to_string()))?;
         for warning in synced.warnings {
             progress.warn(warning);
         }
@@ -363,7 +356,7 @@ async fn prepare(d: &Daemon, vm: &VmRecord, progress: &Progress) -> Result<(), F
             &[ip, format!("{}.vm", vm.name)],
             &host_pub,
         )
-        .map_err(|e| Failure::internal(e.to_string()))
+        .map_err(|e| Error::internal(e.to_string()))
     })
     .await
 }
@@ -384,7 +377,7 @@ enum KeptTools {
     Cache(PathBuf),
 }
 
-fn kept_tools(d: &Daemon, image: &ImageRecord) -> Result<KeptTools, Failure> {
+fn kept_tools(d: &Orchestrator, image: &ImageRecord) -> Result<KeptTools, Error> {
     use banger_images::guest_tools;
     Ok(match image.artifact(ArtifactRole::GuestTools) {
         Some(a) => KeptTools::Archive {
@@ -408,12 +401,12 @@ fn with_guest_tools(
     mut system: Seed,
     minimal: &Minimal,
     progress: &Progress,
-) -> Result<Seed, Failure> {
+) -> Result<Seed, Error> {
     use banger_images::guest_tools;
     progress.phase("tools", "adding banger's sshd (the image has none)");
     let files = match &minimal.tools {
         KeptTools::Archive { path, sha256 } => {
-            guest_tools::read_archive(path, sha256).map_err(|e| Failure::conflict(e.to_string()))?
+            guest_tools::read_archive(path, sha256).map_err(|e| Error::conflict(e.to_string()))?
         }
         KeptTools::Cache(cache) => {
             progress.warn(
@@ -423,7 +416,7 @@ fn with_guest_tools(
             );
             guest_tools::ensure(cache)
                 .and_then(|tools| tools.files())
-                .map_err(|e| Failure::internal(e.to_string()))?
+                .map_err(|e| Error::internal(e.to_string()))?
         }
     };
     for (path, bytes, mode) in files {
@@ -441,10 +434,10 @@ fn with_guest_tools(
 // --- start ---
 
 pub(crate) async fn start(
-    d: &Daemon,
+    d: &Orchestrator,
     name: &str,
     progress: &Progress,
-) -> Result<VmStarted, Failure> {
+) -> Result<VmStarted, Error> {
     let lock = d.inner.vms.of(name);
     let _guard = lock.lock().await;
     let mut timer = Timer::new();
@@ -458,17 +451,17 @@ pub(crate) async fn start(
 /// Boots a stopped VM and waits for its sshd. The caller holds the VM's
 /// lock.
 async fn boot(
-    d: &Daemon,
+    d: &Orchestrator,
     name: &str,
     progress: &Progress,
     timer: &mut Timer,
-) -> Result<VmRecord, Failure> {
+) -> Result<VmRecord, Error> {
     let vm = get(d, name).await?;
-    let hv = host::hypervisor(d)?;
+    let hv = d.inner.hypervisors.for_boot(&d.inner.config)?;
     if let Some(h) = handle_of(&vm)
-        && host::for_handle(&h).is_running(&h)
+        && d.inner.hypervisors.for_handle(&h).is_running(&h)
     {
-        return Err(Failure::conflict(format!(
+        return Err(Error::conflict(format!(
             "VM {name} is already running (pid {}): 'banger vm ssh {name}'",
             h.pid
         )));
@@ -481,30 +474,16 @@ async fn boot(
     let kernel = images::get_kernel(d, &vm.kernel).await?;
     timer.mark("verify");
 
-    progress.phase(
-        "network",
-        "setting up the bridge, the VM's TAP and its isolation",
-    );
+    // Everything that can fail without making anything comes first: from
+    // the network on, each failure has something to undo.
     let p = paths(d, &vm);
     let port = guest_port(d, &vm)?;
     let ip = port.ip;
-    let ops = d.inner.host_ops.clone();
-    blocking(move || {
-        ops.ensure_bridge(&port.bridge).map_err(host_failure)?;
-        let made = connect_guest(ops.as_ref(), &port);
-        if made.is_err() {
-            disconnect_guest(ops.as_ref(), &port.vm, &port.tap, port.nat);
-        }
-        made.map_err(host_failure)
-    })
-    .await?;
-    timer.mark("network");
-
     let rootfs = images::artifact_path(d, &image, ArtifactRole::Rootfs)?;
     let base_uuid = {
         let r = rootfs.clone();
         blocking(move || {
-            banger_storage::read_ext4_uuid(&r).map_err(|e| Failure::internal(e.to_string()))
+            banger_storage::read_ext4_uuid(&r).map_err(|e| Error::internal(e.to_string()))
         })
         .await?
     };
@@ -556,13 +535,38 @@ async fn boot(
         }),
         console_log: p.console.clone(),
     };
-    progress.phase("boot", "starting the hypervisor");
+    progress.phase(
+        "network",
+        "setting up the bridge, the VM's TAP and its isolation",
+    );
+    // Journaled before the TAP exists: a crash from here on leaves a
+    // `starting` VM, whose network reconcile removes.
     set_state(d, name, VmState::Starting, None, None).await?;
+    d.journaled("boot:starting").await;
+    let ops = d.inner.host_ops.clone();
+    let connected = blocking(move || {
+        ops.ensure_bridge(&port.bridge).map_err(host_failure)?;
+        let made = connect_guest(ops.as_ref(), &port);
+        if made.is_err() {
+            disconnect_guest(ops.as_ref(), &port.vm, &port.tap, port.nat);
+        }
+        made.map_err(host_failure)
+    })
+    .await;
+    if let Err(e) = connected {
+        // Nothing was started: the VM is as it was.
+        set_state(d, name, vm.state, None, vm.last_error.clone()).await?;
+        return Err(e);
+    }
+    d.journaled("boot:network").await;
+    timer.mark("network");
+
+    progress.phase("boot", "starting the hypervisor");
     let launcher = hv.clone();
     let console = d.inner.consoles.get(&p.console);
     let (handle, this_boot) = match blocking(move || {
         fs::create_dir_all(&spec.runtime_dir).map_err(|e| {
-            Failure::internal(format!("cannot create {}: {e}", spec.runtime_dir.display()))
+            Error::internal(format!("cannot create {}: {e}", spec.runtime_dir.display()))
         })?;
         // Where this boot's output starts, before the hypervisor writes
         // any: the reader follows the log across rotations from here.
@@ -570,43 +574,49 @@ async fn boot(
         launcher
             .start(&spec)
             .map(|h| (h, this_boot))
-            .map_err(|e| Failure::internal(e.to_string()))
+            .map_err(|e| Error::internal(e.to_string()))
     })
     .await
     {
         Ok(started) => started,
         Err(e) => {
             teardown_network(d, &vm).await;
-            set_state(d, name, VmState::Error, None, Some(e.error.message.clone())).await?;
+            set_state(d, name, VmState::Error, None, Some(e.message.clone())).await?;
             return Err(e);
         }
     };
+    d.journaled("boot:spawned").await;
     let runtime = serde_json::to_value(&handle).ok();
     set_state(d, name, VmState::Starting, runtime.clone(), None).await?;
+    d.journaled("boot:recorded").await;
     timer.mark("hypervisor");
 
     progress.phase("kernel", "waiting for the kernel and banger-init");
-    let (h, hv2) = (handle.clone(), hv.clone());
+    let (h, hv2, within) = (handle.clone(), hv.clone(), d.inner.timeouts.init);
     let init = blocking(move || {
-        banger_vmm::wait_for_console(
-            this_boot,
-            "banger-init ready",
-            &h,
-            hv2.as_ref(),
-            boot_timeout(INIT_TIMEOUT),
-        )
-        .map_err(|e| Failure::internal(e.to_string()))
+        banger_vmm::wait_for_console(this_boot, "banger-init ready", &h, hv2.as_ref(), within)
+            .map_err(|e| Error::internal(e.to_string()))
     })
     .await;
     if let Err(e) = init {
-        return Err(fail_boot(d, &vm, &hv, &handle, e.error.message).await);
+        return Err(fail_boot(d, &vm, &hv, &handle, e.message).await);
     }
     timer.mark("kernel+init");
 
     progress.phase("ssh", "waiting for sshd");
     let info = ssh_info(d, &vm)?;
-    let (h, hv2) = (handle.clone(), hv.clone());
-    let ready = blocking(move || Ok(wait_for_ssh(&info, &h, hv2.as_ref()))).await?;
+    let (h, hv2, probe) = (handle.clone(), hv.clone(), d.inner.guests.clone());
+    let within = d.inner.timeouts.ssh;
+    let ready = blocking(move || {
+        Ok(wait_for_ssh(
+            probe.as_ref(),
+            &info,
+            &h,
+            hv2.as_ref(),
+            within,
+        ))
+    })
+    .await?;
     match ready {
         Ok(()) => {}
         Err(SshWait::Died) => {
@@ -632,11 +642,11 @@ async fn boot(
             let msg = format!(
                 "sshd in VM {name} did not answer within {}s ({last}); console: {}; the VM is \
                  left running: read 'banger vm logs {name}', then 'banger vm delete --force {name}'",
-                boot_timeout(SSH_TIMEOUT).as_secs(),
+                d.inner.timeouts.ssh.as_secs(),
                 console_tail(&handle)
             );
             set_state(d, name, VmState::Error, runtime, Some(msg.clone())).await?;
-            return Err(Failure::boot_timeout(msg));
+            return Err(Error::boot_timeout(msg));
         }
     }
     timer.mark("ssh");
@@ -650,15 +660,21 @@ enum SshWait {
     Fatal(String),
 }
 
-fn wait_for_ssh(target: &SshTarget, handle: &VmHandle, hv: &dyn Hypervisor) -> Result<(), SshWait> {
+fn wait_for_ssh(
+    probe: &dyn GuestProbe,
+    target: &SshTarget,
+    handle: &VmHandle,
+    hv: &dyn Hypervisor,
+    within: Duration,
+) -> Result<(), SshWait> {
     let started = Instant::now();
     let mut last = String::from("no answer yet");
-    while started.elapsed() < boot_timeout(SSH_TIMEOUT) {
+    while started.elapsed() < within {
         if !hv.is_running(handle) {
             return Err(SshWait::Died);
         }
-        match target.wait_ready(Duration::from_secs(3)) {
-            Ok(_) => return Ok(()),
+        match probe.ssh_ready(target, Duration::from_secs(3).min(within)) {
+            Ok(()) => return Ok(()),
             Err(e @ SshError::HostKeyChanged { .. }) => return Err(SshWait::Fatal(e.to_string())),
             Err(e) => last = e.to_string(),
         }
@@ -668,26 +684,26 @@ fn wait_for_ssh(target: &SshTarget, handle: &VmHandle, hv: &dyn Hypervisor) -> R
 
 /// A boot that failed: stop what runs, free the network, record why.
 async fn fail_boot(
-    d: &Daemon,
+    d: &Orchestrator,
     vm: &VmRecord,
     hv: &Arc<dyn Hypervisor>,
     handle: &VmHandle,
     why: String,
-) -> Failure {
+) -> Error {
     let (hv, h) = (hv.clone(), handle.clone());
     let _ = blocking(move || {
         hv.stop(&h, Duration::from_secs(1))
-            .map_err(|e| Failure::internal(e.to_string()))
+            .map_err(|e| Error::internal(e.to_string()))
     })
     .await;
     teardown_network(d, vm).await;
     let _ = set_state(d, vm.name.as_str(), VmState::Error, None, Some(why.clone())).await;
-    Failure::internal(why)
+    Error::internal(why)
 }
 
 /// Ends the ssh ControlMasters to a VM that stops: banger's, and the one
 /// `ssh root@NAME.vm` opened through banger's ssh_config.
-async fn close_ssh(d: &Daemon, vm: &VmRecord) {
+async fn close_ssh(d: &Orchestrator, vm: &VmRecord) {
     let info = ssh_info(d, vm).ok();
     let (config, name) = (d.inner.paths.ssh_config(), vm.name.to_string());
     let _ = blocking(move || {
@@ -701,12 +717,12 @@ async fn close_ssh(d: &Daemon, vm: &VmRecord) {
 }
 
 /// The VM's place on the bridge, from its record and the config.
-fn guest_port(d: &Daemon, vm: &VmRecord) -> Result<banger_network::GuestPort, Failure> {
+fn guest_port(d: &Orchestrator, vm: &VmRecord) -> Result<banger_network::GuestPort, Error> {
     let ip: std::net::Ipv4Addr = vm
         .ip
         .as_deref()
         .and_then(|i| i.parse().ok())
-        .ok_or_else(|| Failure::internal(format!("VM {} has no valid address", vm.name)))?;
+        .ok_or_else(|| Error::internal(format!("VM {} has no valid address", vm.name)))?;
     Ok(banger_network::GuestPort {
         vm: vm.name.to_string(),
         tap: vm.tap.clone(),
@@ -721,12 +737,13 @@ fn guest_port(d: &Daemon, vm: &VmRecord) -> Result<banger_network::GuestPort, Fa
 }
 
 /// A host operation's failure: the request's fault (a bad bridge CIDR, a
-/// name the helper refuses, no root) is the user's to fix.
-fn host_failure(e: banger_hostops::HostOpsError) -> Failure {
+/// name the helper refuses, no root) is the user's to fix; the rest is
+/// the host's (or its root helper's).
+fn host_failure(e: banger_hostops::HostOpsError) -> Error {
     if e.is_invalid() {
-        Failure::bad_request(e.to_string())
+        Error::invalid(e.to_string())
     } else {
-        Failure::internal(e.to_string())
+        Error::host(e.to_string())
     }
 }
 
@@ -759,7 +776,7 @@ fn disconnect_guest(ops: &dyn banger_hostops::HostOps, name: &str, tap: &str, na
 }
 
 /// Removes the VM's TAP, isolation and NAT rules; absent ones are fine.
-async fn teardown_network(d: &Daemon, vm: &VmRecord) {
+async fn teardown_network(d: &Orchestrator, vm: &VmRecord) {
     let (tap, name, nat) = (vm.tap.clone(), vm.name.to_string(), vm.nat);
     let ops = d.inner.host_ops.clone();
     let _ = blocking(move || {
@@ -771,14 +788,14 @@ async fn teardown_network(d: &Daemon, vm: &VmRecord) {
 
 // --- stop, kill, restart ---
 
-pub(crate) async fn stop(d: &Daemon, name: &str) -> Result<VmRecord, Failure> {
+pub(crate) async fn stop(d: &Orchestrator, name: &str) -> Result<VmRecord, Error> {
     let lock = d.inner.vms.of(name);
     let _guard = lock.lock().await;
     stop_locked(d, name, None).await
 }
 
 /// Graceful stop, or `signal` when given. Returns the stopped VM.
-async fn stop_locked(d: &Daemon, name: &str, signal: Option<i32>) -> Result<VmRecord, Failure> {
+async fn stop_locked(d: &Orchestrator, name: &str, signal: Option<i32>) -> Result<VmRecord, Error> {
     let vm = get(d, name).await?;
     let Some(handle) = handle_of(&vm) else {
         if vm.state == VmState::Running || vm.state == VmState::Starting {
@@ -786,7 +803,7 @@ async fn stop_locked(d: &Daemon, name: &str, signal: Option<i32>) -> Result<VmRe
         }
         return get(d, name).await;
     };
-    let hv = host::for_handle(&handle);
+    let hv = d.inner.hypervisors.for_handle(&handle);
     set_state(d, name, VmState::Stopping, vm.runtime.clone(), None).await?;
     let h = handle.clone();
     blocking(move || {
@@ -799,10 +816,10 @@ async fn stop_locked(d: &Daemon, name: &str, signal: Option<i32>) -> Result<VmRe
                 }
             }),
         }
-        .map_err(|e| Failure::internal(e.to_string()))
+        .map_err(|e| Error::internal(e.to_string()))
     })
     .await?;
-    if host::for_handle(&handle).is_running(&handle) {
+    if d.inner.hypervisors.for_handle(&handle).is_running(&handle) {
         // A signal that does not end the process (STOP, USR1...).
         set_state(d, name, vm.state, vm.runtime.clone(), None).await?;
         return get(d, name).await;
@@ -813,21 +830,21 @@ async fn stop_locked(d: &Daemon, name: &str, signal: Option<i32>) -> Result<VmRe
     get(d, name).await
 }
 
-pub(crate) async fn kill(d: &Daemon, name: &str, signal: i32) -> Result<VmRecord, Failure> {
+pub(crate) async fn kill(d: &Orchestrator, name: &str, signal: i32) -> Result<VmRecord, Error> {
     let lock = d.inner.vms.of(name);
     let _guard = lock.lock().await;
     let vm = get(d, name).await?;
     if handle_of(&vm).is_none() {
-        return Err(Failure::conflict(format!("VM {name} is not running")));
+        return Err(Error::conflict(format!("VM {name} is not running")));
     }
     stop_locked(d, name, Some(signal)).await
 }
 
 pub(crate) async fn restart(
-    d: &Daemon,
+    d: &Orchestrator,
     name: &str,
     progress: &Progress,
-) -> Result<VmStarted, Failure> {
+) -> Result<VmStarted, Error> {
     let lock = d.inner.vms.of(name);
     let _guard = lock.lock().await;
     progress.phase("stop", "stopping");
@@ -842,15 +859,15 @@ pub(crate) async fn restart(
 
 // --- delete ---
 
-pub(crate) async fn delete(d: &Daemon, name: &str, force: bool) -> Result<(), Failure> {
+pub(crate) async fn delete(d: &Orchestrator, name: &str, force: bool) -> Result<(), Error> {
     let lock = d.inner.vms.of(name);
     let _guard = lock.lock().await;
     let vm = get(d, name).await?;
     if let Some(h) = handle_of(&vm)
-        && host::for_handle(&h).is_running(&h)
+        && d.inner.hypervisors.for_handle(&h).is_running(&h)
     {
         if !force {
-            return Err(Failure::conflict(format!(
+            return Err(Error::conflict(format!(
                 "VM {name} is running: stop it first ('banger vm stop {name}'), or use --force"
             )));
         }
@@ -862,10 +879,10 @@ pub(crate) async fn delete(d: &Daemon, name: &str, force: bool) -> Result<(), Fa
 
 /// Removes everything a VM has: network, known_hosts entries, files, and
 /// last its record (so a failure half-way leaves it findable).
-async fn destroy(d: &Daemon, vm: &VmRecord) {
+async fn destroy(d: &Orchestrator, vm: &VmRecord) {
     let p = paths(d, vm);
     if handle_of(vm).is_none()
-        && let Some(pid) = host::kill_orphan(&p.runtime)
+        && let Some(pid) = d.inner.hypervisors.kill_orphan(&p.runtime)
     {
         tracing::warn!(vm = %vm.name, pid, "killed a hypervisor whose start was never recorded");
     }
@@ -894,29 +911,33 @@ async fn destroy(d: &Daemon, vm: &VmRecord) {
     d.inner.consoles.forget(&paths(d, vm).console);
     let key = vm.name.to_string();
     if let Err(e) = d.with_store(move |s| s.delete_vm(&key)).await {
-        tracing::warn!(vm = %vm.name, error = %e.error.message, "cannot delete the record");
+        tracing::warn!(vm = %vm.name, error = %e.message, "cannot delete the record");
     }
     d.refresh_dns().await;
 }
 
 // --- set, ssh, stats ---
 
-pub(crate) async fn set(d: &Daemon, name: &str, req: SetVmRequest) -> Result<VmRecord, Failure> {
+pub(crate) async fn set(
+    d: &Orchestrator,
+    name: &str,
+    req: SetVmRequest,
+) -> Result<VmRecord, Error> {
     let lock = d.inner.vms.of(name);
     let _guard = lock.lock().await;
     let vm = get(d, name).await?;
     if handle_of(&vm).is_some() {
-        return Err(Failure::conflict(format!(
+        return Err(Error::conflict(format!(
             "VM {name} is running: stop it first ('banger vm stop {name}')"
         )));
     }
     let vcpu = req.vcpu.unwrap_or(vm.vcpu);
     let memory_mib = req.memory_mib.unwrap_or(vm.memory_mib);
     spec::check_sizes(vcpu, memory_mib)?;
-    check_resources(vcpu, memory_mib, d.inner.host.cpus, None).map_err(Failure::bad_request)?;
+    check_resources(vcpu, memory_mib, d.inner.host.cpus, None).map_err(Error::invalid)?;
     let disk_size: Size = req.disk_size.unwrap_or(vm.disk_size);
     if disk_size < vm.disk_size {
-        return Err(Failure::bad_request(format!(
+        return Err(Error::invalid(format!(
             "--disk-size {disk_size} is smaller than the work disk's {}: disks only grow",
             vm.disk_size
         )));
@@ -930,8 +951,7 @@ pub(crate) async fn set(d: &Daemon, name: &str, req: SetVmRequest) -> Result<VmR
         .await?;
         let work = paths(d, &vm).work;
         blocking(move || {
-            banger_storage::grow_disk(&work, disk_size)
-                .map_err(|e| Failure::internal(e.to_string()))
+            banger_storage::grow_disk(&work, disk_size).map_err(|e| Error::internal(e.to_string()))
         })
         .await?;
     }
@@ -942,10 +962,10 @@ pub(crate) async fn set(d: &Daemon, name: &str, req: SetVmRequest) -> Result<VmR
     get(d, name).await
 }
 
-pub(crate) async fn ssh(d: &Daemon, name: &str) -> Result<SshInfo, Failure> {
+pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> {
     let vm = get(d, name).await?;
     if vm.state != VmState::Running {
-        return Err(Failure::conflict(format!(
+        return Err(Error::conflict(format!(
             "VM {name} is {}: start it with 'banger vm start {name}'",
             vm.state
         )));
@@ -953,10 +973,10 @@ pub(crate) async fn ssh(d: &Daemon, name: &str) -> Result<SshInfo, Failure> {
     ssh_info(d, &vm)
 }
 
-pub(crate) async fn stats(d: &Daemon, name: &str) -> Result<VmStats, Failure> {
+pub(crate) async fn stats(d: &Orchestrator, name: &str) -> Result<VmStats, Error> {
     let vm = get(d, name).await?;
     let p = paths(d, &vm);
-    let handle = handle_of(&vm).filter(|h| host::for_handle(h).is_running(h));
+    let handle = handle_of(&vm).filter(|h| d.inner.hypervisors.for_handle(h).is_running(h));
     blocking(move || {
         let usage = handle.as_ref().and_then(banger_vmm::process::usage);
         let cpu_secs = usage.as_ref().map(|u| u.cpu.as_secs_f64());
@@ -991,7 +1011,7 @@ pub(crate) async fn stats(d: &Daemon, name: &str) -> Result<VmStats, Failure> {
 /// After a daemon (re)start: re-adopt VMs whose hypervisor still runs,
 /// mark the others stopped and free their network, and remove VMs whose
 /// creation a crash interrupted.
-pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
+pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
     let vms = d.with_store(|s| s.list_vms()).await?;
     for vm in vms {
         let name = vm.name.to_string();
@@ -1000,15 +1020,17 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
             // still running its command takes the lease again once this
             // daemon answers; the VM gets the same grace as a new one, and
             // goes if nobody does. One whose hypervisor is gone serves
-            // nobody: it goes now.
-            let running = handle_of(&vm).is_some_and(|h| host::for_handle(&h).is_running(&h));
-            if running {
+            // nobody, nor one whose boot the restart interrupted (its
+            // create's client got an error): it goes now.
+            let running =
+                handle_of(&vm).is_some_and(|h| d.inner.hypervisors.for_handle(&h).is_running(&h));
+            if running && vm.state != VmState::Starting {
                 tracing::info!(vm = %name, "an ephemeral VM ('vm run --rm') waits for its client to take its lease again");
                 expect_lease(d, &vm);
             } else {
-                tracing::warn!(vm = %name, "deleting an ephemeral VM ('vm run --rm') whose hypervisor is gone");
+                tracing::warn!(vm = %name, "deleting an ephemeral VM ('vm run --rm') whose hypervisor is gone or never booted");
                 if let Err(e) = delete(d, &name, true).await {
-                    tracing::warn!(vm = %name, error = %e.error.message, "cannot delete an ephemeral VM");
+                    tracing::warn!(vm = %name, error = %e.message, "cannot delete an ephemeral VM");
                 }
                 continue;
             }
@@ -1019,14 +1041,17 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
             continue;
         }
         match handle_of(&vm) {
-            Some(h) if vm.state == VmState::Starting && host::for_handle(&h).is_running(&h) => {
+            Some(h)
+                if vm.state == VmState::Starting
+                    && d.inner.hypervisors.for_handle(&h).is_running(&h) =>
+            {
                 // Nobody waits for this boot any more: end it cleanly rather
                 // than leave a VM that never becomes ready.
                 tracing::warn!(vm = %name, pid = h.pid, "stopping a boot the restart interrupted");
-                let hv = host::for_handle(&h);
+                let hv = d.inner.hypervisors.for_handle(&h);
                 let _ = blocking(move || {
                     hv.stop(&h, Duration::from_secs(1))
-                        .map_err(|e| Failure::internal(e.to_string()))
+                        .map_err(|e| Error::internal(e.to_string()))
                 })
                 .await;
                 teardown_network(d, &vm).await;
@@ -1039,7 +1064,7 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
                 )
                 .await?;
             }
-            Some(h) if host::for_handle(&h).is_running(&h) => {
+            Some(h) if d.inner.hypervisors.for_handle(&h).is_running(&h) => {
                 tracing::info!(vm = %name, pid = h.pid, "re-adopted a running VM");
                 // Rewritten (idempotent): a VM started by an older bangerd
                 // has none, and the rules shared by all guests drop what a
@@ -1050,11 +1075,11 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
                         let isolated =
                             blocking(move || ops.isolate_guest(&port).map_err(host_failure)).await;
                         if let Err(e) = isolated {
-                            tracing::warn!(vm = %name, error = %e.error.message, "cannot isolate a re-adopted VM");
+                            tracing::warn!(vm = %name, error = %e.message, "cannot isolate a re-adopted VM");
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(vm = %name, error = %e.error.message, "cannot isolate a re-adopted VM");
+                        tracing::warn!(vm = %name, error = %e.message, "cannot isolate a re-adopted VM");
                     }
                 }
             }
@@ -1077,6 +1102,14 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
                 VmState::Running | VmState::Starting | VmState::Stopping
             ) =>
             {
+                // A boot the crash interrupted may have spawned its
+                // hypervisor without recording it.
+                let runtime = paths(d, &vm).runtime;
+                let hvs = d.inner.hypervisors.clone();
+                let orphan = blocking(move || Ok(hvs.kill_orphan(&runtime))).await?;
+                if let Some(pid) = orphan {
+                    tracing::warn!(vm = %name, pid, "killed a hypervisor whose start was never recorded");
+                }
                 teardown_network(d, &vm).await;
                 set_state(d, &name, VmState::Stopped, None, None).await?;
             }

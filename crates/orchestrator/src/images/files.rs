@@ -12,35 +12,35 @@ use banger_images::catalog::{Location, PinnedFile};
 use banger_images::digest::sha256_file;
 use banger_model::{Artifact, ArtifactRole};
 
-use crate::error::Failure;
+use crate::error::Error;
 use crate::progress::Progress;
 
 /// Base images and kernels are read-only to everyone: a VM writes to its
 /// own disks, never to these.
 const READ_ONLY: u32 = 0o444;
 
-pub(super) fn io_failure(action: &str, path: &Path, e: io::Error) -> Failure {
-    Failure::internal(format!("cannot {action} {}: {e}", path.display()))
+pub(super) fn io_failure(action: &str, path: &Path, e: io::Error) -> Error {
+    Error::internal(format!("cannot {action} {}: {e}", path.display()))
 }
 
 /// Puts `src` at `dst`: a hard link when both are on one filesystem (the
 /// cache and the state dir usually are), else a copy. Made read-only.
-pub(super) fn place(src: &Path, dst: &Path) -> Result<(), Failure> {
+pub(super) fn place(src: &Path, dst: &Path) -> Result<(), Error> {
     if fs::hard_link(src, dst).is_err() {
         fs::copy(src, dst).map_err(|e| io_failure("copy", src, e))?;
     }
     make_read_only(dst)
 }
 
-pub(super) fn make_read_only(path: &Path) -> Result<(), Failure> {
+pub(super) fn make_read_only(path: &Path) -> Result<(), Error> {
     fs::set_permissions(path, Permissions::from_mode(READ_ONLY))
         .map_err(|e| io_failure("make read-only", path, e))
 }
 
 /// Hashes `dir/file` and describes it as the artifact `role`.
-pub(super) fn pin(dir: &Path, file: &str, role: ArtifactRole) -> Result<Artifact, Failure> {
+pub(super) fn pin(dir: &Path, file: &str, role: ArtifactRole) -> Result<Artifact, Error> {
     let path = dir.join(file);
-    let (sha256, size) = sha256_file(&path).map_err(|e| Failure::internal(e.to_string()))?;
+    let (sha256, size) = sha256_file(&path).map_err(|e| Error::internal(e.to_string()))?;
     Ok(Artifact {
         role,
         file: file.to_string(),
@@ -50,22 +50,22 @@ pub(super) fn pin(dir: &Path, file: &str, role: ArtifactRole) -> Result<Artifact
 }
 
 /// `Ok(())` if `path` holds an ext4 (or ext2/3) superblock.
-pub(super) fn check_ext4(path: &Path) -> Result<(), Failure> {
+pub(super) fn check_ext4(path: &Path) -> Result<(), Error> {
     const MAGIC_OFFSET: u64 = 1024 + 0x38;
     let not_ext4 = || {
-        Failure::bad_request(format!(
+        Error::invalid(format!(
             "{} is not an ext4 filesystem (no ext4 superblock): make one with \
              'mkfs.ext4 -d DIR FILE SIZE'",
             path.display()
         ))
     };
     let mut file = File::open(path)
-        .map_err(|e| Failure::bad_request(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| Error::invalid(format!("cannot open {}: {e}", path.display())))?;
     let meta = file
         .metadata()
         .map_err(|e| io_failure("inspect", path, e))?;
     if !meta.is_file() {
-        return Err(Failure::bad_request(format!(
+        return Err(Error::invalid(format!(
             "{} is not a regular file",
             path.display()
         )));
@@ -88,7 +88,7 @@ pub(super) fn fetch_pinned(
     pinned: &PinnedFile,
     dest: &Path,
     progress: &Progress,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let result =
         fetch(pinned, dest, progress).and_then(|()| check_pin(entry, pinned, dest, progress));
     if result.is_err() {
@@ -97,12 +97,12 @@ pub(super) fn fetch_pinned(
     result
 }
 
-fn fetch(pinned: &PinnedFile, dest: &Path, progress: &Progress) -> Result<(), Failure> {
+fn fetch(pinned: &PinnedFile, dest: &Path, progress: &Progress) -> Result<(), Error> {
     match &pinned.location {
         Location::Path(src) => {
             progress.phase("copy", format!("copying {}", src.display()));
             fs::copy(src, dest)
-                .map_err(|e| Failure::bad_request(format!("cannot copy {}: {e}", src.display())))?;
+                .map_err(|e| Error::invalid(format!("cannot copy {}: {e}", src.display())))?;
             Ok(())
         }
         Location::Url(url) => download(url, pinned.size, dest, progress),
@@ -111,7 +111,7 @@ fn fetch(pinned: &PinnedFile, dest: &Path, progress: &Progress) -> Result<(), Fa
 
 /// Downloads with the host's curl: it brings the host's TLS roots, proxy
 /// settings and HTTP/2, which banger would otherwise have to compile in.
-fn download(url: &str, size: u64, dest: &Path, progress: &Progress) -> Result<(), Failure> {
+fn download(url: &str, size: u64, dest: &Path, progress: &Progress) -> Result<(), Error> {
     progress.phase("download", format!("downloading {url}"));
     let mut child = Command::new("curl")
         .args(["--fail", "--location", "--silent", "--show-error"])
@@ -123,11 +123,11 @@ fn download(url: &str, size: u64, dest: &Path, progress: &Progress) -> Result<()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Failure::internal(format!("cannot run curl: {e} (apt-get install curl)")))?;
+        .map_err(|e| Error::internal(format!("cannot run curl: {e} (apt-get install curl)")))?;
     let status = loop {
         if let Some(status) = child
             .try_wait()
-            .map_err(|e| Failure::internal(format!("waiting for curl: {e}")))?
+            .map_err(|e| Error::internal(format!("waiting for curl: {e}")))?
         {
             break status;
         }
@@ -140,7 +140,7 @@ fn download(url: &str, size: u64, dest: &Path, progress: &Progress) -> Result<()
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
-        return Err(Failure::bad_request(format!(
+        return Err(Error::invalid(format!(
             "download of {url} failed: {}",
             err.lines().last().unwrap_or("curl gave no reason").trim()
         )));
@@ -154,11 +154,11 @@ fn check_pin(
     pinned: &PinnedFile,
     path: &Path,
     progress: &Progress,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     progress.phase("verify", "checking the SHA-256 pin");
-    let (sha256, size) = sha256_file(path).map_err(|e| Failure::internal(e.to_string()))?;
+    let (sha256, size) = sha256_file(path).map_err(|e| Error::internal(e.to_string()))?;
     if size != pinned.size || sha256 != pinned.sha256 {
-        return Err(Failure::bad_request(format!(
+        return Err(Error::invalid(format!(
             "catalog entry {entry:?}: the rootfs is {size} bytes with SHA-256 {sha256}, but \
              the catalog pins {} bytes with SHA-256 {}: the file changed or the transfer was \
              corrupted; nothing was recorded",
@@ -172,7 +172,7 @@ fn check_pin(
 pub(super) struct Staging(pub PathBuf);
 
 impl Staging {
-    pub fn new(path: PathBuf) -> Result<Self, Failure> {
+    pub fn new(path: PathBuf) -> Result<Self, Error> {
         if path.exists() {
             fs::remove_dir_all(&path).map_err(|e| io_failure("remove stale", &path, e))?;
         }
@@ -197,7 +197,7 @@ mod tests {
         let fake = dir.path().join("fake.ext4");
         fs::write(&fake, vec![0u8; 4096]).unwrap();
         let err = check_ext4(&fake).unwrap_err();
-        assert!(err.error.message.contains("not an ext4 filesystem"));
+        assert!(err.message.contains("not an ext4 filesystem"));
         let short = dir.path().join("short");
         fs::write(&short, b"tiny").unwrap();
         assert!(check_ext4(&short).is_err());

@@ -25,8 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::error::Failure;
-use crate::server::Daemon;
+use crate::Orchestrator;
+use crate::error::{Error, ErrorKind};
 
 /// How often a held lease writes to its client.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -82,22 +82,22 @@ enum Ended {
     /// The client went away (or closed the request): delete the VM.
     Client,
     /// The daemon is stopping: leave the VM to reconcile.
-    Daemon,
+    Orchestrator,
 }
 
 /// Takes `name`'s lease for this request; the returned body is the lease.
 pub(crate) async fn lease(
-    d: &Daemon,
+    d: &Orchestrator,
     name: &str,
-) -> Result<mpsc::Receiver<Result<Bytes, Infallible>>, Failure> {
+) -> Result<mpsc::Receiver<Result<Bytes, Infallible>>, Error> {
     let vm = super::get(d, name).await?;
     if !vm.ephemeral {
-        return Err(Failure::conflict(format!(
+        return Err(Error::conflict(format!(
             "VM {name} is not ephemeral: only VMs made by 'banger vm run --rm' are leased"
         )));
     }
     if !d.inner.leases.take(name) {
-        return Err(Failure::conflict(format!(
+        return Err(Error::conflict(format!(
             "VM {name} is already leased by another client"
         )));
     }
@@ -109,7 +109,7 @@ pub(crate) async fn lease(
         drop(tx);
         d.inner.leases.release(&name);
         match ended {
-            Ended::Daemon => tracing::info!(
+            Ended::Orchestrator => tracing::info!(
                 vm = %name,
                 "lease ended by bangerd stopping: the VM is deleted at its next start"
             ),
@@ -129,7 +129,7 @@ async fn hold(
     loop {
         tokio::select! {
             _ = tx.closed() => return Ended::Client,
-            _ = &mut stopping => return Ended::Daemon,
+            _ = &mut stopping => return Ended::Orchestrator,
             _ = tokio::time::sleep(HEARTBEAT) => {
                 if tx.send(Ok(Bytes::from_static(b"\n"))).await.is_err() {
                     return Ended::Client;
@@ -154,7 +154,7 @@ async fn stopping(mut closing: watch::Receiver<bool>) {
 }
 
 /// After create: deletes the VM if no client took its lease in time.
-pub(crate) async fn expect_lease(d: Daemon, name: String) {
+pub(crate) async fn expect_lease(d: Orchestrator, name: String) {
     tokio::time::sleep(LEASE_GRACE).await;
     if *d.inner.leases.closing.borrow() || d.inner.leases.is_held(&name) {
         return;
@@ -164,17 +164,17 @@ pub(crate) async fn expect_lease(d: Daemon, name: String) {
 
 /// Deletes `name` if it is still there and still ephemeral (the client
 /// may have deleted it first, as `vm run --rm` does on a normal exit).
-async fn remove(d: &Daemon, name: &str, why: &str) {
+async fn remove(d: &Orchestrator, name: &str, why: &str) {
     match super::get(d, name).await {
         Ok(vm) if vm.ephemeral => {}
         _ => return,
     }
     match super::delete(d, name, true).await {
         Ok(()) => tracing::info!(vm = %name, "deleted an ephemeral VM: {why}"),
-        Err(e) if e.error.code == "not_found" => {}
+        Err(e) if e.kind == ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(
             vm = %name,
-            error = %e.error.message,
+            error = %e.message,
             "cannot delete an ephemeral VM ({why}): delete it with 'banger vm delete --force'"
         ),
     }
@@ -221,6 +221,6 @@ mod tests {
         assert_eq!(beat.unwrap().unwrap().unwrap(), Bytes::from_static(b"\n"));
         leases.close();
         let ended = tokio::time::timeout(Duration::from_secs(5), held).await;
-        assert_eq!(ended.unwrap().unwrap(), Ended::Daemon);
+        assert_eq!(ended.unwrap().unwrap(), Ended::Orchestrator);
     }
 }

@@ -25,9 +25,9 @@ use serde::Deserialize;
 
 use self::files::{Staging, check_ext4, fetch_pinned, io_failure, make_read_only, pin, place};
 use self::kernels::{KernelFiles, ensure_kernel, kernel_from_rootfs, recreate_dir};
-use crate::error::Failure;
+use crate::Orchestrator;
+use crate::error::{Error, ErrorKind};
 use crate::progress::Progress;
-use crate::server::Daemon;
 
 const ROOTFS: &str = "rootfs.ext4";
 /// The recipe `image build` uses without `--from-config`.
@@ -41,19 +41,23 @@ pub(crate) fn now() -> i64 {
 }
 
 /// Runs file work off the async executor.
-pub(crate) async fn blocking<T, F>(f: F) -> Result<T, Failure>
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, Error>
 where
-    F: FnOnce() -> Result<T, Failure> + Send + 'static,
+    F: FnOnce() -> Result<T, Error> + Send + 'static,
     T: Send + 'static,
 {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Failure::internal(format!("worker task failed: {e}")))?
+        .map_err(|e| Error::internal(format!("worker task failed: {e}")))?
 }
 
-/// banger's guest init, a static binary shipped beside `bangerd`.
-pub(crate) fn init_binary() -> Result<PathBuf, Failure> {
-    banger_images::initramfs::find_init_binary().map_err(Failure::internal)
+/// banger's guest init, a static binary shipped beside `bangerd`, unless
+/// the orchestrator was given one.
+pub(crate) fn init_binary(d: &Orchestrator) -> Result<PathBuf, Error> {
+    match &d.inner.init_binary {
+        Some(path) => Ok(path.clone()),
+        None => banger_images::initramfs::find_init_binary().map_err(Error::internal),
+    }
 }
 
 /// A recipe file for `image build --from-config FILE`.
@@ -70,13 +74,13 @@ struct RecipeFile {
 }
 
 pub(crate) async fn build(
-    d: &Daemon,
+    d: &Orchestrator,
     req: BuildImageRequest,
     progress: &Progress,
-) -> Result<ImageRecord, Failure> {
+) -> Result<ImageRecord, Error> {
     let file: RecipeFile = match &req.recipe {
         Some(text) => toml::from_str(text).map_err(|e| {
-            Failure::bad_request(format!(
+            Error::invalid(format!(
                 "recipe {}: {}",
                 req.recipe_origin.as_deref().unwrap_or("(inline)"),
                 e.message().trim()
@@ -89,7 +93,7 @@ pub(crate) async fn build(
         .clone()
         .or(file.name.clone())
         .unwrap_or_else(|| DEFAULT_RECIPE.to_string());
-    validate_object_name("image", &name).map_err(|e| Failure::bad_request(e.to_string()))?;
+    validate_object_name("image", &name).map_err(|e| Error::invalid(e.to_string()))?;
     refuse_existing(d, &name).await?;
 
     let suite = file
@@ -100,8 +104,8 @@ pub(crate) async fn build(
     // arguments and apt's sources lines.
     let origin = req.recipe_origin.as_deref().unwrap_or("(inline)");
     let refused = |e: debian::DebianError| match &req.recipe {
-        Some(_) => Failure::bad_request(format!("recipe {origin}: {e}")),
-        None => Failure::bad_request(e.to_string()),
+        Some(_) => Error::invalid(format!("recipe {origin}: {e}")),
+        None => Error::invalid(e.to_string()),
     };
     debian::validate_suite(&suite).map_err(refused)?;
     let sources = match &d.inner.config.debian_mirror {
@@ -110,17 +114,17 @@ pub(crate) async fn build(
             suites: vec![suite.clone(), format!("{suite}-updates")],
             components: vec!["main".into()],
         }],
-        None => debian::host_sources(&suite).map_err(|e| Failure::bad_request(e.to_string()))?,
+        None => debian::host_sources(&suite).map_err(|e| Error::invalid(e.to_string()))?,
     };
     let mut packages = file.packages.clone();
     packages.extend(req.packages.iter().cloned());
     let mut recipe = DebianRecipe::bookworm(sources)
         .with_packages(&packages)
-        .map_err(|e| Failure::bad_request(e.to_string()))?;
+        .map_err(|e| Error::invalid(e.to_string()))?;
     recipe.suite = suite;
     recipe.validate().map_err(refused)?;
     let hash = recipe.hash();
-    let init = init_binary()?;
+    let init = init_binary(d)?;
 
     // One build at a time: they are heavy, and two builds of one recipe
     // would race for its cache folder.
@@ -163,7 +167,7 @@ pub(crate) async fn build(
             } else {
                 format!(" (log: {log})")
             };
-            Failure::bad_request(format!("image build failed: {e}{hint}"))
+            Error::invalid(format!("image build failed: {e}{hint}"))
         })
     })
     .await?;
@@ -175,7 +179,7 @@ pub(crate) async fn build(
         ));
     }
     let pins = built.artifacts.clone();
-    let pinned = move |file: &str, role| -> Result<Artifact, Failure> {
+    let pinned = move |file: &str, role| -> Result<Artifact, Error> {
         pins.iter()
             .find(|a| a.name == file)
             .map(|a| Artifact {
@@ -184,11 +188,11 @@ pub(crate) async fn build(
                 sha256: a.sha256.clone(),
                 size: a.size,
             })
-            .ok_or_else(|| Failure::internal(format!("the build left no pin for {file}")))
+            .ok_or_else(|| Error::internal(format!("the build left no pin for {file}")))
     };
     let initramfs = built
         .initramfs()
-        .ok_or_else(|| Failure::internal("the build made no initramfs"))?;
+        .ok_or_else(|| Error::internal("the build made no initramfs"))?;
     let kernel = ensure_kernel(
         d,
         &built.kernel_release,
@@ -220,13 +224,13 @@ pub(crate) async fn build(
 }
 
 pub(crate) async fn register(
-    d: &Daemon,
+    d: &Orchestrator,
     req: RegisterImageRequest,
     progress: &Progress,
-) -> Result<ImageRecord, Failure> {
-    validate_object_name("image", &req.name).map_err(|e| Failure::bad_request(e.to_string()))?;
+) -> Result<ImageRecord, Error> {
+    validate_object_name("image", &req.name).map_err(|e| Error::invalid(e.to_string()))?;
     if !req.rootfs.is_absolute() {
-        return Err(Failure::bad_request(format!(
+        return Err(Error::invalid(format!(
             "rootfs {} must be an absolute path",
             req.rootfs.display()
         )));
@@ -254,20 +258,20 @@ pub(crate) async fn register(
     .await
 }
 
-pub(crate) fn catalog(d: &Daemon) -> Result<Catalog, Failure> {
-    Catalog::load(&d.inner.paths.user_catalog()).map_err(|e| Failure::bad_request(e.to_string()))
+pub(crate) fn catalog(d: &Orchestrator) -> Result<Catalog, Error> {
+    Catalog::load(&d.inner.paths.user_catalog()).map_err(|e| Error::invalid(e.to_string()))
 }
 
 pub(crate) async fn pull(
-    d: &Daemon,
+    d: &Orchestrator,
     req: PullImageRequest,
     progress: &Progress,
-) -> Result<ImageRecord, Failure> {
+) -> Result<ImageRecord, Error> {
     if banger_images::oci::is_oci_reference(&req.entry) {
         return oci::pull(d, req, progress).await;
     }
     if req.insecure || req.allow_devices {
-        return Err(Failure::bad_request(format!(
+        return Err(Error::invalid(format!(
             "--insecure and --allow-devices apply to OCI references, and {:?} is a catalog \
              entry name (write oci://docker.io/library/{} for the Docker Hub image)",
             req.entry, req.entry
@@ -276,14 +280,14 @@ pub(crate) async fn pull(
     let catalog = catalog(d)?;
     let entry: Entry = catalog
         .get(&req.entry)
-        .map_err(|e| Failure::not_found(e.to_string()))?
+        .map_err(|e| Error::not_found(e.to_string()))?
         .clone();
     let name = req.name.clone().unwrap_or_else(|| entry.name.clone());
-    validate_object_name("image", &name).map_err(|e| Failure::bad_request(e.to_string()))?;
+    validate_object_name("image", &name).map_err(|e| Error::invalid(e.to_string()))?;
     match entry.source {
         Source::Recipe { recipe } => {
             if recipe != DEFAULT_RECIPE {
-                return Err(Failure::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "catalog entry {:?} names recipe {recipe:?}, but this banger knows only \
                      {DEFAULT_RECIPE:?}",
                     entry.name
@@ -358,14 +362,14 @@ pub(crate) async fn pull(
 /// The image `name`, built first when it is the default one and absent
 /// (`vm run` on a fresh machine), else an error saying how to get it.
 pub(crate) async fn ensure_image(
-    d: &Daemon,
+    d: &Orchestrator,
     name: &str,
     progress: &Progress,
-) -> Result<ImageRecord, Failure> {
+) -> Result<ImageRecord, Error> {
     let key = name.to_string();
     if let Some(image) = d.with_store(move |s| s.get_image(&key)).await? {
         if image.state != ObjectState::Ready {
-            return Err(Failure::conflict(format!(
+            return Err(Error::conflict(format!(
                 "image {name} is still being made: wait for it to finish"
             )));
         }
@@ -389,7 +393,7 @@ pub(crate) async fn ensure_image(
     if banger_images::oci::is_oci_reference(name) {
         return ensure_oci_image(d, name, progress).await;
     }
-    Err(Failure::not_found(format!(
+    Err(Error::not_found(format!(
         "image {name:?} not found: run 'banger image build' or 'banger image list'"
     )))
 }
@@ -397,12 +401,12 @@ pub(crate) async fn ensure_image(
 /// `vm run --image REF`, as `docker run` does: the image pulled from REF
 /// under its default name, pulled now if it is not there yet.
 async fn ensure_oci_image(
-    d: &Daemon,
+    d: &Orchestrator,
     reference: &str,
     progress: &Progress,
-) -> Result<ImageRecord, Failure> {
+) -> Result<ImageRecord, Error> {
     let local = banger_images::oci::ImageRef::parse(reference)
-        .map_err(|e| Failure::bad_request(e.to_string()))?
+        .map_err(|e| Error::invalid(e.to_string()))?
         .default_name();
     let key = local.clone();
     match d.with_store(move |s| s.get_image(&key)).await? {
@@ -413,10 +417,10 @@ async fn ensure_oci_image(
             ));
             Ok(image)
         }
-        Some(image) if image.oci.is_some() => Err(Failure::conflict(format!(
+        Some(image) if image.oci.is_some() => Err(Error::conflict(format!(
             "image {local} is still being pulled: wait for it to finish"
         ))),
-        Some(image) => Err(Failure::conflict(format!(
+        Some(image) => Err(Error::conflict(format!(
             "{reference} would be pulled as image {local}, but an image of that name exists \
              (from {}): pull it under another name with 'banger image pull {reference} --name NAME' \
              and give --image NAME",
@@ -440,7 +444,7 @@ async fn ensure_oci_image(
     }
 }
 
-pub(crate) async fn get_image(d: &Daemon, name: &str) -> Result<ImageRecord, Failure> {
+pub(crate) async fn get_image(d: &Orchestrator, name: &str) -> Result<ImageRecord, Error> {
     let key = name.to_string();
     d.with_store(move |s| s.get_image(&key))
         .await?
@@ -448,9 +452,9 @@ pub(crate) async fn get_image(d: &Daemon, name: &str) -> Result<ImageRecord, Fai
 }
 
 pub(crate) async fn get_kernel(
-    d: &Daemon,
+    d: &Orchestrator,
     name: &str,
-) -> Result<banger_model::KernelRecord, Failure> {
+) -> Result<banger_model::KernelRecord, Error> {
     let key = name.to_string();
     d.with_store(move |s| s.get_kernel(&key))
         .await?
@@ -459,26 +463,26 @@ pub(crate) async fn get_kernel(
 
 /// Where an image's file of `role` is.
 pub(crate) fn artifact_path(
-    d: &Daemon,
+    d: &Orchestrator,
     image: &ImageRecord,
     role: ArtifactRole,
-) -> Result<PathBuf, Failure> {
+) -> Result<PathBuf, Error> {
     image
         .artifact(role)
         .map(|a| d.inner.paths.images_dir().join(&image.name).join(&a.file))
-        .ok_or_else(|| Failure::internal(format!("image {} has no {role} file", image.name)))
+        .ok_or_else(|| Error::internal(format!("image {} has no {role} file", image.name)))
 }
 
 /// Where a kernel's file of `role` is.
 pub(crate) fn kernel_path(
-    d: &Daemon,
+    d: &Orchestrator,
     kernel: &banger_model::KernelRecord,
     role: ArtifactRole,
-) -> Result<PathBuf, Failure> {
+) -> Result<PathBuf, Error> {
     kernel
         .artifact(role)
         .map(|a| d.inner.paths.kernels_dir().join(&kernel.name).join(&a.file))
-        .ok_or_else(|| Failure::internal(format!("kernel {} has no {role} file", kernel.name)))
+        .ok_or_else(|| Error::internal(format!("kernel {} has no {role} file", kernel.name)))
 }
 
 /// Hashes every file of the image and of its kernel against its pin.
@@ -533,16 +537,20 @@ impl VerifiedFiles {
 /// Before a boot: every file of the image and its kernel must match its
 /// pin; a file unchanged since this daemon last hashed it is not hashed
 /// again.
-pub(crate) async fn verify_for_boot(d: &Daemon, name: &str) -> Result<(), Failure> {
+pub(crate) async fn verify_for_boot(d: &Orchestrator, name: &str) -> Result<(), Error> {
     verify_files(d, name, false).await.map(|_| ())
 }
 
 /// `image verify`: hashes every file again, whatever the stamps say.
-pub(crate) async fn verify(d: &Daemon, name: &str) -> Result<Vec<VerifiedFile>, Failure> {
+pub(crate) async fn verify(d: &Orchestrator, name: &str) -> Result<Vec<VerifiedFile>, Error> {
     verify_files(d, name, true).await
 }
 
-async fn verify_files(d: &Daemon, name: &str, full: bool) -> Result<Vec<VerifiedFile>, Failure> {
+async fn verify_files(
+    d: &Orchestrator,
+    name: &str,
+    full: bool,
+) -> Result<Vec<VerifiedFile>, Error> {
     let key = name.to_string();
     let image = d
         .with_store(move |s| s.get_image(&key))
@@ -558,7 +566,7 @@ async fn verify_files(d: &Daemon, name: &str, full: bool) -> Result<Vec<Verified
         ("kernel", kernel.state, &kernel.name),
     ] {
         if state != ObjectState::Ready {
-            return Err(Failure::conflict(format!(
+            return Err(Error::conflict(format!(
                 "{kind} {n} is still being made: wait for it to finish"
             )));
         }
@@ -595,11 +603,10 @@ async fn verify_files(d: &Daemon, name: &str, full: bool) -> Result<Vec<Verified
                     });
                 }
                 let before = FileStamp::of(&path);
-                let (sha256, _) = sha256_file(&path).map_err(|e| {
-                    Failure::conflict(format!("{owner}: {e}: rebuild or re-pull it"))
-                })?;
+                let (sha256, _) = sha256_file(&path)
+                    .map_err(|e| Error::conflict(format!("{owner}: {e}: rebuild or re-pull it")))?;
                 if sha256 != pinned.sha256 {
-                    return Err(Failure::conflict(format!(
+                    return Err(Error::conflict(format!(
                         "{} of {owner} changed since it was made (SHA-256 {sha256}, pinned {}): \
                          refusing to boot it; delete and rebuild or re-pull it",
                         path.display(),
@@ -624,11 +631,11 @@ async fn verify_files(d: &Daemon, name: &str, full: bool) -> Result<Vec<Verified
     .await
 }
 
-pub(crate) async fn delete_image(d: &Daemon, name: &str) -> Result<(), Failure> {
+pub(crate) async fn delete_image(d: &Orchestrator, name: &str) -> Result<(), Error> {
     let key = name.to_string();
     let users = d.with_store(move |s| s.vms_using_image(&key)).await?;
     if !users.is_empty() {
-        return Err(Failure::conflict(format!(
+        return Err(Error::conflict(format!(
             "image {name} is used by VM(s) {}: delete them first",
             users.join(", ")
         )));
@@ -640,7 +647,7 @@ pub(crate) async fn delete_image(d: &Daemon, name: &str) -> Result<(), Failure> 
     remove_dir(&d.inner.paths.images_dir().join(name)).await
 }
 
-pub(crate) async fn delete_kernel(d: &Daemon, name: &str) -> Result<(), Failure> {
+pub(crate) async fn delete_kernel(d: &Orchestrator, name: &str) -> Result<(), Error> {
     let key = name.to_string();
     d.with_store(move |s| s.delete_kernel(&key))
         .await
@@ -649,7 +656,7 @@ pub(crate) async fn delete_kernel(d: &Daemon, name: &str) -> Result<(), Failure>
 }
 
 /// Undoes what a daemon that died mid-operation left `building`.
-pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
+pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
     let (kernels, images) = d.with_store(|s| s.unfinished()).await?;
     for name in images {
         tracing::warn!(image = %name, "removing an image left unfinished by a crash");
@@ -669,14 +676,14 @@ pub(crate) async fn reconcile(d: &Daemon) -> Result<(), Failure> {
 /// Journals an image, fills its folder with `fill` (off the executor),
 /// and marks it ready; on failure removes both.
 async fn create_image<F>(
-    d: &Daemon,
+    d: &Orchestrator,
     name: &str,
     kernel: &str,
     source: String,
     fill: F,
-) -> Result<ImageRecord, Failure>
+) -> Result<ImageRecord, Error>
 where
-    F: FnOnce(&Path) -> Result<Vec<Artifact>, Failure> + Send + 'static,
+    F: FnOnce(&Path) -> Result<Vec<Artifact>, Error> + Send + 'static,
 {
     let record = ImageRecord {
         name: name.to_string(),
@@ -695,20 +702,20 @@ where
 /// removes the folder and the record. A second operation on the same name
 /// meanwhile is refused by the record's primary key.
 async fn journal_image<F, Fut>(
-    d: &Daemon,
+    d: &Orchestrator,
     record: ImageRecord,
     fill: F,
-) -> Result<ImageRecord, Failure>
+) -> Result<ImageRecord, Error>
 where
     F: FnOnce(PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Artifact>, Failure>>,
+    Fut: std::future::Future<Output = Result<Vec<Artifact>, Error>>,
 {
     let name = record.name.clone();
     d.with_store(move |s| s.insert_image(&record))
         .await
         .map_err(|f| {
-            if f.error.code == "conflict" {
-                Failure::conflict(format!(
+            if f.kind == ErrorKind::Conflict {
+                Error::conflict(format!(
                     "image {name} already exists (or another pull is making it): choose \
                      another --name, or see 'banger image show {name}'"
                 ))
@@ -731,7 +738,7 @@ where
                 s.get_image(&key)
             })
             .await?
-            .ok_or_else(|| Failure::internal("image vanished after being recorded")),
+            .ok_or_else(|| Error::internal("image vanished after being recorded")),
         Err(e) => {
             let _ = fs::remove_dir_all(&dir);
             let _ = d.with_store(move |s| s.delete_image(&key)).await;
@@ -740,10 +747,10 @@ where
     }
 }
 
-pub(super) async fn refuse_existing(d: &Daemon, name: &str) -> Result<(), Failure> {
+pub(super) async fn refuse_existing(d: &Orchestrator, name: &str) -> Result<(), Error> {
     let key = name.to_string();
     if d.with_store(move |s| s.get_image(&key)).await?.is_some() {
-        return Err(Failure::conflict(format!(
+        return Err(Error::conflict(format!(
             "image {name} already exists: choose another --name, or delete it with \
              'banger image delete {name}'"
         )));
@@ -751,32 +758,32 @@ pub(super) async fn refuse_existing(d: &Daemon, name: &str) -> Result<(), Failur
     Ok(())
 }
 
-async fn require_kernel(d: &Daemon, name: &str) -> Result<(), Failure> {
+async fn require_kernel(d: &Orchestrator, name: &str) -> Result<(), Error> {
     let key = name.to_string();
     match d.with_store(move |s| s.get_kernel(&key)).await? {
         Some(k) if k.state == ObjectState::Ready => Ok(()),
-        Some(_) => Err(Failure::conflict(format!(
+        Some(_) => Err(Error::conflict(format!(
             "kernel {name} is still being made: try again shortly"
         ))),
         None => Err(not_found("kernel", name)),
     }
 }
 
-fn not_found(kind: &str, name: &str) -> Failure {
-    Failure::not_found(format!(
+fn not_found(kind: &str, name: &str) -> Error {
+    Error::not_found(format!(
         "{kind} {name:?} not found: see 'banger {kind} list'"
     ))
 }
 
-fn if_missing(f: Failure, kind: &str, name: &str) -> Failure {
-    if f.error.code == "not_found" {
+fn if_missing(f: Error, kind: &str, name: &str) -> Error {
+    if f.kind == ErrorKind::NotFound {
         not_found(kind, name)
     } else {
         f
     }
 }
 
-async fn remove_dir(dir: &Path) -> Result<(), Failure> {
+async fn remove_dir(dir: &Path) -> Result<(), Error> {
     let dir = dir.to_path_buf();
     blocking(move || match fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),

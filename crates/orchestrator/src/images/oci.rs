@@ -28,9 +28,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use super::files::{io_failure, make_read_only, pin};
 use super::kernels::{KernelFiles, ensure_kernel};
 use super::{ROOTFS, blocking, journal_image, now, refuse_existing};
-use crate::error::Failure;
+use crate::Orchestrator;
+use crate::error::Error;
 use crate::progress::Progress;
-use crate::server::Daemon;
 
 /// Layers downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 3;
@@ -40,13 +40,13 @@ const OCI_KERNEL_SOURCE: &str = "debian:";
 const STAGING: &str = ".rootfs";
 
 pub(super) async fn pull(
-    d: &Daemon,
+    d: &Orchestrator,
     req: PullImageRequest,
     progress: &Progress,
-) -> Result<ImageRecord, Failure> {
+) -> Result<ImageRecord, Error> {
     let image = ImageRef::parse(&req.entry).map_err(oci_failure)?;
     let name = req.name.clone().unwrap_or_else(|| image.default_name());
-    validate_object_name("image", &name).map_err(|e| Failure::bad_request(e.to_string()))?;
+    validate_object_name("image", &name).map_err(|e| Error::invalid(e.to_string()))?;
     refuse_existing(d, &name).await?;
 
     progress.phase("resolve", format!("resolving {image}"));
@@ -128,7 +128,7 @@ async fn fetch_layers(
     resolved: &Resolved,
     cache: &BlobCache,
     progress: &Progress,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     progress.phase(
         "download",
         format!("fetching {} layers", resolved.layers.len()),
@@ -139,7 +139,7 @@ async fn fetch_layers(
     let mut fetches = Vec::with_capacity(resolved.layers.len());
     for layer in &resolved.layers {
         let (image, p) = (&image, progress.clone());
-        let fetch: BoxFuture<'_, Result<bool, Failure>> = Box::pin(async move {
+        let fetch: BoxFuture<'_, Result<bool, Error>> = Box::pin(async move {
             let bar = layer_bar(&layer.digest);
             let size = layer.size;
             p.progress(&bar, 0, Some(size));
@@ -174,7 +174,7 @@ fn build_rootfs(
     cache: &BlobCache,
     options: FlattenOptions,
     progress: &Progress,
-) -> Result<Vec<banger_model::Artifact>, Failure> {
+) -> Result<Vec<banger_model::Artifact>, Error> {
     let staging = dir.join(STAGING);
     fs::create_dir(&staging).map_err(|e| io_failure("create", &staging, e))?;
     progress.phase(
@@ -213,7 +213,7 @@ fn build_rootfs(
 /// when that image is not there yet, the same Debian cloud kernel its
 /// recipe installs, fetched on its own (a few MiB through apt, rather than
 /// a whole image build).
-async fn kernel_for_oci(d: &Daemon, progress: &Progress) -> Result<String, Failure> {
+async fn kernel_for_oci(d: &Orchestrator, progress: &Progress) -> Result<String, Error> {
     // Two first pulls at once would both try to record the kernel.
     let _guard = d.inner.build_lock.lock().await;
     let default = d.inner.config.default_image_name().to_string();
@@ -239,7 +239,7 @@ async fn kernel_for_oci(d: &Daemon, progress: &Progress) -> Result<String, Failu
     );
     let cache = d.inner.paths.kernel_package_cache();
     let pkg = blocking(move || {
-        package::fetch(CLOUD_KERNEL_META, &cache).map_err(|e| Failure::bad_request(e.to_string()))
+        package::fetch(CLOUD_KERNEL_META, &cache).map_err(|e| Error::invalid(e.to_string()))
     })
     .await?;
     let kernel = ensure_kernel(
@@ -260,17 +260,16 @@ async fn kernel_for_oci(d: &Daemon, progress: &Progress) -> Result<String, Failu
 /// has no sshd of its own). Fetched here, while the network is there,
 /// and kept with the image ([`keep_tools`]): a VM is made with no mirror
 /// in reach, and a pull that cannot fetch them records no image.
-async fn tools_for_oci(d: &Daemon, progress: &Progress) -> Result<GuestTools, Failure> {
+async fn tools_for_oci(d: &Orchestrator, progress: &Progress) -> Result<GuestTools, Error> {
     progress.phase("tools", "fetching banger's sshd and busybox for the guest");
     let cache = d.inner.paths.guest_tools_cache();
-    blocking(move || guest_tools::ensure(&cache).map_err(|e| Failure::bad_request(e.to_string())))
-        .await
+    blocking(move || guest_tools::ensure(&cache).map_err(|e| Error::invalid(e.to_string()))).await
 }
 
 /// The tools as the image's own pinned archive.
-fn keep_tools(dir: &Path, tools: &GuestTools) -> Result<banger_model::Artifact, Failure> {
+fn keep_tools(dir: &Path, tools: &GuestTools) -> Result<banger_model::Artifact, Error> {
     guest_tools::write_archive(tools, &dir.join(guest_tools::ARCHIVE))
-        .map_err(|e| Failure::internal(e.to_string()))?;
+        .map_err(|e| Error::internal(e.to_string()))?;
     make_read_only(&dir.join(guest_tools::ARCHIVE))?;
     pin(dir, guest_tools::ARCHIVE, ArtifactRole::GuestTools)
 }
@@ -302,10 +301,10 @@ fn layer_bar(digest: &str) -> String {
     format!("layer {}", &hex[..hex.len().min(12)])
 }
 
-fn oci_failure(e: OciError) -> Failure {
+fn oci_failure(e: OciError) -> Error {
     match e {
-        OciError::Io { .. } | OciError::Filesystem(_) => Failure::internal(e.to_string()),
-        _ => Failure::bad_request(e.to_string()),
+        OciError::Io { .. } | OciError::Filesystem(_) => Error::internal(e.to_string()),
+        _ => Error::invalid(e.to_string()),
     }
 }
 

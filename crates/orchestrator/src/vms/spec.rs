@@ -5,21 +5,21 @@
 use banger_api::{CreateVmRequest, VmSpec};
 use banger_model::{Size, VmDefaults, VmName, generate_name};
 
-use crate::error::Failure;
-use crate::server::Daemon;
+use crate::Orchestrator;
+use crate::error::Error;
 
 const MAX_VCPU: u32 = 64;
 const MIN_MEMORY_MIB: u64 = 128;
 
 /// Validates a create request and fills it from the defaults.
-pub(crate) async fn resolve_spec(d: &Daemon, req: CreateVmRequest) -> Result<VmSpec, Failure> {
+pub(crate) async fn resolve_spec(d: &Orchestrator, req: CreateVmRequest) -> Result<VmSpec, Error> {
     let defaults = VmDefaults::resolve(&d.inner.config.vm_defaults, d.inner.host);
     let name = match req.name {
         Some(n) => {
-            let name = VmName::parse(&n).map_err(|e| Failure::bad_request(e.to_string()))?;
+            let name = VmName::parse(&n).map_err(|e| Error::invalid(e.to_string()))?;
             let key = name.to_string();
             if d.with_store(move |s| s.vm_exists(&key)).await? {
-                return Err(Failure::conflict(format!(
+                return Err(Error::conflict(format!(
                     "VM \"{name}\" already exists: choose another --name, or remove it with \
                      'banger vm delete {name}'"
                 )));
@@ -53,14 +53,14 @@ pub(crate) async fn resolve_spec(d: &Daemon, req: CreateVmRequest) -> Result<VmS
 }
 
 /// The limits on any VM, whatever the host.
-pub(crate) fn check_sizes(vcpu: u32, memory_mib: u64) -> Result<(), Failure> {
+pub(crate) fn check_sizes(vcpu: u32, memory_mib: u64) -> Result<(), Error> {
     if vcpu == 0 || vcpu > MAX_VCPU {
-        return Err(Failure::bad_request(format!(
+        return Err(Error::invalid(format!(
             "--vcpu {vcpu} is out of range: give 1 to {MAX_VCPU}"
         )));
     }
     if memory_mib < MIN_MEMORY_MIB {
-        return Err(Failure::bad_request(format!(
+        return Err(Error::invalid(format!(
             "--memory {memory_mib} MiB is too small: a guest needs at least {MIN_MEMORY_MIB} MiB"
         )));
     }

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{get, handle_of, paths};
-use crate::error::Failure;
-use crate::server::Daemon;
+use crate::Orchestrator;
+use crate::error::Error;
 
 /// How often running VMs' logs are measured. With `console_log_max`, this
 /// bounds each file: the cap, plus what a guest writes in this long (a
@@ -25,7 +25,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const CHUNK: usize = 64 * 1024;
 
 /// The console log of a VM, for `vm logs`.
-pub(crate) async fn console_log(d: &Daemon, name: &str) -> Result<ConsoleLog, Failure> {
+pub(crate) async fn console_log(d: &Orchestrator, name: &str) -> Result<ConsoleLog, Error> {
     let vm = get(d, name).await?;
     Ok(d.inner.consoles.get(&paths(d, &vm).console))
 }
@@ -33,7 +33,7 @@ pub(crate) async fn console_log(d: &Daemon, name: &str) -> Result<ConsoleLog, Fa
 /// Rotates the console log of every VM whose hypervisor runs once it is
 /// longer than `console_log_max`, for as long as the daemon runs. Stopped
 /// VMs' logs do not grow.
-pub(crate) async fn cap_console_logs(d: Daemon) {
+pub(crate) async fn cap_console_logs(d: Orchestrator) {
     let cap = d.inner.config.console_log_max().bytes();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -45,7 +45,7 @@ pub(crate) async fn cap_console_logs(d: Daemon) {
         let vms = match d.with_store(|s| s.list_vms()).await {
             Ok(vms) => vms,
             Err(e) => {
-                tracing::warn!(error = %e.error.message, "console logs: cannot read the VMs");
+                tracing::warn!(error = %e.message, "console logs: cannot read the VMs");
                 continue;
             }
         };
@@ -98,7 +98,7 @@ fn rotate_all(
 /// Sends the console log: all that is kept (the previous file, then the
 /// current one) up to where it ends now; with `follow`, then what is
 /// written after, across rotations, until the receiver goes away.
-pub(crate) async fn stream_console(
+pub async fn stream_console(
     log: ConsoleLog,
     follow: bool,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,

@@ -14,9 +14,9 @@ use banger_images::digest::sha256_file;
 
 use super::files::{io_failure, make_read_only, pin, place};
 use super::{blocking, now};
-use crate::error::Failure;
+use crate::Orchestrator;
+use crate::error::Error;
 use crate::progress::Progress;
-use crate::server::Daemon;
 
 pub(super) const BZIMAGE: &str = "vmlinuz";
 pub(super) const VMLINUX: &str = "vmlinux";
@@ -39,24 +39,24 @@ pub(super) enum KernelFiles {
 
 /// The kernel named `release`, recorded from `files` unless it exists.
 pub(super) async fn ensure_kernel(
-    d: &Daemon,
+    d: &Orchestrator,
     release: &str,
     source: String,
     files: KernelFiles,
     progress: &Progress,
-) -> Result<KernelRecord, Failure> {
+) -> Result<KernelRecord, Error> {
     let name = release.to_string();
     if let Some(k) = d.with_store(move |s| s.get_kernel(&name)).await? {
         if k.state == ObjectState::Ready {
             progress.info(format!("kernel {release} already present: reusing it"));
             return Ok(k);
         }
-        return Err(Failure::conflict(format!(
+        return Err(Error::conflict(format!(
             "kernel {release} is still being made by another operation: try again shortly"
         )));
     }
     banger_model::validate_object_name("kernel", release)
-        .map_err(|e| Failure::bad_request(e.to_string()))?;
+        .map_err(|e| Error::invalid(e.to_string()))?;
     let record = KernelRecord {
         name: release.to_string(),
         version: release.to_string(),
@@ -68,7 +68,7 @@ pub(super) async fn ensure_kernel(
     let rec = record.clone();
     d.with_store(move |s| s.insert_kernel(&rec)).await?;
     let dir = d.inner.paths.kernels_dir().join(release);
-    let init = super::init_binary();
+    let init = super::init_binary(d);
     let progress = progress.clone();
     let fill_dir = dir.clone();
     let filled = blocking(move || {
@@ -84,7 +84,7 @@ pub(super) async fn ensure_kernel(
             let name = record.name.clone();
             d.with_store(move |s| s.get_kernel(&name))
                 .await?
-                .ok_or_else(|| Failure::internal("kernel vanished after being recorded"))
+                .ok_or_else(|| Error::internal("kernel vanished after being recorded"))
         }
         Err(e) => {
             let _ = fs::remove_dir_all(&dir);
@@ -98,9 +98,9 @@ pub(super) async fn ensure_kernel(
 fn fill(
     dir: &Path,
     files: KernelFiles,
-    init: Result<PathBuf, Failure>,
+    init: Result<PathBuf, Error>,
     progress: &Progress,
-) -> Result<Vec<banger_model::Artifact>, Failure> {
+) -> Result<Vec<banger_model::Artifact>, Error> {
     progress.phase("kernel", "preparing the kernel");
     match files {
         KernelFiles::Prebuilt {
@@ -118,7 +118,7 @@ fn fill(
         } => {
             place(&bzimage, &dir.join(BZIMAGE))?;
             extract_vmlinux_file(&bzimage, &dir.join(VMLINUX))
-                .map_err(|e| Failure::bad_request(e.to_string()))?;
+                .map_err(|e| Error::invalid(e.to_string()))?;
             progress.phase("initramfs", "building banger's initramfs");
             let init = init?;
             let spec = InitramfsSpec {
@@ -127,8 +127,8 @@ fn fill(
                 modules: GUEST_MODULES,
             };
             initramfs::build_initramfs(&spec, &dir.join(INITRAMFS))
-                .map_err(|e| Failure::bad_request(e.to_string()))?;
-            let (init_sha, _) = sha256_file(&init).map_err(|e| Failure::internal(e.to_string()))?;
+                .map_err(|e| Error::invalid(e.to_string()))?;
+            let (init_sha, _) = sha256_file(&init).map_err(|e| Error::internal(e.to_string()))?;
             initramfs::record_init(&dir.join(INITRAMFS), &init_sha)
                 .map_err(|e| io_failure("write", &dir.join(INITRAMFS), e))?;
         }
@@ -141,7 +141,7 @@ fn fill(
     ])
 }
 
-pub(super) fn recreate_dir(dir: &Path) -> Result<(), Failure> {
+pub(super) fn recreate_dir(dir: &Path) -> Result<(), Error> {
     if dir.exists() {
         // No record owns it (we just inserted ours): a leftover of a crash.
         fs::remove_dir_all(dir).map_err(|e| io_failure("remove leftover", dir, e))?;
@@ -158,13 +158,13 @@ pub(super) fn kernel_from_rootfs(
     image: &str,
     rootfs: &Path,
     out: &Path,
-) -> Result<(String, PathBuf, PathBuf), Failure> {
+) -> Result<(String, PathBuf, PathBuf), Error> {
     let kernel =
         rootfs::read_rootfs_kernel(rootfs, out, &ReadoutLimits::default()).map_err(|e| {
             let message = format!("reading the kernel out of image {image:?}: {e}");
             match e {
-                ReadoutError::Write { .. } => Failure::internal(message),
-                _ => Failure::bad_request(message),
+                ReadoutError::Write { .. } => Error::internal(message),
+                _ => Error::invalid(message),
             }
         })?;
     for path in &kernel.skipped {
@@ -182,22 +182,22 @@ pub(super) fn kernel_from_rootfs(
 /// and the init it now carries recorded beside it; one that still
 /// matches costs one hash of the init.
 pub(crate) async fn refresh_initramfs(
-    d: &Daemon,
+    d: &Orchestrator,
     kernel: &KernelRecord,
     progress: &Progress,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let Some(pinned) = kernel.artifact(ArtifactRole::Initramfs).cloned() else {
         return Ok(());
     };
     let dir = d.inner.paths.kernels_dir().join(&kernel.name);
-    let init = super::init_binary()?;
+    let init = super::init_binary(d)?;
     // Two boots of one kernel at once must not both rewrite it.
     let _guard = d.inner.initramfs_lock.lock().await;
     let path = dir.join(&pinned.file);
     let (init_sha, current) = {
         let (init, path) = (init.clone(), path.clone());
         blocking(move || {
-            let (sha, _) = sha256_file(&init).map_err(|e| Failure::internal(e.to_string()))?;
+            let (sha, _) = sha256_file(&init).map_err(|e| Error::internal(e.to_string()))?;
             let current = initramfs::carries_init(&path, &sha);
             Ok((sha, current))
         })
@@ -217,16 +217,16 @@ pub(crate) async fn refresh_initramfs(
     let repinned = blocking(move || {
         // Never launder a file that changed behind banger's back: it must
         // match its pin before it is rewritten and pinned anew.
-        let (sha, _) = sha256_file(&path).map_err(|e| Failure::internal(e.to_string()))?;
+        let (sha, _) = sha256_file(&path).map_err(|e| Error::internal(e.to_string()))?;
         if sha != pinned.sha256 {
-            return Err(Failure::conflict(format!(
+            return Err(Error::conflict(format!(
                 "{} of kernel {name} changed since it was made (SHA-256 {sha}, pinned {}): \
                  refusing to boot it; delete and rebuild or re-pull its image",
                 path.display(),
                 pinned.sha256
             )));
         }
-        initramfs::replace_init(&path, &init).map_err(|e| Failure::internal(e.to_string()))?;
+        initramfs::replace_init(&path, &init).map_err(|e| Error::internal(e.to_string()))?;
         make_read_only(&path)?;
         initramfs::record_init(&path, &init_sha).map_err(|e| io_failure("write", &path, e))?;
         pin(&dir, &file, ArtifactRole::Initramfs)
@@ -291,7 +291,7 @@ mod tests {
         };
         let out = dir.path().join("kernel out \"x\"");
         let (release, bzimage, modules) = kernel_from_rootfs("tiny", &image, &out)
-            .map_err(|f| f.error.message)
+            .map_err(|f| f.message)
             .unwrap();
         assert_eq!(release, "6.1.0-test");
         assert_eq!(fs::read(&bzimage).unwrap(), b"bzImage");
@@ -317,7 +317,6 @@ mod tests {
         let err = kernel_from_rootfs("tiny", &image, &out)
             .map(|_| ())
             .unwrap_err()
-            .error
             .message;
         assert!(
             err.contains("image \"tiny\"") && err.contains("more than 2147483648 bytes"),
@@ -372,7 +371,7 @@ mod tests {
             b"original\n",
             "host file written"
         );
-        let err = result.map(|_| ()).unwrap_err().error.message;
+        let err = result.map(|_| ()).unwrap_err().message;
         assert!(err.contains("two entries named \"evil\""), "{err}");
         assert!(!out.exists(), "a partial read-out is left behind");
     }

@@ -1,0 +1,267 @@
+//! Test doubles for the orchestrator's seams. Each records what was asked
+//! and keeps the state the real thing would leave on the host, so that a
+//! test can tell what leaked; they outlive an orchestrator, as the host's
+//! devices and processes outlive a daemon.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banger_config::Config;
+use banger_guest::{SshError, SshTarget};
+use banger_hostops::{BridgeSpec, GuestPort, HostOps, HostOpsError};
+use banger_vmm::{Backend, Hypervisor, LaunchSpec, VmHandle, VmmError};
+
+use crate::error::Error;
+use crate::hypervisors::{GuestProbe, Hypervisors};
+
+/// What the host holds now: the bridge, TAPs, and each VM's rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostState {
+    pub bridge: bool,
+    pub taps: BTreeSet<String>,
+    pub isolated: BTreeSet<String>,
+    pub nat: BTreeSet<String>,
+}
+
+impl HostState {
+    /// Nothing of any VM's: no TAP, no isolation or NAT rule.
+    pub fn no_vm_left(&self) -> bool {
+        self.taps.is_empty() && self.isolated.is_empty() && self.nat.is_empty()
+    }
+}
+
+/// A `HostOps` that changes nothing but its own record; told to, it
+/// fails one operation (by its name, like `"isolate_guest"`).
+#[derive(Default)]
+pub struct FakeHost {
+    state: Mutex<HostState>,
+    fail: Mutex<Option<&'static str>>,
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl FakeHost {
+    pub fn state(&self) -> HostState {
+        self.state.lock().unwrap().clone()
+    }
+
+    pub fn fail(&self, op: &'static str) {
+        *self.fail.lock().unwrap() = Some(op);
+    }
+
+    fn call(&self, op: &'static str, arg: &str) -> Result<(), HostOpsError> {
+        self.calls.lock().unwrap().push(format!("{op} {arg}"));
+        if *self.fail.lock().unwrap() == Some(op) {
+            return Err(HostOpsError::Failed(format!("{op} failed (as told)")));
+        }
+        Ok(())
+    }
+}
+
+impl HostOps for FakeHost {
+    fn ensure_bridge(&self, bridge: &BridgeSpec) -> Result<(), HostOpsError> {
+        self.call("ensure_bridge", &bridge.name)?;
+        self.state.lock().unwrap().bridge = true;
+        Ok(())
+    }
+    fn create_tap(&self, tap: &str, _bridge: &BridgeSpec) -> Result<(), HostOpsError> {
+        self.call("create_tap", tap)?;
+        self.state.lock().unwrap().taps.insert(tap.to_string());
+        Ok(())
+    }
+    fn delete_tap(&self, tap: &str) -> Result<(), HostOpsError> {
+        self.call("delete_tap", tap)?;
+        self.state.lock().unwrap().taps.remove(tap);
+        Ok(())
+    }
+    fn isolate_guest(&self, port: &GuestPort) -> Result<(), HostOpsError> {
+        self.call("isolate_guest", &port.vm)?;
+        self.state.lock().unwrap().isolated.insert(port.vm.clone());
+        Ok(())
+    }
+    fn remove_isolation(&self, vm: &str) -> Result<(), HostOpsError> {
+        self.call("remove_isolation", vm)?;
+        self.state.lock().unwrap().isolated.remove(vm);
+        Ok(())
+    }
+    fn enable_nat(&self, port: &GuestPort) -> Result<(), HostOpsError> {
+        self.call("enable_nat", &port.vm)?;
+        self.state.lock().unwrap().nat.insert(port.vm.clone());
+        Ok(())
+    }
+    fn disable_nat(&self, vm: &str) -> Result<(), HostOpsError> {
+        self.call("disable_nat", vm)?;
+        self.state.lock().unwrap().nat.remove(vm);
+        Ok(())
+    }
+    fn bind_dns(&self, _bridge: &BridgeSpec) -> Result<OwnedFd, HostOpsError> {
+        Err(HostOpsError::Failed("the fake binds no socket".into()))
+    }
+    fn describe(&self) -> String {
+        "a recording fake".into()
+    }
+}
+
+/// What a started fake guest does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guest {
+    /// `start` fails: no process is left, as the real backends promise.
+    FailsToStart,
+    /// Runs, but banger-init never says it is ready on the console.
+    NeverReady,
+    /// banger-init says it is ready as soon as the "process" starts.
+    InitReady,
+}
+
+/// A `Hypervisor` whose processes are entries in a table. A "process" runs
+/// until stopped or killed, whatever happens to the orchestrator that
+/// started it; one whose start was never recorded is found again by its
+/// runtime folder, as the real pidfile is.
+pub struct FakeHypervisor {
+    guest: Mutex<Guest>,
+    next_pid: AtomicU32,
+    /// pid → runtime folder, of the processes running now.
+    running: Mutex<BTreeMap<u32, PathBuf>>,
+    pub launches: Mutex<Vec<String>>,
+    pub stops: Mutex<Vec<u32>>,
+}
+
+impl FakeHypervisor {
+    pub fn new(guest: Guest) -> Self {
+        Self {
+            guest: Mutex::new(guest),
+            // Far above any real pid: `/proc` never has these.
+            next_pid: AtomicU32::new(0x7000_0000),
+            running: Mutex::default(),
+            launches: Mutex::default(),
+            stops: Mutex::default(),
+        }
+    }
+
+    pub fn set_guest(&self, guest: Guest) {
+        *self.guest.lock().unwrap() = guest;
+    }
+
+    /// How many "processes" run now.
+    pub fn running(&self) -> usize {
+        self.running.lock().unwrap().len()
+    }
+
+    /// Ends every "process", as a host reboot or a crash of each would.
+    pub fn exit_all(&self) {
+        self.running.lock().unwrap().clear();
+    }
+
+    fn end(&self, pid: u32) {
+        if self.running.lock().unwrap().remove(&pid).is_some() {
+            self.stops.lock().unwrap().push(pid);
+        }
+    }
+}
+
+impl Hypervisor for FakeHypervisor {
+    fn backend(&self) -> Backend {
+        Backend::Qemu
+    }
+
+    fn start(&self, spec: &LaunchSpec) -> Result<VmHandle, VmmError> {
+        self.launches.lock().unwrap().push(spec.name.clone());
+        let guest = *self.guest.lock().unwrap();
+        if guest == Guest::FailsToStart {
+            return Err(VmmError::Spec("the fake hypervisor fails to start".into()));
+        }
+        let offset = std::fs::metadata(&spec.console_log).map_or(0, |m| m.len());
+        if guest == Guest::InitReady {
+            use std::io::Write;
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&spec.console_log)
+                .unwrap();
+            writeln!(log, "banger-init ready").unwrap();
+        }
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        self.running
+            .lock()
+            .unwrap()
+            .insert(pid, spec.runtime_dir.clone());
+        Ok(VmHandle {
+            backend: Backend::Qemu,
+            pid,
+            start_time: 1,
+            control_socket: spec.runtime_dir.join("qmp.sock"),
+            console_log: spec.console_log.clone(),
+            console_offset: offset,
+        })
+    }
+
+    fn is_running(&self, handle: &VmHandle) -> bool {
+        self.running.lock().unwrap().contains_key(&handle.pid)
+    }
+
+    fn stop(&self, handle: &VmHandle, _grace: Duration) -> Result<(), VmmError> {
+        self.end(handle.pid);
+        Ok(())
+    }
+
+    fn kill(&self, handle: &VmHandle, signal: i32) -> Result<(), VmmError> {
+        if matches!(signal, 2 | 9 | 15) {
+            self.end(handle.pid);
+        }
+        Ok(())
+    }
+}
+
+/// Every boot and every handle gets the one fake.
+pub struct FakeHypervisors(pub Arc<FakeHypervisor>);
+
+impl Hypervisors for FakeHypervisors {
+    fn for_boot(&self, _config: &Config) -> Result<Arc<dyn Hypervisor>, Error> {
+        Ok(self.0.clone())
+    }
+
+    fn for_handle(&self, _handle: &VmHandle) -> Arc<dyn Hypervisor> {
+        self.0.clone()
+    }
+
+    fn kill_orphan(&self, runtime_dir: &Path) -> Option<u32> {
+        let pid = {
+            let running = self.0.running.lock().unwrap();
+            running
+                .iter()
+                .find(|(_, dir)| dir.as_path() == runtime_dir)
+                .map(|(pid, _)| *pid)
+        }?;
+        self.0.end(pid);
+        Some(pid)
+    }
+}
+
+/// A guest whose sshd answers, or never does.
+pub struct FakeGuest {
+    pub answers: std::sync::atomic::AtomicBool,
+}
+
+impl FakeGuest {
+    pub fn new(answers: bool) -> Self {
+        Self {
+            answers: answers.into(),
+        }
+    }
+}
+
+impl GuestProbe for FakeGuest {
+    fn ssh_ready(&self, _target: &SshTarget, timeout: Duration) -> Result<(), SshError> {
+        if self.answers.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        std::thread::sleep(timeout.min(Duration::from_millis(100)));
+        Err(SshError::Io {
+            action: "connecting to the fake guest".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        })
+    }
+}

@@ -1,0 +1,574 @@
+//! Create, boot, stop and delete, each failure's cleanup, a crash after
+//! each journaled step followed by reconcile, and delete while booting.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use banger_api::CreateVmRequest;
+use banger_config::{Config, Paths};
+use banger_images::digest::sha256_file;
+use banger_model::{
+    Artifact, ArtifactRole, HostFacts, ImageRecord, KernelRecord, ObjectState, Size, VmRecord,
+    VmState,
+};
+use banger_store::Store;
+
+use super::fakes::{FakeGuest, FakeHost, FakeHypervisor, FakeHypervisors, Guest, HostState};
+use crate::{BootTimeouts, Deps, ErrorKind, Orchestrator, Progress};
+
+const IMAGE: &str = "img";
+const KERNEL: &str = "k1";
+const VM: &str = "box";
+
+/// A state dir with one ready image and kernel (real files, pinned), and
+/// the fakes an orchestrator over it uses. The fakes are shared by every
+/// orchestrator made here: the host's devices and the hypervisors'
+/// processes outlive a daemon.
+struct Fixture {
+    dir: tempfile::TempDir,
+    host: Arc<FakeHost>,
+    hv: Arc<FakeHypervisor>,
+    guest: Arc<FakeGuest>,
+    timeouts: BootTimeouts,
+}
+
+impl Fixture {
+    /// `None` (after saying why) where the tools disks need are missing.
+    fn new(guest: Guest) -> Option<Self> {
+        if !banger_testkit::have_tools(&["mkfs.ext4", "ssh-keygen"]) {
+            return None;
+        }
+        let fixture = Self {
+            dir: tempfile::tempdir().unwrap(),
+            host: Arc::default(),
+            hv: Arc::new(FakeHypervisor::new(guest)),
+            guest: Arc::new(FakeGuest::new(true)),
+            timeouts: BootTimeouts {
+                init: Duration::from_secs(2),
+                ssh: Duration::from_secs(2),
+            },
+        };
+        fixture.seed();
+        Some(fixture)
+    }
+
+    fn paths(&self) -> Paths {
+        let root = self.dir.path().to_str().unwrap().to_string();
+        Paths::from_vars(|k| match k {
+            "BANGER_HOME" | "HOME" => Some(root.clone()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn init(&self) -> PathBuf {
+        self.dir.path().join("banger-init")
+    }
+
+    /// A fresh orchestrator over the same store, as after a restart.
+    fn orchestrator(&self) -> Orchestrator {
+        let paths = self.paths();
+        let store = Store::open(&paths.database()).unwrap();
+        Orchestrator::new(Deps {
+            paths,
+            config: Config::default(),
+            host: HostFacts {
+                cpus: Some(2),
+                memory_bytes: Some(4 << 30),
+            },
+            host_ops: self.host.clone(),
+            hypervisors: Arc::new(FakeHypervisors(self.hv.clone())),
+            guests: self.guest.clone(),
+            timeouts: self.timeouts,
+            init_binary: Some(self.init()),
+            store,
+            clock: None,
+        })
+    }
+
+    /// The image and kernel, as a build would have left them.
+    fn seed(&self) {
+        let paths = self.paths();
+        for dir in [&paths.state_dir, &paths.runtime_dir, &paths.config_dir] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(self.init(), b"not really banger-init").unwrap();
+        let (init_sha, _) = sha256_file(&self.init()).unwrap();
+
+        let kdir = paths.kernels_dir().join(KERNEL);
+        std::fs::create_dir_all(&kdir).unwrap();
+        let mut kernel_files = vec![];
+        for (role, file) in [
+            (ArtifactRole::Vmlinux, "vmlinux"),
+            (ArtifactRole::Bzimage, "bzImage"),
+            (ArtifactRole::Initramfs, "initramfs.cpio.gz"),
+        ] {
+            std::fs::write(kdir.join(file), file.as_bytes()).unwrap();
+            kernel_files.push(pinned(&kdir, file, role));
+        }
+        banger_images::initramfs::record_init(&kdir.join("initramfs.cpio.gz"), &init_sha).unwrap();
+
+        let idir = paths.images_dir().join(IMAGE);
+        std::fs::create_dir_all(&idir).unwrap();
+        banger_storage::make_disk(
+            &idir.join("rootfs.ext4"),
+            Size::from_mib(16),
+            "rootfs",
+            &banger_storage::new_uuid(),
+            &banger_storage::Seed::default(),
+        )
+        .unwrap();
+        let rootfs = pinned(&idir, "rootfs.ext4", ArtifactRole::Rootfs);
+
+        let store = Store::open(&paths.database()).unwrap();
+        store
+            .insert_kernel(&KernelRecord {
+                name: KERNEL.into(),
+                version: "6.1.0-test".into(),
+                source: "test".into(),
+                state: ObjectState::Building,
+                artifacts: vec![],
+                created_at: 0,
+            })
+            .unwrap();
+        store.finish_kernel(KERNEL, &kernel_files).unwrap();
+        store
+            .insert_image(&ImageRecord {
+                name: IMAGE.into(),
+                kernel: KERNEL.into(),
+                source: "test".into(),
+                state: ObjectState::Building,
+                artifacts: vec![],
+                created_at: 0,
+                oci: None,
+            })
+            .unwrap();
+        store.finish_image(IMAGE, &[rootfs]).unwrap();
+    }
+
+    fn vm_dir(&self) -> PathBuf {
+        self.paths().state_dir.join("vms").join(VM)
+    }
+
+    fn disks_exist(&self) -> bool {
+        let dir = self.vm_dir();
+        dir.join("system.ext4").is_file() && dir.join("work.ext4").is_file()
+    }
+
+    fn vm(&self) -> Option<VmRecord> {
+        Store::open(&self.paths().database())
+            .unwrap()
+            .get_vm(VM)
+            .unwrap()
+    }
+
+    fn host(&self) -> HostState {
+        self.host.state()
+    }
+
+    /// No VM left at all: no row, no files, nothing on the host, no
+    /// process.
+    fn assert_nothing_left(&self, what: &str) {
+        assert_eq!(self.vm().map(|v| v.state), None, "{what}: the row is left");
+        assert!(!self.vm_dir().exists(), "{what}: the VM's files are left");
+        assert!(self.host().no_vm_left(), "{what}: {:?}", self.host());
+        assert_eq!(self.hv.running(), 0, "{what}: a hypervisor still runs");
+    }
+
+    /// The VM is kept stopped, with its disks, and nothing of it runs or
+    /// is left on the host.
+    fn assert_kept_stopped(&self, what: &str) {
+        let vm = self
+            .vm()
+            .unwrap_or_else(|| panic!("{what}: the VM is gone"));
+        assert_eq!(vm.state, VmState::Stopped, "{what}");
+        assert_eq!(vm.runtime, None, "{what}");
+        assert!(self.disks_exist(), "{what}: the disks are gone");
+        assert!(self.host().no_vm_left(), "{what}: {:?}", self.host());
+        assert_eq!(self.hv.running(), 0, "{what}: a hypervisor still runs");
+    }
+}
+
+fn pinned(dir: &Path, file: &str, role: ArtifactRole) -> Artifact {
+    let (sha256, size) = sha256_file(&dir.join(file)).unwrap();
+    Artifact {
+        role,
+        file: file.into(),
+        sha256,
+        size,
+    }
+}
+
+fn request(start: bool) -> CreateVmRequest {
+    CreateVmRequest {
+        name: Some(VM.into()),
+        image: Some(IMAGE.into()),
+        vcpu: Some(1),
+        memory_mib: Some(128),
+        disk_size: Some(Size::from_mib(64)),
+        nat: true,
+        start,
+        remove_on_failure: false,
+        ephemeral: false,
+    }
+}
+
+fn run_rm() -> CreateVmRequest {
+    CreateVmRequest {
+        remove_on_failure: true,
+        ephemeral: true,
+        ..request(true)
+    }
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not end within a minute"))
+}
+
+// --- a boot that works, then stop and delete ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_boots_stops_and_is_deleted_leaving_nothing() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    let started = within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    assert_eq!(started.vm.state, VmState::Running);
+    let host = f.host();
+    assert!(host.bridge);
+    assert_eq!(host.taps.len(), 1);
+    assert!(
+        host.isolated.contains(VM) && host.nat.contains(VM),
+        "{host:?}"
+    );
+    assert_eq!(f.hv.running(), 1);
+    assert_eq!(
+        o.dns_records().get(VM).map(|ip| ip.to_string()),
+        started.vm.ip
+    );
+
+    let stopped = o.stop_vm(VM).await.unwrap();
+    assert_eq!(stopped.state, VmState::Stopped);
+    f.assert_kept_stopped("after stop");
+    assert_eq!(o.dns_records().get(VM), None, "a stopped VM still resolves");
+
+    o.delete_vm(VM, false).await.unwrap();
+    f.assert_nothing_left("after delete");
+    let e = o.vm(VM).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_vm_is_refused_what_needs_it_stopped() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    let e = o.delete_vm(VM, false).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+    let e = o.create_vm(request(false), &Progress::discard()).await;
+    assert_eq!(e.unwrap_err().kind, ErrorKind::Conflict);
+    let e = o.kill_vm(VM, "NOPE").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Invalid, "{e}");
+    o.delete_vm(VM, true).await.unwrap();
+    f.assert_nothing_left("after delete --force");
+}
+
+// --- cleanup after a failed boot ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hypervisor_that_fails_to_start_leaves_no_network_and_keeps_the_disks() {
+    let Some(f) = Fixture::new(Guest::FailsToStart) else {
+        return;
+    };
+    let o = f.orchestrator();
+    let e = within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Internal, "{e}");
+    assert_eq!(f.hv.launches.lock().unwrap().len(), 1);
+    let vm = f.vm().expect("a VM that failed to boot is kept");
+    assert_eq!(vm.state, VmState::Error);
+    assert!(vm.last_error.unwrap().contains("fails to start"));
+    assert_eq!(vm.runtime, None);
+    assert!(f.disks_exist());
+    assert!(f.host().no_vm_left(), "{:?}", f.host());
+    // It boots once the hypervisor does.
+    f.hv.set_guest(Guest::InitReady);
+    let started = within("start", o.start_vm(VM, &Progress::discard()))
+        .await
+        .unwrap();
+    assert_eq!(started.vm.state, VmState::Running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_run_rm_whose_hypervisor_fails_to_start_leaves_nothing() {
+    let Some(f) = Fixture::new(Guest::FailsToStart) else {
+        return;
+    };
+    let o = f.orchestrator();
+    let e = within("create", o.create_vm(run_rm(), &Progress::discard()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Internal, "{e}");
+    f.assert_nothing_left("vm run --rm that failed to boot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_never_starts_init_is_stopped_and_its_network_removed() {
+    let Some(f) = Fixture::new(Guest::NeverReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    let e = within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Internal, "{e}");
+    assert!(e.message.contains("banger-init ready"), "{e}");
+    let vm = f.vm().unwrap();
+    assert_eq!(vm.state, VmState::Error);
+    assert_eq!(vm.runtime, None);
+    assert_eq!(f.hv.running(), 0);
+    assert_eq!(f.hv.stops.lock().unwrap().len(), 1);
+    assert!(f.host().no_vm_left(), "{:?}", f.host());
+    assert!(f.disks_exist());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_whose_sshd_never_answers_is_left_running_for_diagnosis() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    f.guest
+        .answers
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let o = f.orchestrator();
+    // Even for `vm run --rm`: the wedged VM is kept for `vm logs`, and is
+    // no longer ephemeral, so no lease or reconcile deletes it.
+    let e = within("create", o.create_vm(run_rm(), &Progress::discard()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BootTimeout, "{e}");
+    let vm = f.vm().unwrap();
+    assert_eq!(vm.state, VmState::Error);
+    assert!(vm.runtime.is_some() && !vm.ephemeral, "{vm:?}");
+    assert_eq!(f.hv.running(), 1);
+    assert_eq!(f.host().taps.len(), 1);
+    // A restart keeps it too.
+    let o = f.orchestrator();
+    o.start().await.unwrap();
+    assert_eq!(f.vm().unwrap().state, VmState::Error);
+    assert_eq!(f.hv.running(), 1);
+    o.delete_vm(VM, true).await.unwrap();
+    f.assert_nothing_left("after delete --force");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_host_operation_undoes_the_network_and_starts_nothing() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    for op in ["create_tap", "isolate_guest", "enable_nat"] {
+        f.host.fail(op);
+        let o = f.orchestrator();
+        let e = within("create", o.create_vm(request(true), &Progress::discard()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Host, "{op}: {e}");
+        assert!(f.host().no_vm_left(), "{op}: {:?}", f.host());
+        assert!(f.hv.launches.lock().unwrap().is_empty(), "{op}");
+        // As it was before the boot: stopped, with its disks.
+        f.assert_kept_stopped(op);
+        o.delete_vm(VM, false).await.unwrap();
+        f.assert_nothing_left(op);
+    }
+}
+
+// --- delete while booting ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_while_booting_waits_for_the_boot_then_removes_everything() {
+    let Some(f) = Fixture::new(Guest::NeverReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    let booting = tokio::spawn({
+        let o = o.clone();
+        async move { o.create_vm(request(true), &Progress::discard()).await }
+    });
+    // Until the hypervisor runs: the boot holds the VM's lock.
+    within("the boot", async {
+        while f.hv.running() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(f.vm().unwrap().state, VmState::Starting);
+    within("delete", o.delete_vm(VM, true)).await.unwrap();
+    let boot = booting.await.unwrap();
+    assert!(boot.is_err(), "the boot cannot succeed: {boot:?}");
+    f.assert_nothing_left("delete while booting");
+}
+
+// --- a crash after each journaled step, then reconcile ---
+
+/// The steps of `vm create` (and its first boot), in order.
+const STEPS: [&str; 7] = [
+    "create:recorded",
+    "create:disks",
+    "create:stopped",
+    "boot:starting",
+    "boot:network",
+    "boot:spawned",
+    "boot:recorded",
+];
+
+/// Runs create until `step`, drops it there as a crash would, and runs a
+/// fresh orchestrator's reconcile over what is left.
+async fn crash_then_reconcile(f: &Fixture, req: CreateVmRequest, step: &'static str) {
+    let o = f.orchestrator();
+    o.inner.crash.arm(step);
+    let create = tokio::spawn({
+        let o = o.clone();
+        async move { o.create_vm(req, &Progress::discard()).await }
+    });
+    within(step, o.inner.crash.wait()).await;
+    create.abort();
+    assert!(create.await.unwrap_err().is_cancelled());
+    drop(o);
+    within("reconcile", f.orchestrator().start()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_each_step_of_create_is_undone_or_finished_by_reconcile() {
+    for (i, step) in STEPS.into_iter().enumerate() {
+        let Some(f) = Fixture::new(Guest::NeverReady) else {
+            return;
+        };
+        crash_then_reconcile(&f, request(true), step).await;
+        if i < 2 {
+            // Before its disks were all made, the VM was never the user's.
+            f.assert_nothing_left(step);
+        } else {
+            // A whole VM: kept, stopped, and nothing of a boot is left.
+            f.assert_kept_stopped(step);
+            let vm = f.vm().unwrap();
+            assert_eq!(vm.last_error.is_some(), step == "boot:recorded", "{step}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_vm_run_rm_leaves_nothing_after_reconcile() {
+    for step in STEPS {
+        let Some(f) = Fixture::new(Guest::NeverReady) else {
+            return;
+        };
+        crash_then_reconcile(&f, run_rm(), step).await;
+        f.assert_nothing_left(step);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_readopts_a_running_vm_and_stops_one_whose_hypervisor_died() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    drop(o);
+    // bangerd restarts while the VM runs: re-adopted as it is.
+    let o = f.orchestrator();
+    o.start().await.unwrap();
+    let vm = f.vm().unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(f.hv.running(), 1);
+    assert!(f.host().isolated.contains(VM));
+    assert!(o.dns_records().get(VM).is_some());
+    drop(o);
+    // Its hypervisor exits while bangerd is down: stopped, network freed.
+    f.hv.exit_all();
+    f.orchestrator().start().await.unwrap();
+    f.assert_kept_stopped("hypervisor gone");
+    assert!(f.vm().unwrap().last_error.unwrap().contains("exited"));
+}
+
+// --- images and kernels ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_and_a_kernel_left_building_by_a_crash_are_removed() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let paths = f.paths();
+    let store = Store::open(&paths.database()).unwrap();
+    store
+        .insert_kernel(&KernelRecord {
+            name: "half-k".into(),
+            version: "6.1.0-half".into(),
+            source: "test".into(),
+            state: ObjectState::Building,
+            artifacts: vec![],
+            created_at: 0,
+        })
+        .unwrap();
+    store
+        .insert_image(&ImageRecord {
+            name: "half".into(),
+            kernel: "half-k".into(),
+            source: "test".into(),
+            state: ObjectState::Building,
+            artifacts: vec![],
+            created_at: 0,
+            oci: None,
+        })
+        .unwrap();
+    for dir in [
+        paths.images_dir().join("half"),
+        paths.kernels_dir().join("half-k"),
+    ] {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("partial"), b"x").unwrap();
+    }
+    drop(store);
+    let o = f.orchestrator();
+    o.start().await.unwrap();
+    assert_eq!(o.image("half").await.unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        o.kernel("half-k").await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert!(!paths.images_dir().join("half").exists());
+    assert!(!paths.kernels_dir().join("half-k").exists());
+    // What was whole stays.
+    assert_eq!(o.image(IMAGE).await.unwrap().state, ObjectState::Ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_in_use_is_not_deleted_and_a_missing_one_is_not_found() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(false), &Progress::discard()))
+        .await
+        .unwrap();
+    let e = o.delete_image(IMAGE).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+    let e = o.delete_image("nope").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    o.delete_vm(VM, false).await.unwrap();
+    o.delete_image(IMAGE).await.unwrap();
+    assert!(!f.paths().images_dir().join(IMAGE).exists());
+}
