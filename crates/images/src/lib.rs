@@ -22,5 +22,6 @@ mod host_command;
 pub mod initramfs;
 pub mod kernel;
 pub mod oci;
+pub mod userns;
 
 pub use host_command::CommandError;

@@ -51,6 +51,7 @@ fn builds_the_default_image_then_reuses_it() {
         apt_cache: cache.join("apt-archives"),
         log: cache.join("image-build.log"),
         init: Some(init),
+        id_mapper: None,
     };
     let started = Instant::now();
     let mut phases = Vec::new();

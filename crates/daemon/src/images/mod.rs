@@ -140,6 +140,7 @@ pub(crate) async fn build(
         apt_cache: d.inner.paths.apt_cache(),
         log: log.clone(),
         init: Some(init),
+        id_mapper: None,
     };
     let p = progress.clone();
     let built = blocking(move || {

@@ -1,0 +1,99 @@
+//! Running part of a test as an unprivileged owner, as bangerd runs under
+//! its system unit, from a test that runs as root (CI), without changing
+//! the host: the test binary runs itself again (one `#[ignore]`d test,
+//! by exact name) in a mount namespace of its own where /etc is overlaid
+//! with /etc/subuid and /etc/subgid granting the owner subordinate ids,
+//! and with the owner's uid and gid. The overlay goes when the child
+//! exits; the host's /etc is never written.
+// Mount and credential calls between fork and exec.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The owner tests run as: `nobody`, which every Debian host has, and
+/// which owns nothing a test could harm.
+pub const OWNER_UID: u32 = 65534;
+pub const OWNER_GID: u32 = 65534;
+/// The subordinate ids the overlay grants it (unused on CI hosts).
+pub const OWNER_SUBORDINATE: u32 = 2_000_000;
+
+/// Runs the `#[ignore]`d test `test` (its full path, e.g.
+/// `debian::tests::owner_side`) of the current test binary as
+/// [`OWNER_UID`], with `env` set; `scratch` (made here, owned by root) holds
+/// the overlay. With `grant` false the owner has no subordinate ids (the
+/// files are there, empty). Returns its output for the caller to assert on.
+pub fn run_ignored_test_as_owner(
+    test: &str,
+    scratch: &Path,
+    grant: bool,
+    env: &[(&str, &Path)],
+) -> Output {
+    let upper = scratch.join("etc-upper");
+    let work = scratch.join("etc-work");
+    fs::create_dir_all(&upper).expect("create the overlay's upper directory");
+    fs::create_dir_all(&work).expect("create the overlay's work directory");
+    let grant = if grant {
+        format!("nobody:{OWNER_SUBORDINATE}:65536\n")
+    } else {
+        String::new()
+    };
+    for file in ["subuid", "subgid"] {
+        fs::write(upper.join(file), &grant).expect("write the subordinate ids");
+    }
+    let options = format!(
+        "lowerdir=/etc,upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    let c = |s: &[u8]| CString::new(s).expect("no NUL in a path");
+    let (overlay, etc, root, options) = (c(b"overlay"), c(b"/etc"), c(b"/"), c(options.as_bytes()));
+    let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+    command
+        .args([
+            "--ignored",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            test,
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: runs in the forked child before exec and only makes system
+    // calls with C strings made above, before the fork; no allocation,
+    // no lock.
+    unsafe {
+        command.pre_exec(move || {
+            use nix::libc;
+            let check = |r: libc::c_int| {
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                overlay.as_ptr(),
+                etc.as_ptr(),
+                overlay.as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            ))?;
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setresgid(OWNER_GID, OWNER_GID, OWNER_GID))?;
+            check(libc::setresuid(OWNER_UID, OWNER_UID, OWNER_UID))
+        });
+    }
+    command.output().expect("run the test binary as the owner")
+}
