@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use banger_config::{Config, Paths, probe_host};
 use banger_daemon::{Daemon, dirs, init_logging};
+use banger_images::oci::owner::HELPER_FLAG;
 use clap::Parser;
 
 /// The banger daemon. `banger` starts it on demand; you rarely run it by
@@ -15,6 +16,11 @@ use clap::Parser;
 struct Args {}
 
 fn main() -> ExitCode {
+    // Not an option for people: bangerd runs itself with it, in a user
+    // namespace, to flatten an OCI image's layers when it is not root.
+    if std::env::args_os().nth(1).is_some_and(|a| a == HELPER_FLAG) {
+        return banger_images::oci::owner::helper_main();
+    }
     let _ = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -399,14 +399,14 @@ impl ChildFds {
 /// Who runs the steps that must own the tree's files: root itself, or
 /// the owner as root of a [`UserNamespace`].
 #[derive(Clone, Debug)]
-pub(crate) enum TreeOwner {
+pub enum TreeOwner {
     Root,
     Namespace(UserNamespace),
 }
 
 impl TreeOwner {
     /// Root when this process is root; else the owner's namespace.
-    pub(crate) fn for_this_process(mapper: &Arc<dyn IdMapper>) -> Result<Self, UsernsError> {
+    pub fn for_this_process(mapper: &Arc<dyn IdMapper>) -> Result<Self, UsernsError> {
         if crate::debian::running_as_root() {
             Ok(Self::Root)
         } else {
