@@ -811,7 +811,8 @@ fn mask_unit(root: &Path, unit: &str) -> Result<(), DebianError> {
 /// Writes `path` anew with `contents`, keeping the mode it had (0644 if
 /// new). Removed and made again rather than truncated: the owner building
 /// without root owns the image's root files but has no override for a
-/// read-only mode such as machine-id's 0444.
+/// read-only mode (bookworm's machine-id is 0644, but systemd makes it
+/// 0444 elsewhere).
 fn replace_file(path: &Path, contents: &[u8]) -> Result<(), DebianError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mode = match fs::symlink_metadata(path) {

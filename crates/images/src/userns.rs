@@ -93,7 +93,17 @@ pub enum UsernsError {
          /etc/subuid and /etc/subgid grant them"
     )]
     Map(CommandError),
-    #[error("cannot create a user namespace for the build: {0}")]
+    #[error(
+        "AppArmor denies unprivileged user namespaces their capabilities \
+         (kernel.apparmor_restrict_unprivileged_userns is 1): give bangerd an AppArmor profile \
+         that allows 'userns,', or run 'sudo sysctl -w \
+         kernel.apparmor_restrict_unprivileged_userns=0', or build as root"
+    )]
+    AppArmor,
+    #[error(
+        "cannot create a user namespace for the build: {0}; check the sysctls \
+         kernel.unprivileged_userns_clone and user.max_user_namespaces, or build as root"
+    )]
     Unshare(io::Error),
 }
 
@@ -248,7 +258,9 @@ fn no_new_privs() -> bool {
 }
 
 /// Refuses early where the kernel will not let an unprivileged user
-/// create a user namespace (Debian's knob, and the generic limit).
+/// create a user namespace (Debian's knob, the generic limit), or lets it
+/// but without capabilities in it (Ubuntu's AppArmor restriction, under
+/// which mmdebstrap would fail halfway, less clearly).
 fn check_kernel() -> Result<(), UsernsError> {
     let zero = |path: &str| fs::read_to_string(path).is_ok_and(|s| s.trim() == "0");
     if zero("/proc/sys/kernel/unprivileged_userns_clone") {
@@ -264,6 +276,21 @@ fn check_kernel() -> Result<(), UsernsError> {
             sysctl: "user.max_user_namespaces",
             value: "15000",
         });
+    }
+    // The restriction is on unconfined processes; a profile may allow
+    // `userns`, so a confined bangerd is left to try.
+    let unconfined = [
+        "/proc/self/attr/apparmor/current",
+        "/proc/self/attr/current",
+    ]
+    .iter()
+    .find_map(|p| fs::read_to_string(p).ok())
+    .is_some_and(|s| s.trim_end_matches(['\n', '\0']).trim() == "unconfined");
+    if unconfined
+        && fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+            .is_ok_and(|s| s.trim() == "1")
+    {
+        return Err(UsernsError::AppArmor);
     }
     Ok(())
 }
