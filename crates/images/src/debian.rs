@@ -1126,7 +1126,7 @@ Components: main
         let out = banger_testkit::owner::run_ignored_test_as_owner(
             "debian::tests::owner_side_of_packing_the_tree",
             scratch.path(),
-            true,
+            banger_testkit::owner::AsOwner::SET_UP,
             &[("BANGER_TEST_OWNER_DIR", &work)],
         );
         let said = format!(
@@ -1224,7 +1224,10 @@ Components: main
         let out = banger_testkit::owner::run_ignored_test_as_owner(
             "debian::tests::owner_side_without_subordinate_ids",
             scratch.path(),
-            false,
+            banger_testkit::owner::AsOwner {
+                subordinate_ids: false,
+                no_new_privs: false,
+            },
             &[],
         );
         let said = format!(
@@ -1233,6 +1236,48 @@ Components: main
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success() && said.contains("1 passed"), "{said}");
+    }
+
+    /// Under `NoNewPrivileges=yes` the setuid newuidmap cannot map ids:
+    /// said up front, with the way out, rather than as newuidmap's EPERM.
+    #[test]
+    fn an_owner_under_no_new_privs_is_told_why_newuidmap_cannot_work() {
+        if !running_as_root() {
+            return banger_testkit::skip("needs root to run a part of it as nobody");
+        }
+        if !banger_testkit::have_tools(&["newuidmap", "newgidmap"]) {
+            return;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let out = banger_testkit::owner::run_ignored_test_as_owner(
+            "debian::tests::owner_side_under_no_new_privs",
+            scratch.path(),
+            banger_testkit::owner::AsOwner {
+                subordinate_ids: true,
+                no_new_privs: true,
+            },
+            &[],
+        );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.contains("1 passed"), "{said}");
+    }
+
+    #[test]
+    #[ignore = "run as an unprivileged owner by an_owner_under_no_new_privs_is_told_why_newuidmap_cannot_work"]
+    fn owner_side_under_no_new_privs() {
+        let mapper: Arc<dyn IdMapper> = Arc::new(NewIdMap);
+        let err = TreeOwner::for_this_process(&mapper)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no_new_privs (systemd NoNewPrivileges=yes)")
+                && err.contains("drop NoNewPrivileges"),
+            "{err}"
+        );
     }
 
     #[test]

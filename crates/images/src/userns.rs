@@ -243,6 +243,39 @@ impl IdMapper for NewIdMap {
     }
 }
 
+/// Writes `/proc/PID/uid_map` and `gid_map` itself: for a process with
+/// CAP_SETUID and CAP_SETGID over the ids, i.e. the root helper mapping
+/// the owner's waiting child, which needs no setuid program and so works
+/// under `NoNewPrivileges=yes`. The helper must check, before this, that
+/// `pid` is the owner's and that the map's ranges are the owner's.
+#[derive(Debug, Default)]
+pub struct ProcIdMap;
+
+impl IdMapper for ProcIdMap {
+    fn check(&self) -> Result<(), UsernsError> {
+        Ok(())
+    }
+
+    fn map(&self, pid: u32, map: &IdMap) -> Result<(), UsernsError> {
+        for (file, lines) in [("uid_map", map.uid_lines()), ("gid_map", map.gid_lines())] {
+            let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+            // One write: the kernel takes a map whole, once.
+            let text: String = lines
+                .iter()
+                .map(|(inside, outside, count)| format!("{inside} {outside} {count}\n"))
+                .collect();
+            fs::write(&path, text).map_err(|e| {
+                UsernsError::Map(CommandError::Failed {
+                    program: format!("writing {}", path.display()),
+                    status: "refused".into(),
+                    stderr_tail: e.to_string(),
+                })
+            })?;
+        }
+        Ok(())
+    }
+}
+
 fn find_in_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -569,6 +602,80 @@ mod tests {
         };
         assert_eq!(map.uid_lines(), [(0, 1000, 1), (1, 100000, 65536)]);
         assert_eq!(map.gid_lines(), [(0, 1001, 1), (1, 200000, 65536)]);
+    }
+
+    fn sample_map() -> IdMap {
+        IdMap {
+            user: "banger".into(),
+            uid: 1000,
+            gid: 1001,
+            sub_uid: 100000,
+            sub_gid: 200000,
+        }
+    }
+
+    /// A mapper that fails, after the child has unshared and is waiting.
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl IdMapper for Refusing {
+        fn check(&self) -> Result<(), UsernsError> {
+            Ok(())
+        }
+        fn map(&self, _pid: u32, _map: &IdMap) -> Result<(), UsernsError> {
+            Err(UsernsError::NoMapTool { tool: "refusing" })
+        }
+    }
+
+    /// The seam as the root helper will use it: the child waits in its
+    /// new namespace until the maps are written (here by root writing
+    /// /proc/PID/*_map, no setuid tool), then runs as 0 with exactly the
+    /// owner's mapping; a mapper that fails leaves the child to fail, not
+    /// to hang, and its error is the one reported.
+    #[test]
+    fn the_child_waits_for_the_mapper_and_runs_with_its_map() {
+        if !crate::debian::running_as_root() {
+            return banger_testkit::skip("needs root to write another process's id maps");
+        }
+        // The child is this process's user (root here, the owner in
+        // bangerd): that is the id mapped to 0.
+        let ns = UserNamespace {
+            map: IdMap {
+                uid: 0,
+                gid: 0,
+                ..sample_map()
+            },
+            mapper: Arc::new(ProcIdMap),
+        };
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map",
+        ]);
+        let out = ns.run_in(command, host_command::run).unwrap().unwrap();
+        let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            words,
+            [
+                "0", "0", "0", "0", "1", "1", "100000", "65536", "0", "0", "1", "1", "200000",
+                "65536"
+            ]
+        );
+
+        let refusing = UserNamespace {
+            map: sample_map(),
+            mapper: Arc::new(Refusing),
+        };
+        let started = std::time::Instant::now();
+        let err = refusing
+            .run_in(Command::new("true"), host_command::run)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs refusing"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]

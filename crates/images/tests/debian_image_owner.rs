@@ -54,7 +54,7 @@ fn the_owner_builds_the_default_image_with_debian_s_owners() {
     let out = run_ignored_test_as_owner(
         "owner_side_of_the_build",
         scratch.path(),
-        true,
+        banger_testkit::owner::AsOwner::SET_UP,
         &[("BANGER_TEST_OWNER_DIR", &work)],
     );
     let said = format!(

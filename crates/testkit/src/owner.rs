@@ -22,22 +22,40 @@ pub const OWNER_GID: u32 = 65534;
 /// The subordinate ids the overlay grants it (unused on CI hosts).
 pub const OWNER_SUBORDINATE: u32 = 2_000_000;
 
+/// How the owner's side runs.
+#[derive(Clone, Copy, Debug)]
+pub struct AsOwner {
+    /// /etc/subuid and /etc/subgid grant the owner 65536 ids from
+    /// [`OWNER_SUBORDINATE`]; else they are there and empty.
+    pub subordinate_ids: bool,
+    /// With `no_new_privs` set, as systemd's `NoNewPrivileges=yes` does.
+    pub no_new_privs: bool,
+}
+
+impl AsOwner {
+    /// As a host set up for banger: subordinate ids, no `no_new_privs`.
+    pub const SET_UP: AsOwner = AsOwner {
+        subordinate_ids: true,
+        no_new_privs: false,
+    };
+}
+
 /// Runs the `#[ignore]`d test `test` (its full path, e.g.
 /// `debian::tests::owner_side`) of the current test binary as
-/// [`OWNER_UID`], with `env` set; `scratch` (made here, owned by root) holds
-/// the overlay. With `grant` false the owner has no subordinate ids (the
-/// files are there, empty). Returns its output for the caller to assert on.
+/// [`OWNER_UID`], set up as `how` says, with `env` set; `scratch` (made
+/// here, owned by root) holds the overlay. Returns its output for the
+/// caller to assert on.
 pub fn run_ignored_test_as_owner(
     test: &str,
     scratch: &Path,
-    grant: bool,
+    how: AsOwner,
     env: &[(&str, &Path)],
 ) -> Output {
     let upper = scratch.join("etc-upper");
     let work = scratch.join("etc-work");
     fs::create_dir_all(&upper).expect("create the overlay's upper directory");
     fs::create_dir_all(&work).expect("create the overlay's work directory");
-    let grant = if grant {
+    let grant = if how.subordinate_ids {
         format!("nobody:{OWNER_SUBORDINATE}:65536\n")
     } else {
         String::new()
@@ -92,7 +110,11 @@ pub fn run_ignored_test_as_owner(
             ))?;
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setresgid(OWNER_GID, OWNER_GID, OWNER_GID))?;
-            check(libc::setresuid(OWNER_UID, OWNER_UID, OWNER_UID))
+            check(libc::setresuid(OWNER_UID, OWNER_UID, OWNER_UID))?;
+            if how.no_new_privs {
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            }
+            Ok(())
         });
     }
     command.output().expect("run the test binary as the owner")

@@ -338,7 +338,7 @@ mod tests {
         let out = banger_testkit::owner::run_ignored_test_as_owner(
             "oci::owner::tests::owner_side_of_flattening",
             scratch.path(),
-            true,
+            banger_testkit::owner::AsOwner::SET_UP,
             &[("BANGER_TEST_OWNER_DIR", &work)],
         );
         let said = format!(
