@@ -6,8 +6,9 @@
 //! journaled: a VM of the image must not need the network), pin both,
 //! mark the image ready. Without root, the flattening and the ext4 run
 //! as root of the owner's user namespace (bangerd runs itself as the
-//! helper). Any failure removes the folder and the record; a crash leaves a `building` record that reconcile removes
-//! with its folder, staging tree included.
+//! helper). Any failure removes the folder and the record; a crash leaves
+//! a `building` record that reconcile removes with its folder, staging
+//! tree included.
 
 use std::fs;
 use std::path::Path;
@@ -190,7 +191,6 @@ fn build_rootfs(
     let result = flatten_and_pack(
         &owner,
         dir,
-        &staging,
         resolved,
         compressions,
         cache,
@@ -203,17 +203,17 @@ fn build_rootfs(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// [`build_rootfs`] once its staging tree is made.
 fn flatten_and_pack(
     owner: &TreeOwner,
     dir: &Path,
-    staging: &Path,
     resolved: &Resolved,
     compressions: &[Compression],
     cache: &BlobCache,
     options: FlattenOptions,
     progress: &Progress,
 ) -> Result<Vec<banger_model::Artifact>, Failure> {
+    let staging = &dir.join(STAGING);
     progress.phase(
         "flatten",
         format!("flattening {} layers", resolved.layers.len()),
