@@ -514,7 +514,7 @@ impl TreeOwner {
             command
                 .args(["--summarize", "--one-file-system", unit])
                 .arg(root);
-            let out = self.run(command)?;
+            let out = self.run(command).map_err(|e| e.into_io("measure", root))?;
             String::from_utf8_lossy(&out.stdout)
                 .split_whitespace()
                 .next()
@@ -547,8 +547,25 @@ impl TreeOwner {
                 }
                 let mut command = Command::new("rm");
                 command.args(["-rf", "--one-file-system", "--"]).arg(root);
-                self.run(command).map(|_| ())
+                self.run(command)
+                    .map(|_| ())
+                    .map_err(|e| e.into_io("remove", root))
             }
+        }
+    }
+}
+
+impl TreeError {
+    /// A helper tool's failure (`du`, `rm`) as the action it served, so
+    /// the message does not blame the step's main tool.
+    fn into_io(self, action: &'static str, path: &Path) -> Self {
+        match self {
+            TreeError::Tool(e) => TreeError::Io {
+                action,
+                path: path.to_owned(),
+                source: io::Error::other(e.to_string()),
+            },
+            other => other,
         }
     }
 }
