@@ -69,6 +69,16 @@ pub enum UsernsError {
     #[error("uid {0} has no entry in /etc/passwd: run bangerd as a user with a name")]
     NoUser(u32),
     #[error(
+        "this process runs with group {gid}, not {user}'s primary group {primary}, and \
+         newuidmap maps only a process of its user's primary group: run bangerd with \
+         {user}'s primary group (in its unit, no Group= or Group={primary})"
+    )]
+    NotPrimaryGroup {
+        user: String,
+        gid: u32,
+        primary: u32,
+    },
+    #[error(
         "building images without root needs {tool}, which is not installed: run 'sudo apt-get \
          install uidmap'"
     )]
@@ -134,6 +144,19 @@ impl IdMap {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
             Err(source) => Err(UsernsError::ReadIds { file, source }),
         };
+        // newuidmap and newgidmap refuse a target whose group is not its
+        // user's primary group (checked by hand: "owned by a different
+        // user"), and the owner's files made outside the namespace get
+        // this group, which must be the one mapped to 0.
+        let primary = user.gid.as_raw();
+        let real_gid = nix::unistd::getgid().as_raw();
+        if gid != primary || real_gid != primary {
+            return Err(UsernsError::NotPrimaryGroup {
+                user: user.name,
+                gid: if gid != primary { gid } else { real_gid },
+                primary,
+            });
+        }
         let uid = uid.as_raw();
         let sub_uid = first_range(&read("/etc/subuid")?, &user.name, uid).map_err(|found| {
             UsernsError::NoSubordinateIds {
