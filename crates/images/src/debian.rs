@@ -1226,7 +1226,7 @@ Components: main
             scratch.path(),
             banger_testkit::owner::AsOwner {
                 subordinate_ids: false,
-                no_new_privs: false,
+                ..banger_testkit::owner::AsOwner::SET_UP
             },
             &[],
         );
@@ -1253,8 +1253,8 @@ Components: main
             "debian::tests::owner_side_under_no_new_privs",
             scratch.path(),
             banger_testkit::owner::AsOwner {
-                subordinate_ids: true,
                 no_new_privs: true,
+                ..banger_testkit::owner::AsOwner::SET_UP
             },
             &[],
         );
@@ -1277,6 +1277,46 @@ Components: main
             err.contains("no_new_privs (systemd NoNewPrivileges=yes)")
                 && err.contains("drop NoNewPrivileges"),
             "{err}"
+        );
+    }
+
+    /// newuidmap maps only a process of its user's primary group: a
+    /// bangerd run with another (a unit's `Group=`) is told so.
+    #[test]
+    fn an_owner_in_another_group_is_told_to_use_its_primary_group() {
+        if !running_as_root() {
+            return banger_testkit::skip("needs root to run a part of it as nobody");
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let out = banger_testkit::owner::run_ignored_test_as_owner(
+            "debian::tests::owner_side_in_another_group",
+            scratch.path(),
+            banger_testkit::owner::AsOwner {
+                group: Some(100),
+                ..banger_testkit::owner::AsOwner::SET_UP
+            },
+            &[],
+        );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.contains("1 passed"), "{said}");
+    }
+
+    #[test]
+    #[ignore = "run as an unprivileged owner by an_owner_in_another_group_is_told_to_use_its_primary_group"]
+    fn owner_side_in_another_group() {
+        let mapper: Arc<dyn IdMapper> = Arc::new(NewIdMap);
+        let err = TreeOwner::for_this_process(&mapper)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "this process runs with group 100, not nobody's primary group 65534, and newuidmap \
+             maps only a process of its user's primary group: run bangerd with nobody's primary \
+             group (in its unit, no Group= or Group=65534)"
         );
     }
 

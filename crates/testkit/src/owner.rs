@@ -30,6 +30,9 @@ pub struct AsOwner {
     pub subordinate_ids: bool,
     /// With `no_new_privs` set, as systemd's `NoNewPrivileges=yes` does.
     pub no_new_privs: bool,
+    /// A group other than the owner's primary one ([`OWNER_GID`]), as a
+    /// unit's `Group=` can give.
+    pub group: Option<u32>,
 }
 
 impl AsOwner {
@@ -37,6 +40,7 @@ impl AsOwner {
     pub const SET_UP: AsOwner = AsOwner {
         subordinate_ids: true,
         no_new_privs: false,
+        group: None,
     };
 }
 
@@ -109,7 +113,8 @@ pub fn run_ignored_test_as_owner(
                 options.as_ptr().cast(),
             ))?;
             check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setresgid(OWNER_GID, OWNER_GID, OWNER_GID))?;
+            let gid = how.group.unwrap_or(OWNER_GID);
+            check(libc::setresgid(gid, gid, gid))?;
             check(libc::setresuid(OWNER_UID, OWNER_UID, OWNER_UID))?;
             if how.no_new_privs {
                 check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
