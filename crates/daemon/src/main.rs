@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use banger_config::{Config, Install, Paths, install, probe_host};
 use banger_daemon::{Daemon, dirs, init_logging};
 use banger_hostops::{HelperClient, HelperConfig, HostOps, Local};
+use banger_images::oci::owner::HELPER_FLAG;
 use clap::Parser;
 
 /// The banger daemon. `banger` starts it on demand; you rarely run it by
@@ -54,6 +55,11 @@ struct Args {
 const HELPER_ENV: &str = "BANGER_ROOT_HELPER";
 
 fn main() -> ExitCode {
+    // Not an option for people: bangerd runs itself with it, in a user
+    // namespace, to flatten an OCI image's layers when it is not root.
+    if std::env::args_os().nth(1).is_some_and(|a| a == HELPER_FLAG) {
+        return banger_images::oci::owner::helper_main();
+    }
     let args = Args::parse();
     if args.root_helper {
         return match root_helper(&args) {

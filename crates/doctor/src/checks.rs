@@ -67,6 +67,13 @@ pub const TOOLS: &[ToolSpec] = &[
         required: false,
     },
     ToolSpec {
+        programs: &["newuidmap"],
+        package: "uidmap",
+        used_for: "building and pulling images when bangerd is not root (a user namespace \
+                   with the owner's subordinate ids)",
+        required: false,
+    },
+    ToolSpec {
         programs: &["mmdebstrap"],
         package: "mmdebstrap",
         used_for: "building the default Debian image",

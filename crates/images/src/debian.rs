@@ -10,9 +10,14 @@
 //! image is. apt's downloaded packages are kept in a cache directory shared
 //! by all builds.
 //!
-//! The build runs mmdebstrap in root mode (it chroots, and the tree's file
-//! owners must be real for `mkfs.ext4 -d`), so it needs root: bangerd's
-//! root helper, or root in dev/CI.
+//! The tree's file owners must be real for `mkfs.ext4 -d`. As root the
+//! build runs mmdebstrap in root mode, as it always has. As anyone else
+//! (bangerd as its owner user) the steps that make, read or remove files
+//! of the image's users run as root of a user namespace mapping the owner
+//! to 0 and its subordinate ids above ([`crate::userns`]): mmdebstrap in
+//! unshare mode, `du`, `mkfs.ext4 -d` and `rm`. The image's root is then
+//! the owner on the host, so banger's own adjustments, the kernel copy and
+//! the output files need no namespace, and the daemon owns what it built.
 
 use std::ffi::OsString;
 use std::fs;
@@ -20,12 +25,14 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use crate::digest::{self, Artifact, DigestError};
 use crate::ext4;
-use crate::host_command::{self, CommandError};
+use crate::host_command::CommandError;
 use crate::initramfs::{self, GUEST_MODULES, InitramfsError, InitramfsSpec};
 use crate::kernel::{self, KernelError, package::CLOUD_KERNEL_META};
+use crate::userns::{IdMapper, NewIdMap, TreeError, TreeOwner, UsernsError};
 
 /// Bumped whenever the build steps change what an image contains, so old
 /// cache entries are not reused for a new recipe.
@@ -96,10 +103,10 @@ pub enum DebianError {
         value: String,
         why: &'static str,
     },
-    #[error(
-        "building the Debian image needs root (mmdebstrap chroots and keeps file owners): run it through bangerd's root helper or as root"
-    )]
-    NeedsRoot,
+    /// Not root, and no user namespace for the owner (see
+    /// [`crate::userns`]): the message says what to set up.
+    #[error(transparent)]
+    Namespace(#[from] UsernsError),
     #[error(
         "cache path {0} contains whitespace, which mmdebstrap's hooks cannot take: choose another cache directory"
     )]
@@ -479,6 +486,9 @@ pub struct BuildOptions {
     pub log: PathBuf,
     /// banger-init; when given, the build also makes the initramfs.
     pub init: Option<PathBuf>,
+    /// Who writes the id maps of the user namespace a build not run as
+    /// root uses; `None` is [`NewIdMap`] (newuidmap and newgidmap).
+    pub id_mapper: Option<Arc<dyn IdMapper>>,
 }
 
 /// A built (or reused) image.
@@ -537,9 +547,11 @@ pub fn build_image(
             reused: true,
         });
     }
-    if !running_as_root() {
-        return Err(DebianError::NeedsRoot);
-    }
+    let mapper = options
+        .id_mapper
+        .clone()
+        .unwrap_or_else(|| Arc::new(NewIdMap));
+    let owner = TreeOwner::for_this_process(&mapper)?;
     if options
         .apt_cache
         .to_string_lossy()
@@ -554,15 +566,17 @@ pub fn build_image(
         fs::create_dir_all(parent).map_err(io_err("create", parent))?;
     }
     let staging = options.images_cache.join(format!(".{hash}.partial"));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io_err("remove stale", &staging))?;
-    }
+    // A stale one may hold files of the image's users: the tree's owner
+    // removes it.
+    owner
+        .remove_tree(&staging)
+        .map_err(|e| tree_err(e, DebianError::Filesystem))?;
     fs::create_dir(&staging).map_err(io_err("create", &staging))?;
-    let result = build_into(recipe, options, &staging, progress);
+    let result = build_into(recipe, options, &owner, &staging, progress);
     let built = match result {
         Ok(release) => release,
         Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
+            let _ = owner.remove_tree(&staging);
             return Err(e);
         }
     };
@@ -580,16 +594,21 @@ pub fn build_image(
 fn build_into(
     recipe: &DebianRecipe,
     options: &BuildOptions,
+    owner: &TreeOwner,
     out: &Path,
     progress: &mut dyn FnMut(BuildPhase),
 ) -> Result<String, DebianError> {
     let root = out.join("root");
     progress(BuildPhase::Bootstrap);
-    host_command::run_logged(
-        Command::new("mmdebstrap").args(mmdebstrap_args(recipe, &root, &options.apt_cache)),
-        &options.log,
-    )
-    .map_err(DebianError::Bootstrap)?;
+    let mode = match owner {
+        TreeOwner::Root => Mode::Root,
+        TreeOwner::Namespace(_) => Mode::Unshare,
+    };
+    let mut mmdebstrap = Command::new("mmdebstrap");
+    mmdebstrap.args(mmdebstrap_args(recipe, mode, &root, &options.apt_cache));
+    owner
+        .run_logged(mmdebstrap, &options.log)
+        .map_err(|e| tree_err(e, DebianError::Bootstrap))?;
 
     progress(BuildPhase::Configure);
     configure_tree(&root, &recipe.sshd_config)?;
@@ -616,20 +635,13 @@ fn build_into(
     }
 
     progress(BuildPhase::Filesystem);
-    let (used, inodes) = ext4::tree_usage(&root).map_err(io_err("measure", &root))?;
-    let (size, inode_count) = ext4::filesystem_size(used, inodes, HEADROOM_BYTES);
-    host_command::run_logged(
-        Command::new("mkfs.ext4").args(ext4::mkfs_args(
-            &root,
-            &out.join(ROOTFS),
-            size,
-            inode_count,
-            &ext4::uuid_from_hash(&recipe.hash()),
-        )),
+    pack_rootfs(
+        owner,
+        &root,
+        &out.join(ROOTFS),
+        &ext4::uuid_from_hash(&recipe.hash()),
         &options.log,
-    )
-    .map_err(DebianError::Filesystem)?;
-    fs::remove_dir_all(&root).map_err(io_err("remove", &root))?;
+    )?;
 
     progress(BuildPhase::Pin);
     fs::write(out.join(RECIPE_FILE), recipe.canonical())
@@ -638,15 +650,75 @@ fn build_into(
     Ok(release)
 }
 
-/// mmdebstrap's arguments: root mode into a directory, no Recommends, the
+/// Writes the tree at `root` as the read-only base `image` and removes
+/// the tree, both as the tree's owner (reading and removing files of the
+/// image's users); the image belongs to the owner.
+fn pack_rootfs(
+    owner: &TreeOwner,
+    root: &Path,
+    image: &Path,
+    uuid: &str,
+    log: &Path,
+) -> Result<(), DebianError> {
+    let (used, inodes) = owner
+        .tree_usage(root)
+        .map_err(|e| tree_err(e, DebianError::Filesystem))?;
+    let (size, inode_count) = ext4::filesystem_size(used, inodes, HEADROOM_BYTES);
+    let mut mkfs = Command::new("mkfs.ext4");
+    mkfs.args(ext4::mkfs_args(root, image, size, inode_count, uuid));
+    owner
+        .run_logged(mkfs, log)
+        .map_err(|e| tree_err(e, DebianError::Filesystem))?;
+    owner
+        .remove_tree(root)
+        .map_err(|e| tree_err(e, DebianError::Filesystem))
+}
+
+/// A step run as the tree's owner as a [`DebianError`]: a tool's failure
+/// as `tool` says (which step it was), the rest as they are.
+fn tree_err(e: TreeError, tool: fn(CommandError) -> DebianError) -> DebianError {
+    match e {
+        TreeError::Tool(e) => tool(e),
+        TreeError::Namespace(e) => DebianError::Namespace(e),
+        TreeError::Io {
+            action,
+            path,
+            source,
+        } => DebianError::Io {
+            action,
+            path,
+            source,
+        },
+    }
+}
+
+/// How mmdebstrap makes its chroot: `root` as real root, `unshare` as
+/// root of banger's user namespace (where it makes no namespace or id
+/// mapping of its own, only mount and pid namespaces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Root,
+    Unshare,
+}
+
+/// mmdebstrap's arguments: into a directory, no Recommends, the
 /// package cache synced in and out (`sync-in`/`sync-out` are mmdebstrap's
 /// own hook commands; the one shell hook is a fixed string).
-fn mmdebstrap_args(recipe: &DebianRecipe, root: &Path, apt_cache: &Path) -> Vec<OsString> {
+fn mmdebstrap_args(
+    recipe: &DebianRecipe,
+    mode: Mode,
+    root: &Path,
+    apt_cache: &Path,
+) -> Vec<OsString> {
     let mut packages = recipe.packages.clone();
     packages.push(recipe.kernel_package.clone());
     let cache = apt_cache.to_string_lossy();
+    let mode = match mode {
+        Mode::Root => "--mode=root",
+        Mode::Unshare => "--mode=unshare",
+    };
     let mut args: Vec<OsString> = [
-        "--mode=root".to_owned(),
+        mode.to_owned(),
         "--variant=minbase".to_owned(),
         "--format=directory".to_owned(),
         format!("--include={}", packages.join(",")),
@@ -689,8 +761,7 @@ fn configure_tree(root: &Path, sshd_config: &str) -> Result<(), DebianError> {
         mask_unit(root, unit)?;
     }
     // An empty machine-id makes systemd generate one at first boot.
-    let machine_id = root.join("etc/machine-id");
-    fs::write(&machine_id, "").map_err(io_err("write", &machine_id))?;
+    replace_file(&root.join("etc/machine-id"), b"")?;
     for leftover in ["var/lib/dbus/machine-id", "etc/hostname"] {
         remove_if_present(&root.join(leftover))?;
     }
@@ -735,6 +806,28 @@ fn mask_unit(root: &Path, unit: &str) -> Result<(), DebianError> {
     let link = dir.join(unit);
     remove_if_present(&link)?;
     std::os::unix::fs::symlink("/dev/null", &link).map_err(io_err("link", &link))
+}
+
+/// Writes `path` anew with `contents`, keeping the mode it had (0644 if
+/// new). Removed and made again rather than truncated: the owner building
+/// without root owns the image's root files but has no override for a
+/// read-only mode (bookworm's machine-id is 0644, but systemd makes it
+/// 0444 elsewhere).
+fn replace_file(path: &Path, contents: &[u8]) -> Result<(), DebianError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mode = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => m.permissions().mode() & 0o7777,
+        _ => 0o644,
+    };
+    remove_if_present(path)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err("create", path))?;
+    io::Write::write_all(&mut file, contents).map_err(io_err("write", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))
 }
 
 fn remove_if_present(path: &Path) -> Result<(), DebianError> {
@@ -889,10 +982,21 @@ Components: main
     #[test]
     fn mmdebstrap_gets_packages_kernel_cache_and_every_source() {
         let r = DebianRecipe::bookworm(host());
-        let args: Vec<String> = mmdebstrap_args(&r, Path::new("/c/x/root"), Path::new("/c/apt"))
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
+        let args: Vec<String> =
+            mmdebstrap_args(&r, Mode::Root, Path::new("/c/x/root"), Path::new("/c/apt"))
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect();
+        assert_eq!(args[0], "--mode=root");
+        let unshare = mmdebstrap_args(&r, Mode::Unshare, Path::new("/r"), Path::new("/a"));
+        assert_eq!(unshare[0], "--mode=unshare");
+        assert_eq!(
+            unshare[1..],
+            args[1..]
+                .iter()
+                .map(|a| { OsString::from(a.replace("/c/x/root", "/r").replace("/c/apt", "/a")) })
+                .collect::<Vec<_>>()[..]
+        );
         let include = args.iter().find(|a| a.starts_with("--include=")).unwrap();
         assert!(include.contains(",linux-image-cloud-amd64"), "{include}");
         assert!(args.contains(&"--setup-hook=sync-in /c/apt /var/cache/apt/archives/".into()));
@@ -958,6 +1062,288 @@ Components: main
         );
     }
 
+    /// The tree as mmdebstrap leaves it: files of root and of other
+    /// users, restrictive modes (machine-id read-only, _apt's 0700
+    /// directory), a set-gid directory.
+    fn fixture_tree_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add =
+            |path: &str, kind: tar::EntryType, mode: u32, uid: u64, gid: u64, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_mode(mode);
+                h.set_uid(uid);
+                h.set_gid(gid);
+                h.set_mtime(1_700_000_000);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data).unwrap();
+            };
+        use tar::EntryType::{Directory as D, Regular as F};
+        add("etc/", D, 0o755, 0, 0, b"");
+        add("etc/machine-id", F, 0o444, 0, 0, b"uninitialized\n");
+        add("etc/shadow", F, 0o640, 0, 42, b"root:*:1::::::\n");
+        add("etc/ssh/", D, 0o755, 0, 0, b"");
+        add("etc/ssh/ssh_host_ed25519_key", F, 0o600, 0, 0, b"secret");
+        add("var/", D, 0o755, 0, 0, b"");
+        add("var/cache/", D, 0o755, 0, 0, b"");
+        add("var/cache/apt/", D, 0o755, 0, 0, b"");
+        add("var/cache/apt/archives/", D, 0o755, 0, 0, b"");
+        add("var/cache/apt/archives/partial/", D, 0o700, 42, 0, b"");
+        add(
+            "var/cache/apt/archives/partial/x.deb",
+            F,
+            0o600,
+            42,
+            0,
+            b"x",
+        );
+        add("var/log/", D, 0o755, 0, 0, b"");
+        add("var/log/journal/", D, 0o2755, 0, 101, b"");
+        add("home/", D, 0o755, 0, 0, b"");
+        add("home/user/", D, 0o700, 1000, 1000, b"");
+        add("home/user/notes", F, 0o600, 1000, 1000, b"n");
+        add("nobody-file", F, 0o644, 65534, 65534, b"");
+        b.into_inner().unwrap()
+    }
+
+    /// As root (CI), the owner's side below as `nobody` with subordinate
+    /// ids of its own: the tree's owners must reach the ext4 as they were,
+    /// the image must belong to the owner, and the tree must be gone.
+    #[test]
+    fn an_unprivileged_owner_packs_the_tree_keeping_its_owners() {
+        if !running_as_root() {
+            return banger_testkit::skip("needs root to run a part of it as nobody");
+        }
+        if !banger_testkit::have_tools(&["newuidmap", "newgidmap", "mkfs.ext4", "tar", "du"]) {
+            return;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let work = scratch.path().join("work");
+        fs::create_dir(&work).unwrap();
+        fs::write(work.join("tree.tar"), fixture_tree_tar()).unwrap();
+        use banger_testkit::owner::{OWNER_GID, OWNER_UID};
+        std::os::unix::fs::chown(&work, Some(OWNER_UID), Some(OWNER_GID)).unwrap();
+        let out = banger_testkit::owner::run_ignored_test_as_owner(
+            "debian::tests::owner_side_of_packing_the_tree",
+            scratch.path(),
+            banger_testkit::owner::AsOwner::SET_UP,
+            &[("BANGER_TEST_OWNER_DIR", &work)],
+        );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "the owner's side failed:\n{said}");
+        assert!(
+            said.contains("1 passed"),
+            "the owner's side did not run:\n{said}"
+        );
+
+        use std::os::unix::fs::MetadataExt;
+        let image = work.join(ROOTFS);
+        let meta = fs::metadata(&image).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (OWNER_UID, OWNER_GID),
+            "the owner's"
+        );
+        assert!(!work.join("root").exists(), "the tree is removed");
+
+        let fs4 = ext4_view::Ext4::load_from_path(&image).unwrap();
+        let owners = |path: &str| {
+            let m = fs4.symlink_metadata(path).unwrap();
+            (m.uid(), m.gid(), m.mode() & 0o7777)
+        };
+        assert_eq!(owners("/"), (0, 0, 0o755));
+        assert_eq!(
+            owners("/etc/machine-id"),
+            (0, 0, 0o444),
+            "rewritten, mode kept"
+        );
+        assert_eq!(fs4.read("/etc/machine-id").unwrap(), b"");
+        assert_eq!(owners("/etc/shadow"), (0, 42, 0o640));
+        assert_eq!(owners("/etc/ssh/sshd_config.d/banger.conf"), (0, 0, 0o644));
+        assert!(!fs4.exists("/etc/ssh/ssh_host_ed25519_key").unwrap());
+        assert_eq!(owners("/var/cache/apt/archives/partial"), (42, 0, 0o700));
+        assert_eq!(owners("/var/log/journal"), (0, 101, 0o2755));
+        assert_eq!(owners("/home/user"), (1000, 1000, 0o700));
+        assert_eq!(owners("/home/user/notes"), (1000, 1000, 0o600));
+        assert_eq!(owners("/nobody-file"), (65534, 65534, 0o644));
+        assert_eq!(owners("/etc/systemd/system/e2scrub_reap.service").0, 0);
+    }
+
+    /// Run by the test above as the owner: the namespace-side steps of a
+    /// build (a tool making files of the image's users, then `du`,
+    /// `mkfs.ext4 -d` and `rm`) and banger's adjustments outside it.
+    #[test]
+    #[ignore = "run as an unprivileged owner by an_unprivileged_owner_packs_the_tree_keeping_its_owners"]
+    fn owner_side_of_packing_the_tree() {
+        let work = PathBuf::from(std::env::var_os("BANGER_TEST_OWNER_DIR").unwrap());
+        assert!(!running_as_root());
+        let mapper: Arc<dyn IdMapper> = Arc::new(NewIdMap);
+        let owner = TreeOwner::for_this_process(&mapper).unwrap_or_else(|e| panic!("{e}"));
+        let root = work.join("root");
+        fs::create_dir(&root).unwrap();
+        // What mmdebstrap does in the namespace: files of several users.
+        let mut untar = Command::new("tar");
+        untar
+            .args([
+                "--extract",
+                "--numeric-owner",
+                "--same-owner",
+                "--same-permissions",
+                "-f",
+            ])
+            .arg(work.join("tree.tar"))
+            .arg("-C")
+            .arg(&root);
+        owner.run(untar).unwrap_or_else(|e| panic!("{e}"));
+        configure_tree(&root, SSHD_CONFIG).unwrap_or_else(|e| panic!("{e}"));
+        pack_rootfs(
+            &owner,
+            &root,
+            &work.join(ROOTFS),
+            &ext4::uuid_from_hash("ab"),
+            &work.join("log"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// An owner without subordinate ids is told, in one line, how to get
+    /// them, before anything runs.
+    #[test]
+    fn an_owner_without_subordinate_ids_is_told_what_to_run() {
+        if !running_as_root() {
+            return banger_testkit::skip("needs root to run a part of it as nobody");
+        }
+        if !banger_testkit::have_tools(&["newuidmap", "newgidmap"]) {
+            return;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let out = banger_testkit::owner::run_ignored_test_as_owner(
+            "debian::tests::owner_side_without_subordinate_ids",
+            scratch.path(),
+            banger_testkit::owner::AsOwner {
+                subordinate_ids: false,
+                ..banger_testkit::owner::AsOwner::SET_UP
+            },
+            &[],
+        );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.contains("1 passed"), "{said}");
+    }
+
+    /// Under `NoNewPrivileges=yes` the setuid newuidmap cannot map ids:
+    /// said up front, with the way out, rather than as newuidmap's EPERM.
+    #[test]
+    fn an_owner_under_no_new_privs_is_told_why_newuidmap_cannot_work() {
+        if !running_as_root() {
+            return banger_testkit::skip("needs root to run a part of it as nobody");
+        }
+        if !banger_testkit::have_tools(&["newuidmap", "newgidmap"]) {
+            return;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let out = banger_testkit::owner::run_ignored_test_as_owner(
+            "debian::tests::owner_side_under_no_new_privs",
+            scratch.path(),
+            banger_testkit::owner::AsOwner {
+                no_new_privs: true,
+                ..banger_testkit::owner::AsOwner::SET_UP
+            },
+            &[],
+        );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.contains("1 passed"), "{said}");
+    }
+
+    #[test]
+    #[ignore = "run as an unprivileged owner by an_owner_under_no_new_privs_is_told_why_newuidmap_cannot_work"]
+    fn owner_side_under_no_new_privs() {
+        let mapper: Arc<dyn IdMapper> = Arc::new(NewIdMap);
+        let err = TreeOwner::for_this_process(&mapper)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no_new_privs (systemd NoNewPrivileges=yes)")
+                && err.contains("drop NoNewPrivileges"),
+            "{err}"
+        );
+    }
+
+    /// newuidmap maps only a process of its user's primary group: a
+    /// bangerd run with another (a unit's `Group=`) is told so.
+    #[test]
+    fn an_owner_in_another_group_is_told_to_use_its_primary_group() {
+        if !running_as_root() {
+            return banger_testkit::skip("needs root to run a part of it as nobody");
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let out = banger_testkit::owner::run_ignored_test_as_owner(
+            "debian::tests::owner_side_in_another_group",
+            scratch.path(),
+            banger_testkit::owner::AsOwner {
+                group: Some(100),
+                ..banger_testkit::owner::AsOwner::SET_UP
+            },
+            &[],
+        );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.contains("1 passed"), "{said}");
+    }
+
+    #[test]
+    #[ignore = "run as an unprivileged owner by an_owner_in_another_group_is_told_to_use_its_primary_group"]
+    fn owner_side_in_another_group() {
+        let mapper: Arc<dyn IdMapper> = Arc::new(NewIdMap);
+        let err = TreeOwner::for_this_process(&mapper)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "this process runs with group 100, not nobody's primary group 65534, and newuidmap \
+             maps only a process of its user's primary group: run bangerd with nobody's primary \
+             group (in its unit, no Group= or Group=65534)"
+        );
+    }
+
+    #[test]
+    #[ignore = "run as an unprivileged owner by an_owner_without_subordinate_ids_is_told_what_to_run"]
+    fn owner_side_without_subordinate_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = BuildOptions {
+            images_cache: dir.path().join("images"),
+            apt_cache: dir.path().join("apt"),
+            log: dir.path().join("log"),
+            init: None,
+            id_mapper: None,
+        };
+        let recipe = DebianRecipe::bookworm(host());
+        let err = build_image(&recipe, &options, &mut |_| panic!("nothing may run"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "building images as nobody needs subordinate uids of at least 65536 ids in \
+             /etc/subuid, and nobody has none: run 'sudo banger system install --owner nobody', \
+             or 'sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 nobody'"
+        );
+        assert!(!dir.path().join("images").exists(), "nothing was made");
+    }
+
     #[test]
     fn hostile_recipe_values_are_refused_naming_the_field() {
         for suite in ["bookworm", "trixie", "12.5", "bookworm-backports"] {
@@ -1012,6 +1398,7 @@ Components: main
                 apt_cache: "/nonexistent/apt".into(),
                 log: "/nonexistent/log".into(),
                 init: None,
+                id_mapper: None,
             },
             &mut |_| panic!("nothing may run"),
         )

@@ -10,7 +10,10 @@
 //! `initramfs` (module resolution, the cpio), `debian` (the default image
 //! recipe and build), `catalog` (named, pinned sources), `oci` (registry
 //! pulls: references, blob cache, flattening), `ext4` (the read-only base
-//! both builds and pulls write), `digest` (SHA-256 pins).
+//! both builds and pulls write), `digest` (SHA-256 pins), `userns`
+//! (building and pulling without root: the steps that own the image's
+//! files run as root of a user namespace mapping the owner and its
+//! subordinate ids).
 #![deny(unsafe_code)]
 
 pub mod catalog;
@@ -22,5 +25,6 @@ mod host_command;
 pub mod initramfs;
 pub mod kernel;
 pub mod oci;
+pub mod userns;
 
 pub use host_command::CommandError;

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use banger_images::kernel::package::{self, CLOUD_KERNEL_META, KernelPackage};
 
+pub mod owner;
 pub mod qemu;
 
 /// The workspace root.

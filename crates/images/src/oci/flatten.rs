@@ -4,7 +4,8 @@
 //! put there, a directory over a directory merges, anything else replaces.
 //! Hard links stay hard links; owners (numeric, the image's own uids),
 //! modes, mtimes and xattrs are applied, so `mkfs.ext4 -d` carries them
-//! into the image. That needs root, which bangerd is.
+//! into the image. That needs root: real root, or root of the owner's user
+//! namespace, where [`super::owner`] runs this same code in a helper.
 //!
 //! Nothing unsafe is ever written: a `..` component, an absolute name, an
 //! entry under a symlink (wherever it points: symlinks are never followed
@@ -36,7 +37,7 @@ const MAX_NAME: usize = 255;
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FlattenOptions {
     /// Unpacked bytes (decompressed tar streams and file contents written,
     /// each counted against it), header records and entries.
@@ -46,7 +47,7 @@ pub struct FlattenOptions {
 }
 
 /// What one layer did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerStats {
     pub entries: u64,
     pub whiteouts: u64,
@@ -68,7 +69,7 @@ pub struct Flattener {
 }
 
 /// How a layer blob is compressed, from its media type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
     None,
     Gzip,

@@ -20,6 +20,7 @@
 pub mod cache;
 pub mod config;
 pub mod flatten;
+pub mod owner;
 pub mod reference;
 pub mod registry;
 
@@ -32,12 +33,14 @@ pub use reference::{ImageRef, is_oci_reference};
 pub use registry::{Descriptor, Registry, Resolved};
 
 use crate::host_command::CommandError;
+use crate::userns::TreeError;
+pub use crate::userns::TreeOwner;
 
 /// What one pull may spend, each bound from the `config.toml` key its
 /// error names (the daemon fills them in; defaults live with the config).
 /// Every size and count a registry or an image declares is checked
 /// against these before memory or disk is spent on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// `oci_max_unpacked`: bytes the image may unpack to (decompressed
     /// tar streams, and file contents written, over all layers); the
@@ -161,6 +164,16 @@ pub enum OciError {
     },
     #[error("mkfs.ext4 failed to make the base rootfs: {0}")]
     Filesystem(CommandError),
+    /// What the flattening helper said failed (see [`owner`]).
+    #[error("{0}")]
+    Flatten(String),
+    #[error(
+        "--allow-devices needs bangerd to run as root: a user namespace cannot make device \
+         nodes; pull without it"
+    )]
+    DevicesNeedRoot,
+    #[error(transparent)]
+    Namespace(#[from] crate::userns::UsernsError),
 }
 
 pub(crate) fn io_err(
@@ -183,23 +196,49 @@ const BASE_HEADROOM: u64 = 32 << 20;
 /// (`mkfs.ext4 -d`, no mounting; owners, modes, hard links and xattrs come
 /// from the tree). Its UUID derives from the manifest digest, so the same
 /// image always gets the same one.
+///
+/// As the tree's `owner`: root, or root of the owner's user namespace,
+/// which reads the tree's owners as the image's ids and leaves the image
+/// the owner's.
 pub fn write_rootfs(
+    owner: &TreeOwner,
     root: &std::path::Path,
     image: &std::path::Path,
     manifest_digest: &str,
 ) -> Result<(), OciError> {
-    let (used, inodes) = crate::ext4::tree_usage(root).map_err(io_err("measure", root))?;
+    let (used, inodes) = owner.tree_usage(root).map_err(tree_err)?;
     let (size, inode_count) = crate::ext4::filesystem_size(used, inodes, BASE_HEADROOM);
     let uuid = crate::ext4::uuid_from_hash(manifest_digest.trim_start_matches("sha256:"));
-    crate::host_command::run(
-        std::process::Command::new("mkfs.ext4").args(crate::ext4::mkfs_args(
-            root,
-            image,
-            size,
-            inode_count,
-            &uuid,
-        )),
-    )
-    .map_err(OciError::Filesystem)?;
+    let mut mkfs = std::process::Command::new("mkfs.ext4");
+    mkfs.args(crate::ext4::mkfs_args(
+        root,
+        image,
+        size,
+        inode_count,
+        &uuid,
+    ));
+    owner.run(mkfs).map_err(tree_err)?;
     Ok(())
+}
+
+/// Removes the flattened tree, as its `owner` (it holds files of the
+/// image's users).
+pub fn remove_tree(owner: &TreeOwner, root: &std::path::Path) -> Result<(), OciError> {
+    owner.remove_tree(root).map_err(tree_err)
+}
+
+fn tree_err(e: TreeError) -> OciError {
+    match e {
+        TreeError::Tool(e) => OciError::Filesystem(e),
+        TreeError::Namespace(e) => OciError::Namespace(e),
+        TreeError::Io {
+            action,
+            path,
+            source,
+        } => OciError::Io {
+            action,
+            path,
+            source,
+        },
+    }
 }

@@ -14,12 +14,15 @@ mod oci;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use banger_api::{BuildImageRequest, PullImageRequest, RegisterImageRequest, VerifiedFile};
 use banger_images::catalog::{Catalog, Entry, Source};
 use banger_images::debian::{self, AptSource, BuildOptions, BuildPhase, DebianRecipe};
 use banger_images::digest::sha256_file;
+use banger_images::oci::TreeOwner;
+use banger_images::userns::{IdMapper, NewIdMap};
 use banger_model::{Artifact, ArtifactRole, ImageRecord, ObjectState, validate_object_name};
 use serde::Deserialize;
 
@@ -144,6 +147,7 @@ pub(crate) async fn build(
         apt_cache: d.inner.paths.apt_cache(),
         log: log.clone(),
         init: Some(init),
+        id_mapper: None,
     };
     let p = progress.clone();
     let built = blocking(move || {
@@ -788,6 +792,18 @@ async fn remove_dir(dir: &Path) -> Result<(), Error> {
     blocking(move || match fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        // The staging tree of a pull that died mid-flatten, made without
+        // root, holds files of the image's users: only the owner's user
+        // namespace can remove them.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let mapper: Arc<dyn IdMapper> = Arc::new(NewIdMap);
+            TreeOwner::for_this_process(&mapper)
+                .map_err(|_| io_failure("remove", &dir, e))
+                .and_then(|owner| {
+                    banger_images::oci::remove_tree(&owner, &dir)
+                        .map_err(|e| Error::internal(e.to_string()))
+                })
+        }
         Err(e) => Err(io_failure("remove", &dir, e)),
     })
     .await

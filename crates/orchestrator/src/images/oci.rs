@@ -4,21 +4,27 @@
 //! into a staging tree inside the image's folder, write the read-only
 //! ext4, keep banger's guest tools beside it (fetched before anything is
 //! journaled: a VM of the image must not need the network), pin both,
-//! mark the image ready. Any failure removes the folder and
-//! the record; a crash leaves a `building` record that reconcile removes
-//! with its folder, staging tree included.
+//! mark the image ready. Without root, the flattening and the ext4 run
+//! as root of the owner's user namespace (bangerd runs itself as the
+//! helper). Any failure removes the folder and the record; a crash leaves
+//! a `building` record that reconcile removes with its folder, staging
+//! tree included.
 
 use std::fs;
 use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
 
 use banger_api::PullImageRequest;
 use banger_images::guest_tools::{self, GuestTools};
 use banger_images::kernel::package::{self, CLOUD_KERNEL_META};
 use banger_images::oci::flatten::Compression;
+use banger_images::oci::owner::{HELPER_FLAG, JobLayer, flatten_layers};
 use banger_images::oci::{
-    BlobCache, Descriptor, FlattenOptions, Flattener, ImageRef, Limits, OciError, Registry,
-    Resolved, write_rootfs,
+    BlobCache, Descriptor, FlattenOptions, ImageRef, Limits, OciError, Registry, Resolved,
+    TreeOwner, remove_tree, write_rootfs,
 };
+use banger_images::userns::{IdMapper, NewIdMap};
 use banger_model::{
     ArtifactRole, ImageRecord, ObjectState, OciImageConfig, OciLayer, validate_object_name,
 };
@@ -166,7 +172,10 @@ async fn fetch_layers(
 }
 
 /// Flattens the cached layers into `dir/.rootfs`, writes `dir/rootfs.ext4`
-/// from it and pins it.
+/// from it and pins it. As root in this process; as the owner in a user
+/// namespace, the flattening in bangerd run again as a helper (see
+/// [`banger_images::oci::owner`]). The tree holds files of the image's
+/// users, so only its owner can remove it: it does, on failure too.
 fn build_rootfs(
     dir: &Path,
     resolved: &Resolved,
@@ -175,35 +184,77 @@ fn build_rootfs(
     options: FlattenOptions,
     progress: &Progress,
 ) -> Result<Vec<banger_model::Artifact>, Error> {
+    let mapper: Arc<dyn IdMapper> = Arc::new(NewIdMap);
+    let owner = TreeOwner::for_this_process(&mapper).map_err(|e| oci_failure(e.into()))?;
     let staging = dir.join(STAGING);
     fs::create_dir(&staging).map_err(|e| io_failure("create", &staging, e))?;
+    let result = flatten_and_pack(
+        &owner,
+        dir,
+        resolved,
+        compressions,
+        cache,
+        options,
+        progress,
+    );
+    if result.is_err() {
+        let _ = remove_tree(&owner, &staging);
+    }
+    result
+}
+
+/// [`build_rootfs`] once its staging tree is made.
+fn flatten_and_pack(
+    owner: &TreeOwner,
+    dir: &Path,
+    resolved: &Resolved,
+    compressions: &[Compression],
+    cache: &BlobCache,
+    options: FlattenOptions,
+    progress: &Progress,
+) -> Result<Vec<banger_model::Artifact>, Error> {
+    let staging = &dir.join(STAGING);
     progress.phase(
         "flatten",
         format!("flattening {} layers", resolved.layers.len()),
     );
-    let mut flattener = Flattener::new(&staging, options);
-    let count = resolved.layers.len() as u64;
-    for (i, (layer, compression)) in resolved.layers.iter().zip(compressions).enumerate() {
-        let blob = cache.blob_path(&layer.digest);
-        match flattener.apply_layer(&layer.digest, *compression, &blob) {
-            Ok(stats) if stats.skipped_xattrs > 0 => progress.warn(format!(
+    let layers: Vec<JobLayer> = resolved
+        .layers
+        .iter()
+        .zip(compressions)
+        .map(|(layer, compression)| JobLayer {
+            digest: layer.digest.clone(),
+            compression: *compression,
+            blob: cache.blob_path(&layer.digest),
+        })
+        .collect();
+    let count = layers.len() as u64;
+    let helper = std::env::current_exe()
+        .map(|exe| {
+            let mut command = Command::new(exe);
+            command.arg(HELPER_FLAG);
+            command
+        })
+        .map_err(|e| Error::internal(format!("cannot find bangerd's own binary: {e}")))?;
+    let flattened = flatten_layers(owner, helper, staging, options, &layers, &mut |i, stats| {
+        if stats.skipped_xattrs > 0 {
+            progress.warn(format!(
                 "layer {}: {} extended attributes could not be kept",
-                layer.digest, stats.skipped_xattrs
-            )),
-            Ok(_) => {}
-            Err(e) => {
-                if matches!(e, OciError::CacheCorrupt { .. }) {
-                    cache.evict(&layer.digest);
-                }
-                return Err(oci_failure(e));
-            }
+                layers[i].digest, stats.skipped_xattrs
+            ));
         }
         progress.progress("flatten", i as u64 + 1, Some(count));
+    });
+    if let Err(e) = flattened {
+        if let OciError::CacheCorrupt { layer, .. } = &e {
+            cache.evict(layer);
+        }
+        return Err(oci_failure(e));
     }
     progress.phase("ext4", "writing the read-only ext4 root filesystem");
     let rootfs = dir.join(ROOTFS);
-    write_rootfs(&staging, &rootfs, &resolved.manifest_digest).map_err(oci_failure)?;
-    fs::remove_dir_all(&staging).map_err(|e| io_failure("remove", &staging, e))?;
+    write_rootfs(owner, staging, &rootfs, &resolved.manifest_digest).map_err(oci_failure)?;
+    remove_tree(owner, staging).map_err(oci_failure)?;
     make_read_only(&rootfs)?;
     progress.phase("pin", "recording the SHA-256 pin");
     Ok(vec![pin(dir, ROOTFS, ArtifactRole::Rootfs)?])
