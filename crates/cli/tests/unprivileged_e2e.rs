@@ -201,12 +201,10 @@ fn an_unprivileged_daemon_runs_guests_through_the_root_helper() {
         log,
     };
     wait_for_socket(&socket, &mut helper);
+    // Anyone may connect; the helper serves only the owner's uid (the
+    // protocol test shows the refusal).
     let meta = std::fs::metadata(&socket).expect("socket");
-    assert_eq!(
-        (meta.uid(), meta.mode() & 0o777),
-        (uid, 0o600),
-        "the socket is the owner's alone"
-    );
+    assert_eq!(meta.mode() & 0o777, 0o666);
 
     let banger = |args: &[&str]| as_user(&home, &ns, (uid, gid), &init, &socket, args);
 

@@ -11,6 +11,7 @@ mod file;
 mod host;
 pub mod install;
 mod paths;
+pub mod subids;
 
 pub use file::{
     Config, ConfigError, DEFAULT_CONSOLE_LOG_MAX, DEFAULT_FILE_SYNC_MAX_FILE,

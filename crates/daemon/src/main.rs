@@ -88,7 +88,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(system: bool) -> anyhow::Result<()> {
-    let (paths, host_ops) = if system {
+    let (paths, host_ops, via_helper) = if system {
         system_daemon()?
     } else {
         dev_daemon()?
@@ -99,7 +99,8 @@ async fn run(system: bool) -> anyhow::Result<()> {
     // other user can plant a link in (Daemon::start checks again).
     dirs::prepare(&paths)?;
     init_logging(&paths.daemon_log(), level)?;
-    let (daemon, listener) = Daemon::start(paths, config, probe_host(), host_ops).await?;
+    let (daemon, listener) =
+        Daemon::start(paths, config, probe_host(), host_ops, via_helper).await?;
     daemon.serve(listener).await?;
     Ok(())
 }
@@ -107,18 +108,19 @@ async fn run(system: bool) -> anyhow::Result<()> {
 /// The daemon `banger` starts: its user's XDG directories (or
 /// BANGER_HOME), networking in this process (which needs root) unless
 /// BANGER_ROOT_HELPER names a helper's socket.
-fn dev_daemon() -> anyhow::Result<(Paths, Arc<dyn HostOps>)> {
+fn dev_daemon() -> anyhow::Result<(Paths, Arc<dyn HostOps>, bool)> {
     let paths = Paths::from_env()?;
-    let ops: Arc<dyn HostOps> = match std::env::var_os(HELPER_ENV).filter(|v| !v.is_empty()) {
-        Some(socket) => Arc::new(HelperClient::new(socket)),
-        None => Arc::new(Local::new()),
-    };
-    Ok((paths, ops))
+    Ok(
+        match std::env::var_os(HELPER_ENV).filter(|v| !v.is_empty()) {
+            Some(socket) => (paths, Arc::new(HelperClient::new(socket)), true),
+            None => (paths, Arc::new(Local::new()), false),
+        },
+    )
 }
 
 /// bangerd.service: the install's owner, the install's directories, the
 /// helper's socket.
-fn system_daemon() -> anyhow::Result<(Paths, Arc<dyn HostOps>)> {
+fn system_daemon() -> anyhow::Result<(Paths, Arc<dyn HostOps>, bool)> {
     let install = installed()?;
     let me = nix::unistd::geteuid().as_raw();
     if me != install.owner_uid {
@@ -135,7 +137,7 @@ fn system_daemon() -> anyhow::Result<(Paths, Arc<dyn HostOps>)> {
     if let Err(e) = helper.ping() {
         eprintln!("bangerd: warning: {e}");
     }
-    Ok((install.paths(), Arc::new(helper)))
+    Ok((install.paths(), Arc::new(helper), true))
 }
 
 fn installed() -> anyhow::Result<Install> {

@@ -57,6 +57,7 @@ impl Daemon {
         config: Config,
         host: HostFacts,
         host_ops: Arc<dyn banger_hostops::HostOps>,
+        via_helper: bool,
     ) -> Result<(Self, UnixListener), StartError> {
         crate::dirs::prepare(&paths)?;
         // The lock comes first: nothing below may touch state that another
@@ -79,6 +80,12 @@ impl Daemon {
             banger_model::clock::CLOCK_PORT,
         );
         let started = Instant::now();
+        // Through the helper, the helper maps image builds' ids too, so
+        // bangerd.service keeps NoNewPrivileges (no setuid newuidmap).
+        let id_mapper = via_helper.then(|| {
+            Arc::new(banger_orchestrator::HostIds(host_ops.clone()))
+                as Arc<dyn banger_images::userns::IdMapper>
+        });
         let orch = Orchestrator::new(Deps {
             paths,
             config,
@@ -90,6 +97,7 @@ impl Daemon {
             init_binary: None,
             store,
             clock: start_clock(&config_clock_addr),
+            id_mapper,
         });
         // Before serving: nothing half-made may be seen as usable.
         orch.start()

@@ -184,6 +184,10 @@ impl HostOps for HelperClient {
         .ok_or_else(|| self.protocol("it answered bind_dns without a socket".into()))
     }
 
+    fn map_ids(&self, pid: u32) -> Result<(), HostOpsError> {
+        self.act(Request::MapIds { pid }).map(drop)
+    }
+
     fn describe(&self) -> String {
         format!("through the root helper at {}", self.socket.display())
     }

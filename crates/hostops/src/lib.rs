@@ -23,6 +23,7 @@ mod fd;
 mod local;
 mod ops;
 mod server;
+mod userns;
 
 use std::os::fd::OwnedFd;
 
@@ -32,6 +33,7 @@ pub use error::HostOpsError;
 pub use local::Local;
 pub use ops::{BRIDGE_PREFIX, DNS_PORT, PROTOCOL, Reply, Request};
 pub use server::{HelperConfig, ServeError, serve, serve_on};
+pub use userns::Owner;
 
 /// The privileged operations the daemon needs. Every call blocks (netlink,
 /// host tools, a socket round trip): call it from `spawn_blocking`.
@@ -55,6 +57,10 @@ pub trait HostOps: Send + Sync {
     /// the owner cannot bind (it is below 1024). `IP_FREEBIND`: the bridge
     /// may not exist yet.
     fn bind_dns(&self, bridge: &BridgeSpec) -> Result<OwnedFd, HostOpsError>;
+    /// Writes the id maps of the owner's process `pid`, which has just made
+    /// a user namespace for an image build and waits: 0 is the owner, 1..
+    /// its subordinate ids (crates/hostops/src/userns.rs).
+    fn map_ids(&self, pid: u32) -> Result<(), HostOpsError>;
     /// Who carries the operations out, for logs and `doctor`.
     fn describe(&self) -> String;
 }

@@ -13,6 +13,8 @@ pub struct Local {
     /// Who may open the TAPs made: none (only privileged processes) when
     /// the hypervisor runs as root beside us; the owner under the helper.
     tap_owner: Option<u32>,
+    /// Whose build namespaces it maps: the helper's owner only.
+    owner: Option<crate::Owner>,
     /// Whether this process has the privilege: checked up front so that a
     /// dev-mode daemon without root says what to do instead of EPERM.
     privileged: bool,
@@ -23,14 +25,16 @@ impl Local {
     pub fn new() -> Self {
         Local {
             tap_owner: None,
+            owner: None,
             privileged: nix::unistd::geteuid().is_root(),
         }
     }
 
-    /// For the root helper: TAPs the owner `uid` opens.
-    pub fn for_owner(uid: u32) -> Self {
+    /// For the root helper: TAPs the owner opens, and its builds' maps.
+    pub fn for_owner(owner: crate::Owner) -> Self {
         Local {
-            tap_owner: Some(uid),
+            tap_owner: Some(owner.uid),
+            owner: Some(owner),
             privileged: nix::unistd::geteuid().is_root(),
         }
     }
@@ -98,6 +102,16 @@ impl HostOps for Local {
         let addr = std::net::SocketAddr::from((bridge.cidr.addr(), crate::DNS_PORT));
         crate::fd::bind_udp(addr)
             .map_err(|e| HostOpsError::Failed(format!("cannot bind the DNS socket on {addr}: {e}")))
+    }
+
+    fn map_ids(&self, pid: u32) -> Result<(), HostOpsError> {
+        self.privileged()?;
+        let owner = self.owner.as_ref().ok_or_else(|| {
+            HostOpsError::Failed(
+                "only the root helper maps a build's ids; a root daemon builds as root".into(),
+            )
+        })?;
+        crate::userns::map_owner(pid, owner)
     }
 
     fn describe(&self) -> String {

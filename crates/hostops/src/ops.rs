@@ -125,6 +125,11 @@ pub enum Request {
     BindDns {
         bridge: Bridge,
     },
+    /// The id maps of the owner's process `pid` in its new user namespace;
+    /// the map itself is the helper's to compute.
+    MapIds {
+        pid: u32,
+    },
 }
 
 /// The answer: `{"ok": {...}}` or `{"error": "...", "invalid": bool}`.
@@ -166,6 +171,7 @@ impl Request {
             Request::EnableNat { .. } => "enable_nat",
             Request::DisableNat { .. } => "disable_nat",
             Request::BindDns { .. } => "bind_dns",
+            Request::MapIds { .. } => "map_ids",
         }
     }
 
@@ -183,6 +189,8 @@ impl Request {
             Request::DeleteTap { tap } => check_tap(tap),
             Request::RemoveIsolation { vm } | Request::DisableNat { vm } => check_vm(vm),
             Request::IsolateGuest { port } | Request::EnableNat { port } => check_port(port),
+            Request::MapIds { pid } if *pid > 1 => Ok(()),
+            Request::MapIds { pid } => Err(format!("{pid} is not a build's process")),
         }
     }
 }

@@ -63,13 +63,18 @@ pub fn serve(config: &HelperConfig) -> Result<(), ServeError> {
     serve_on(
         listener,
         config.owner_uid,
-        Arc::new(Local::for_owner(config.owner_uid)),
+        Arc::new(Local::for_owner(crate::Owner::new(
+            config.owner_uid,
+            config.owner_gid,
+        ))),
     );
     Ok(())
 }
 
-/// Binds the socket: a stale socket is replaced, anything else refused;
-/// the file is the owner's, 0600 (the peer check is what guards it).
+/// Binds the socket: a stale socket is replaced, anything else refused.
+/// The file is 0666: the peer check on every connection is what guards
+/// it, and handing the file to the owner would take CAP_CHOWN, which the
+/// helper's unit does not have.
 fn bind(config: &HelperConfig) -> Result<UnixListener, ServeError> {
     let socket = &config.socket;
     let bind_err = |source| ServeError::Bind {
@@ -89,9 +94,7 @@ fn bind(config: &HelperConfig) -> Result<UnixListener, ServeError> {
         Err(e) => return Err(bind_err(e)),
     }
     let listener = UnixListener::bind(socket).map_err(bind_err)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    std::os::unix::fs::lchown(socket, Some(config.owner_uid), Some(config.owner_gid))
-        .map_err(bind_err)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(bind_err)?;
     Ok(listener)
 }
 
@@ -215,6 +218,7 @@ fn carry_out(
         Request::RemoveIsolation { vm } => ops.remove_isolation(vm),
         Request::EnableNat { port } => ops.enable_nat(&port.into()),
         Request::DisableNat { vm } => ops.disable_nat(vm),
+        Request::MapIds { pid } => ops.map_ids(*pid),
     };
     result?;
     answer(stream, &Reply::done()).map_err(|e| HostOpsError::Failed(e.to_string()))

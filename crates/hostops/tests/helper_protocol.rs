@@ -60,6 +60,9 @@ impl HostOps for Recorder {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         Ok(socket.into())
     }
+    fn map_ids(&self, pid: u32) -> Result<(), HostOpsError> {
+        self.record(format!("map_ids {pid}"))
+    }
     fn describe(&self) -> String {
         "a recorder".into()
     }
@@ -124,6 +127,11 @@ fn the_owner_gets_each_operation_carried_out() {
     client.disable_nat("dev").unwrap();
     client.remove_isolation("dev").unwrap();
     client.delete_tap(&port.tap).unwrap();
+    client.map_ids(4242).unwrap();
+    assert!(
+        client.map_ids(1).unwrap_err().is_invalid(),
+        "init is no build"
+    );
     let tap = &port.tap;
     assert_eq!(
         h.ops.calls(),
@@ -135,6 +143,7 @@ fn the_owner_gets_each_operation_carried_out() {
             "disable_nat dev".into(),
             "remove_isolation dev".into(),
             format!("delete_tap {tap}"),
+            "map_ids 4242".into(),
         ]
     );
 }

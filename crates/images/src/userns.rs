@@ -38,7 +38,7 @@ use crate::host_command::{self, CommandError};
 
 /// Ids the namespace maps beyond 0: the owner's subordinate range must
 /// hold this many. Debian's own ids go up to 65534 (`nobody`).
-pub const SUBORDINATE_COUNT: u32 = 65536;
+pub use banger_config::subids::SUBORDINATE_COUNT;
 
 /// What to run to give the owner subordinate ids, for error messages.
 fn grant_hint(user: &str) -> String {
@@ -103,6 +103,9 @@ pub enum UsernsError {
          /etc/subuid and /etc/subgid grant them"
     )]
     Map(CommandError),
+    /// A mapper outside this crate (the root helper) failed, in its words.
+    #[error("cannot map the owner's ids into the build's user namespace: {0}")]
+    MapBy(String),
     #[error(
         "AppArmor denies unprivileged user namespaces their capabilities \
          (kernel.apparmor_restrict_unprivileged_userns is 1): give bangerd an AppArmor profile \
@@ -158,22 +161,20 @@ impl IdMap {
             });
         }
         let uid = uid.as_raw();
-        let sub_uid = first_range(&read("/etc/subuid")?, &user.name, uid).map_err(|found| {
-            UsernsError::NoSubordinateIds {
+        let sub_uid = banger_config::subids::first_range(&read("/etc/subuid")?, &user.name, uid)
+            .map_err(|found| UsernsError::NoSubordinateIds {
                 user: user.name.clone(),
                 kind: "uid",
                 file: "/etc/subuid",
                 found,
-            }
-        })?;
-        let sub_gid = first_range(&read("/etc/subgid")?, &user.name, uid).map_err(|found| {
-            UsernsError::NoSubordinateIds {
+            })?;
+        let sub_gid = banger_config::subids::first_range(&read("/etc/subgid")?, &user.name, uid)
+            .map_err(|found| UsernsError::NoSubordinateIds {
                 user: user.name.clone(),
                 kind: "gid",
                 file: "/etc/subgid",
                 found,
-            }
-        })?;
+            })?;
         Ok(IdMap {
             user: user.name,
             uid,
@@ -192,36 +193,6 @@ impl IdMap {
     pub fn gid_lines(&self) -> [(u32, u32, u32); 2] {
         [(0, self.gid, 1), (1, self.sub_gid, SUBORDINATE_COUNT)]
     }
-}
-
-/// The start of the first range of `user` (by name or uid, as shadow
-/// reads them) of at least [`SUBORDINATE_COUNT`] ids; else what was found,
-/// for the message.
-fn first_range(text: &str, user: &str, uid: u32) -> Result<u32, String> {
-    let uid = uid.to_string();
-    let mut smaller = Vec::new();
-    for line in text.lines() {
-        let mut fields = line.trim().split(':');
-        let (Some(name), Some(start), Some(count)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if name != user && name != uid {
-            continue;
-        }
-        let (Ok(start), Ok(count)) = (start.parse::<u32>(), count.parse::<u32>()) else {
-            continue;
-        };
-        if count >= SUBORDINATE_COUNT && start.checked_add(SUBORDINATE_COUNT).is_some() {
-            return Ok(start);
-        }
-        smaller.push(format!("{start}:{count}"));
-    }
-    Err(if smaller.is_empty() {
-        "none".into()
-    } else {
-        format!("only {}", smaller.join(", "))
-    })
 }
 
 /// Writes the uid and gid maps of a process that has just unshared its
@@ -611,25 +582,6 @@ pub enum TreeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_first_large_enough_range_of_the_user_by_name_or_uid() {
-        let text =
-            "# comment\nalice:100000:65536\nbob:165536:1000\nbob:300000:65536\n1001:400000:70000\n";
-        assert_eq!(first_range(text, "alice", 1000), Ok(100000));
-        assert_eq!(first_range(text, "bob", 1002), Ok(300000));
-        assert_eq!(first_range(text, "carol", 1001), Ok(400000));
-        assert_eq!(first_range(text, "dave", 1003), Err("none".into()));
-        assert_eq!(
-            first_range("eve:500000:1000\n", "eve", 1),
-            Err("only 500000:1000".into())
-        );
-        assert_eq!(
-            first_range("eve:4294967000:65536\n", "eve", 1),
-            Err("only 4294967000:65536".into()),
-            "a range past the end of the id space"
-        );
-    }
 
     #[test]
     fn the_map_is_the_owner_at_zero_then_its_subordinate_ids() {

@@ -20,6 +20,7 @@
 
 pub mod dns;
 mod error;
+mod host_ids;
 mod hypervisors;
 mod images;
 mod progress;
@@ -44,6 +45,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use error::{Error, ErrorKind};
+pub use host_ids::HostIds;
 pub use hypervisors::{BootTimeouts, GuestProbe, Hypervisors, Probed, SshProbe};
 pub use progress::Progress;
 pub use vms::stream_console;
@@ -69,6 +71,11 @@ pub struct Deps {
     /// Where guests ask the host's time at boot, if something answers
     /// there (`banger.clock=` on their command line).
     pub clock: Option<SocketAddr>,
+    /// Who writes the id maps of an image build's user namespace when
+    /// bangerd is not root: the root helper (`HostIds`) under the system
+    /// install, whose unit keeps NoNewPrivileges; `None`: the setuid
+    /// newuidmap/newgidmap (dev mode).
+    pub id_mapper: Option<Arc<dyn banger_images::userns::IdMapper>>,
 }
 
 /// The state every operation shares. Cheap to clone (all shared).
@@ -86,6 +93,7 @@ pub(crate) struct Inner {
     pub guests: Arc<dyn GuestProbe>,
     pub timeouts: BootTimeouts,
     pub init_binary: Option<PathBuf>,
+    pub id_mapper: Arc<dyn banger_images::userns::IdMapper>,
     pub store: Arc<Store>,
     /// Serializes image builds.
     pub build_lock: tokio::sync::Mutex<()>,
@@ -117,6 +125,9 @@ impl Orchestrator {
                 guests: deps.guests,
                 timeouts: deps.timeouts,
                 init_binary: deps.init_binary,
+                id_mapper: deps
+                    .id_mapper
+                    .unwrap_or_else(|| Arc::new(banger_images::userns::NewIdMap)),
                 store: Arc::new(deps.store),
                 build_lock: tokio::sync::Mutex::new(()),
                 vms: Default::default(),

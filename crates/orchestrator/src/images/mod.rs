@@ -14,7 +14,6 @@ mod oci;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use banger_api::{BuildImageRequest, PullImageRequest, RegisterImageRequest, VerifiedFile};
@@ -22,7 +21,6 @@ use banger_images::catalog::{Catalog, Entry, Source};
 use banger_images::debian::{self, AptSource, BuildOptions, BuildPhase, DebianRecipe};
 use banger_images::digest::sha256_file;
 use banger_images::oci::TreeOwner;
-use banger_images::userns::{IdMapper, NewIdMap};
 use banger_model::{Artifact, ArtifactRole, ImageRecord, ObjectState, validate_object_name};
 use serde::Deserialize;
 
@@ -147,7 +145,7 @@ pub(crate) async fn build(
         apt_cache: d.inner.paths.apt_cache(),
         log: log.clone(),
         init: Some(init),
-        id_mapper: None,
+        id_mapper: Some(d.inner.id_mapper.clone()),
     };
     let p = progress.clone();
     let built = blocking(move || {
@@ -648,7 +646,7 @@ pub(crate) async fn delete_image(d: &Orchestrator, name: &str) -> Result<(), Err
     d.with_store(move |s| s.delete_image(&key))
         .await
         .map_err(|f| if_missing(f, "image", name))?;
-    remove_dir(&d.inner.paths.images_dir().join(name)).await
+    remove_dir(d, &d.inner.paths.images_dir().join(name)).await
 }
 
 pub(crate) async fn delete_kernel(d: &Orchestrator, name: &str) -> Result<(), Error> {
@@ -656,7 +654,7 @@ pub(crate) async fn delete_kernel(d: &Orchestrator, name: &str) -> Result<(), Er
     d.with_store(move |s| s.delete_kernel(&key))
         .await
         .map_err(|f| if_missing(f, "kernel", name))?;
-    remove_dir(&d.inner.paths.kernels_dir().join(name)).await
+    remove_dir(d, &d.inner.paths.kernels_dir().join(name)).await
 }
 
 /// Undoes what a daemon that died mid-operation left `building`.
@@ -666,13 +664,13 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
         tracing::warn!(image = %name, "removing an image left unfinished by a crash");
         let key = name.clone();
         d.with_store(move |s| s.delete_image(&key)).await?;
-        remove_dir(&d.inner.paths.images_dir().join(&name)).await?;
+        remove_dir(d, &d.inner.paths.images_dir().join(&name)).await?;
     }
     for name in kernels {
         tracing::warn!(kernel = %name, "removing a kernel left unfinished by a crash");
         let key = name.clone();
         d.with_store(move |s| s.delete_kernel(&key)).await?;
-        remove_dir(&d.inner.paths.kernels_dir().join(&name)).await?;
+        remove_dir(d, &d.inner.paths.kernels_dir().join(&name)).await?;
     }
     Ok(())
 }
@@ -787,8 +785,9 @@ fn if_missing(f: Error, kind: &str, name: &str) -> Error {
     }
 }
 
-async fn remove_dir(dir: &Path) -> Result<(), Error> {
+async fn remove_dir(d: &Orchestrator, dir: &Path) -> Result<(), Error> {
     let dir = dir.to_path_buf();
+    let mapper = d.inner.id_mapper.clone();
     blocking(move || match fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -796,7 +795,6 @@ async fn remove_dir(dir: &Path) -> Result<(), Error> {
         // root, holds files of the image's users: only the owner's user
         // namespace can remove them.
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let mapper: Arc<dyn IdMapper> = Arc::new(NewIdMap);
             TreeOwner::for_this_process(&mapper)
                 .map_err(|_| io_failure("remove", &dir, e))
                 .and_then(|owner| {

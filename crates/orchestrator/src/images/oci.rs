@@ -24,7 +24,7 @@ use banger_images::oci::{
     BlobCache, Descriptor, FlattenOptions, ImageRef, Limits, OciError, Registry, Resolved,
     TreeOwner, remove_tree, write_rootfs,
 };
-use banger_images::userns::{IdMapper, NewIdMap};
+use banger_images::userns::IdMapper;
 use banger_model::{
     ArtifactRole, ImageRecord, ObjectState, OciImageConfig, OciLayer, validate_object_name,
 };
@@ -104,10 +104,12 @@ pub(super) async fn pull(
         allow_devices: req.allow_devices,
     };
     let p = progress.clone();
+    let mapper = d.inner.id_mapper.clone();
     journal_image(d, record, move |dir| async move {
         fetch_layers(&registry, &resolved, &cache, &p).await?;
         blocking(move || {
-            let mut artifacts = build_rootfs(&dir, &resolved, &compressions, &cache, options, &p)?;
+            let mut artifacts =
+                build_rootfs(&dir, &resolved, &compressions, &cache, options, &mapper, &p)?;
             artifacts.push(keep_tools(&dir, &tools)?);
             Ok(artifacts)
         })
@@ -182,10 +184,10 @@ fn build_rootfs(
     compressions: &[Compression],
     cache: &BlobCache,
     options: FlattenOptions,
+    mapper: &Arc<dyn IdMapper>,
     progress: &Progress,
 ) -> Result<Vec<banger_model::Artifact>, Error> {
-    let mapper: Arc<dyn IdMapper> = Arc::new(NewIdMap);
-    let owner = TreeOwner::for_this_process(&mapper).map_err(|e| oci_failure(e.into()))?;
+    let owner = TreeOwner::for_this_process(mapper).map_err(|e| oci_failure(e.into()))?;
     let staging = dir.join(STAGING);
     fs::create_dir(&staging).map_err(|e| io_failure("create", &staging, e))?;
     let result = flatten_and_pack(

@@ -100,6 +100,9 @@ impl HostOps for FakeHost {
     fn bind_dns(&self, _bridge: &BridgeSpec) -> Result<OwnedFd, HostOpsError> {
         Err(HostOpsError::Failed("the fake binds no socket".into()))
     }
+    fn map_ids(&self, pid: u32) -> Result<(), HostOpsError> {
+        self.call("map_ids", &pid.to_string())
+    }
     fn describe(&self) -> String {
         "a recording fake".into()
     }

@@ -84,6 +84,7 @@ impl Fixture {
             init_binary: Some(self.init()),
             store,
             clock: None,
+            id_mapper: None,
         })
     }
 
