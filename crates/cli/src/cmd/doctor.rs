@@ -1,13 +1,15 @@
 use anyhow::Result;
-use banger_config::{Config, Paths};
+use banger_config::Config;
 use banger_doctor::{HostProbe, Status, diagnose};
 
 use crate::ExitCode;
+use crate::connect::Located;
 use crate::output::print_json;
 
-pub fn run(paths: &Paths, json: bool) -> Result<ExitCode> {
+pub fn run(located: &Located, json: bool) -> Result<ExitCode> {
+    let paths = &located.paths;
     let config = Config::load(&paths.config_file());
-    let report = diagnose(&HostProbe::gather(paths, config));
+    let report = diagnose(&HostProbe::gather(paths, config, located.install.clone()));
     if json {
         print_json(&report)?;
     } else {
