@@ -69,14 +69,18 @@ fn sources() -> Result<Sources> {
     })
 }
 
-/// Waits for the service's daemon to answer; its version. A failure names
-/// the unit that is down.
+/// Waits for the service's daemon to answer and the helper to take
+/// connections (a daemon can answer while its helper fails, and would
+/// then fail at the first VM); the daemon's version. A failure names the
+/// unit that is down.
 async fn wait_until_answering(install: &Install) -> Result<String> {
     let socket = install.paths().socket();
     let client = Client::new(&socket).with_timeout(Duration::from_secs(2));
     let started = Instant::now();
     loop {
-        if let Ok(s) = client.get::<DaemonStatus>("/v1/status").await {
+        if let Ok(s) = client.get::<DaemonStatus>("/v1/status").await
+            && probe::helper(Path::new(HELPER_SOCKET)).socket == SocketState::Connects
+        {
             return Ok(s.version);
         }
         if started.elapsed() > ANSWER_TIMEOUT {
@@ -92,8 +96,9 @@ async fn wait_until_answering(install: &Install) -> Result<String> {
                 }
             }
             bail!(
-                "{DAEMON_UNIT} did not answer on {} within {}s: see 'systemctl status \
-                 {DAEMON_UNIT}' and 'journalctl -u {DAEMON_UNIT}'",
+                "{DAEMON_UNIT} on {} and {HELPER_UNIT} on {HELPER_SOCKET} did not both answer \
+                 within {}s: see 'systemctl status {HELPER_UNIT} {DAEMON_UNIT}' and \
+                 'journalctl -u {HELPER_UNIT} -u {DAEMON_UNIT}'",
                 socket.display(),
                 ANSWER_TIMEOUT.as_secs()
             );
@@ -246,7 +251,8 @@ struct Status {
     daemon: DaemonSocket,
     helper: HelperProbe,
     helper_socket: &'static str,
-    /// Every unit active and the daemon answering.
+    /// Every unit active, the daemon answering, the helper's socket taking
+    /// connections.
     ok: bool,
 }
 
@@ -328,7 +334,8 @@ async fn gather(install: Install) -> Status {
     let ok = units
         .iter()
         .all(|u| u.state.as_ref().is_some_and(UnitState::is_active))
-        && daemon.version.is_some();
+        && daemon.version.is_some()
+        && helper.socket == SocketState::Connects;
     Status {
         installed: true,
         cli_version: CLI_VERSION,
@@ -357,9 +364,9 @@ fn render(s: &Status) {
             (None, Some(e)) => e.clone(),
             (None, None) => "unknown".into(),
         };
-        println!("  {:<22} {what}", b.path.display());
+        println!("  {:<36} {what}", b.path.display());
     }
-    println!("  {:<22} {CLI_VERSION}", "this banger");
+    println!("  {:<36} {CLI_VERSION}", "this banger");
     for u in &s.units {
         let what = match (&u.state, &u.error) {
             (Some(st), _) => match st.main_pid {
@@ -369,18 +376,18 @@ fn render(s: &Status) {
             (None, Some(e)) => e.clone(),
             (None, None) => "unknown".into(),
         };
-        println!("  {:<22} {what}", u.unit);
+        println!("  {:<36} {what}", u.unit);
     }
     let daemon = match &s.daemon.version {
         Some(v) => format!("answers (bangerd {v})"),
         None => s.daemon.socket.describe(),
     };
-    println!("  {:<22} {daemon}", s.daemon.path.display());
+    println!("  {:<36} {daemon}", s.daemon.path.display());
     let helper = match &s.helper.version {
         Some(v) => format!("answers (helper {v})"),
         None => s.helper.socket.describe(),
     };
-    println!("  {:<22} {helper}", s.helper_socket);
+    println!("  {:<36} {helper}", s.helper_socket);
     let installed = s.binaries.iter().find_map(|b| b.version.as_deref());
     if let Some(v) = installed
         && v != CLI_VERSION
