@@ -359,12 +359,39 @@ fn services_run_as_designed(c: &Container) {
     assert_eq!(status["ok"], true, "{status}");
     assert_eq!(status["owner"], "alice", "{status}");
 
+    // doctor sees the install healthy (other rows, like the hypervisor,
+    // fail in a container without QEMU).
+    let doctor = c.exec_as("alice", &["banger", "doctor", "--json"]);
+    let doctor: serde_json::Value = serde_json::from_slice(&doctor.stdout).expect("doctor --json");
+    for row in [
+        "privileges",
+        "system install",
+        "bangerd-root.service",
+        "bangerd.service",
+        "daemon socket",
+        "helper socket",
+    ] {
+        let check = doctor["checks"]
+            .as_array()
+            .and_then(|checks| checks.iter().find(|c| c["name"] == row))
+            .unwrap_or_else(|| panic!("no doctor row {row}: {doctor}"));
+        assert_eq!(check["status"], "ok", "{check}");
+    }
+
     let out = c.exec_as("bob", &["banger", "vm", "list"]);
     assert!(!out.status.success(), "bob got in: {}", stdout(&out));
     assert!(
         stderr(&out).contains("only alice may use"),
         "{}",
         stderr(&out)
+    );
+
+    let before = c.unit_property("bangerd.service", "MainPID");
+    ok(c.exec(&["banger", "system", "restart"]), "system restart");
+    assert_ne!(
+        c.unit_property("bangerd.service", "MainPID"),
+        before,
+        "not restarted"
     );
 
     let alice_uid = ok(c.exec(&["id", "-u", "alice"]), "id -u alice");

@@ -19,9 +19,9 @@ pub fn run(located: &Located, json: bool) -> Result<ExitCode> {
                 Status::Warn => "warn",
                 Status::Fail => "FAIL",
             };
-            println!("{mark}  {:<18} {}", check.name, check.detail);
+            println!("{mark}  {:<20} {}", check.name, check.detail);
             if let Some(fix) = &check.fix {
-                println!("      {:<18} fix: {fix}", "");
+                println!("      {:<20} fix: {fix}", "");
             }
         }
         let d = &report.vm_defaults;
