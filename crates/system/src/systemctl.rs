@@ -39,8 +39,12 @@ impl UnitState {
         self.active_state == "active"
     }
 
-    /// `active (running)`, as `systemctl status` words it.
+    /// `active (running)`, as `systemctl status` words it; `failed`, not
+    /// `failed (failed)`.
     pub fn describe(&self) -> String {
+        if self.sub_state.is_empty() || self.sub_state == self.active_state {
+            return self.active_state.clone();
+        }
         format!("{} ({})", self.active_state, self.sub_state)
     }
 
@@ -90,5 +94,9 @@ mod tests {
         let s = UnitState::parse("ActiveState=inactive\nSubState=dead\nMainPID=0\n");
         assert_eq!(s.main_pid, None);
         assert!(!s.is_active());
+        assert_eq!(
+            UnitState::parse("ActiveState=failed\nSubState=failed\n").describe(),
+            "failed"
+        );
     }
 }
