@@ -12,8 +12,9 @@ use crate::complete;
 /// One-command development sandboxes on microVMs.
 ///
 /// `banger vm run -- make test` boots a fresh Linux VM with its own kernel,
-/// runs the command there and exits with its status. A daemon (bangerd) is
-/// started on first use and keeps VMs, images and kernels.
+/// runs the command there and exits with its status. A daemon (bangerd)
+/// keeps VMs, images and kernels: the system service after `sudo banger
+/// system install --owner "$USER"`, else one started on first use.
 #[derive(Parser, Debug)]
 #[command(
     name = "banger",
@@ -45,6 +46,20 @@ pub enum Command {
     /// Control the banger daemon (bangerd)
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// Install banger as system services, so daily commands need no sudo
+    ///
+    /// `sudo banger system install --owner "$USER"` puts banger, bangerd and
+    /// the guest's init under /usr/local and starts two systemd units:
+    /// bangerd.service, the daemon, running as you (state in /var/lib/banger,
+    /// its socket /run/banger/bangerd.sock open to you alone), and
+    /// bangerd-root.service, a small root helper that does only the
+    /// privileged network work (bridge, TAP devices, NAT and isolation rules)
+    /// and answers only your daemon. From then on `banger` talks to that
+    /// daemon and never starts one of its own. Without an install (or with
+    /// BANGER_HOME set) banger runs in dev mode: it starts bangerd itself,
+    /// and networking needs root. docs/system-install.md has the details.
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Reach VMs with plain ssh as NAME.vm: print, install or remove the Include line
     ///
     /// bangerd keeps ~/.config/banger/ssh_config current: a `Host *.vm` block
@@ -459,6 +474,48 @@ pub enum DaemonCommand {
     Stop,
     /// Print the path of bangerd's API socket
     Socket,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Install (or upgrade in place) the system services, as root
+    ///
+    /// Copies banger, bangerd (from beside this banger) and banger-init,
+    /// writes /etc/banger/install.toml and the two units in
+    /// /etc/systemd/system, gives the owner a subordinate uid/gid range if
+    /// they have none (for image builds without root), adds them to the kvm
+    /// group if the host has one, and (re)starts both units. Running it
+    /// again upgrades the binaries and keeps VMs, images and state. Needs
+    /// systemd as PID 1.
+    Install {
+        /// The user whose daemon it is: the only one who can use it
+        #[arg(long, value_name = "USER")]
+        owner: String,
+        /// Where the binaries go (PREFIX/bin) and the guest's files (PREFIX/lib/banger)
+        #[arg(long, value_name = "DIR", default_value = "/usr/local", value_hint = clap::ValueHint::DirPath)]
+        prefix: PathBuf,
+    },
+    /// Show the install: owner, versions, both units and their sockets
+    ///
+    /// Needs no root. Exits 1 when banger is not installed, or when a unit
+    /// is not active or a socket does not answer.
+    Status(JsonFlag),
+    /// Restart both services, as root (VMs keep running)
+    Restart,
+    /// Remove the services, the binaries and /etc/banger, as root
+    ///
+    /// Refused while VMs run, unless --force, which stops them first.
+    /// Your VMs, images and state in /var/lib/banger stay unless --purge;
+    /// your ~/.config/banger always stays.
+    Uninstall {
+        /// Also remove /var/lib/banger, /var/cache/banger, /run/banger and
+        /// /run/banger-root: every VM, image and cached download
+        #[arg(long)]
+        purge: bool,
+        /// Stop running VMs first instead of refusing
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn parse_vm_name(s: &str) -> Result<String, String> {

@@ -9,7 +9,6 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use banger_api::Client;
-use banger_config::Paths;
 use banger_model::{ImageRecord, KernelRecord, VmRecord};
 use clap_complete::CompletionCandidate;
 use clap_complete::env::{Bash, EnvCompleter, Fish, Powershell, Zsh};
@@ -45,10 +44,10 @@ fn completer_path() -> String {
 }
 
 fn fetch<T: DeserializeOwned>(path: &str) -> Vec<T> {
-    let Ok(paths) = Paths::from_env() else {
+    let Ok(located) = crate::connect::locate() else {
         return Vec::new();
     };
-    let client = Client::new(paths.socket()).with_timeout(TIMEOUT);
+    let client = Client::new(located.paths.socket()).with_timeout(TIMEOUT);
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,4 +1,6 @@
-//! Reaching the daemon, starting it first when nothing answers.
+//! Finding the daemon and reaching it: the system install's service when
+//! there is one (never started from here: systemd runs it), else dev
+//! mode's own daemon, started first when nothing answers.
 
 use std::fs::OpenOptions;
 use std::io::Read;
@@ -9,23 +11,84 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use banger_api::{Client, ClientError, DaemonStatus};
-use banger_config::Paths;
+use banger_config::install::DAEMON_UNIT;
+use banger_config::{Install, Paths};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// After a daemon we started exits, how long another one (started by a
 /// concurrent `banger`) may take to answer before we report the failure.
 const RACE_GRACE: Duration = Duration::from_secs(1);
 
-/// A client for a daemon that answers, starting `bangerd` if none does.
-pub async fn connect(paths: &Paths) -> Result<Client> {
+/// Where this `banger` finds its daemon.
+#[derive(Clone, Debug)]
+pub struct Located {
+    pub paths: Paths,
+    /// The system install, whose daemon systemd runs; None in dev mode.
+    pub install: Option<Install>,
+}
+
+/// `BANGER_HOME` always means dev mode (tests and side-by-side builds rely
+/// on it); otherwise an install record means its service, and no record
+/// means dev mode in the XDG directories.
+pub fn locate() -> Result<Located> {
+    let dev = || -> Result<Located> {
+        Ok(Located {
+            paths: Paths::from_env()?,
+            install: None,
+        })
+    };
+    if std::env::var_os("BANGER_HOME").is_some_and(|v| !v.is_empty()) {
+        return dev();
+    }
+    match Install::find()? {
+        Some(install) => Ok(Located {
+            paths: install.paths(),
+            install: Some(install),
+        }),
+        None => dev(),
+    }
+}
+
+/// A client for a daemon that answers: the service's, or in dev mode one
+/// that is started if none answers.
+pub async fn connect(located: &Located) -> Result<Client> {
+    let paths = &located.paths;
     let client = Client::new(paths.socket());
     match client.get::<DaemonStatus>("/v1/status").await {
         Ok(_) => Ok(client),
-        Err(e) if e.is_not_running() => {
-            start_daemon(paths).await?;
-            Ok(client)
+        Err(e) => match &located.install {
+            Some(install) => Err(service_unreachable(install, paths, e)),
+            None if e.is_not_running() => {
+                start_daemon(paths).await?;
+                Ok(client)
+            }
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// The one line for a service that does not answer this user.
+pub fn service_unreachable(install: &Install, paths: &Paths, e: ClientError) -> anyhow::Error {
+    let socket = paths.socket();
+    match e {
+        ClientError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            anyhow!(
+                "banger is installed for {owner}, and only {owner} may use its daemon \
+                 ({}): run banger as {owner}",
+                socket.display(),
+                owner = install.owner
+            )
         }
-        Err(e) => Err(e.into()),
+        ClientError::NotRunning { .. } | ClientError::Connect { .. } | ClientError::Timeout(_) => {
+            anyhow!(
+                "{DAEMON_UNIT} does not answer on {}: see 'systemctl status {DAEMON_UNIT}' \
+                 or 'banger system status'",
+                socket.display()
+            )
+        }
+        other => other.into(),
     }
 }
 

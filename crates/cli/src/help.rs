@@ -1,16 +1,16 @@
 //! `--help` of `vm run` and `vm create` shows the defaults this host would
 //! give a VM, and where each comes from, so nobody has to guess.
 
-use banger_config::{Config, Paths, probe_host};
+use banger_config::{Config, probe_host};
 use banger_model::{Provenance, VmDefaults};
 use clap::Command;
 
 /// The defaults as `vm create` would resolve them. A broken config is
 /// ignored here (help must always print); the command itself reports it.
 pub fn resolved_defaults() -> VmDefaults {
-    let config = Paths::from_env()
+    let config = crate::connect::locate()
         .ok()
-        .and_then(|p| Config::load(&p.config_file()).ok())
+        .and_then(|l| Config::load(&l.paths.config_file()).ok())
         .unwrap_or_default();
     VmDefaults::resolve(&config.vm_defaults, probe_host())
 }

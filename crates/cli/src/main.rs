@@ -15,7 +15,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use args::{Cli, Command};
-use banger_config::{Config, Paths};
+use banger_config::Config;
 use clap::{CommandFactory, FromArgMatches};
 use clap_complete::CompleteEnv;
 
@@ -50,34 +50,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
         complete::write_registration(shell, &mut std::io::stdout().lock())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let paths = Paths::from_env()?;
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+    };
+    // Before anything reads the install record: installing is what writes
+    // it, and a broken one is what re-installing repairs.
+    if let Command::System(c) = cli.command {
+        return runtime()?.block_on(cmd::system::run(c));
+    }
+    let located = connect::locate()?;
+    let paths = &located.paths;
     match cli.command {
-        Command::Doctor(flag) => return cmd::doctor::run(&paths, flag.json),
-        Command::Dns(c) => return cmd::dns::run(c, &paths),
-        Command::SshConfig(a) if !a.install => return cmd::ssh_config::run(a, &paths),
+        Command::Doctor(flag) => return cmd::doctor::run(&located, flag.json),
+        Command::Dns(c) => return cmd::dns::run(c, paths),
+        Command::SshConfig(a) if !a.install => return cmd::ssh_config::run(a, paths),
         _ => {}
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async {
         match cli.command {
-            Command::Daemon(c) => cmd::daemon::run(c, &paths).await,
+            Command::Daemon(c) => cmd::daemon::run(c, &located).await,
             other => {
                 // A bad config would only make the daemon fail to start;
                 // say so here, with its line, before starting anything.
                 Config::load(&paths.config_file())?;
-                let client = connect::connect(&paths).await?;
+                let client = connect::connect(&located).await?;
                 match other {
                     Command::Vm(c) => cmd::vm::run(c, &client).await,
                     Command::Image(c) => cmd::image::run(c, &client).await,
                     Command::Kernel(c) => cmd::kernel::run(c, &client).await,
                     // The daemon is up: it has written the file to include.
-                    Command::SshConfig(a) => cmd::ssh_config::run(a, &paths),
+                    Command::SshConfig(a) => cmd::ssh_config::run(a, paths),
                     Command::Daemon(_)
                     | Command::Doctor(_)
                     | Command::Dns(_)
+                    | Command::System(_)
                     | Command::Completion { .. } => {
                         unreachable!("handled above")
                     }

@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use banger_network::dns::{HostResolver, PROBE_ADDR, PROBE_NAME};
 
-use banger_config::{Config, ConfigError, Paths, find_tool, probe_host};
+use banger_config::install::{DAEMON_UNIT, HELPER_SOCKET, HELPER_UNIT};
+use banger_config::{Config, ConfigError, Install, Paths, find_tool, probe_host};
 use banger_model::{HostFacts, VmDefaults};
+use banger_system::probe::{HelperProbe, SocketState};
+use banger_system::systemctl::UnitState;
 use banger_vmm::kvm::KvmStatus;
 use banger_vmm::select::{HostHypervisors, Selection, choose};
 use serde::Serialize;
@@ -146,6 +149,46 @@ pub struct HostProbe {
     /// Whether the chosen QEMU runs under its seccomp sandbox, or why not
     /// (only asked for when QEMU is the backend).
     pub qemu_sandbox: Option<Result<(), String>>,
+    /// The system install, when there is one (None: dev mode).
+    pub install: Option<InstallProbe>,
+}
+
+/// The system install as doctor sees it.
+#[derive(Clone, Debug)]
+pub struct InstallProbe {
+    pub install: Install,
+    /// Each unit (helper first) and its state, or why it is unknown.
+    pub units: Vec<(&'static str, Result<UnitState, String>)>,
+    pub daemon_socket: SocketState,
+    pub helper: HelperProbe,
+    /// Whether the owner is in the `kvm` group; None when the host has none.
+    pub owner_in_kvm: Option<bool>,
+}
+
+impl InstallProbe {
+    pub fn gather(install: Install) -> Self {
+        let units = [HELPER_UNIT, DAEMON_UNIT]
+            .into_iter()
+            .map(|unit| {
+                let state = if banger_system::systemctl::systemd_runs() {
+                    banger_system::systemctl::show(unit).map_err(|e| e.to_string())
+                } else {
+                    Err("systemd is not running on this host".to_string())
+                };
+                (unit, state)
+            })
+            .collect();
+        let owner_in_kvm = banger_system::accounts::kvm_group().map(|group| {
+            banger_system::accounts::in_group(&install.owner, install.owner_gid, &group)
+        });
+        Self {
+            units,
+            daemon_socket: SocketState::of(&install.paths().socket()),
+            helper: banger_system::probe::helper(std::path::Path::new(HELPER_SOCKET)),
+            owner_in_kvm,
+            install,
+        }
+    }
 }
 
 /// How `.vm` names fare on this host.
@@ -238,7 +281,11 @@ fn host_lookup(name: &str, timeout: Duration) -> Result<(), String> {
 }
 
 impl HostProbe {
-    pub fn gather(paths: &Paths, config: Result<Config, ConfigError>) -> Self {
+    pub fn gather(
+        paths: &Paths,
+        config: Result<Config, ConfigError>,
+        install: Option<Install>,
+    ) -> Self {
         let config = config.map_err(|e| e.to_string());
         let hypervisors = HostHypervisors::probe(config.as_ref().unwrap_or(&Config::default()));
         let dns = DnsProbe::gather(config.as_ref().unwrap_or(&Config::default()));
@@ -254,6 +301,7 @@ impl HostProbe {
             .filter(|sel| sel.backend == banger_vmm::select::Backend::Qemu)
             .map(|sel| banger_vmm::qemu::sandbox::support(&sel.binary));
         Self {
+            install: install.map(InstallProbe::gather),
             dns,
             tsc,
             qemu_sandbox,
@@ -479,21 +527,39 @@ pub fn diagnose(probe: &HostProbe) -> Report {
         ),
     }
 
-    if probe.root {
+    if let Some(ip) = &probe.install {
+        let i = &ip.install;
         push(
             "privileges",
             Status::Ok,
-            "root: bangerd can make the bridge, TAP devices, isolation and NAT rules".into(),
+            format!(
+                "system install: bangerd runs as {} and its root helper makes the bridge, TAP \
+                 devices, isolation and NAT rules",
+                i.owner
+            ),
+            None,
+        );
+        install_checks(ip, hypervisor.as_ref(), &mut push);
+    } else if probe.root {
+        push(
+            "privileges",
+            Status::Ok,
+            "root (dev mode): bangerd can make the bridge, TAP devices, isolation and NAT rules"
+                .into(),
             None,
         );
     } else {
         push(
             "privileges",
             Status::Fail,
-            "not root: bangerd makes the bridge, TAP devices, isolation and NAT rules, which needs root \
-             until banger's system install (a narrow root helper) exists"
+            "not root, and banger is not installed as a service: in dev mode bangerd makes the \
+             bridge, TAP devices, isolation and NAT rules itself, so networking needs root"
                 .into(),
-            Some("run banger as root, e.g. with sudo".into()),
+            Some(
+                "install the services once with 'sudo banger system install --owner \"$USER\"' \
+                 (then no command needs sudo), or run banger as root"
+                    .into(),
+            ),
         );
     }
 
@@ -575,6 +641,108 @@ pub fn diagnose(probe: &HostProbe) -> Report {
     }
 }
 
+/// The rows of a system install: both units active, both sockets taking
+/// connections, and the owner in the `kvm` group where KVM is used.
+fn install_checks(
+    ip: &InstallProbe,
+    hypervisor: Option<&Selection>,
+    push: &mut impl FnMut(&str, Status, String, Option<String>),
+) {
+    let owner = &ip.install.owner;
+    push(
+        "system install",
+        Status::Ok,
+        format!(
+            "for {owner} under {} (banger {})",
+            ip.install.prefix.display(),
+            ip.install.version
+        ),
+        None,
+    );
+    for (unit, state) in &ip.units {
+        match state {
+            Ok(s) if s.is_active() => push(unit, Status::Ok, s.describe(), None),
+            Ok(s) => push(
+                unit,
+                Status::Fail,
+                format!("{}: banger's commands cannot work without it", s.describe()),
+                Some(format!(
+                    "see 'systemctl status {unit}'; 'sudo banger system restart' starts it"
+                )),
+            ),
+            Err(e) => push(
+                unit,
+                Status::Fail,
+                e.clone(),
+                Some("banger system status shows the install".into()),
+            ),
+        }
+    }
+    let socket = ip.install.paths().socket();
+    match &ip.daemon_socket {
+        SocketState::Connects => push(
+            "daemon socket",
+            Status::Ok,
+            format!("{} answers", socket.display()),
+            None,
+        ),
+        other => push(
+            "daemon socket",
+            Status::Fail,
+            format!("{}: {}", socket.display(), other.describe()),
+            Some(match other {
+                SocketState::Refused(why) if why.starts_with("permission denied") => {
+                    format!("only {owner} may use this install: run banger as {owner}")
+                }
+                _ => format!(
+                    "see 'systemctl status {DAEMON_UNIT}'; 'sudo banger system restart' \
+                     restarts it"
+                ),
+            }),
+        ),
+    }
+    match &ip.helper.socket {
+        SocketState::Connects => push(
+            "helper socket",
+            Status::Ok,
+            match &ip.helper.version {
+                Some(v) => format!("{HELPER_SOCKET} answers (helper {v})"),
+                None => format!("{HELPER_SOCKET} takes connections"),
+            },
+            None,
+        ),
+        other => push(
+            "helper socket",
+            Status::Fail,
+            format!("{HELPER_SOCKET}: {}", other.describe()),
+            Some(format!(
+                "see 'systemctl status {HELPER_UNIT}'; 'sudo banger system restart' restarts it"
+            )),
+        ),
+    }
+    let kvm_used = hypervisor.is_some_and(|sel| sel.accel == banger_vmm::select::Accel::Kvm);
+    match ip.owner_in_kvm {
+        Some(false) if kvm_used => push(
+            "kvm group",
+            // The unit gives the daemon the group anyway
+            // (SupplementaryGroups=kvm): the owner's own tools lack it.
+            Status::Warn,
+            format!("{owner} is not in the kvm group"),
+            Some(format!(
+                "sudo usermod -aG kvm {owner} ('banger system install' does it), then log in \
+                 again"
+            )),
+        ),
+        Some(true) if kvm_used => push(
+            "kvm group",
+            Status::Ok,
+            format!("{owner} is in the kvm group"),
+            None,
+        ),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +781,7 @@ mod tests {
                 fallback: None,
             }),
             qemu_sandbox: qemu.then_some(Ok(())),
+            install: None,
             dns: DnsProbe {
                 listen: "172.16.0.1:53".parse().unwrap(),
                 bridge: "banger0".into(),
@@ -779,5 +948,103 @@ mod tests {
         let r = diagnose(&p);
         assert!(!r.ok);
         assert_eq!(check(&r, "architecture").status, Status::Fail);
+    }
+
+    fn installed(active: bool, socket: SocketState) -> InstallProbe {
+        let state = |a: bool| UnitState {
+            active_state: if a { "active" } else { "failed" }.into(),
+            sub_state: if a { "running" } else { "failed" }.into(),
+            main_pid: a.then_some(42),
+        };
+        InstallProbe {
+            install: Install {
+                version: "0.1.0".into(),
+                owner: "alice".into(),
+                owner_uid: 1000,
+                owner_gid: 1000,
+                owner_home: "/home/alice".into(),
+                prefix: "/usr/local".into(),
+                installed_at: 1,
+            },
+            units: vec![
+                (HELPER_UNIT, Ok(state(true))),
+                (DAEMON_UNIT, Ok(state(active))),
+            ],
+            daemon_socket: socket,
+            helper: HelperProbe {
+                socket: SocketState::Connects,
+                version: None,
+            },
+            owner_in_kvm: Some(false),
+        }
+    }
+
+    #[test]
+    fn dev_mode_without_root_says_networking_needs_root_and_suggests_the_install() {
+        let mut p = probe(KvmStatus::Usable, true, true);
+        p.root = false;
+        let r = diagnose(&p);
+        let row = check(&r, "privileges");
+        assert_eq!(row.status, Status::Fail);
+        assert!(
+            row.detail.contains("networking needs root"),
+            "{}",
+            row.detail
+        );
+        let fix = row.fix.as_deref().unwrap();
+        assert!(
+            fix.contains("sudo banger system install --owner \"$USER\""),
+            "{fix}"
+        );
+        assert!(r.checks.iter().all(|c| c.name != "system install"));
+    }
+
+    #[test]
+    fn an_install_needs_no_root_and_shows_its_units_sockets_and_kvm_group() {
+        let mut p = probe(KvmStatus::Usable, true, true);
+        p.root = false;
+        p.install = Some(installed(true, SocketState::Connects));
+        let r = diagnose(&p);
+        assert!(r.ok, "{:?}", r.checks);
+        assert_eq!(check(&r, "privileges").status, Status::Ok);
+        assert_eq!(check(&r, "bangerd.service").status, Status::Ok);
+        assert_eq!(check(&r, "bangerd-root.service").status, Status::Ok);
+        assert_eq!(check(&r, "daemon socket").status, Status::Ok);
+        assert_eq!(check(&r, "helper socket").status, Status::Ok);
+        // KVM is used here, and alice is not in its group.
+        let kvm = check(&r, "kvm group");
+        assert_eq!(kvm.status, Status::Warn);
+        assert!(
+            kvm.fix
+                .as_deref()
+                .unwrap()
+                .contains("usermod -aG kvm alice")
+        );
+
+        p.install = Some(installed(
+            false,
+            SocketState::Refused("permission denied: only the owner and root may connect".into()),
+        ));
+        let r = diagnose(&p);
+        assert!(!r.ok);
+        let unit = check(&r, "bangerd.service");
+        assert_eq!(unit.status, Status::Fail);
+        assert!(
+            unit.fix
+                .as_deref()
+                .unwrap()
+                .contains("banger system restart")
+        );
+        let sock = check(&r, "daemon socket");
+        assert_eq!(sock.status, Status::Fail);
+        assert!(sock.fix.as_deref().unwrap().contains("run banger as alice"));
+    }
+
+    #[test]
+    fn the_kvm_group_is_not_checked_where_kvm_is_not_used() {
+        let mut p = probe(KvmStatus::Pvm, true, true);
+        p.install = Some(installed(true, SocketState::Connects));
+        let r = diagnose(&p);
+        assert!(r.checks.iter().all(|c| c.name != "kvm group"));
     }
 }

@@ -1,6 +1,6 @@
 //! `banger doctor`: inspects the host (architecture, KVM, hypervisor
 //! choice, the host tools banger runs, config, VM defaults, whether `.vm`
-//! names resolve) and produces a
+//! names resolve, the system install's units and sockets) and produces a
 //! [`Report`] whose failing checks each say how to fix them.
 //!
 //! Gathering facts ([`HostProbe::gather`]) is separate from judging them
@@ -10,4 +10,6 @@
 
 mod checks;
 
-pub use checks::{Check, DnsProbe, HostProbe, Report, Status, TOOLS, ToolSpec, diagnose};
+pub use checks::{
+    Check, DnsProbe, HostProbe, InstallProbe, Report, Status, TOOLS, ToolSpec, diagnose,
+};

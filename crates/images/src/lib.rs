@@ -21,7 +21,7 @@ pub mod debian;
 pub mod digest;
 mod ext4;
 pub mod guest_tools;
-mod host_command;
+pub mod host_command;
 pub mod initramfs;
 pub mod kernel;
 pub mod oci;

@@ -169,6 +169,22 @@ pub fn mkfs_ext4(image: &Path, contents: &Path, label: &str, uuid: Option<&str>,
 /// sources it came from. `None`, after saying why, without root,
 /// mmdebstrap or apt sources.
 pub fn debian_minbase_tar() -> Option<PathBuf> {
+    debian_tar("debian-minbase", "minbase nodev", &[])
+}
+
+/// As [`debian_minbase_tar`], with systemd as its init and what the system
+/// install's test runs in it: a tree systemd-nspawn boots.
+pub fn debian_systemd_tar() -> Option<PathBuf> {
+    debian_tar(
+        "debian-systemd",
+        "systemd nodev",
+        &["systemd", "systemd-sysv", "dbus", "iproute2", "nftables"],
+    )
+}
+
+/// A bookworm minbase tar with `include` added, cached in `cache_dir` of
+/// the test cache under a name that carries `recipe` and the mirror.
+fn debian_tar(cache_dir: &str, recipe: &str, include: &[&str]) -> Option<PathBuf> {
     use banger_images::debian::{self, DEFAULT_SUITE};
     if !running_as_root() {
         skip("mmdebstrap --mode=root needs root");
@@ -194,8 +210,12 @@ pub fn debian_minbase_tar() -> Option<PathBuf> {
         .collect();
     // The file name carries what decides the content (the mirror, and
     // this recipe's version), so a change makes a new one.
-    let key = banger_images::digest::sha256_str(&format!("minbase nodev\n{}", lines.join("\n")));
-    let dir = test_cache().join("debian-minbase");
+    let mut key_text = recipe.to_string();
+    if !include.is_empty() {
+        key_text.push_str(&format!(" {}", include.join(",")));
+    }
+    let key = banger_images::digest::sha256_str(&format!("{key_text}\n{}", lines.join("\n")));
+    let dir = test_cache().join(cache_dir);
     let tar = dir.join(format!("{DEFAULT_SUITE}-{}.tar", &key[..16]));
     if tar.is_file() {
         return Some(tar);
@@ -210,8 +230,12 @@ pub fn debian_minbase_tar() -> Option<PathBuf> {
     std::fs::create_dir_all(&apt).expect("create the apt cache");
     let partial = tar.with_extension("partial");
     let started = Instant::now();
-    let output = Command::new("mmdebstrap")
-        .args(["--mode=root", "--variant=minbase", "--format=tar"])
+    let mut command = Command::new("mmdebstrap");
+    command.args(["--mode=root", "--variant=minbase", "--format=tar"]);
+    if !include.is_empty() {
+        command.arg(format!("--include={}", include.join(",")));
+    }
+    let output = command
         // No /dev nodes in the tar, as in an image from a registry.
         .arg("--skip=output/dev")
         .arg(r#"--setup-hook=mkdir -p "$1/var/cache/apt/archives""#)
@@ -235,6 +259,6 @@ pub fn debian_minbase_tar() -> Option<PathBuf> {
         String::from_utf8_lossy(&output.stderr)
     );
     std::fs::rename(&partial, &tar).expect("move the tar into place");
-    println!("Debian minbase tar made in {:?}", started.elapsed());
+    println!("Debian {cache_dir} tar made in {:?}", started.elapsed());
     Some(tar)
 }

@@ -1,13 +1,15 @@
 use anyhow::Result;
-use banger_config::{Config, Paths};
+use banger_config::Config;
 use banger_doctor::{HostProbe, Status, diagnose};
 
 use crate::ExitCode;
+use crate::connect::Located;
 use crate::output::print_json;
 
-pub fn run(paths: &Paths, json: bool) -> Result<ExitCode> {
+pub fn run(located: &Located, json: bool) -> Result<ExitCode> {
+    let paths = &located.paths;
     let config = Config::load(&paths.config_file());
-    let report = diagnose(&HostProbe::gather(paths, config));
+    let report = diagnose(&HostProbe::gather(paths, config, located.install.clone()));
     if json {
         print_json(&report)?;
     } else {
@@ -17,9 +19,9 @@ pub fn run(paths: &Paths, json: bool) -> Result<ExitCode> {
                 Status::Warn => "warn",
                 Status::Fail => "FAIL",
             };
-            println!("{mark}  {:<18} {}", check.name, check.detail);
+            println!("{mark}  {:<20} {}", check.name, check.detail);
             if let Some(fix) = &check.fix {
-                println!("      {:<18} fix: {fix}", "");
+                println!("      {:<20} fix: {fix}", "");
             }
         }
         let d = &report.vm_defaults;

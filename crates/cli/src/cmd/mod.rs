@@ -7,4 +7,5 @@ pub mod doctor;
 pub mod image;
 pub mod kernel;
 pub mod ssh_config;
+pub mod system;
 pub mod vm;

@@ -263,14 +263,25 @@ fn write_atomically(
 }
 
 /// Where banger's guest init is: `$BANGER_INIT_BIN`, else `banger-init`
-/// installed beside the running binary (banger and bangerd ship together
-/// with it). Checked to be a statically linked ELF.
+/// beside the running binary (a build tree: scripts/build-init puts it
+/// there), else in `lib/banger/` of the prefix the running binary is under
+/// (`PREFIX/bin/bangerd` finds `PREFIX/lib/banger/banger-init`, where
+/// `banger system install` puts guest files). Checked to be a statically
+/// linked ELF.
 pub fn find_init_binary() -> Result<PathBuf, String> {
     let path = match std::env::var_os("BANGER_INIT_BIN") {
         Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()
-            .map_err(|e| format!("cannot tell where banger is installed: {e}"))?
-            .with_file_name("banger-init"),
+        None => {
+            let exe = std::env::current_exe()
+                .map_err(|e| format!("cannot tell where banger is installed: {e}"))?;
+            // None there: the error names the build tree's place.
+            let candidates = init_candidates(&exe);
+            candidates
+                .iter()
+                .find(|p| p.exists())
+                .unwrap_or(&candidates[0])
+                .clone()
+        }
     };
     let data = fs::read(&path).map_err(|e| {
         format!(
@@ -286,6 +297,16 @@ pub fn find_init_binary() -> Result<PathBuf, String> {
         )
     })?;
     Ok(path)
+}
+
+/// Where [`find_init_binary`] looks for the binary running as `exe`, in
+/// order.
+fn init_candidates(exe: &Path) -> Vec<PathBuf> {
+    let mut candidates = vec![exe.with_file_name("banger-init")];
+    if let Some(prefix) = exe.parent().and_then(Path::parent) {
+        candidates.push(prefix.join("lib/banger/banger-init"));
+    }
+    candidates
 }
 
 /// A dynamically linked `/init` would die in the initramfs with only the
@@ -552,5 +573,20 @@ mod tests {
             let name = e.unwrap().file_name();
             !name.to_string_lossy().starts_with("initramfs")
         }));
+    }
+
+    #[test]
+    fn init_is_found_beside_the_binary_then_under_its_prefix() {
+        assert_eq!(
+            init_candidates(Path::new("/usr/local/bin/bangerd")),
+            [
+                PathBuf::from("/usr/local/bin/banger-init"),
+                PathBuf::from("/usr/local/lib/banger/banger-init"),
+            ]
+        );
+        assert_eq!(
+            init_candidates(Path::new("/w/target/debug/bangerd"))[0],
+            Path::new("/w/target/debug/banger-init")
+        );
     }
 }
