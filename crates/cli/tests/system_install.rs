@@ -378,6 +378,17 @@ fn services_run_as_designed(c: &Container) {
             .unwrap_or_else(|| panic!("no doctor row {row}: {doctor}"));
         assert_eq!(check["status"], "ok", "{check}");
     }
+    // The owner is answered by the helper itself, which says its version.
+    let helper = doctor["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == "helper socket"))
+        .expect("the helper row");
+    assert!(
+        helper["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(concat!("(helper ", env!("CARGO_PKG_VERSION"), ")"))),
+        "{helper}"
+    );
 
     let out = c.exec_as("bob", &["banger", "vm", "list"]);
     assert!(!out.status.success(), "bob got in: {}", stdout(&out));

@@ -163,6 +163,9 @@ pub struct InstallProbe {
     pub helper: HelperProbe,
     /// Whether the owner is in the `kvm` group; None when the host has none.
     pub owner_in_kvm: Option<bool>,
+    /// `/dev/net/tun`'s permission bits, or why they are unknown: the
+    /// owner's hypervisor opens the TAP the helper made for it there.
+    pub tun_mode: Result<u32, String>,
 }
 
 impl InstallProbe {
@@ -186,6 +189,12 @@ impl InstallProbe {
             daemon_socket: SocketState::of(&install.paths().socket()),
             helper: banger_system::probe::helper(std::path::Path::new(HELPER_SOCKET)),
             owner_in_kvm,
+            tun_mode: {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata("/dev/net/tun")
+                    .map(|m| m.permissions().mode() & 0o777)
+                    .map_err(|e| format!("/dev/net/tun: {e}"))
+            },
             install,
         }
     }
@@ -720,6 +729,33 @@ fn install_checks(
             )),
         ),
     }
+    match &ip.tun_mode {
+        Ok(mode) if mode & 0o006 == 0o006 => push(
+            "tun device",
+            Status::Ok,
+            format!("/dev/net/tun is {mode:o}: {owner}'s hypervisors open their TAPs"),
+            None,
+        ),
+        Ok(mode) => push(
+            "tun device",
+            Status::Fail,
+            format!(
+                "/dev/net/tun is {mode:o}: {owner}'s hypervisor cannot open the TAP the helper \
+                 makes for it (the kernel checks the TAP's owner once the device opens)"
+            ),
+            Some(
+                "sudo chmod 0666 /dev/net/tun, as udev's default rules do on systemd hosts \
+                 (a udev rule KERNEL==\"tun\", MODE=\"0666\" keeps it)"
+                    .into(),
+            ),
+        ),
+        Err(e) => push(
+            "tun device",
+            Status::Fail,
+            e.clone(),
+            Some("load the tun module: sudo modprobe tun".into()),
+        ),
+    }
     let kvm_used = hypervisor.is_some_and(|sel| sel.accel == banger_vmm::select::Accel::Kvm);
     match ip.owner_in_kvm {
         Some(false) if kvm_used => push(
@@ -976,6 +1012,7 @@ mod tests {
                 version: None,
             },
             owner_in_kvm: Some(false),
+            tun_mode: Ok(0o666),
         }
     }
 
@@ -1011,6 +1048,7 @@ mod tests {
         assert_eq!(check(&r, "bangerd-root.service").status, Status::Ok);
         assert_eq!(check(&r, "daemon socket").status, Status::Ok);
         assert_eq!(check(&r, "helper socket").status, Status::Ok);
+        assert_eq!(check(&r, "tun device").status, Status::Ok);
         // KVM is used here, and alice is not in its group.
         let kvm = check(&r, "kvm group");
         assert_eq!(kvm.status, Status::Warn);
@@ -1038,6 +1076,16 @@ mod tests {
         let sock = check(&r, "daemon socket");
         assert_eq!(sock.status, Status::Fail);
         assert!(sock.fix.as_deref().unwrap().contains("run banger as alice"));
+
+        // A host without udev leaves the tun device root's alone.
+        let mut ip = installed(true, SocketState::Connects);
+        ip.tun_mode = Ok(0o600);
+        p.install = Some(ip);
+        let r = diagnose(&p);
+        let tun = check(&r, "tun device");
+        assert_eq!(tun.status, Status::Fail);
+        assert!(tun.detail.contains("/dev/net/tun is 600"), "{}", tun.detail);
+        assert!(tun.fix.as_deref().unwrap().contains("chmod 0666"));
     }
 
     #[test]
