@@ -349,7 +349,7 @@ impl UserNamespace {
     /// on a thread here (spawning blocks until the child execs), has
     /// written the maps. Then it is uid and gid 0 with full capabilities
     /// over the mapped ids, and execs.
-    pub(crate) fn run_in<T>(
+    pub fn run_in<T>(
         &self,
         mut command: Command,
         run: impl FnOnce(&mut Command) -> Result<T, CommandError>,
