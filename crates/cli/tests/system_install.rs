@@ -75,11 +75,20 @@ impl Container {
             leader: 0,
             _tree: tree,
         };
-        common::wait_for("the container's PID 1", Duration::from_secs(30), || {
+        // nspawn's first child is a helper that starts the container's
+        // PID 1 and exits: the leader is the child that runs systemd, not
+        // whichever child is seen first (a loaded host once caught the
+        // helper, and every nsenter into it failed).
+        common::wait_for("the container's PID 1", Duration::from_secs(60), || {
             container.leader =
                 std::fs::read_to_string(format!("/proc/{nspawn_pid}/task/{nspawn_pid}/children"))
-                    .ok()
-                    .and_then(|c| c.split_whitespace().next()?.parse().ok())
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok())
+                    .find(|p| {
+                        std::fs::read_to_string(format!("/proc/{p}/comm"))
+                            .is_ok_and(|c| c.trim() == "systemd")
+                    })
                     .unwrap_or(0);
             container.leader != 0
         });
@@ -91,8 +100,9 @@ impl Container {
                 break;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "the container did not finish booting: {state}"
+                started.elapsed() < Duration::from_secs(180),
+                "the container did not finish booting: state {state:?}, stderr {:?}",
+                String::from_utf8_lossy(&out.stderr)
             );
             std::thread::sleep(Duration::from_millis(200));
         }
