@@ -87,7 +87,7 @@ impl Container {
                     .filter_map(|p| p.parse::<u32>().ok())
                     .find(|p| {
                         std::fs::read_to_string(format!("/proc/{p}/comm"))
-                            .is_ok_and(|c| c.trim() == "systemd")
+                            .is_ok_and(|c| matches!(c.trim(), "systemd" | "init"))
                     })
                     .unwrap_or(0);
             container.leader != 0
