@@ -15,6 +15,7 @@
 //! system disk and the user key on the work disk is the orchestrator's job.
 #![deny(unsafe_code)]
 
+pub mod agent;
 mod error;
 mod keys;
 mod known_hosts;
