@@ -133,6 +133,46 @@ pub struct CreateVmRequest {
     /// when that connection ends, however the client ended.
     #[serde(default)]
     pub ephemeral: bool,
+    /// How far the guest must have booted before the VM counts as
+    /// running; absent: [`ReadyWait::Ssh`].
+    #[serde(default)]
+    pub wait: Option<ReadyWait>,
+}
+
+/// What a boot waits for before the VM counts as running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadyWait {
+    /// The guest agent answers and systemd has reached sysinit.target:
+    /// filesystems mounted, /tmp cleaned, sysctl and udev's first pass
+    /// done, so nothing of the boot undoes what a command does (images
+    /// without systemd: as soon as the agent answers). Falls back to
+    /// `ssh` when the guest has no agent.
+    Sysinit,
+    /// The agent answers and systemd has reached multi-user.target (the
+    /// image's services are started).
+    MultiUser,
+    /// sshd answers (the guest agent is not waited for).
+    #[default]
+    Ssh,
+}
+
+impl ReadyWait {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sysinit => "sysinit",
+            Self::MultiUser => "multi-user",
+            Self::Ssh => "ssh",
+        }
+    }
+}
+
+/// `GET /v1/vms/{name}/agent`: where `banger` reaches the VM's guest
+/// agent (the daemon's proxy socket), or why it cannot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub socket: Option<PathBuf>,
+    pub reason: Option<String>,
 }
 
 fn yes() -> bool {

@@ -8,7 +8,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use banger_api::{
-    BuildImageRequest, CreateVmRequest, DaemonStatus, KillVmRequest, PullImageRequest,
+    AgentInfo, BuildImageRequest, CreateVmRequest, DaemonStatus, KillVmRequest, PullImageRequest,
     RegisterImageRequest, SetVmRequest, SshInfo, VerifiedFile, VmStats,
 };
 use banger_images::catalog::Entry;
@@ -34,6 +34,7 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/v1/vms/{name}/restart", post(restart_vm))
         .route("/v1/vms/{name}/kill", post(kill_vm))
         .route("/v1/vms/{name}/ssh", get(ssh_vm))
+        .route("/v1/vms/{name}/agent", get(agent_vm))
         .route("/v1/vms/{name}/stats", get(stats_vm))
         .route("/v1/vms/{name}/logs", get(logs_vm))
         .route("/v1/vms/{name}/lease", post(lease_vm))
@@ -135,6 +136,10 @@ async fn set_vm(
 
 async fn ssh_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<SshInfo> {
     Ok(Json(d.orch().vm_ssh(&name).await?))
+}
+
+async fn agent_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<AgentInfo> {
+    Ok(Json(d.orch().vm_agent(&name).await?))
 }
 
 async fn stats_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<VmStats> {

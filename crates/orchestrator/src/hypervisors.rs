@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use banger_api::ReadyWait;
 use banger_config::Config;
 use banger_guest::{SshError, SshTarget};
 use banger_vmm::select::{Accel, HostHypervisors, Selection, choose};
@@ -87,7 +88,50 @@ pub trait GuestProbe: Send + Sync {
     /// One attempt of at most `timeout`: does the guest's sshd answer
     /// `target` with the pinned host key?
     fn ssh_ready(&self, target: &SshTarget, timeout: Duration) -> Result<(), SshError>;
+
+    /// Waits until the guest agent at `socket` answers and reports
+    /// `stage`, within `within`; `alive` says whether the VM still runs.
+    /// [`AgentWait::Unavailable`] means "no agent here": the boot falls
+    /// back to sshd. Without an override, no guest has an agent.
+    fn agent_ready(
+        &self,
+        socket: &Path,
+        stage: ReadyWait,
+        within: Duration,
+        alive: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<AgentReport, AgentWait> {
+        let _ = (socket, stage, within, alive);
+        Err(AgentWait::Unavailable("this probe knows no agent".into()))
+    }
 }
+
+/// When the agent answered and when it reported the stage asked for,
+/// both counted from the start of the wait.
+#[derive(Clone, Debug)]
+pub struct AgentReport {
+    pub answered: Duration,
+    pub ready: Duration,
+    /// The connection that answered, handed to the VM's agent proxy so
+    /// that the first command needs no new greeting.
+    pub client: Option<banger_guest::agent::AgentClient>,
+}
+
+/// Why an agent wait ended without the stage.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AgentWait {
+    /// Nothing greeted within [`AGENT_GREETING`], or it speaks another
+    /// protocol: use sshd instead (the reason says why).
+    Unavailable(String),
+    /// The hypervisor exited.
+    Died,
+    /// The agent answered, but the guest did not reach the stage.
+    Timeout(String),
+}
+
+/// How long a booted guest's agent may take to first answer before the
+/// boot falls back to sshd. The agent starts with systemd's very first
+/// units: 4-7 s after QEMU starts under TCG on a loaded 2-core host.
+pub const AGENT_GREETING: Duration = Duration::from_secs(45);
 
 /// `ssh … true` through banger's ControlMaster, which it leaves running.
 pub struct SshProbe;
@@ -95,6 +139,86 @@ pub struct SshProbe;
 impl GuestProbe for SshProbe {
     fn ssh_ready(&self, target: &SshTarget, timeout: Duration) -> Result<(), SshError> {
         target.wait_ready(timeout).map(|_| ())
+    }
+
+    /// Runs on the daemon's runtime from the blocking thread it is
+    /// called on.
+    fn agent_ready(
+        &self,
+        socket: &Path,
+        stage: ReadyWait,
+        within: Duration,
+        alive: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<AgentReport, AgentWait> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| AgentWait::Unavailable(format!("no async runtime: {e}")))?;
+        runtime.block_on(wait_for_agent(socket, stage, within, alive))
+    }
+}
+
+/// Polls the agent until it greets, then its readiness until `stage`.
+async fn wait_for_agent(
+    socket: &Path,
+    stage: ReadyWait,
+    within: Duration,
+    alive: &(dyn Fn() -> bool + Send + Sync),
+) -> Result<AgentReport, AgentWait> {
+    use banger_guest::agent::{AgentClient, AgentError};
+    const POLL: Duration = Duration::from_millis(100);
+    let started = std::time::Instant::now();
+    let greeting = AGENT_GREETING.min(within);
+    let mut last = String::from("no answer yet");
+    let client = loop {
+        if !alive() {
+            return Err(AgentWait::Died);
+        }
+        if started.elapsed() >= greeting {
+            return Err(AgentWait::Unavailable(format!(
+                "no answer within {} s: {last}",
+                greeting.as_secs()
+            )));
+        }
+        let attempt = Duration::from_secs(2).min(greeting - started.elapsed());
+        match AgentClient::connect(socket, attempt).await {
+            Ok(client) => break client,
+            Err(e @ AgentError::Greeting(_)) => return Err(AgentWait::Unavailable(e.to_string())),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let answered = started.elapsed();
+    loop {
+        if !alive() {
+            return Err(AgentWait::Died);
+        }
+        match client.ready().await {
+            Ok(r) => {
+                let reached = match stage {
+                    ReadyWait::MultiUser => r.multi_user,
+                    ReadyWait::Sysinit | ReadyWait::Ssh => r.sysinit,
+                };
+                if reached {
+                    return Ok(AgentReport {
+                        answered,
+                        ready: started.elapsed(),
+                        client: Some(client),
+                    });
+                }
+                last = format!(
+                    "systemd has not reached {} yet",
+                    if stage == ReadyWait::MultiUser {
+                        "multi-user.target"
+                    } else {
+                        "sysinit.target"
+                    }
+                );
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if started.elapsed() >= within {
+            return Err(AgentWait::Timeout(last));
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 

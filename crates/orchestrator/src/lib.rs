@@ -46,7 +46,9 @@ use tokio::sync::mpsc;
 
 pub use error::{Error, ErrorKind};
 pub use host_ids::HostIds;
-pub use hypervisors::{BootTimeouts, GuestProbe, Hypervisors, Probed, SshProbe};
+pub use hypervisors::{
+    AGENT_GREETING, AgentReport, AgentWait, BootTimeouts, GuestProbe, Hypervisors, Probed, SshProbe,
+};
 pub use progress::Progress;
 pub use vms::stream_console;
 
@@ -100,6 +102,8 @@ pub(crate) struct Inner {
     pub vms: vms::VmLocks,
     /// Who holds the ephemeral VMs (`vm run --rm`).
     pub leases: vms::Leases,
+    /// The running VMs' proxies to their guest agents.
+    pub agents: vms::AgentDoors,
     /// The VMs' console logs, shared by their rotation and their readers.
     pub consoles: banger_vmm::ConsoleLogs,
     pub verified: images::VerifiedFiles,
@@ -132,6 +136,7 @@ impl Orchestrator {
                 build_lock: tokio::sync::Mutex::new(()),
                 vms: Default::default(),
                 leases: Default::default(),
+                agents: Default::default(),
                 consoles: Default::default(),
                 verified: Default::default(),
                 dns: Default::default(),
@@ -265,6 +270,10 @@ impl Orchestrator {
 
     pub async fn vm_ssh(&self, name: &str) -> Result<SshInfo, Error> {
         vms::ssh(self, name).await
+    }
+
+    pub async fn vm_agent(&self, name: &str) -> Result<banger_api::AgentInfo, Error> {
+        vms::agent(self, name).await
     }
 
     pub async fn vm_stats(&self, name: &str) -> Result<VmStats, Error> {

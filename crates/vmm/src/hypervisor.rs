@@ -102,6 +102,13 @@ pub trait Hypervisor: Send + Sync {
     /// Sends `signal` (e.g. 9, SIGKILL) to the hypervisor process, if it
     /// is still the process in the handle. Does not wait for it to exit.
     fn kill(&self, handle: &VmHandle, signal: i32) -> Result<(), VmmError>;
+
+    /// The Unix socket where the host reaches the guest agent of a VM
+    /// started with this `runtime_dir`, if this backend gives it one.
+    fn agent_socket(&self, runtime_dir: &Path) -> Option<PathBuf> {
+        let _ = runtime_dir;
+        None
+    }
 }
 
 /// Builds the backend that [`crate::select::choose`] picked.

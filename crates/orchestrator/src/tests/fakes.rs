@@ -216,6 +216,10 @@ impl Hypervisor for FakeHypervisor {
         }
         Ok(())
     }
+
+    fn agent_socket(&self, runtime_dir: &Path) -> Option<std::path::PathBuf> {
+        Some(runtime_dir.join("agent.sock"))
+    }
 }
 
 /// Every boot and every handle gets the one fake.
@@ -243,20 +247,55 @@ impl Hypervisors for FakeHypervisors {
     }
 }
 
-/// A guest whose sshd answers, or never does.
+/// A guest whose sshd answers, or never does; and whose agent is
+/// absent, reaches the stage asked for, or never does.
 pub struct FakeGuest {
     pub answers: std::sync::atomic::AtomicBool,
+    pub agent: Mutex<FakeAgent>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FakeAgent {
+    Absent,
+    Ready,
+    NeverReady,
 }
 
 impl FakeGuest {
     pub fn new(answers: bool) -> Self {
         Self {
             answers: answers.into(),
+            agent: Mutex::new(FakeAgent::Absent),
         }
+    }
+
+    pub fn set_agent(&self, agent: FakeAgent) {
+        *self.agent.lock().unwrap() = agent;
     }
 }
 
 impl GuestProbe for FakeGuest {
+    fn agent_ready(
+        &self,
+        _socket: &Path,
+        _stage: banger_api::ReadyWait,
+        _within: Duration,
+        alive: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<crate::AgentReport, crate::AgentWait> {
+        if !alive() {
+            return Err(crate::AgentWait::Died);
+        }
+        match *self.agent.lock().unwrap() {
+            FakeAgent::Absent => Err(crate::AgentWait::Unavailable("the fake has none".into())),
+            FakeAgent::NeverReady => Err(crate::AgentWait::Timeout("never ready".into())),
+            FakeAgent::Ready => Ok(crate::AgentReport {
+                answered: Duration::from_millis(10),
+                ready: Duration::from_millis(30),
+                client: None,
+            }),
+        }
+    }
+
     fn ssh_ready(&self, _target: &SshTarget, timeout: Duration) -> Result<(), SshError> {
         if self.answers.load(Ordering::SeqCst) {
             return Ok(());

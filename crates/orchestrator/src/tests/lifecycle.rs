@@ -14,7 +14,9 @@ use banger_model::{
 };
 use banger_store::Store;
 
-use super::fakes::{FakeGuest, FakeHost, FakeHypervisor, FakeHypervisors, Guest, HostState};
+use super::fakes::{
+    FakeAgent, FakeGuest, FakeHost, FakeHypervisor, FakeHypervisors, Guest, HostState,
+};
 use crate::{BootTimeouts, Deps, ErrorKind, Orchestrator, Progress};
 
 const IMAGE: &str = "img";
@@ -212,6 +214,7 @@ fn request(start: bool) -> CreateVmRequest {
         start,
         remove_on_failure: false,
         ephemeral: false,
+        wait: None,
     }
 }
 
@@ -280,6 +283,73 @@ async fn a_running_vm_is_refused_what_needs_it_stopped() {
     assert_eq!(e.unwrap_err().kind, ErrorKind::Conflict);
     let e = o.kill_vm(VM, "NOPE").await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Invalid, "{e}");
+    o.delete_vm(VM, true).await.unwrap();
+    f.assert_nothing_left("after delete --force");
+}
+
+// --- what a boot waits for: the guest agent, else sshd ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boot_waits_for_the_agent_and_falls_back_to_sshd_without_one() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    let phases = |s: &banger_api::VmStarted| -> Vec<String> {
+        s.timings.iter().map(|t| t.phase.clone()).collect()
+    };
+    let sysinit = || CreateVmRequest {
+        wait: Some(banger_api::ReadyWait::Sysinit),
+        ..request(true)
+    };
+
+    // The agent answers: sshd is not waited for (it never answers here).
+    f.guest.set_agent(FakeAgent::Ready);
+    f.guest
+        .answers
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let started = within("create", o.create_vm(sysinit(), &Progress::discard()))
+        .await
+        .unwrap();
+    assert_eq!(started.vm.state, VmState::Running);
+    let p = phases(&started);
+    assert!(p.ends_with(&["agent".into(), "ready".into()]), "{p:?}");
+    let info = o.vm_agent(VM).await.unwrap();
+    let socket = info.socket.expect("a proxy to the agent");
+    assert!(socket.exists(), "{}", socket.display());
+    o.stop_vm(VM).await.unwrap();
+    let e = o.vm_agent(VM).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+
+    // No agent: the boot says so and waits for sshd.
+    f.guest.set_agent(FakeAgent::Absent);
+    f.guest
+        .answers
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = within("start", o.start_vm(VM, &Progress::discard()))
+        .await
+        .unwrap();
+    assert_eq!(phases(&started).last().map(String::as_str), Some("ssh"));
+    o.stop_vm(VM).await.unwrap();
+    o.delete_vm(VM, false).await.unwrap();
+    let started = within("create", o.create_vm(sysinit(), &Progress::discard()))
+        .await
+        .unwrap();
+    assert_eq!(phases(&started).last().map(String::as_str), Some("ssh"));
+    let info = o.vm_agent(VM).await.unwrap();
+    assert_eq!(info.socket, None);
+    assert!(info.reason.unwrap().contains("the fake has none"));
+    o.delete_vm(VM, true).await.unwrap();
+
+    // An agent that answers but whose guest never gets there: a boot
+    // timeout, the VM kept for diagnosis.
+    f.guest.set_agent(FakeAgent::NeverReady);
+    let e = within("create", o.create_vm(sysinit(), &Progress::discard()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BootTimeout, "{e}");
+    assert!(e.message.contains("did not reach sysinit"), "{e}");
+    assert_eq!(f.vm().unwrap().state, VmState::Error);
     o.delete_vm(VM, true).await.unwrap();
     f.assert_nothing_left("after delete --force");
 }

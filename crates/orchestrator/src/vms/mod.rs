@@ -11,6 +11,7 @@
 //! [`reconcile`]; `Orchestrator::journaled` marks each step, and the tests
 //! crash there.
 
+mod agent;
 mod boot;
 mod console;
 mod lease;
@@ -22,12 +23,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_api::{CreateVmRequest, SetVmRequest, SshInfo, VmStarted, VmStats};
+use banger_api::{
+    AgentInfo, CreateVmRequest, ReadyWait, SetVmRequest, SshInfo, VmStarted, VmStats,
+};
 use banger_guest::{KnownHosts, SshError, SshTarget};
 use banger_model::{ArtifactRole, ImageRecord, Size, VmRecord, VmState};
 use banger_storage::{SYSTEM_DISK_SIZE, Seed};
 use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle};
 
+pub(crate) use self::agent::AgentDoors;
 pub(crate) use self::boot::parse_signal;
 use self::boot::{GuestParams, Timer, available_memory_mib, check_resources, guest_cmdline};
 pub use self::console::stream_console;
@@ -35,7 +39,7 @@ pub(crate) use self::console::{cap_console_logs, console_log};
 pub(crate) use self::lease::{Leases, lease};
 use crate::Orchestrator;
 use crate::error::{Error, ErrorKind};
-use crate::hypervisors::GuestProbe;
+use crate::hypervisors::{AgentWait, GuestProbe};
 use crate::images::{self, blocking, now};
 use crate::progress::Progress;
 
@@ -165,6 +169,7 @@ pub(crate) async fn create(
 ) -> Result<VmStarted, Error> {
     let mut timer = Timer::new();
     let (start, ephemeral) = (req.start, req.ephemeral);
+    let wait = req.wait.unwrap_or_default();
     // An ephemeral VM that failed to boot is nobody's to keep.
     let remove_on_failure = req.remove_on_failure || ephemeral;
     let spec = spec::resolve_spec(d, req).await?;
@@ -243,7 +248,7 @@ pub(crate) async fn create(
             timings: timer.phases,
         });
     }
-    let vm = match boot(d, record.name.as_str(), progress, &mut timer).await {
+    let vm = match boot(d, record.name.as_str(), progress, &mut timer, wait).await {
         Ok(vm) => vm,
         // `vm run --rm`: a VM that failed to boot is not kept, unless it
         // is still running for diagnosis (its sshd never answered).
@@ -441,7 +446,7 @@ pub(crate) async fn start(
     let lock = d.inner.vms.of(name);
     let _guard = lock.lock().await;
     let mut timer = Timer::new();
-    let vm = boot(d, name, progress, &mut timer).await?;
+    let vm = boot(d, name, progress, &mut timer, ReadyWait::Ssh).await?;
     Ok(VmStarted {
         vm,
         timings: timer.phases,
@@ -455,6 +460,7 @@ async fn boot(
     name: &str,
     progress: &Progress,
     timer: &mut Timer,
+    wait: ReadyWait,
 ) -> Result<VmRecord, Error> {
     let vm = get(d, name).await?;
     let hv = d.inner.hypervisors.for_boot(&d.inner.config)?;
@@ -603,6 +609,61 @@ async fn boot(
     }
     timer.mark("kernel+init");
 
+    let spec_runtime = p.runtime.clone();
+    let agent = hv.agent_socket(&spec_runtime);
+    d.inner.agents.close(name);
+    if let Some(socket) = agent.clone()
+        && wait != ReadyWait::Ssh
+    {
+        progress.phase("agent", "waiting for the guest agent");
+        let (h, hv2, probe) = (handle.clone(), hv.clone(), d.inner.guests.clone());
+        let within = d.inner.timeouts.ssh;
+        let sock = socket.clone();
+        let waited = blocking(move || {
+            let alive = move || hv2.is_running(&h);
+            Ok(probe.agent_ready(&sock, wait, within, &alive))
+        })
+        .await?;
+        match waited {
+            Ok(report) => {
+                timer.mark_for("agent", report.answered);
+                timer.mark_for("ready", report.ready.saturating_sub(report.answered));
+                if let Err(why) = d
+                    .inner
+                    .agents
+                    .open(name, &spec_runtime, &socket, report.client)
+                {
+                    tracing::warn!(vm = name, %why, "no proxy to the guest agent: banger uses ssh");
+                    d.inner.agents.absent(name, why);
+                }
+                set_state(d, name, VmState::Running, runtime, None).await?;
+                return get(d, name).await;
+            }
+            Err(AgentWait::Died) => {
+                let msg = format!(
+                    "the hypervisor exited while the guest booted: see 'banger vm logs {name}'"
+                );
+                return Err(fail_boot(d, &vm, &hv, &handle, msg).await);
+            }
+            Err(AgentWait::Timeout(last)) => {
+                let msg = format!(
+                    "VM {name} did not reach {} within {}s ({last}); the VM is left running: \
+                     read 'banger vm logs {name}', then 'banger vm delete --force {name}'",
+                    wait.as_str(),
+                    d.inner.timeouts.ssh.as_secs(),
+                );
+                set_state(d, name, VmState::Error, runtime, Some(msg.clone())).await?;
+                return Err(Error::boot_timeout(msg));
+            }
+            Err(AgentWait::Unavailable(why)) => {
+                tracing::warn!(vm = name, %why, "no guest agent: waiting for sshd");
+                progress.info(format!(
+                    "the guest agent does not answer ({why}): using sshd"
+                ));
+                d.inner.agents.absent(name, why);
+            }
+        }
+    }
     progress.phase("ssh", "waiting for sshd");
     let info = ssh_info(d, &vm)?;
     let (h, hv2, probe) = (handle.clone(), hv.clone(), d.inner.guests.clone());
@@ -704,6 +765,7 @@ async fn fail_boot(
 /// Ends the ssh ControlMasters to a VM that stops: banger's, and the one
 /// `ssh root@NAME.vm` opened through banger's ssh_config.
 async fn close_ssh(d: &Orchestrator, vm: &VmRecord) {
+    d.inner.agents.close(vm.name.as_str());
     let info = ssh_info(d, vm).ok();
     let (config, name) = (d.inner.paths.ssh_config(), vm.name.to_string());
     let _ = blocking(move || {
@@ -850,7 +912,7 @@ pub(crate) async fn restart(
     progress.phase("stop", "stopping");
     stop_locked(d, name, None).await?;
     let mut timer = Timer::new();
-    let vm = boot(d, name, progress, &mut timer).await?;
+    let vm = boot(d, name, progress, &mut timer, ReadyWait::Ssh).await?;
     Ok(VmStarted {
         vm,
         timings: timer.phases,
@@ -971,6 +1033,46 @@ pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> 
         )));
     }
     ssh_info(d, &vm)
+}
+
+/// Where `banger` reaches a running VM's guest agent, or why it cannot.
+/// A VM booted before this daemon started (or booted waiting for sshd)
+/// gets its proxy now, if its hypervisor has an agent channel.
+pub(crate) async fn agent(d: &Orchestrator, name: &str) -> Result<AgentInfo, Error> {
+    let vm = get(d, name).await?;
+    if vm.state != VmState::Running {
+        return Err(Error::conflict(format!(
+            "VM {name} is {}: start it with 'banger vm start {name}'",
+            vm.state
+        )));
+    }
+    if let Some(info) = d.inner.agents.info(name) {
+        return Ok(info);
+    }
+    let p = paths(d, &vm);
+    let socket =
+        handle_of(&vm).and_then(|h| d.inner.hypervisors.for_handle(&h).agent_socket(&p.runtime));
+    let Some(socket) = socket.filter(|s| s.exists()) else {
+        return Ok(AgentInfo {
+            socket: None,
+            reason: Some("this VM's hypervisor gives it no agent channel".into()),
+        });
+    };
+    let lock = d.inner.vms.of(name);
+    let _guard = lock.lock().await;
+    if let Some(info) = d.inner.agents.info(name) {
+        return Ok(info);
+    }
+    match d.inner.agents.open(name, &p.runtime, &socket, None) {
+        Ok(proxy) => Ok(AgentInfo {
+            socket: Some(proxy),
+            reason: None,
+        }),
+        Err(why) => Ok(AgentInfo {
+            socket: None,
+            reason: Some(why),
+        }),
+    }
 }
 
 pub(crate) async fn stats(d: &Orchestrator, name: &str) -> Result<VmStats, Error> {
