@@ -289,8 +289,34 @@ pub struct CreateArgs {
     /// Print how long each phase took
     #[arg(long)]
     pub timings: bool,
+    /// How far the guest boots before the VM counts as running: `sysinit`
+    /// (the guest agent answers and systemd has passed sysinit.target, so
+    /// mounts are up and boot-time cleanups of /tmp are done; the default
+    /// of `vm run`), `multi-user` (the image's services are started too),
+    /// or `ssh` (sshd answers; the default of `vm create`). Images
+    /// without the agent always wait for ssh.
+    #[arg(long, value_enum)]
+    pub wait: Option<WaitArg>,
     #[command(flatten)]
     pub json: JsonFlag,
+}
+
+/// `--wait`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WaitArg {
+    Sysinit,
+    MultiUser,
+    Ssh,
+}
+
+impl From<WaitArg> for banger_api::ReadyWait {
+    fn from(w: WaitArg) -> Self {
+        match w {
+            WaitArg::Sysinit => Self::Sysinit,
+            WaitArg::MultiUser => Self::MultiUser,
+            WaitArg::Ssh => Self::Ssh,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

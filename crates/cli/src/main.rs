@@ -2,6 +2,7 @@
 //! work happens in the daemon; nothing here changes state on its own.
 #![deny(unsafe_code)]
 
+mod agent;
 mod args;
 mod cmd;
 mod complete;

@@ -90,10 +90,11 @@ pub fn ship(target: &SshTarget, sel: &Selection) -> Result<()> {
     Ok(())
 }
 
-/// Starts `mise install` in the background when the repository pins
-/// tools with mise and the image has it; never waits for it or fails on
-/// it. Its output, or why it was skipped, goes to a log in the guest.
-pub fn bootstrap_tooling(target: &SshTarget, sel: &Selection) {
+/// The command that starts `mise install` in the background for a
+/// workspace that pins its tools (`.mise.toml`, `mise.toml`,
+/// `.tool-versions`), logging to `/root/.cache/banger/`; `None` for one
+/// that pins nothing.
+pub fn tooling_command(sel: &Selection) -> Option<Vec<String>> {
     let pinned = sel.entries.iter().any(|e| {
         matches!(
             e.path.to_str(),
@@ -101,19 +102,26 @@ pub fn bootstrap_tooling(target: &SshTarget, sel: &Selection) {
         )
     });
     if !pinned {
-        return;
+        return None;
     }
     let script = "log=/root/.cache/banger/vm-run-tooling-$1.log; mkdir -p /root/.cache/banger; \
                   if command -v mise >/dev/null 2>&1; then \
                   cd \"/root/$1\" && nohup mise install >\"$log\" 2>&1 </dev/null & \
                   else echo 'mise not in image, skipped' >\"$log\"; fi";
-    let remote: Vec<String> = vec![
+    Some(vec![
         "sh".into(),
         "-c".into(),
         script.into(),
         "sh".into(),
         sel.repo_name.clone(),
-    ];
+    ])
+}
+
+/// Starts [`tooling_command`] over ssh, not waiting for it.
+pub fn bootstrap_tooling(target: &SshTarget, sel: &Selection) {
+    let Some(remote) = tooling_command(sel) else {
+        return;
+    };
     let _ = target
         .command(&remote, false)
         .stdin(Stdio::null())

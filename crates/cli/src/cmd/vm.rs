@@ -3,8 +3,8 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use banger_api::{
-    Client, ClientError, CreateVmRequest, ErrorCode, KillVmRequest, SetVmRequest, SshInfo, Timing,
-    VmStarted, VmStats,
+    Client, ClientError, CreateVmRequest, ErrorCode, KillVmRequest, ReadyWait, SetVmRequest,
+    SshInfo, Timing, VmStarted, VmStats,
 };
 use banger_model::VmRecord;
 
@@ -26,7 +26,7 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Create(args) => {
-            let started = create(client, &args, false).await?;
+            let started = create(client, &args, false, ReadyWait::Ssh).await?;
             report_started(&started, &args)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -106,6 +106,9 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Ssh { vm, command } => {
+            if let Some(agent) = crate::agent::reach(client, &vm.name).await {
+                return crate::agent::run(&agent, &command, None, command.is_empty()).await;
+            }
             let info: SshInfo = client
                 .get(&format!("/v1/vms/{}/ssh", vm.name))
                 .await
@@ -153,12 +156,17 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
                 crate::workspace::print_dry_run(&sel)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let info: SshInfo = client
-                .get(&format!("/v1/vms/{}/ssh", vm.name))
-                .await
-                .map_err(client_error)?;
             let dir = sel.guest_workdir();
-            copy_workspace(&info, sel).await?;
+            match crate::agent::reach(client, &vm.name).await {
+                Some(agent) => copy_workspace_through(&agent, sel).await?,
+                None => {
+                    let info: SshInfo = client
+                        .get(&format!("/v1/vms/{}/ssh", vm.name))
+                        .await
+                        .map_err(client_error)?;
+                    copy_workspace(&info, sel).await?;
+                }
+            }
             println!("copied into {dir} of VM {}", vm.name);
             Ok(ExitCode::SUCCESS)
         }
@@ -272,7 +280,12 @@ fn print_stats(s: &VmStats) {
 
 /// `ephemeral`: for `vm run --rm`, a VM the daemon deletes when the
 /// client's lease ends (and, before that, if it fails to boot).
-fn request(args: &CreateArgs, start: bool, ephemeral: bool) -> Result<CreateVmRequest> {
+fn request(
+    args: &CreateArgs,
+    start: bool,
+    ephemeral: bool,
+    wait: ReadyWait,
+) -> Result<CreateVmRequest> {
     let memory_mib = match args.memory {
         Some(m) if !m.bytes().is_multiple_of(1 << 20) => {
             bail!("--memory {m} is not a whole number of MiB: write it like 1536M or 2G")
@@ -290,11 +303,17 @@ fn request(args: &CreateArgs, start: bool, ephemeral: bool) -> Result<CreateVmRe
         start,
         remove_on_failure: ephemeral,
         ephemeral,
+        wait: Some(args.wait.map_or(wait, Into::into)),
     })
 }
 
-async fn create(client: &Client, args: &CreateArgs, ephemeral: bool) -> Result<VmStarted> {
-    let req = request(args, true, ephemeral)?;
+async fn create(
+    client: &Client,
+    args: &CreateArgs,
+    ephemeral: bool,
+    wait: ReadyWait,
+) -> Result<VmStarted> {
+    let req = request(args, true, ephemeral, wait)?;
     let events = client.stream("/v1/vms", &req).await.map_err(client_error)?;
     let result = follow(events).await?;
     Ok(serde_json::from_value(result)?)
@@ -425,6 +444,32 @@ async fn copy_workspace(info: &SshInfo, sel: banger_guest::workspace::Selection)
     .context("copying the workspace")?
 }
 
+/// As [`copy_workspace`], through the guest agent.
+async fn copy_workspace_through(
+    agent: &banger_guest::agent::AgentClient,
+    sel: banger_guest::workspace::Selection,
+) -> Result<()> {
+    use banger_guest::workspace;
+    let argv = match &sel.history {
+        Some(h) => workspace::checkout_command(&sel, h),
+        None => ["tar", "-x", "-C", "/root"].map(String::from).to_vec(),
+    };
+    let tooling = crate::workspace::tooling_command(&sel);
+    crate::agent::feed(agent, argv, "copying the workspace into the VM", move |w| {
+        match &sel.history {
+            Some(h) => workspace::write_bundle(&sel.root, h, w)?,
+            None => workspace::write_tar(&sel, w)?,
+        }
+        Ok(())
+    })
+    .await?;
+    if let Some(argv) = tooling {
+        // Starts `mise install` in the background; its log says how it went.
+        let _ = crate::agent::feed(agent, argv, "starting the tool bootstrap", |_| Ok(())).await;
+    }
+    Ok(())
+}
+
 async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     let selection = match &args.path {
         Some(path) => Some(crate::workspace::select(path, &args.workspace)?),
@@ -440,7 +485,7 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         crate::workspace::print_dry_run(sel)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let started = create(client, &args.create, args.rm).await?;
+    let started = create(client, &args.create, args.rm, ReadyWait::Sysinit).await?;
     let name = started.vm.name.to_string();
     // Held until this function returns, or until the process dies: the
     // daemon deletes the VM when the lease's connection closes.
@@ -459,12 +504,18 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         .get(&format!("/v1/vms/{name}/ssh"))
         .await
         .map_err(client_error)?;
+    let t0 = std::time::Instant::now();
+    let agent = crate::agent::reach(client, &name).await;
     let mut timings = started.timings.clone();
     let mut command = args.command.clone();
+    let mut cwd = None;
     if let Some(sel) = selection {
-        let t0 = std::time::Instant::now();
         let dir = sel.guest_workdir();
-        if let Err(e) = copy_workspace(&info, sel).await {
+        let copied = match &agent {
+            Some(agent) => copy_workspace_through(agent, sel).await,
+            None => copy_workspace(&info, sel).await,
+        };
+        if let Err(e) = copied {
             if args.rm {
                 let _ = delete(client, &name, true).await;
             }
@@ -474,11 +525,18 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
             phase: "workspace".into(),
             secs: t0.elapsed().as_secs_f64(),
         });
-        command = crate::workspace::in_dir(&dir, &args.command);
+        if agent.is_some() {
+            cwd = Some(dir);
+        } else {
+            command = crate::workspace::in_dir(&dir, &args.command);
+        }
     }
     let t0 = std::time::Instant::now();
     let interactive = args.command.is_empty();
-    let result = ssh_words(&info, &command, interactive).await;
+    let result = match &agent {
+        Some(agent) => crate::agent::run(agent, &command, cwd, interactive).await,
+        None => ssh_words(&info, &command, interactive).await,
+    };
     timings.push(Timing {
         phase: if interactive { "session" } else { "command" }.into(),
         secs: t0.elapsed().as_secs_f64(),
