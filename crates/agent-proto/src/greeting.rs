@@ -117,11 +117,11 @@ pub fn agent_answer(stream: &mut (impl Read + Write)) -> Result<(), GreetingErro
             continue;
         }
         if version.parse::<u32>().ok() == Some(PROTOCOL_VERSION) {
-            write!(stream, "{OK} {PROTOCOL_VERSION} {nonce}\n")?;
+            writeln!(stream, "{OK} {PROTOCOL_VERSION} {nonce}")?;
             stream.flush()?;
             return Ok(());
         }
-        write!(stream, "{VERSION} {PROTOCOL_VERSION}\n")?;
+        writeln!(stream, "{VERSION} {PROTOCOL_VERSION}")?;
         stream.flush()?;
     }
 }
@@ -149,7 +149,9 @@ mod tests {
     fn the_host_skips_an_old_hosts_answer() {
         let (mut host, mut guest) = UnixStream::pair().unwrap();
         // An answer to an earlier nonce is still in the channel.
-        guest.write_all(b"BANGER-AGENT-OK 1 0000000000000001\n").unwrap();
+        guest
+            .write_all(b"BANGER-AGENT-OK 1 0000000000000001\n")
+            .unwrap();
         let agent = std::thread::spawn(move || agent_answer(&mut guest).unwrap());
         host_greet(&mut host, 2).unwrap();
         agent.join().unwrap();
@@ -168,7 +170,10 @@ mod tests {
         });
         let err = host_greet(&mut host, 3).unwrap_err();
         assert!(matches!(err, GreetingError::Version { guest: 7, host: 1 }));
-        assert!(err.to_string().contains("update banger on the host"), "{err}");
+        assert!(
+            err.to_string().contains("update banger on the host"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -177,7 +182,8 @@ mod tests {
         std::thread::spawn(move || {
             let _ = agent_answer(&mut guest);
         });
-        host.write_all(b"BANGER-AGENT-HELLO 0 0123456789abcdef\n").unwrap();
+        host.write_all(b"BANGER-AGENT-HELLO 0 0123456789abcdef\n")
+            .unwrap();
         let mut consumed = 0;
         let line = read_line(&mut host, &mut consumed).unwrap().unwrap();
         assert_eq!(line, format!("BANGER-AGENT-VERSION {PROTOCOL_VERSION}"));
