@@ -17,7 +17,7 @@ use nix::unistd::{chdir, chroot, execv, sethostname};
 use crate::cmdline::{self, BootParams};
 use crate::failure::{Context, Failure};
 use crate::plan::{self, NEW_ROOT};
-use crate::{devices, files, minimal, modules, network};
+use crate::{agent, devices, files, minimal, modules, network};
 
 pub fn run() -> Result<Infallible, Failure> {
     let started = Instant::now();
@@ -60,6 +60,8 @@ pub fn run() -> Result<Infallible, Failure> {
 
     configure_identity(&params)?;
     lap("network", &mut timings);
+    agent::install(!params.minimal)?;
+    lap("agent", &mut timings);
     if let Some(host) = params.clock {
         timings.push(crate::clock::step(host));
     }

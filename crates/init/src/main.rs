@@ -11,8 +11,13 @@
 //! and powers the machine off. It holds no policy: the host decides
 //! everything through the command line. Statically linked, so it needs
 //! nothing from the initramfs; no `unsafe` (nix wraps every syscall).
+//!
+//! The same binary is the guest agent: not as PID 1, it is a multi-call
+//! binary (`agent`, `mark`; see `multicall`). banger-init copies itself to
+//! `/run/banger-agent/banger-agent` for that before handing over.
 #![deny(unsafe_code)]
 
+mod agent;
 mod boot;
 mod clock;
 mod cmdline;
@@ -21,11 +26,17 @@ mod failure;
 mod files;
 mod minimal;
 mod modules;
+mod multicall;
 mod network;
 mod plan;
 mod users;
 
 fn main() {
+    // The kernel may pass words of its command line to /init: only a
+    // process that is not PID 1 reads its arguments as a command.
+    if std::process::id() != 1 {
+        std::process::exit(multicall::run(std::env::args_os().skip(1)));
+    }
     // A bug must end like any other failure: one line, then power off
     // (not a panic message and a kernel panic for killing init).
     std::panic::set_hook(Box::new(|info| {

@@ -1,7 +1,8 @@
 //! `banger.minimal=1`: for images with no init and no sshd of their own
 //! (OCI images). banger-init stays PID 1 in the new root: it mounts what a
 //! login needs, makes the accounts sshd needs, starts the sshd the host
-//! put under `/.banger` (and starts it again if it dies), reaps orphans,
+//! put under `/.banger` and the guest agent (boot.rs put it on /run), and
+//! starts each again if it dies, reaps orphans,
 //! and powers off on a shutdown request: SIGTERM, SIGINT (ctrl-alt-del,
 //! which is how Firecracker asks), SIGUSR1, SIGUSR2, SIGPWR (busybox's
 //! `halt`, `poweroff`, `reboot`), or the ACPI power button (how QEMU
@@ -21,7 +22,9 @@ use nix::sys::reboot::{RebootMode, reboot, set_cad_enabled};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, getpid, sync};
+use nix::unistd::{Pid, alarm, getpid, sync};
+
+use banger_agent_proto::guest_paths;
 
 use crate::boot;
 use crate::failure::{Context, Failure};
@@ -36,6 +39,10 @@ const SHELL: &str = "/.banger/bin/sh";
 /// means it cannot run: the guest powers off rather than sit unreachable.
 const MAX_QUICK_EXITS: u32 = 5;
 const QUICK_EXIT: Duration = Duration::from_secs(10);
+/// The agent is restarted after a second, or after this long once it
+/// has exited [`MAX_QUICK_EXITS`] times quickly in a row; the guest stays
+/// up for ssh either way.
+const AGENT_BACKOFF_SECS: u32 = 30;
 /// How long processes get between SIGTERM and SIGKILL at power-off.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -58,6 +65,8 @@ pub fn run() -> Result<Infallible, Failure> {
     ];
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
+    // The agent's restart timer (alarm(2)).
+    mask.add(Signal::SIGALRM);
     for s in shutdown_signals {
         mask.add(s);
     }
@@ -72,10 +81,15 @@ pub fn run() -> Result<Infallible, Failure> {
     let buttons = watch_power_buttons();
 
     let mut sshd = start_sshd()?;
+    let mut agent = Supervised::default();
+    agent.start();
     println!(
-        "banger-init supervising: sshd pid {} ({buttons} power button{})",
+        "banger-init supervising: sshd pid {} ({buttons} power button{}), agent {}",
         sshd.0,
-        if buttons == 1 { "" } else { "s" }
+        if buttons == 1 { "" } else { "s" },
+        agent
+            .pid
+            .map_or_else(|| "not running".to_owned(), |p| format!("pid {p}")),
     );
     let mut quick_exits = 0;
     loop {
@@ -88,11 +102,18 @@ pub fn run() -> Result<Infallible, Failure> {
         if signal.is_some_and(|s| shutdown_signals.contains(&s)) {
             power_off(signal.map_or("a signal", Signal::as_str));
         }
+        if signal == Some(Signal::SIGALRM) && agent.pid.is_none() {
+            agent.start();
+        }
         // SIGCHLD: reap everything that ended (orphans included).
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(status) => {
+                    if status.pid().is_some() && status.pid() == agent.pid {
+                        agent.exited(&status);
+                        continue;
+                    }
                     if status.pid() != Some(sshd.0) {
                         continue;
                     }
@@ -116,18 +137,13 @@ pub fn run() -> Result<Infallible, Failure> {
     }
 }
 
-/// devpts for terminals, and tmpfs on /run and /dev/shm, as an init would.
+/// devpts for terminals and a tmpfs on /dev/shm, as an init would (the
+/// tmpfs on /run is boot.rs's, with the agent on it).
 fn mount_runtime() -> Result<(), Failure> {
     let plain = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     for (fstype, target, flags, options) in [
         ("devpts", "/dev/pts", plain, "ptmxmode=0666,mode=0620"),
         ("tmpfs", "/dev/shm", plain | MsFlags::MS_NODEV, "mode=1777"),
-        (
-            "tmpfs",
-            "/run",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            "mode=0755",
-        ),
     ] {
         boot::mount_kernel_fs(fstype, target, flags, Some(options))?;
     }
@@ -197,6 +213,59 @@ fn start_sshd() -> Result<(Pid, Instant), Failure> {
     // Reaped by the SIGCHLD loop with waitpid, not through `child`.
     drop(child);
     Ok((pid, Instant::now()))
+}
+
+/// The guest agent under the supervisor: restarted when it ends, after a
+/// delay (an alarm, so the signal loop keeps answering meanwhile). Unlike
+/// sshd, an agent that cannot run does not power the guest off.
+#[derive(Default)]
+struct Supervised {
+    pid: Option<Pid>,
+    started: Option<Instant>,
+    quick_exits: u32,
+}
+
+impl Supervised {
+    fn start(&mut self) {
+        match Command::new(guest_paths::BINARY)
+            .arg("agent")
+            .stdin(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => {
+                self.pid = Some(Pid::from_raw(child.id() as i32));
+                self.started = Some(Instant::now());
+                // Reaped by the SIGCHLD loop, like sshd.
+                drop(child);
+            }
+            Err(e) => {
+                println!(
+                    "banger-init supervising: cannot start the agent {}: {e}",
+                    guest_paths::BINARY
+                );
+                self.pid = None;
+                self.quick_exits += 1;
+                self.restart_later();
+            }
+        }
+    }
+
+    fn exited(&mut self, status: &WaitStatus) {
+        self.pid = None;
+        let quick = self.started.is_some_and(|t| t.elapsed() < QUICK_EXIT);
+        self.quick_exits = if quick { self.quick_exits + 1 } else { 0 };
+        println!("banger-init supervising: the agent ended ({status:?}); starting it again");
+        self.restart_later();
+    }
+
+    fn restart_later(&self) {
+        let secs = if self.quick_exits >= MAX_QUICK_EXITS {
+            AGENT_BACKOFF_SECS
+        } else {
+            1
+        };
+        alarm::set(secs);
+    }
 }
 
 /// A thread per power button (an input device named "Power Button"),

@@ -24,6 +24,7 @@ pub struct Microvm {
     drives: Vec<(PathBuf, bool)>,
     ssh_port: Option<u16>,
     qmp: Option<PathBuf>,
+    agent: Option<PathBuf>,
 }
 
 /// What the guest printed, and when (seconds from QEMU's start).
@@ -45,6 +46,7 @@ impl Microvm {
             drives: Vec::new(),
             ssh_port: None,
             qmp: None,
+            agent: None,
         }
     }
 
@@ -59,6 +61,13 @@ impl Microvm {
     /// A QMP socket at `socket` (for `system_powerdown`, see [`qmp`]).
     pub fn qmp(mut self, socket: &Path) -> Self {
         self.qmp = Some(socket.to_path_buf());
+        self
+    }
+
+    /// The guest agent's virtio-serial port on a Unix socket at
+    /// `socket`, as the QEMU backend makes it.
+    pub fn agent(mut self, socket: &Path) -> Self {
+        self.agent = Some(socket.to_path_buf());
         self
     }
 
@@ -116,8 +125,25 @@ impl Microvm {
                 &format!("unix:{},server=on,wait=off", socket.display()),
             ]);
         }
-        cmd.args(["-device", "virtio-net-device,netdev=net0"])
-            .args(["-serial", "stdio"])
+        cmd.args(["-device", "virtio-net-device,netdev=net0"]);
+        if let Some(socket) = &self.agent {
+            cmd.args([
+                "-chardev",
+                &format!(
+                    "socket,id=agent,path={},server=on,wait=off",
+                    socket.display()
+                ),
+            ])
+            .args(["-device", "virtio-serial-device"])
+            .args([
+                "-device",
+                &format!(
+                    "virtserialport,chardev=agent,name={}",
+                    banger_agent_proto::PORT_NAME
+                ),
+            ]);
+        }
+        cmd.args(["-serial", "stdio"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());

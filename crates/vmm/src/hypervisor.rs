@@ -216,11 +216,20 @@ pub(crate) fn socket_path(runtime_dir: &Path, file: &str) -> Result<PathBuf, Vmm
     Ok(path)
 }
 
-/// Makes the folders a start writes into: the VM dir, the runtime dir,
-/// and the console log's folder.
+/// Makes the folders a start writes into: the VM dir, the runtime dir
+/// (0700: its sockets are the VM's control and the guest agent, which
+/// QEMU binds with the daemon's umask), and the console log's folder.
 pub(crate) fn ensure_dirs(spec: &LaunchSpec) -> Result<(), VmmError> {
+    use std::os::unix::fs::PermissionsExt;
     ensure_dir(&spec.vm_dir)?;
     ensure_dir(&spec.runtime_dir)?;
+    std::fs::set_permissions(&spec.runtime_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+        |source| VmmError::Io {
+            what: "restricting",
+            path: spec.runtime_dir.clone(),
+            source,
+        },
+    )?;
     match spec.console_log.parent() {
         Some(parent) => ensure_dir(parent),
         None => Ok(()),

@@ -1,12 +1,14 @@
 //! The QEMU backend: `qemu-system-x86_64 -M microvm` with the ELF vmlinux
 //! (booted through its PVH note, no firmware), virtio-mmio disks and NIC,
 //! the serial console appended to the VM's console log, QMP on a Unix
+//! socket, and the guest agent's virtio-serial port on another Unix
 //! socket. KVM when it can run a stock kernel, TCG when not.
 
 pub mod qmp;
 pub mod sandbox;
 
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use crate::hypervisor::{self, Hypervisor, LaunchSpec, VmHandle};
 use crate::process::{self, POLL};
 use crate::select::{Accel, Backend};
 use crate::tsc;
+use banger_agent_proto::PORT_NAME as AGENT_PORT;
 use qmp::Qmp;
 
 /// Always on the kernel command line: the console on the microvm's ISA
@@ -24,6 +27,8 @@ use qmp::Qmp;
 pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
 /// The QMP socket's file name in the runtime dir.
 pub const QMP_SOCKET: &str = "qmp.sock";
+/// The guest agent's socket (its virtio-serial port) in the runtime dir.
+pub const AGENT_SOCKET: &str = "agent.sock";
 /// QEMU's pidfile in the runtime dir.
 pub const PIDFILE: &str = "qemu.pid";
 /// QEMU's own stdout/stderr (not the guest's console) in the VM dir.
@@ -50,15 +55,18 @@ pub struct Qemu {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QemuFiles {
     pub qmp: PathBuf,
+    pub agent: PathBuf,
     pub pidfile: PathBuf,
     pub log: PathBuf,
 }
 
 impl QemuFiles {
-    /// The QMP socket and pidfile in the runtime dir, QEMU's log in the VM dir.
+    /// The QMP and agent sockets and the pidfile in the runtime dir,
+    /// QEMU's log in the VM dir.
     pub fn for_spec(spec: &LaunchSpec) -> Result<Self, VmmError> {
         Ok(Self {
             qmp: hypervisor::socket_path(&spec.runtime_dir, QMP_SOCKET)?,
+            agent: hypervisor::socket_path(&spec.runtime_dir, AGENT_SOCKET)?,
             pidfile: spec.runtime_dir.join(PIDFILE),
             log: spec.vm_dir.join(LOG_FILE),
         })
@@ -169,6 +177,23 @@ impl Qemu {
             ),
         ]);
         push(&["-serial", "chardev:console"]);
+        // The agent's port, last among the devices so the others keep
+        // their virtio-mmio slots. Its chardev comes before QMP's: QEMU
+        // makes chardevs in order, so once QMP answers the socket exists.
+        // `wait=off`: QEMU does not wait for a client; the guest reads 0
+        // while no host is connected.
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                opt_escape(utf8(&files.agent)?)
+            ),
+        ]);
+        push(&["-device", "virtio-serial-device"]);
+        push(&[
+            "-device",
+            &format!("virtserialport,chardev=agent,name={AGENT_PORT}"),
+        ]);
         push(&[
             "-chardev",
             &format!(
@@ -262,6 +287,7 @@ impl Hypervisor for Qemu {
         let args = self.args(spec, &files)?;
         hypervisor::ensure_dirs(spec)?;
         hypervisor::remove_stale(&files.qmp)?;
+        hypervisor::remove_stale(&files.agent)?;
         let console_offset = process::file_len(&spec.console_log);
         let log_offset = process::file_len(&files.log);
         let mut child = process::spawn_detached(&self.binary, &args, &files.log)?;
@@ -275,7 +301,21 @@ impl Hypervisor for Qemu {
                 tail: process::log_tail(&files.log, log_offset, TAIL_LINES),
             });
         };
-        if let Err(e) = self.await_qmp(&mut child, &files, log_offset) {
+        // QEMU binds its sockets with the daemon's umask; the runtime dir
+        // is 0700 (ensure_dirs), and the agent's socket, a root shell in
+        // the guest, is made 0600 here, once QMP answering proves QEMU
+        // has made it (chardevs are made in order, the agent's first).
+        let started = self
+            .await_qmp(&mut child, &files, log_offset)
+            .and_then(|()| {
+                std::fs::set_permissions(&files.agent, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|source| VmmError::Io {
+                        what: "restricting the agent socket",
+                        path: files.agent.clone(),
+                        source,
+                    })
+            });
+        if let Err(e) = started {
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);
@@ -383,7 +423,15 @@ mod tests {
             values(&a, "-chardev"),
             [
                 "file,id=console,path=/var/lib/banger/vms/dev-box/console.log,append=on",
+                "socket,id=agent,path=/run/banger/vm/dev-box/agent.sock,server=on,wait=off",
                 "socket,id=qmp,path=/run/banger/vm/dev-box/qmp.sock,server=on,wait=off",
+            ]
+        );
+        assert_eq!(
+            values(&a, "-device")[values(&a, "-device").len() - 2..],
+            [
+                "virtio-serial-device",
+                "virtserialport,chardev=agent,name=banger.agent"
             ]
         );
         assert_eq!(values(&a, "-serial"), ["chardev:console"]);
@@ -444,15 +492,16 @@ mod tests {
             ["tap,id=n0,ifname=bgr-dev-box,script=no,downscript=no"]
         );
         assert_eq!(
-            values(&a, "-device").last().copied(),
-            Some("virtio-net-device,netdev=n0,mac=52:54:00:ab:cd:ef")
+            values(&a, "-device")[3],
+            "virtio-net-device,netdev=n0,mac=52:54:00:ab:cd:ef"
         );
         let mut bare = spec;
         bare.net = None;
         bare.disks.clear();
         let a = args(Accel::Tcg, &bare);
         assert!(values(&a, "-netdev").is_empty());
-        assert!(values(&a, "-device").is_empty());
+        // The agent's port only.
+        assert_eq!(values(&a, "-device").len(), 2);
         assert!(values(&a, "-drive").is_empty());
     }
 

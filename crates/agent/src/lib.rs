@@ -1,0 +1,56 @@
+//! banger's guest agent: the server side of `banger-agent-proto`. It runs
+//! inside the guest (as `banger-init agent`, the same static binary as the
+//! initramfs's `/init`) and answers the host over one byte stream: QEMU's
+//! virtio-serial port or a Firecracker vsock port, never the network.
+//!
+//! It owns the routes (exec with pipes or a terminal, signals, window
+//! sizes, tar in and out, readiness, hostname, clock) and the transport
+//! loops that wait for a host, answer its greeting and serve HTTP/2 until
+//! it goes away. It must not trust the host's bytes to be small: every body
+//! is read through the protocol's bounds, and output reaches the host
+//! through bounded channels, so a slow host slows the command instead of
+//! growing a buffer. It must not depend on the guest's libc services
+//! (NSS): users come from /etc/passwd, parsed here.
+#![deny(unsafe_code)]
+
+mod body;
+mod exec;
+mod server;
+mod system;
+mod tar;
+mod transport;
+mod users;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use transport::{find_virtio_port, run, run_virtio_serial, run_vsock};
+
+/// The agent's state, shared by every connection: the execs that are
+/// running (so a signal or a resize may come on another connection than
+/// the exec's own).
+#[derive(Clone, Default)]
+pub struct Agent {
+    execs: Arc<Mutex<HashMap<String, exec::Running>>>,
+}
+
+impl Agent {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves the protocol's HTTP/2 on `io` until the host closes it or
+    /// the connection fails. The greeting must have been answered on the
+    /// stream before (`banger_agent_proto::greeting::agent_answer`). Execs
+    /// whose stream goes away with the connection get SIGHUP, then SIGKILL
+    /// after 3 s, and are reaped. Needs a tokio runtime with I/O, time and
+    /// signals enabled (child processes are reaped through SIGCHLD).
+    pub async fn serve_connection<S>(&self, io: S) -> Result<(), hyper::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        server::serve(self.clone(), io).await
+    }
+}
