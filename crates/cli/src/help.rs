@@ -29,7 +29,10 @@ pub fn with_resolved_defaults(cmd: Command, d: &VmDefaults) -> Command {
             a.help(format!(
                 "Number of virtual CPUs [default here: {} ({})]",
                 d.vcpu.value,
-                origin(d.vcpu.provenance, "host CPUs / 4, 1 to 4")
+                origin(
+                    d.vcpu.provenance,
+                    "host CPUs / 4, 2 to 4 (1 on a 1-CPU host)"
+                )
             ))
         })
         .mut_arg("memory", |a| {

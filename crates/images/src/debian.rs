@@ -36,7 +36,7 @@ use crate::userns::{IdMapper, NewIdMap, TreeError, TreeOwner, UsernsError};
 
 /// Bumped whenever the build steps change what an image contains, so old
 /// cache entries are not reused for a new recipe.
-const RECIPE_FORMAT: u32 = 2;
+const RECIPE_FORMAT: u32 = 3;
 
 pub const DEFAULT_SUITE: &str = "bookworm";
 
@@ -760,6 +760,9 @@ fn configure_tree(root: &Path, sshd_config: &str) -> Result<(), DebianError> {
     for unit in MASKED_UNITS {
         mask_unit(root, unit)?;
     }
+    for (path, contents) in DROP_INS {
+        add_drop_in(root, path, contents)?;
+    }
     // An empty machine-id makes systemd generate one at first boot.
     replace_file(&root.join("etc/machine-id"), b"")?;
     for leftover in ["var/lib/dbus/machine-id", "etc/hostname"] {
@@ -788,15 +791,84 @@ fn configure_tree(root: &Path, sshd_config: &str) -> Result<(), DebianError> {
     Ok(())
 }
 
-/// Units masked in the image.
+/// Units masked in the image: what a sandbox does not use, and what its
+/// boot would wait for or spend its (emulated) CPU on. Each was measured in
+/// a booted default-image guest under TCG (docs/debian-image.md).
 ///
-/// `e2scrub_reap.service` removes stale LVM snapshots of e2scrub; banger's
-/// guests have no LVM. It runs with `CPUSchedulingPolicy=idle`, and
-/// `multi-user.target` waits for it: in an emulated guest on a busy host
-/// the vCPU is never idle, so it never ran and the guest never reached
-/// multi-user (seen under TCG with the host's cores all busy; 6.9 s of
-/// boot on an idle host).
-const MASKED_UNITS: &[&str] = &["e2scrub_reap.service"];
+/// - `e2scrub_reap.service` removes stale LVM snapshots of e2scrub;
+///   banger's guests have no LVM. It runs with `CPUSchedulingPolicy=idle`,
+///   and `multi-user.target` waits for it: in an emulated guest on a busy
+///   host the vCPU is never idle, so it never ran and the guest never
+///   reached multi-user (seen under TCG with the host's cores all busy;
+///   6.9 s of boot on an idle host).
+/// - Timers that would start work in the middle of someone's session:
+///   apt's daily download and upgrade, dpkg's database backup, e2scrub's
+///   and fstrim's weekly runs (the disks are sparse files on the host),
+///   and man-db's and logrotate's, which `--package` extras may bring.
+/// - `getty@.service` (so every VT getty, and `autovt@`, its alias) and
+///   `getty-static.service`: nobody logs in on a VT of a headless VM;
+///   `serial-getty@ttyS0` stays for the console.
+/// - `systemd-repart.service` and `systemd-pstore.service`: nothing to
+///   repartition or archive, but each pulled in `modprobe@` units (loop,
+///   dm_mod, efi_pstore), one process each at boot.
+/// - `systemd-sysusers.service`: the image's system users were made when
+///   its packages were installed, and with no `systemd-update-done` to
+///   stamp `/etc`, its `ConditionNeedsUpdate` let it run at every boot, on
+///   the critical chain to `sysinit.target`; a package installed later
+///   runs `systemd-sysusers` from its own postinst.
+/// - `systemd-remount-fs.service`: the image's fstab is empty and `/` is
+///   the overlay banger-init mounted read-write; it too was on the chain.
+/// - `systemd-update-utmp.service` (and its `-runlevel` twin): the boot
+///   record in wtmp, for `last`; on the chain to `sysinit.target` too.
+/// - `systemd-journal-flush.service`: with the journal volatile (below)
+///   there is nothing to flush to `/var`, but it ran and sat on the chain.
+/// - `user@.service`: a per-user systemd for root, which the first ssh
+///   login waited for (its session scope is ordered after it): 1-2 s of
+///   every first command over ssh. Without it there is no `systemctl
+///   --user`; logind sessions and `/run/user/0` remain.
+const MASKED_UNITS: &[&str] = &[
+    "apt-daily-upgrade.timer",
+    "apt-daily.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "fstrim.timer",
+    "getty-static.service",
+    "getty@.service",
+    "logrotate.timer",
+    "man-db.timer",
+    "systemd-journal-flush.service",
+    "systemd-pstore.service",
+    "systemd-remount-fs.service",
+    "systemd-repart.service",
+    "systemd-sysusers.service",
+    "systemd-update-utmp-runlevel.service",
+    "systemd-update-utmp.service",
+    "user@.service",
+];
+
+/// Configuration drop-ins banger adds to the image, by path in the tree.
+///
+/// - journald keeps the journal in `/run` (volatile): its flush to
+///   `/var/log/journal` was on the critical chain to `sysinit.target` at
+///   every boot (its unit is masked above). A boot's journal is gone after the next (no `journalctl
+///   -b -1`); the console (`banger vm logs`) is kept on the host.
+/// - sshd starts without checking its config first (`sshd -t` in
+///   `ExecStartPre`): the config is banger's, and sshd refuses a broken
+///   one itself. One process less: `ssh.service` took 1.4-1.7 s against
+///   2.2-3.1 s on a loaded host under TCG (the same 1.3 s on a quiet one).
+const DROP_INS: &[(&str, &str)] = &[
+    (
+        "etc/systemd/journald.conf.d/banger.conf",
+        "# banger: the journal in /run, not flushed to /var at boot.\n\
+         [Journal]\nStorage=volatile\n",
+    ),
+    (
+        "etc/systemd/system/ssh.service.d/banger.conf",
+        "# banger: no `sshd -t` before sshd, one process less at boot.\n\
+         [Service]\nExecStartPre=\n",
+    ),
+];
 
 /// Masks `unit` as `systemctl mask` does: a link to /dev/null in
 /// /etc/systemd/system, which wins over the package's unit.
@@ -806,6 +878,18 @@ fn mask_unit(root: &Path, unit: &str) -> Result<(), DebianError> {
     let link = dir.join(unit);
     remove_if_present(&link)?;
     std::os::unix::fs::symlink("/dev/null", &link).map_err(io_err("link", &link))
+}
+
+/// Writes the drop-in `path` (relative to `root`) with mode 0644, making
+/// its directory.
+fn add_drop_in(root: &Path, path: &str, contents: &str) -> Result<(), DebianError> {
+    let file = root.join(path);
+    if let Some(dir) = file.parent() {
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    remove_if_present(&file)?;
+    fs::write(&file, contents).map_err(io_err("write", &file))?;
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).map_err(io_err("chmod", &file))
 }
 
 /// Writes `path` anew with `contents`, keeping the mode it had (0644 if
@@ -1045,10 +1129,42 @@ Components: main
         assert_eq!(fs::read_to_string(root.join("etc/machine-id")).unwrap(), "");
         assert!(!root.join("var/lib/dbus/machine-id").exists());
         assert!(!root.join("etc/hostname").exists());
+        for unit in [
+            "e2scrub_reap.service",
+            "apt-daily.timer",
+            "apt-daily-upgrade.timer",
+            "getty@.service",
+            "user@.service",
+        ] {
+            assert_eq!(
+                fs::read_link(root.join("etc/systemd/system").join(unit)).unwrap(),
+                Path::new("/dev/null"),
+                "{unit} masked"
+            );
+        }
+        // The serial console keeps its getty; sshd and logind stay.
+        for unit in [
+            "serial-getty@.service",
+            "ssh.service",
+            "systemd-logind.service",
+        ] {
+            assert!(!MASKED_UNITS.contains(&unit), "{unit} must not be masked");
+        }
+        let journald = root.join("etc/systemd/journald.conf.d/banger.conf");
+        assert!(
+            fs::read_to_string(&journald)
+                .unwrap()
+                .contains("\nStorage=volatile\n")
+        );
+        let ssh = root.join("etc/systemd/system/ssh.service.d/banger.conf");
+        assert!(
+            fs::read_to_string(&ssh)
+                .unwrap()
+                .ends_with("[Service]\nExecStartPre=\n")
+        );
         assert_eq!(
-            fs::read_link(root.join("etc/systemd/system/e2scrub_reap.service")).unwrap(),
-            Path::new("/dev/null"),
-            "masked"
+            fs::metadata(&ssh).unwrap().permissions().mode() & 0o777,
+            0o644
         );
         assert!(!root.join("boot/initrd.img-6.1.0-9-cloud-amd64").exists());
         assert!(!root.join("var/cache/apt/archives/git_1_amd64.deb").exists());
