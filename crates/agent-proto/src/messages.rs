@@ -10,7 +10,8 @@ pub struct ExecSpec {
     /// Chosen by the host (16 hex digits), so it can signal and resize
     /// the command while the exec stream is open.
     pub id: String,
-    /// The program and its arguments, run without a shell.
+    /// The program and its arguments, run without a shell; empty: the
+    /// user's shell as a login shell (`-bash`), as sshd starts it.
     pub argv: Vec<String>,
     /// Added to the agent's base environment (PATH, HOME, USER, LOGNAME,
     /// SHELL, LANG, and TERM with a terminal).

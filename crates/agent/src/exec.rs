@@ -119,7 +119,8 @@ fn check_spec(spec: &ExecSpec) -> Result<(), String> {
             spec.id
         ));
     }
-    if spec.argv.is_empty() || spec.argv[0].is_empty() {
+    // No argv at all is the user's login shell; an empty program is not.
+    if spec.argv.first().is_some_and(String::is_empty) {
         return Err("the command is empty".into());
     }
     if spec.argv.iter().any(|a| a.contains('\0')) {
@@ -159,6 +160,16 @@ fn base_env(user: &User, term: Option<&str>) -> Vec<(String, String)> {
     env
 }
 
+/// The user's shell if the image has it, else the first of /bin/sh and
+/// banger's own (minimal mode) that it has.
+fn login_shell(user: &User) -> String {
+    [user.shell.as_str(), "/bin/sh", "/.banger/bin/sh"]
+        .into_iter()
+        .find(|s| !s.is_empty() && Path::new(s).is_file())
+        .unwrap_or("/bin/sh")
+        .to_owned()
+}
+
 /// Blocking: resolves the user and the directory, then spawns under the
 /// registry's lock, so an id is running at most once.
 fn start(agent: &Agent, spec: ExecSpec) -> Result<Started, StartError> {
@@ -178,8 +189,20 @@ fn start(agent: &Agent, spec: ExecSpec) -> Result<Started, StartError> {
     let term = spec
         .pty
         .map(|_| spec.term.as_deref().unwrap_or("xterm-256color"));
-    let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..])
+    // No argv: the user's shell as a login shell (`-bash`), as sshd
+    // starts it.
+    let program = match spec.argv.first() {
+        Some(program) => program.clone(),
+        None => login_shell(&user),
+    };
+    let mut cmd = Command::new(&program);
+    if spec.argv.is_empty() {
+        let name = Path::new(&program)
+            .file_name()
+            .map_or("sh".into(), |n| n.to_string_lossy().into_owned());
+        cmd.arg0(format!("-{name}"));
+    }
+    cmd.args(spec.argv.iter().skip(1))
         .env_clear()
         .envs(base_env(&user, term))
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -224,14 +247,13 @@ fn start(agent: &Agent, spec: ExecSpec) -> Result<Started, StartError> {
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| StartError::Spawn(format!("cannot run {:?}: {e}", spec.argv[0])))?;
+        .map_err(|e| StartError::Spawn(format!("cannot run {program:?}: {e}")))?;
     // The Command holds the terminal's slave side: closed with it, so the
     // master reads EOF once the command's side is closed.
     drop(cmd);
     let Some(pid) = child.id() else {
         return Err(StartError::Spawn(format!(
-            "cannot run {:?}: it ended before it started",
-            spec.argv[0]
+            "cannot run {program:?}: it ended before it started"
         )));
     };
     let pgid = pid as i32;
@@ -577,7 +599,7 @@ mod tests {
                 ..spec()
             },
             ExecSpec {
-                argv: vec![],
+                argv: vec![String::new()],
                 ..spec()
             },
             ExecSpec {

@@ -397,7 +397,7 @@ async fn bad_specs_and_failed_spawns_are_refused_before_streaming() {
         let error: ErrorReply = serde_json::from_slice(&body).unwrap();
         (status, error.error)
     };
-    let (_tx, reply) = c.open_exec(&spec("0000000000000003", &[])).await;
+    let (_tx, reply) = c.open_exec(&spec("0000000000000003", &[""])).await;
     let (status, why) = error(reply).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{why}");
     let (_tx, reply) = c.open_exec(&spec("not-an-id", &["true"])).await;

@@ -50,17 +50,30 @@ fn commands_and_shells_run_through_the_guest_agent() {
     // vm create --wait sysinit: the agent answers and systemd passed
     // sysinit.target; the timings show both phases.
     let created = b(&[
-        "vm", "create", "--name", VM, "--wait", "sysinit", "--timings",
+        "vm",
+        "create",
+        "--name",
+        VM,
+        "--wait",
+        "sysinit",
+        "--timings",
     ]);
     let err = stderr(&created);
     ok(created, "vm create --wait sysinit");
     assert!(err.contains("agent") && err.contains("ready"), "{err}");
     assert!(!err.contains("using ssh"), "{err}");
     let marks = ok(
-        ssh(&["sh", "-c", "ls /run/banger-agent; systemctl is-active sysinit.target"]),
+        ssh(&[
+            "sh",
+            "-c",
+            "ls /run/banger-agent; systemctl is-active sysinit.target",
+        ]),
         "readiness marks",
     );
-    assert!(marks.contains("sysinit\n") && marks.contains("active"), "{marks}");
+    assert!(
+        marks.contains("sysinit\n") && marks.contains("active"),
+        "{marks}"
+    );
 
     // stdin passes through; stdout and stderr stay apart; statuses.
     let mut cat = home.banger_in_command(&ns, &["vm", "ssh", VM, "--", "cat"]);
@@ -96,9 +109,16 @@ fn commands_and_shells_run_through_the_guest_agent() {
         .output()
         .unwrap();
     let guest_sum = ok(out, "100 MB in");
-    assert_eq!(guest_sum.split_whitespace().next(), Some(sha256(&big).as_str()));
+    assert_eq!(
+        guest_sum.split_whitespace().next(),
+        Some(sha256(&big).as_str())
+    );
     let sum = ok(
-        ssh(&["sh", "-c", "head -c 104857600 /dev/urandom >/root/big && sha256sum /root/big"]),
+        ssh(&[
+            "sh",
+            "-c",
+            "head -c 104857600 /dev/urandom >/root/big && sha256sum /root/big",
+        ]),
         "100 MB made in the guest",
     );
     let out = ssh(&["cat", "/root/big"]);
@@ -112,7 +132,15 @@ fn commands_and_shells_run_through_the_guest_agent() {
         .map(|i| {
             home.banger_in_command(
                 &ns,
-                &["vm", "ssh", VM, "--", "sh", "-c", &format!("sleep 2; echo {i}")],
+                &[
+                    "vm",
+                    "ssh",
+                    VM,
+                    "--",
+                    "sh",
+                    "-c",
+                    &format!("sleep 2; echo {i}"),
+                ],
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -144,7 +172,11 @@ fn commands_and_shells_run_through_the_guest_agent() {
     ok(prepared, "workspace prepare");
     assert!(!err.contains("using ssh"), "{err}");
     let found = ok(
-        ssh(&["sh", "-c", "cd /root/proj && find . -type f | sed 's|^./||' | sort"]),
+        ssh(&[
+            "sh",
+            "-c",
+            "cd /root/proj && find . -type f | sed 's|^./||' | sort",
+        ]),
         "the copied workspace",
     );
     let found: Vec<&str> = found.lines().collect();
@@ -178,7 +210,17 @@ fn shell_on_a_real_terminal(home: &TestHome, ns: &Netns) {
         assert!(out.status.success(), "tmux {args:?}: {}", stderr(&out));
         stdout(&out)
     };
-    tmux(&["new-session", "-d", "-s", &session, "-x", "80", "-y", "24", &line]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &line,
+    ]);
     let screen = || tmux(&["capture-pane", "-p", "-t", &session]);
     let wait_screen = |want: &str| {
         let started = Instant::now();
@@ -229,7 +271,16 @@ fn agent_killed_mid_command(home: &TestHome, ns: &Netns) {
     std::thread::sleep(Duration::from_secs(3));
     let _ = home.banger_in(
         ns,
-        &["vm", "ssh", VM, "--", "pkill", "-KILL", "-x", "banger-agent"],
+        &[
+            "vm",
+            "ssh",
+            VM,
+            "--",
+            "pkill",
+            "-KILL",
+            "-x",
+            "banger-agent",
+        ],
         &[],
     );
     let started = Instant::now();
@@ -248,8 +299,7 @@ fn agent_killed_mid_command(home: &TestHome, ns: &Netns) {
     let started = Instant::now();
     loop {
         let out = home.banger_in(ns, &["vm", "ssh", VM, "--", "echo", "back"], &[]);
-        if out.status.success() && stdout(&out) == "back\n" && !stderr(&out).contains("using ssh")
-        {
+        if out.status.success() && stdout(&out) == "back\n" && !stderr(&out).contains("using ssh") {
             break;
         }
         assert!(
@@ -260,4 +310,3 @@ fn agent_killed_mid_command(home: &TestHome, ns: &Netns) {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
-

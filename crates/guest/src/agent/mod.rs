@@ -240,10 +240,16 @@ impl AgentClient {
         spec: &TarInSpec,
         mut tar: impl AsyncRead + Unpin,
     ) -> Result<TarDone, AgentError> {
-        let (tx, response) = self
-            .open_stream(route::TAR_IN, Frame::json(FrameKind::Spec, spec))
-            .await?;
-        let status = response.status();
+        let (tx, rx) = mpsc::channel::<Bytes>(BODY_QUEUE);
+        let first = Frame::json(FrameKind::Spec, spec);
+        tx.send(Bytes::from(first.encode()))
+            .await
+            .map_err(|_| AgentError::Gone)?;
+        let stream =
+            ReceiverStream::new(rx).map(|b| Ok::<_, BodyError>(hyper::body::Frame::data(b)));
+        let body = BodyExt::boxed(StreamBody::new(stream));
+        // The agent answers once it has unpacked everything: the archive
+        // is sent while the answer is awaited.
         let send = async move {
             let mut buf = vec![0u8; banger_agent_proto::MAX_PAYLOAD];
             loop {
@@ -262,9 +268,16 @@ impl AgentClient {
                 }
             }
         };
-        let reply = self.read_json_body(response.into_body());
+        let reply = async {
+            let response = self
+                .request(http::Method::POST, route::TAR_IN, body)
+                .await?;
+            let status = response.status();
+            let bytes = self.read_json_body(response.into_body()).await?;
+            Ok::<_, AgentError>((status, bytes))
+        };
         let (sent, reply) = tokio::join!(send, reply);
-        let reply = reply?;
+        let (status, reply) = reply?;
         if !status.is_success() {
             return Err(refusal(status.as_u16(), &reply));
         }

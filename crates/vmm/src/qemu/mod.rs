@@ -349,6 +349,10 @@ impl Hypervisor for Qemu {
     fn kill(&self, handle: &VmHandle, signal: i32) -> Result<(), VmmError> {
         process::send_signal(handle, process::signal_from(signal)?)
     }
+
+    fn agent_socket(&self, runtime_dir: &Path) -> Option<PathBuf> {
+        Some(runtime_dir.join(AGENT_SOCKET))
+    }
 }
 
 /// QEMU option values separate options with commas; a literal comma is
