@@ -6,13 +6,14 @@
 //! at its start like /etc/systemd/system). The image needs nothing of its
 //! own, and nothing is written to its disks.
 
-use std::fs::{self, DirBuilder};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use banger_agent_proto::guest_paths;
 use nix::mount::{MsFlags, mount};
 
+use crate::boot::mkdir;
 use crate::failure::{Context, Failure};
 use crate::plan::NEW_ROOT;
 
@@ -129,14 +130,6 @@ fn write_units(dir: &Path, units: &[Unit]) -> Result<(), Failure> {
             .context(|| format!("linking {}", link.display()))?;
     }
     Ok(())
-}
-
-fn mkdir(path: &Path, mode: u32) -> Result<(), Failure> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .context(|| format!("creating {}", path.display()))
 }
 
 #[cfg(test)]

@@ -201,7 +201,7 @@ fn mount_hint(e: Errno, fstype: &str) -> String {
     }
 }
 
-fn mkdir(path: &Path, mode: u32) -> Result<(), Failure> {
+pub(crate) fn mkdir(path: &Path, mode: u32) -> Result<(), Failure> {
     DirBuilder::new()
         .recursive(true)
         .mode(mode)

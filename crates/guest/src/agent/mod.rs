@@ -27,7 +27,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -40,6 +40,12 @@ pub use proxy::AgentProxy;
 type Body = BoxBody<Bytes, BodyError>;
 /// What a request body may fail with (a proxied client's body).
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How often the connection is pinged, and how long an answer may take
+/// (generous: a loaded TCG guest is slow, and a missed answer fails every
+/// command on the connection).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Frames of a request body in flight; a few, so a stream's sender waits
 /// for HTTP/2's window instead of queueing.
@@ -81,7 +87,15 @@ impl AgentClient {
             .max_frame_size(limits::MAX_FRAME)
             .max_header_list_size(limits::MAX_HEADER_LIST)
             .max_send_buf_size(limits::MAX_SEND_BUF)
-            .max_concurrent_reset_streams(limits::MAX_STREAMS as usize);
+            .max_concurrent_reset_streams(limits::MAX_STREAMS as usize)
+            // An agent that dies leaves QEMU's end of the socket open, and
+            // nothing else would ever end the connection: pings find out,
+            // so its commands fail and the next client reconnects to the
+            // agent that was started again.
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let handshake = builder.handshake::<_, Body>(TokioIo::new(stream));
         let remaining = deadline.saturating_duration_since(Instant::now());
         let (send, conn) = tokio::time::timeout(remaining, handshake)
