@@ -18,6 +18,14 @@ use tokio::sync::mpsc;
 
 use crate::path_segment;
 
+/// Whether commands and shells go through the guest agent: for now only
+/// with `BANGER_AGENT=1`. The proxy lives in bangerd, so a bangerd restart
+/// would end every session it carries, which ssh sessions survive; the
+/// agent becomes the default once the proxy outlives the daemon.
+pub fn enabled() -> bool {
+    std::env::var("BANGER_AGENT").is_ok_and(|v| v == "1")
+}
+
 /// How long `banger` gives the daemon's proxy to reach the agent (the
 /// proxy itself tries for 10 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);

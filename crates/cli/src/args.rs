@@ -292,9 +292,9 @@ pub struct CreateArgs {
     /// How far the guest boots before the VM counts as running: `sysinit`
     /// (the guest agent answers and systemd has passed sysinit.target, so
     /// mounts are up and boot-time cleanups of /tmp are done; the default
-    /// of `vm run`), `multi-user` (the image's services are started too),
-    /// or `ssh` (sshd answers; the default of `vm create`). Images
-    /// without the agent always wait for ssh.
+    /// of `vm run` with BANGER_AGENT=1), `multi-user` (the image's services
+    /// are started too), or `ssh` (sshd answers; the default otherwise).
+    /// Images without the agent always wait for ssh.
     #[arg(long, value_enum)]
     pub wait: Option<WaitArg>,
     #[command(flatten)]

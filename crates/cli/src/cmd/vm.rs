@@ -106,7 +106,9 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Ssh { vm, command } => {
-            if let Some(agent) = crate::agent::reach(client, &vm.name).await {
+            if crate::agent::enabled()
+                && let Some(agent) = crate::agent::reach(client, &vm.name).await
+            {
                 return crate::agent::run(&agent, &command, None, command.is_empty()).await;
             }
             let info: SshInfo = client
@@ -157,7 +159,11 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let dir = sel.guest_workdir();
-            match crate::agent::reach(client, &vm.name).await {
+            let agent = match crate::agent::enabled() {
+                true => crate::agent::reach(client, &vm.name).await,
+                false => None,
+            };
+            match agent {
                 Some(agent) => copy_workspace_through(&agent, sel).await?,
                 None => {
                     let info: SshInfo = client
@@ -485,7 +491,12 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         crate::workspace::print_dry_run(sel)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let started = create(client, &args.create, args.rm, ReadyWait::Sysinit).await?;
+    let wait = if crate::agent::enabled() {
+        ReadyWait::Sysinit
+    } else {
+        ReadyWait::Ssh
+    };
+    let started = create(client, &args.create, args.rm, wait).await?;
     let name = started.vm.name.to_string();
     // Held until this function returns, or until the process dies: the
     // daemon deletes the VM when the lease's connection closes.
@@ -505,7 +516,10 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         .await
         .map_err(client_error)?;
     let t0 = std::time::Instant::now();
-    let agent = crate::agent::reach(client, &name).await;
+    let agent = match crate::agent::enabled() {
+        true => crate::agent::reach(client, &name).await,
+        false => None,
+    };
     let mut timings = started.timings.clone();
     let mut command = args.command.clone();
     let mut cwd = None;
