@@ -195,9 +195,7 @@ impl AgentClient {
             id: id.into(),
             signal,
         };
-        self.call::<()>(http::Method::POST, route::SIGNAL, Some(&req))
-            .await
-            .map(drop)
+        self.post(route::SIGNAL, &req).await
     }
 
     pub async fn resize(&self, id: &str, size: WindowSize) -> Result<(), AgentError> {
@@ -205,16 +203,12 @@ impl AgentClient {
             id: id.into(),
             size,
         };
-        self.call::<()>(http::Method::POST, route::RESIZE, Some(&req))
-            .await
-            .map(drop)
+        self.post(route::RESIZE, &req).await
     }
 
     pub async fn set_hostname(&self, name: &str) -> Result<(), AgentError> {
         let req = HostnameRequest { name: name.into() };
-        self.call::<()>(http::Method::POST, route::HOSTNAME, Some(&req))
-            .await
-            .map(drop)
+        self.post(route::HOSTNAME, &req).await
     }
 
     /// Sets the guest's clock to the host's.
@@ -225,7 +219,12 @@ impl AgentClient {
         let req = ClockRequest {
             unix_nanos: u64::try_from(now.as_nanos()).unwrap_or(u64::MAX),
         };
-        self.call::<()>(http::Method::POST, route::CLOCK, Some(&req))
+        self.post(route::CLOCK, &req).await
+    }
+
+    /// A request whose answer is only its status.
+    async fn post(&self, path: &str, req: &impl serde::Serialize) -> Result<(), AgentError> {
+        self.call::<()>(http::Method::POST, path, Some(req))
             .await
             .map(drop)
     }
