@@ -18,12 +18,11 @@ use tokio::sync::mpsc;
 
 use crate::path_segment;
 
-/// Whether commands and shells go through the guest agent: for now only
-/// with `BANGER_AGENT=1`. The proxy lives in bangerd, so a bangerd restart
-/// would end every session it carries, which ssh sessions survive; the
-/// agent becomes the default once the proxy outlives the daemon.
-pub fn enabled() -> bool {
-    std::env::var("BANGER_AGENT").is_ok_and(|v| v == "1")
+/// Whether commands and shells go through the guest agent: unless the
+/// command says `--ssh` (`force_ssh`), or `BANGER_AGENT=0` says so for
+/// every command.
+pub fn enabled(force_ssh: bool) -> bool {
+    !force_ssh && std::env::var_os("BANGER_AGENT").is_none_or(|v| v != "0")
 }
 
 /// How long `banger` gives the daemon's proxy to reach the agent (the

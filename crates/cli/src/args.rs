@@ -183,9 +183,15 @@ pub enum VmCommand {
     /// Host-side CPU time and memory of a VM's hypervisor, and its disks' usage
     Stats(ShowVm),
     /// Open a shell in a running VM, or run a command there
+    ///
+    /// Through the guest agent when it answers (docs/agent.md), else
+    /// through OpenSSH, which `ssh NAME.vm` always uses.
     Ssh {
         #[command(flatten)]
         vm: VmName,
+        /// Use OpenSSH even where the guest agent answers
+        #[arg(long)]
+        ssh: bool,
         /// Command to run instead of a shell (after `--`)
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -292,8 +298,9 @@ pub struct CreateArgs {
     /// How far the guest boots before the VM counts as running: `sysinit`
     /// (the guest agent answers and systemd has passed sysinit.target, so
     /// mounts are up and boot-time cleanups of /tmp are done; the default
-    /// of `vm run` with BANGER_AGENT=1), `multi-user` (the image's services
-    /// are started too), or `ssh` (sshd answers; the default otherwise).
+    /// of `vm run`), `multi-user` (the image's services are started too),
+    /// or `ssh` (sshd answers; the default of `vm create`, and of `vm run
+    /// --ssh`).
     /// Images without the agent always wait for ssh.
     #[arg(long, value_enum)]
     pub wait: Option<WaitArg>,
@@ -335,6 +342,11 @@ pub struct RunArgs {
     /// Delete the VM when the command or shell exits
     #[arg(long)]
     pub rm: bool,
+    /// Copy the workspace and run the command through OpenSSH, not the
+    /// guest agent (the boot then waits for sshd, unless --wait says
+    /// otherwise)
+    #[arg(long)]
+    pub ssh: bool,
     /// Command to run in the guest (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -1107,6 +1107,9 @@ fn a_pulled_debian_image_boots_runs_a_command_and_stops() {
         err_text.contains("using image sandbox-deb12"),
         "found by its reference: {err_text}"
     );
+    // Minimal mode has the agent too (banger-init's supervisor starts it):
+    // the command went through it, with the image's environment.
+    assert!(!err_text.contains("using ssh"), "{err_text}");
     let lines: Vec<&str> = out_text.lines().collect();
     assert!(lines[0].starts_with("12."), "Debian 12: {out_text}");
     assert_eq!(
@@ -1120,6 +1123,19 @@ fn a_pulled_debian_image_boots_runs_a_command_and_stops() {
         ],
         "stderr: {err_text}"
     );
+
+    // banger's own sshd serves the same environment.
+    let out = b(&[
+        "vm",
+        "ssh",
+        "--ssh",
+        "oci",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$GREETING\"",
+    ]);
+    assert_eq!(stdout(&out), "from the image config\n", "{}", stderr(&out));
 
     let stopped = b(&["vm", "stop", "oci"]);
     assert!(stopped.status.success(), "vm stop: {}", stderr(&stopped));

@@ -311,7 +311,7 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
     for entry in fs::read_dir(home.root().join("run/ssh")).unwrap() {
         let _ = fs::remove_file(entry.unwrap().path());
     }
-    let out = b(&["vm", "ssh", "beta", "--", "true"]);
+    let out = b(&["vm", "ssh", "--ssh", "beta", "--", "true"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -338,7 +338,7 @@ fn vms_boot_run_persist_reach_each_other_and_survive_a_daemon_restart() {
         pid_before
     );
     ok(
-        b(&["vm", "ssh", "alpha", "--", "true"]),
+        b(&["vm", "ssh", "--ssh", "alpha", "--", "true"]),
         "ssh after re-adoption",
     );
     let listing = ns.exec(&["nft", "list", "table", "bridge", "banger"]);

@@ -15,6 +15,7 @@
 //! parses arguments and reports a fatal error.
 #![deny(unsafe_code)]
 
+pub mod agent_proxy;
 mod clock;
 pub mod dirs;
 pub mod dns;

@@ -60,6 +60,13 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == HELPER_FLAG) {
         return banger_images::oci::owner::helper_main();
     }
+    // Nor this: bangerd runs itself with it as a VM's agent proxy.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == banger_orchestrator::AGENT_PROXY_FLAG)
+    {
+        return banger_daemon::agent_proxy::main(std::env::args_os().skip(1));
+    }
     let args = Args::parse();
     if args.root_helper {
         return match root_helper(&args) {

@@ -138,7 +138,7 @@ async fn commands_signals_and_copies_through_the_client_and_the_proxy() {
 
     // Through the proxy: two clients at once on one agent connection.
     let proxy_path = dir.path().join("proxy.sock");
-    let _proxy = AgentProxy::start(&proxy_path, &agent, None).unwrap();
+    let _proxy = AgentProxy::start(&proxy_path, &agent).unwrap();
     let (a, b) = tokio::join!(
         AgentClient::connect(&proxy_path, Duration::from_secs(5)),
         AgentClient::connect(&proxy_path, Duration::from_secs(5))
@@ -158,11 +158,62 @@ async fn commands_signals_and_copies_through_the_client_and_the_proxy() {
 async fn a_proxy_without_an_agent_turns_clients_away() {
     let dir = tempfile::tempdir().unwrap();
     let proxy_path = dir.path().join("proxy.sock");
-    let _proxy = AgentProxy::start(&proxy_path, &dir.path().join("nothing.sock"), None).unwrap();
+    let _proxy = AgentProxy::start(&proxy_path, &dir.path().join("nothing.sock")).unwrap();
     let e = AgentClient::connect(&proxy_path, Duration::from_secs(15))
         .await
         .unwrap_err();
     assert!(e.is_unavailable(), "{e}");
+}
+
+#[tokio::test]
+async fn a_proxy_process_ends_with_its_vm_and_removes_only_its_own_socket() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let listen = dir.path().join("proxy.sock");
+    let agent = dir.path().join("nothing.sock");
+
+    let alive = Arc::new(AtomicBool::new(true));
+    let flag = alive.clone();
+    let (l, a) = (listen.clone(), agent.clone());
+    let served = tokio::spawn(async move {
+        banger_guest::agent::serve_proxy(&l, &a, move || flag.load(Ordering::SeqCst)).await
+    });
+    wait_for(&listen).await;
+    alive.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("the proxy ends when the VM is gone")
+        .unwrap()
+        .unwrap();
+    assert!(!listen.exists(), "it removed its socket");
+
+    // A later boot's proxy took the path: the old one leaves it alone.
+    let alive = Arc::new(AtomicBool::new(true));
+    let flag = alive.clone();
+    let (l, a) = (listen.clone(), agent.clone());
+    let old = tokio::spawn(async move {
+        banger_guest::agent::serve_proxy(&l, &a, move || flag.load(Ordering::SeqCst)).await
+    });
+    wait_for(&listen).await;
+    let _newer = AgentProxy::start(&listen, &agent).unwrap();
+    alive.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), old)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(listen.exists(), "the newer proxy's socket stays");
+}
+
+async fn wait_for(path: &Path) {
+    for _ in 0..100 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{} never appeared", path.display());
 }
 
 /// A fake agent: answers the greeting with `answer`, then writes `after`.

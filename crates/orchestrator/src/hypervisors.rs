@@ -103,7 +103,32 @@ pub trait GuestProbe: Send + Sync {
         let _ = (socket, stage, within, alive);
         Err(AgentWait::Unavailable("this probe knows no agent".into()))
     }
+
+    /// Starts the proxy that serves `listen` for the guest agent at
+    /// `agent` for as long as `hypervisor` runs; returns the process that
+    /// serves it once it listens. Without an override, there is none.
+    fn start_agent_proxy(
+        &self,
+        listen: &Path,
+        agent: &Path,
+        hypervisor: &VmHandle,
+    ) -> Result<ProxyProcess, String> {
+        let _ = (listen, agent, hypervisor);
+        Err("this probe starts no agent proxy".into())
+    }
 }
+
+/// The process serving a VM's agent proxy: its pid and start time, as
+/// for the hypervisor, so that a reused pid is never taken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyProcess {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// The flag bangerd takes to run as a VM's agent proxy, then
+/// `--listen SOCKET --agent SOCKET --watch PID:START_TIME`.
+pub const AGENT_PROXY_FLAG: &str = "--agent-proxy";
 
 /// When the agent answered and when it reported the stage asked for,
 /// both counted from the start of the wait.
@@ -111,9 +136,6 @@ pub trait GuestProbe: Send + Sync {
 pub struct AgentReport {
     pub answered: Duration,
     pub ready: Duration,
-    /// The connection that answered, handed to the VM's agent proxy so
-    /// that the first command needs no new greeting.
-    pub client: Option<banger_guest::agent::AgentClient>,
 }
 
 /// Why an agent wait ended without the stage.
@@ -154,6 +176,62 @@ impl GuestProbe for SshProbe {
             .map_err(|e| AgentWait::Unavailable(format!("no async runtime: {e}")))?;
         runtime.block_on(wait_for_agent(socket, stage, within, alive))
     }
+
+    /// bangerd itself, run again as `bangerd --agent-proxy …` in a
+    /// session of its own (so a daemon restart leaves it and the commands
+    /// it carries alone), logging to `agent-proxy.log` beside `listen`.
+    fn start_agent_proxy(
+        &self,
+        listen: &Path,
+        agent: &Path,
+        hypervisor: &VmHandle,
+    ) -> Result<ProxyProcess, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find bangerd's own binary: {e}"))?;
+        let log = listen.with_file_name("agent-proxy.log");
+        let args: Vec<std::ffi::OsString> = vec![
+            AGENT_PROXY_FLAG.into(),
+            "--listen".into(),
+            listen.into(),
+            "--agent".into(),
+            agent.into(),
+            "--watch".into(),
+            format!("{}:{}", hypervisor.pid, hypervisor.start_time).into(),
+        ];
+        let child =
+            banger_vmm::process::spawn_detached(&exe, &args, &log).map_err(|e| e.to_string())?;
+        let process = ProxyProcess {
+            pid: child.id(),
+            start_time: banger_vmm::process::start_time_of(&child).unwrap_or_default(),
+        };
+        banger_vmm::process::reap_in_background(child);
+        wait_listening(listen, process)?;
+        Ok(process)
+    }
+}
+
+/// Waits until the proxy just started has made its socket, or has died.
+fn wait_listening(listen: &Path, process: ProxyProcess) -> Result<(), String> {
+    const WITHIN: Duration = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    loop {
+        if listen.exists() {
+            return Ok(());
+        }
+        if !banger_vmm::process::is_alive(process.pid, process.start_time) {
+            return Err(format!(
+                "the agent proxy exited at once: see {}",
+                listen.with_file_name("agent-proxy.log").display()
+            ));
+        }
+        if started.elapsed() >= WITHIN {
+            return Err(format!(
+                "the agent proxy did not listen within {} s",
+                WITHIN.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Polls the agent until it greets, then its readiness until `stage`.
@@ -163,6 +241,7 @@ async fn wait_for_agent(
     within: Duration,
     alive: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<AgentReport, AgentWait> {
+    use banger_agent_proto::greeting::GreetingError;
     use banger_guest::agent::{AgentClient, AgentError};
     const POLL: Duration = Duration::from_millis(100);
     let started = std::time::Instant::now();
@@ -181,6 +260,11 @@ async fn wait_for_agent(
         let attempt = Duration::from_secs(2).min(greeting - started.elapsed());
         match AgentClient::connect(socket, attempt).await {
             Ok(client) => break client,
+            // The proxy closes a client's connection while the agent does
+            // not answer it: not yet.
+            Err(AgentError::Greeting(GreetingError::Closed)) => {
+                last = "the agent does not answer the proxy yet".into();
+            }
             Err(e @ AgentError::Greeting(_)) => return Err(AgentWait::Unavailable(e.to_string())),
             Err(e) => last = e.to_string(),
         }
@@ -201,7 +285,6 @@ async fn wait_for_agent(
                     return Ok(AgentReport {
                         answered,
                         ready: started.elapsed(),
-                        client: Some(client),
                     });
                 }
                 last = format!(

@@ -47,7 +47,8 @@ use tokio::sync::mpsc;
 pub use error::{Error, ErrorKind};
 pub use host_ids::HostIds;
 pub use hypervisors::{
-    AGENT_GREETING, AgentReport, AgentWait, BootTimeouts, GuestProbe, Hypervisors, Probed, SshProbe,
+    AGENT_GREETING, AGENT_PROXY_FLAG, AgentReport, AgentWait, BootTimeouts, GuestProbe,
+    Hypervisors, Probed, ProxyProcess, SshProbe,
 };
 pub use progress::Progress;
 pub use vms::stream_console;

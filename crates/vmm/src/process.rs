@@ -124,7 +124,7 @@ pub fn is_alive(pid: u32, start_time: u64) -> bool {
 /// appended to `log`. `O_APPEND`: when the daemon truncates a console log
 /// that grew too long ([`crate::console_log`]), the next write lands at
 /// the new end instead of leaving a hole up to the old offset.
-pub(crate) fn spawn_detached(
+pub fn spawn_detached(
     program: &Path,
     args: &[std::ffi::OsString],
     log: &Path,
@@ -170,7 +170,7 @@ fn in_new_session(cmd: &mut Command) {
 /// lives, the hypervisor does not linger as a zombie after it exits. (If
 /// this process exits first, the hypervisor is re-parented and reaped by
 /// init or the nearest subreaper.)
-pub(crate) fn reap_in_background(mut child: Child) {
+pub fn reap_in_background(mut child: Child) {
     let pid = child.id();
     let spawned = std::thread::Builder::new()
         .name(format!("reap-{pid}"))
@@ -183,7 +183,7 @@ pub(crate) fn reap_in_background(mut child: Child) {
 }
 
 /// The start time of a child just spawned.
-pub(crate) fn start_time_of(child: &Child) -> Option<u64> {
+pub fn start_time_of(child: &Child) -> Option<u64> {
     ProcStat::read(child.id()).map(|s| s.start_time)
 }
 

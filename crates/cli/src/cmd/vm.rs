@@ -105,8 +105,12 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Ssh { vm, command } => {
-            if crate::agent::enabled()
+        VmCommand::Ssh {
+            vm,
+            ssh: force_ssh,
+            command,
+        } => {
+            if crate::agent::enabled(force_ssh)
                 && let Some(agent) = crate::agent::reach(client, &vm.name).await
             {
                 return crate::agent::run(&agent, &command, None, command.is_empty()).await;
@@ -159,7 +163,7 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let dir = sel.guest_workdir();
-            let agent = match crate::agent::enabled() {
+            let agent = match crate::agent::enabled(false) {
                 true => crate::agent::reach(client, &vm.name).await,
                 false => None,
             };
@@ -491,7 +495,7 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         crate::workspace::print_dry_run(sel)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let wait = if crate::agent::enabled() {
+    let wait = if crate::agent::enabled(args.ssh) {
         ReadyWait::Sysinit
     } else {
         ReadyWait::Ssh
@@ -516,7 +520,7 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         .await
         .map_err(client_error)?;
     let t0 = std::time::Instant::now();
-    let agent = match crate::agent::enabled() {
+    let agent = match crate::agent::enabled(args.ssh) {
         true => crate::agent::reach(client, &name).await,
         false => None,
     };

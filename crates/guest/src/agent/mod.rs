@@ -34,7 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 pub use error::AgentError;
 pub use exec::{Exec, ExecEvent, StdinSender, new_exec_id};
-pub use proxy::AgentProxy;
+pub use proxy::{AgentProxy, serve as serve_proxy};
 
 /// The body of a request: a whole JSON message, or frames as they come.
 type Body = BoxBody<Bytes, BodyError>;

@@ -1,13 +1,17 @@
-//! The daemon's door to a VM's agent for its clients. QEMU's chardev
-//! socket serves one connection at a time, so the daemon holds that one
-//! and lets any number of `banger` processes in through a socket of its
-//! own, 0600 in the VM's runtime dir, speaking the same protocol: each
-//! client greets it as it would the agent, and each of its HTTP/2
-//! requests is passed to the agent's connection, bodies streaming both
-//! ways under both connections' flow control.
+//! The door to a VM's agent for its clients. QEMU's chardev socket
+//! serves one connection at a time, so the proxy holds that one and lets
+//! any number of clients (`banger`, and bangerd's own boot wait) in
+//! through a socket of its own, 0600 in the VM's runtime dir, speaking
+//! the same protocol: each client greets it as it would the agent, and
+//! each of its HTTP/2 requests is passed to the agent's connection,
+//! bodies streaming both ways under both connections' flow control.
+//!
+//! bangerd runs it as a process of its own per VM ([`serve`]), so that
+//! commands in flight outlive a daemon restart as ssh sessions do; it
+//! ends with the VM's hypervisor.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +29,10 @@ use super::{AgentClient, BodyError};
 
 /// How long a client may take to greet.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the daemon tries to reach the agent for a client.
+/// How long the proxy tries to reach the agent for a client.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often [`serve`] asks whether the VM still runs.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A running proxy; dropping it stops accepting (and removes nothing:
 /// the runtime dir goes with the VM).
@@ -44,34 +50,68 @@ impl AgentProxy {
     /// Listens on `listen` (replacing a stale socket) and reaches the
     /// agent at `agent` when the first client comes, again whenever the
     /// connection was lost.
-    /// `connected` is a connection to the agent already made, if any.
-    pub fn start(listen: &Path, agent: &Path, connected: Option<AgentClient>) -> io::Result<Self> {
-        match std::fs::remove_file(listen) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let listener = UnixListener::bind(listen)?;
-        std::fs::set_permissions(listen, std::fs::Permissions::from_mode(0o600))?;
+    pub fn start(listen: &Path, agent: &Path) -> io::Result<Self> {
+        let listener = bind(listen)?;
         let upstream = Arc::new(Upstream {
             path: agent.to_path_buf(),
-            client: Mutex::new(connected),
+            client: Mutex::new(None),
         });
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_client(stream, upstream).await {
-                        tracing::debug!(error = %e, "an agent client's connection ended");
-                    }
-                });
+        let task = tokio::spawn(accept_loop(listener, upstream));
+        Ok(Self { task })
+    }
+}
+
+/// The proxy as a process: serves `listen` for the agent at `agent`
+/// until `alive` says the VM is gone or SIGTERM comes, then removes its
+/// socket, unless another proxy (of a later boot) has replaced it.
+pub async fn serve(listen: &Path, agent: &Path, alive: impl Fn() -> bool) -> io::Result<()> {
+    let proxy = AgentProxy::start(listen, agent)?;
+    let ours = std::fs::symlink_metadata(listen).map(|m| (m.dev(), m.ino()))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => if !alive() {
+                tracing::info!("the VM's hypervisor is gone: the proxy ends");
+                break;
+            },
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: the proxy ends");
+                break;
+            }
+        }
+    }
+    drop(proxy);
+    if std::fs::symlink_metadata(listen).is_ok_and(|m| (m.dev(), m.ino()) == ours) {
+        let _ = std::fs::remove_file(listen);
+    }
+    Ok(())
+}
+
+/// Binds `listen` (replacing a stale socket), 0600.
+fn bind(listen: &Path) -> io::Result<UnixListener> {
+    match std::fs::remove_file(listen) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(listen)?;
+    std::fs::set_permissions(listen, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn accept_loop(listener: UnixListener, upstream: Arc<Upstream>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_client(stream, upstream).await {
+                tracing::debug!(error = %e, "an agent client's connection ended");
             }
         });
-        Ok(Self { task })
     }
 }
 

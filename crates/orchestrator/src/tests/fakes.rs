@@ -252,6 +252,8 @@ impl Hypervisors for FakeHypervisors {
 pub struct FakeGuest {
     pub answers: std::sync::atomic::AtomicBool,
     pub agent: Mutex<FakeAgent>,
+    /// The agent proxies started, served in this process.
+    pub proxies: Mutex<Vec<banger_guest::agent::AgentProxy>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +268,7 @@ impl FakeGuest {
         Self {
             answers: answers.into(),
             agent: Mutex::new(FakeAgent::Absent),
+            proxies: Mutex::new(Vec::new()),
         }
     }
 
@@ -291,9 +294,25 @@ impl GuestProbe for FakeGuest {
             FakeAgent::Ready => Ok(crate::AgentReport {
                 answered: Duration::from_millis(10),
                 ready: Duration::from_millis(30),
-                client: None,
             }),
         }
+    }
+
+    /// In this process, which stands for the proxy's own.
+    fn start_agent_proxy(
+        &self,
+        listen: &Path,
+        agent: &Path,
+        _hypervisor: &banger_vmm::VmHandle,
+    ) -> Result<crate::ProxyProcess, String> {
+        let proxy =
+            banger_guest::agent::AgentProxy::start(listen, agent).map_err(|e| e.to_string())?;
+        self.proxies.lock().unwrap().push(proxy);
+        let pid = std::process::id();
+        let start_time = banger_vmm::process::ProcStat::read(pid)
+            .map(|s| s.start_time)
+            .ok_or("no /proc entry for this process")?;
+        Ok(crate::ProxyProcess { pid, start_time })
     }
 
     fn ssh_ready(&self, _target: &SshTarget, timeout: Duration) -> Result<(), SshError> {

@@ -1,24 +1,29 @@
 //! Each running VM's door to its guest agent: the proxy socket `banger`
-//! connects to (`banger_guest::agent::AgentProxy`), started when a boot
-//! found the agent answering, or on first demand for a VM booted before
-//! this daemon started. Held in memory only: a proxy is a task and a
-//! socket in the VM's runtime dir, both gone with the daemon or the VM.
+//! connects to, served by a process of its own per VM
+//! (`bangerd --agent-proxy`, [`crate::GuestProbe::start_agent_proxy`]) so
+//! that a daemon restart leaves the commands it carries running. The
+//! process ends with the VM's hypervisor; its pid and start time are
+//! kept in the VM's runtime dir, where a restarted daemon finds it again.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use banger_api::AgentInfo;
-use banger_guest::agent::{AgentClient, AgentProxy};
+use banger_vmm::VmHandle;
+
+use crate::hypervisors::{GuestProbe, ProxyProcess};
 
 /// The proxy's socket in the VM's runtime dir.
 pub(crate) const PROXY_SOCKET: &str = "agent-proxy.sock";
+/// Its process, as `PID START_TIME`, beside it.
+const PROXY_PIDFILE: &str = "agent-proxy.pid";
 
+/// What this daemon learnt of a VM's agent at its boot.
 enum Door {
-    Open {
-        socket: PathBuf,
-        _proxy: AgentProxy,
-    },
+    Open(PathBuf),
     /// The boot found no agent: why, for the client's announcement.
     Absent(String),
 }
@@ -27,24 +32,29 @@ enum Door {
 pub(crate) struct AgentDoors(Mutex<HashMap<String, Door>>);
 
 impl AgentDoors {
-    /// Opens `name`'s proxy in `runtime_dir` to the agent at `agent`.
+    /// `name`'s proxy in `runtime_dir` to the agent at `agent`: the one
+    /// already running for this hypervisor, or a new one. Returns its
+    /// socket.
     pub fn open(
         &self,
         name: &str,
         runtime_dir: &Path,
         agent: &Path,
-        client: Option<AgentClient>,
+        hypervisor: &VmHandle,
+        probe: &dyn GuestProbe,
     ) -> Result<PathBuf, String> {
         let socket = runtime_dir.join(PROXY_SOCKET);
-        let proxy = AgentProxy::start(&socket, agent, client)
-            .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
-        self.lock().insert(
-            name.to_owned(),
-            Door::Open {
-                socket: socket.clone(),
-                _proxy: proxy,
-            },
-        );
+        let pidfile = runtime_dir.join(PROXY_PIDFILE);
+        if !(running(&pidfile) && socket.exists()) {
+            let process = probe.start_agent_proxy(&socket, agent, hypervisor)?;
+            std::fs::write(
+                &pidfile,
+                format!("{} {}\n", process.pid, process.start_time),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", pidfile.display()))?;
+        }
+        self.lock()
+            .insert(name.to_owned(), Door::Open(socket.clone()));
         Ok(socket)
     }
 
@@ -53,27 +63,58 @@ impl AgentDoors {
         self.lock().insert(name.to_owned(), Door::Absent(why));
     }
 
-    /// Closes `name`'s proxy (the VM stopped).
+    /// Forgets `name`'s door (the VM stopped; its proxy ends with the
+    /// hypervisor).
     pub fn close(&self, name: &str) {
         self.lock().remove(name);
     }
 
-    /// What is known of `name`'s door: `None` when nothing is.
-    pub fn info(&self, name: &str) -> Option<AgentInfo> {
-        self.lock().get(name).map(|door| match door {
-            Door::Open { socket, .. } => AgentInfo {
-                socket: Some(socket.clone()),
-                reason: None,
-            },
+    /// What is known of `name`'s door: `None` when nothing is, or when
+    /// its proxy is gone.
+    pub fn info(&self, name: &str, runtime_dir: &Path) -> Option<AgentInfo> {
+        let mut doors = self.lock();
+        let info = match doors.get(name)? {
+            Door::Open(socket) => {
+                if !running(&runtime_dir.join(PROXY_PIDFILE)) {
+                    doors.remove(name);
+                    return None;
+                }
+                AgentInfo {
+                    socket: Some(socket.clone()),
+                    reason: None,
+                }
+            }
             Door::Absent(why) => AgentInfo {
                 socket: None,
                 reason: Some(why.clone()),
             },
-        })
+        };
+        Some(info)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Door>> {
         // A panic elsewhere while holding it leaves a usable map.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Whether the proxy `pidfile` names still runs.
+fn running(pidfile: &Path) -> bool {
+    read_pidfile(pidfile).is_some_and(|p| banger_vmm::process::is_alive(p.pid, p.start_time))
+}
+
+fn read_pidfile(pidfile: &Path) -> Option<ProxyProcess> {
+    // Not through a link, and no more than two numbers' worth of it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(pidfile)
+        .ok()?;
+    let mut text = String::new();
+    file.take(64).read_to_string(&mut text).ok()?;
+    let mut words = text.split_whitespace();
+    Some(ProxyProcess {
+        pid: words.next()?.parse().ok()?,
+        start_time: words.next()?.parse().ok()?,
+    })
 }

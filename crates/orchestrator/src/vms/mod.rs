@@ -618,24 +618,22 @@ async fn boot(
         progress.phase("agent", "waiting for the guest agent");
         let (h, hv2, probe) = (handle.clone(), hv.clone(), d.inner.guests.clone());
         let within = d.inner.timeouts.ssh;
-        let sock = socket.clone();
+        let (agents, vm_name) = (d.inner.clone(), name.to_owned());
         let waited = blocking(move || {
+            // Everything, the boot's own wait included, reaches the agent
+            // through the VM's proxy: the only holder of its channel.
+            let proxy = agents
+                .agents
+                .open(&vm_name, &spec_runtime, &socket, &h, probe.as_ref())
+                .map_err(AgentWait::Unavailable);
             let alive = move || hv2.is_running(&h);
-            Ok(probe.agent_ready(&sock, wait, within, &alive))
+            Ok(proxy.and_then(|proxy| probe.agent_ready(&proxy, wait, within, &alive)))
         })
         .await?;
         match waited {
             Ok(report) => {
                 timer.mark_for("agent", report.answered);
                 timer.mark_for("ready", report.ready.saturating_sub(report.answered));
-                if let Err(why) = d
-                    .inner
-                    .agents
-                    .open(name, &spec_runtime, &socket, report.client)
-                {
-                    tracing::warn!(vm = name, %why, "no proxy to the guest agent: banger uses ssh");
-                    d.inner.agents.absent(name, why);
-                }
                 set_state(d, name, VmState::Running, runtime, None).await?;
                 return get(d, name).await;
             }
@@ -1046,13 +1044,15 @@ pub(crate) async fn agent(d: &Orchestrator, name: &str) -> Result<AgentInfo, Err
             vm.state
         )));
     }
-    if let Some(info) = d.inner.agents.info(name) {
+    let p = paths(d, &vm);
+    if let Some(info) = d.inner.agents.info(name, &p.runtime) {
         return Ok(info);
     }
-    let p = paths(d, &vm);
-    let socket =
-        handle_of(&vm).and_then(|h| d.inner.hypervisors.for_handle(&h).agent_socket(&p.runtime));
-    let Some(socket) = socket.filter(|s| s.exists()) else {
+    let handle = handle_of(&vm);
+    let socket = handle
+        .as_ref()
+        .and_then(|h| d.inner.hypervisors.for_handle(h).agent_socket(&p.runtime));
+    let (Some(handle), Some(socket)) = (handle, socket.filter(|s| s.exists())) else {
         return Ok(AgentInfo {
             socket: None,
             reason: Some("this VM's hypervisor gives it no agent channel".into()),
@@ -1060,19 +1060,26 @@ pub(crate) async fn agent(d: &Orchestrator, name: &str) -> Result<AgentInfo, Err
     };
     let lock = d.inner.vms.of(name);
     let _guard = lock.lock().await;
-    if let Some(info) = d.inner.agents.info(name) {
+    if let Some(info) = d.inner.agents.info(name, &p.runtime) {
         return Ok(info);
     }
-    match d.inner.agents.open(name, &p.runtime, &socket, None) {
-        Ok(proxy) => Ok(AgentInfo {
+    let (inner, vm_name, runtime) = (d.inner.clone(), name.to_owned(), p.runtime.clone());
+    let opened = blocking(move || {
+        Ok(inner
+            .agents
+            .open(&vm_name, &runtime, &socket, &handle, inner.guests.as_ref()))
+    })
+    .await?;
+    Ok(match opened {
+        Ok(proxy) => AgentInfo {
             socket: Some(proxy),
             reason: None,
-        }),
-        Err(why) => Ok(AgentInfo {
+        },
+        Err(why) => AgentInfo {
             socket: None,
             reason: Some(why),
-        }),
-    }
+        },
+    })
 }
 
 pub(crate) async fn stats(d: &Orchestrator, name: &str) -> Result<VmStats, Error> {
