@@ -5,7 +5,8 @@
 //!
 //! The transport is one byte stream per VM: QEMU's virtio-serial port
 //! [`PORT_NAME`] (a Unix socket in the VM's runtime dir on the host), or a
-//! Firecracker vsock port [`VSOCK_PORT`]. On it:
+//! Firecracker vsock port [`VSOCK_PORT`]; [`AgentChannel`] says which and
+//! where the host finds it. On it:
 //!
 //! 1. **Greeting** ([`greeting`]): the host writes `BANGER-AGENT-HELLO
 //!    <version> <nonce>` as one line; the agent answers `BANGER-AGENT-OK
@@ -29,10 +30,12 @@
 //! checked against these bounds before anything is allocated for it.
 #![deny(unsafe_code)]
 
+pub mod channel;
 pub mod frame;
 pub mod greeting;
 pub mod messages;
 
+pub use channel::AgentChannel;
 pub use frame::{Frame, FrameDecoder, FrameError, FrameKind};
 pub use messages::*;
 

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use banger_agent_proto::AgentChannel;
 use clap::Parser;
 
 /// Serves a VM's guest agent to its clients; bangerd starts it.
@@ -15,9 +16,13 @@ struct ProxyArgs {
     /// The proxy's socket.
     #[arg(long)]
     listen: PathBuf,
-    /// The agent's channel: the hypervisor's Unix socket.
+    /// The agent's channel: the hypervisor's Unix socket (QEMU's
+    /// virtio-serial port, or Firecracker's vsock socket with --vsock-port).
     #[arg(long)]
     agent: PathBuf,
+    /// The agent's vsock port behind a Firecracker vsock socket.
+    #[arg(long)]
+    vsock_port: Option<u32>,
     /// The hypervisor, as PID:START_TIME: the proxy ends with it.
     #[arg(long, value_parser = parse_watch)]
     watch: (u32, u64),
@@ -62,10 +67,17 @@ pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
     };
     let (pid, start_time) = args.watch;
     let alive = move || banger_vmm::process::is_alive(pid, start_time);
-    tracing::info!(listen = %args.listen.display(), agent = %args.agent.display(), "agent proxy serving");
+    let channel = match args.vsock_port {
+        Some(port) => AgentChannel::Vsock {
+            uds: args.agent,
+            port,
+        },
+        None => AgentChannel::Serial(args.agent),
+    };
+    tracing::info!(listen = %args.listen.display(), agent = %channel, "agent proxy serving");
     match runtime.block_on(banger_guest::agent::serve_proxy(
         &args.listen,
-        &args.agent,
+        channel,
         alive,
     )) {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use std::os::unix::net::UnixListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use banger_agent_proto::AgentChannel;
 use banger_agent_proto::{ExecSpec, TarInSpec, greeting};
 use banger_guest::agent::{AgentClient, AgentError, AgentProxy, ExecEvent};
 
@@ -138,7 +139,7 @@ async fn commands_signals_and_copies_through_the_client_and_the_proxy() {
 
     // Through the proxy: two clients at once on one agent connection.
     let proxy_path = dir.path().join("proxy.sock");
-    let _proxy = AgentProxy::start(&proxy_path, &agent).unwrap();
+    let _proxy = AgentProxy::start(&proxy_path, AgentChannel::Serial(agent.clone())).unwrap();
     let (a, b) = tokio::join!(
         AgentClient::connect(&proxy_path, Duration::from_secs(5)),
         AgentClient::connect(&proxy_path, Duration::from_secs(5))
@@ -158,7 +159,11 @@ async fn commands_signals_and_copies_through_the_client_and_the_proxy() {
 async fn a_proxy_without_an_agent_turns_clients_away() {
     let dir = tempfile::tempdir().unwrap();
     let proxy_path = dir.path().join("proxy.sock");
-    let _proxy = AgentProxy::start(&proxy_path, &dir.path().join("nothing.sock")).unwrap();
+    let _proxy = AgentProxy::start(
+        &proxy_path,
+        AgentChannel::Serial(dir.path().join("nothing.sock")),
+    )
+    .unwrap();
     let e = AgentClient::connect(&proxy_path, Duration::from_secs(15))
         .await
         .unwrap_err();
@@ -177,7 +182,10 @@ async fn a_proxy_process_ends_with_its_vm_and_removes_only_its_own_socket() {
     let flag = alive.clone();
     let (l, a) = (listen.clone(), agent.clone());
     let served = tokio::spawn(async move {
-        banger_guest::agent::serve_proxy(&l, &a, move || flag.load(Ordering::SeqCst)).await
+        banger_guest::agent::serve_proxy(&l, AgentChannel::Serial(a), move || {
+            flag.load(Ordering::SeqCst)
+        })
+        .await
     });
     wait_for(&listen).await;
     alive.store(false, Ordering::SeqCst);
@@ -193,10 +201,13 @@ async fn a_proxy_process_ends_with_its_vm_and_removes_only_its_own_socket() {
     let flag = alive.clone();
     let (l, a) = (listen.clone(), agent.clone());
     let old = tokio::spawn(async move {
-        banger_guest::agent::serve_proxy(&l, &a, move || flag.load(Ordering::SeqCst)).await
+        banger_guest::agent::serve_proxy(&l, AgentChannel::Serial(a), move || {
+            flag.load(Ordering::SeqCst)
+        })
+        .await
     });
     wait_for(&listen).await;
-    let _newer = AgentProxy::start(&listen, &agent).unwrap();
+    let _newer = AgentProxy::start(&listen, AgentChannel::Serial(agent.clone())).unwrap();
     alive.store(false, Ordering::SeqCst);
     tokio::time::timeout(Duration::from_secs(5), old)
         .await

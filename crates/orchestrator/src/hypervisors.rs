@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use banger_agent_proto::AgentChannel;
 use banger_api::ReadyWait;
 use banger_config::Config;
 use banger_guest::{SshError, SshTarget};
@@ -104,13 +105,13 @@ pub trait GuestProbe: Send + Sync {
         Err(AgentWait::Unavailable("this probe knows no agent".into()))
     }
 
-    /// Starts the proxy that serves `listen` for the guest agent at
+    /// Starts the proxy that serves `listen` for the guest agent on
     /// `agent` for as long as `hypervisor` runs; returns the process that
     /// serves it once it listens. Without an override, there is none.
     fn start_agent_proxy(
         &self,
         listen: &Path,
-        agent: &Path,
+        agent: &AgentChannel,
         hypervisor: &VmHandle,
     ) -> Result<ProxyProcess, String> {
         let _ = (listen, agent, hypervisor);
@@ -127,7 +128,7 @@ pub struct ProxyProcess {
 }
 
 /// The flag bangerd takes to run as a VM's agent proxy, then
-/// `--listen SOCKET --agent SOCKET --watch PID:START_TIME`.
+/// `--listen SOCKET --agent SOCKET [--vsock-port N] --watch PID:START_TIME`.
 pub const AGENT_PROXY_FLAG: &str = "--agent-proxy";
 
 /// When the agent answered and when it reported the stage asked for,
@@ -183,21 +184,24 @@ impl GuestProbe for SshProbe {
     fn start_agent_proxy(
         &self,
         listen: &Path,
-        agent: &Path,
+        agent: &AgentChannel,
         hypervisor: &VmHandle,
     ) -> Result<ProxyProcess, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find bangerd's own binary: {e}"))?;
         let log = listen.with_file_name("agent-proxy.log");
-        let args: Vec<std::ffi::OsString> = vec![
+        let mut args: Vec<std::ffi::OsString> = vec![
             AGENT_PROXY_FLAG.into(),
             "--listen".into(),
             listen.into(),
             "--agent".into(),
-            agent.into(),
+            agent.socket().into(),
             "--watch".into(),
             format!("{}:{}", hypervisor.pid, hypervisor.start_time).into(),
         ];
+        if let AgentChannel::Vsock { port, .. } = agent {
+            args.extend(["--vsock-port".into(), port.to_string().into()]);
+        }
         let child =
             banger_vmm::process::spawn_detached(&exe, &args, &log).map_err(|e| e.to_string())?;
         let process = ProxyProcess {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use banger_agent_proto::AgentChannel;
 use serde::{Deserialize, Serialize};
 
 use crate::error::VmmError;
@@ -108,6 +109,13 @@ pub trait Hypervisor: Send + Sync {
     fn agent_socket(&self, runtime_dir: &Path) -> Option<PathBuf> {
         let _ = runtime_dir;
         None
+    }
+
+    /// How the host reaches the guest agent of a VM started with this
+    /// `runtime_dir`: by default [`Self::agent_socket`] as the agent's own
+    /// stream; Firecracker's goes through its vsock socket.
+    fn agent_channel(&self, runtime_dir: &Path) -> Option<AgentChannel> {
+        self.agent_socket(runtime_dir).map(AgentChannel::Serial)
     }
 }
 

@@ -3,6 +3,8 @@ use std::io;
 use banger_agent_proto::FrameError;
 use banger_agent_proto::greeting::GreetingError;
 
+use super::vsock::VsockError;
+
 /// What can go wrong talking to a guest's agent. Whatever the guest sent
 /// is quoted only after it was bounded.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +14,12 @@ pub enum AgentError {
         path: String,
         #[source]
         source: io::Error,
+    },
+    #[error("cannot reach the guest agent on {channel}: {source}")]
+    Vsock {
+        channel: String,
+        #[source]
+        source: VsockError,
     },
     #[error("the guest agent did not answer within {0} s")]
     Timeout(u64),
@@ -36,13 +44,13 @@ impl From<FrameError> for AgentError {
 }
 
 impl AgentError {
-    /// Whether the agent is not there at all (no socket, nobody greeting,
-    /// an old guest): the caller may fall back to ssh. Errors of a
-    /// command that ran are not.
+    /// Whether the agent is not there at all (no socket, nothing listening
+    /// on the vsock port, nobody greeting, an old guest): the caller may
+    /// wait or fall back to ssh. Errors of a command that ran are not.
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::Timeout(_) | Self::Greeting(_)
+            Self::Connect { .. } | Self::Vsock { .. } | Self::Timeout(_) | Self::Greeting(_)
         )
     }
 }

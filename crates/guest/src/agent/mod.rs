@@ -10,17 +10,18 @@
 mod error;
 mod exec;
 mod proxy;
+mod vsock;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_agent_proto::{
-    ClockRequest, ErrorReply, Frame, FrameDecoder, FrameKind, HostnameRequest, MAX_JSON, Ready,
-    ResizeRequest, SignalRequest, TarDone, TarInSpec, TarOutRequest, WindowSize, greeting, limits,
-    route,
+    AgentChannel, ClockRequest, ErrorReply, Frame, FrameDecoder, FrameKind, HostnameRequest,
+    MAX_JSON, Ready, ResizeRequest, SignalRequest, TarDone, TarInSpec, TarOutRequest, WindowSize,
+    greeting, limits, route,
 };
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -35,6 +36,7 @@ use tokio_stream::wrappers::ReceiverStream;
 pub use error::AgentError;
 pub use exec::{Exec, ExecEvent, StdinSender, new_exec_id};
 pub use proxy::{AgentProxy, serve as serve_proxy};
+pub use vsock::VsockError;
 
 /// The body of a request: a whole JSON message, or frames as they come.
 type Body = BoxBody<Bytes, BodyError>;
@@ -57,13 +59,13 @@ const BODY_QUEUE: usize = 4;
 pub struct AgentClient {
     send: SendRequest<Body>,
     conn: Arc<tokio::task::JoinHandle<()>>,
-    path: PathBuf,
+    channel: AgentChannel,
 }
 
 impl std::fmt::Debug for AgentClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentClient")
-            .field("path", &self.path)
+            .field("channel", &self.channel)
             .finish()
     }
 }
@@ -73,9 +75,19 @@ impl AgentClient {
     /// HTTP/2 connection, all within `timeout`. An agent that is not
     /// listening yet (the guest still booting) is an error: callers poll.
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Self, AgentError> {
+        Self::connect_channel(&AgentChannel::Serial(path.to_path_buf()), timeout).await
+    }
+
+    /// Connects to the agent through `channel` (for Firecracker's vsock,
+    /// asking for the agent's port first), greets it and opens the HTTP/2
+    /// connection, all within `timeout`.
+    pub async fn connect_channel(
+        channel: &AgentChannel,
+        timeout: Duration,
+    ) -> Result<Self, AgentError> {
         let deadline = Instant::now() + timeout;
-        let owned = path.to_path_buf();
-        let stream = tokio::task::spawn_blocking(move || greet(&owned, deadline))
+        let owned = channel.clone();
+        let stream = tokio::task::spawn_blocking(move || greet(&owned, deadline, timeout))
             .await
             .map_err(|e| AgentError::Io(std::io::Error::other(e)))??;
         stream.set_nonblocking(true)?;
@@ -101,7 +113,7 @@ impl AgentClient {
         let (send, conn) = tokio::time::timeout(remaining, handshake)
             .await
             .map_err(|_| AgentError::Timeout(timeout.as_secs()))??;
-        let shown = path.display().to_string();
+        let shown = channel.to_string();
         let conn = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(agent = %shown, error = %e, "the agent's connection ended");
@@ -110,7 +122,7 @@ impl AgentClient {
         Ok(Self {
             send,
             conn: Arc::new(conn),
-            path: path.to_path_buf(),
+            channel: channel.clone(),
         })
     }
 
@@ -121,7 +133,7 @@ impl AgentClient {
 
     /// Closes the connection (after malformed data from the guest).
     fn poison(&self, why: &str) {
-        tracing::warn!(agent = %self.path.display(), why, "closing the channel to the guest agent");
+        tracing::warn!(agent = %self.channel, why, "closing the channel to the guest agent");
         self.conn.abort();
     }
 
@@ -353,29 +365,39 @@ impl AgentClient {
 
 use futures_util::StreamExt;
 
-/// Connects and greets, blocking, before `deadline`.
-fn greet(path: &Path, deadline: Instant) -> Result<StdUnixStream, AgentError> {
-    let mut stream = StdUnixStream::connect(path).map_err(|source| AgentError::Connect {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    if remaining.is_zero() {
-        return Err(AgentError::Timeout(0));
-    }
-    stream.set_read_timeout(Some(remaining))?;
-    stream.set_write_timeout(Some(remaining))?;
-    let nonce: u64 = rand::random();
-    match greeting::host_greet(&mut TimedStream(&mut stream), nonce) {
-        Ok(()) => {}
-        Err(greeting::GreetingError::Io(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            return Err(AgentError::Timeout(remaining.as_secs()));
+/// Connects and greets, blocking, before `deadline`; `timeout` is only
+/// for the message.
+fn greet(
+    channel: &AgentChannel,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<StdUnixStream, AgentError> {
+    let mut stream =
+        StdUnixStream::connect(channel.socket()).map_err(|source| AgentError::Connect {
+            path: channel.to_string(),
+            source,
+        })?;
+    let mut timed = TimedStream {
+        stream: &mut stream,
+        deadline,
+    };
+    let timed_out = || AgentError::Timeout(timeout.as_secs());
+    if let AgentChannel::Vsock { port, .. } = channel {
+        match vsock::request_port(&mut timed, *port) {
+            Ok(_) => {}
+            Err(VsockError::Io(e)) if is_timeout(&e) => return Err(timed_out()),
+            Err(source) => {
+                return Err(AgentError::Vsock {
+                    channel: channel.to_string(),
+                    source,
+                });
+            }
         }
+    }
+    let nonce: u64 = rand::random();
+    match greeting::host_greet(&mut timed, nonce) {
+        Ok(()) => {}
+        Err(greeting::GreetingError::Io(e)) if is_timeout(&e) => return Err(timed_out()),
         Err(e) => return Err(e.into()),
     }
     stream.set_read_timeout(None)?;
@@ -383,21 +405,46 @@ fn greet(path: &Path, deadline: Instant) -> Result<StdUnixStream, AgentError> {
     Ok(stream)
 }
 
-/// The stream, as `Read + Write` for the greeting.
-struct TimedStream<'a>(&'a mut StdUnixStream);
+/// A read or write that ran into the stream's timeout.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// The stream, as `Read + Write` for the exchanges before HTTP/2, which
+/// read a byte at a time: each read and write may take only what is left
+/// until the deadline, so a peer that trickles bytes cannot stretch it.
+struct TimedStream<'a> {
+    stream: &'a mut StdUnixStream,
+    deadline: Instant,
+}
+
+impl TimedStream<'_> {
+    fn time_left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        Ok(left)
+    }
+}
 
 impl Read for TimedStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
+        self.stream.set_read_timeout(Some(self.time_left()?))?;
+        self.stream.read(buf)
     }
 }
 
 impl Write for TimedStream<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
+        self.stream.set_write_timeout(Some(self.time_left()?))?;
+        self.stream.write(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        self.stream.flush()
     }
 }
 

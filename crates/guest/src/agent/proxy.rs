@@ -12,11 +12,11 @@
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger_agent_proto::{ErrorReply, greeting, limits};
+use banger_agent_proto::{AgentChannel, ErrorReply, greeting, limits};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -50,10 +50,10 @@ impl AgentProxy {
     /// Listens on `listen` (replacing a stale socket) and reaches the
     /// agent at `agent` when the first client comes, again whenever the
     /// connection was lost.
-    pub fn start(listen: &Path, agent: &Path) -> io::Result<Self> {
+    pub fn start(listen: &Path, agent: AgentChannel) -> io::Result<Self> {
         let listener = bind(listen)?;
         let upstream = Arc::new(Upstream {
-            path: agent.to_path_buf(),
+            channel: agent,
             client: Mutex::new(None),
         });
         let task = tokio::spawn(accept_loop(listener, upstream));
@@ -64,7 +64,7 @@ impl AgentProxy {
 /// The proxy as a process: serves `listen` for the agent at `agent`
 /// until `alive` says the VM is gone or SIGTERM comes, then removes its
 /// socket, unless another proxy (of a later boot) has replaced it.
-pub async fn serve(listen: &Path, agent: &Path, alive: impl Fn() -> bool) -> io::Result<()> {
+pub async fn serve(listen: &Path, agent: AgentChannel, alive: impl Fn() -> bool) -> io::Result<()> {
     let proxy = AgentProxy::start(listen, agent)?;
     let ours = std::fs::symlink_metadata(listen).map(|m| (m.dev(), m.ino()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -116,7 +116,7 @@ async fn accept_loop(listener: UnixListener, upstream: Arc<Upstream>) {
 }
 
 struct Upstream {
-    path: PathBuf,
+    channel: AgentChannel,
     client: Mutex<Option<AgentClient>>,
 }
 
@@ -126,7 +126,7 @@ impl Upstream {
         if let Some(c) = held.as_ref().filter(|c| c.is_open()) {
             return Ok(c.clone());
         }
-        let c = AgentClient::connect(&self.path, UPSTREAM_TIMEOUT).await?;
+        let c = AgentClient::connect_channel(&self.channel, UPSTREAM_TIMEOUT).await?;
         *held = Some(c.clone());
         Ok(c)
     }

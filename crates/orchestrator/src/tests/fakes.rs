@@ -302,11 +302,11 @@ impl GuestProbe for FakeGuest {
     fn start_agent_proxy(
         &self,
         listen: &Path,
-        agent: &Path,
+        agent: &banger_agent_proto::AgentChannel,
         _hypervisor: &banger_vmm::VmHandle,
     ) -> Result<crate::ProxyProcess, String> {
-        let proxy =
-            banger_guest::agent::AgentProxy::start(listen, agent).map_err(|e| e.to_string())?;
+        let proxy = banger_guest::agent::AgentProxy::start(listen, agent.clone())
+            .map_err(|e| e.to_string())?;
         self.proxies.lock().unwrap().push(proxy);
         let pid = std::process::id();
         let start_time = banger_vmm::process::ProcStat::read(pid)

@@ -11,6 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use banger_agent_proto::AgentChannel;
 use banger_api::AgentInfo;
 use banger_vmm::VmHandle;
 
@@ -32,14 +33,14 @@ enum Door {
 pub(crate) struct AgentDoors(Mutex<HashMap<String, Door>>);
 
 impl AgentDoors {
-    /// `name`'s proxy in `runtime_dir` to the agent at `agent`: the one
+    /// `name`'s proxy in `runtime_dir` to the agent on `agent`: the one
     /// already running for this hypervisor, or a new one. Returns its
     /// socket.
     pub fn open(
         &self,
         name: &str,
         runtime_dir: &Path,
-        agent: &Path,
+        agent: &AgentChannel,
         hypervisor: &VmHandle,
         probe: &dyn GuestProbe,
     ) -> Result<PathBuf, String> {

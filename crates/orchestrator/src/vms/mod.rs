@@ -610,9 +610,9 @@ async fn boot(
     timer.mark("kernel+init");
 
     let spec_runtime = p.runtime.clone();
-    let agent = hv.agent_socket(&spec_runtime);
+    let agent = hv.agent_channel(&spec_runtime);
     d.inner.agents.close(name);
-    if let Some(socket) = agent.clone()
+    if let Some(channel) = agent
         && wait != ReadyWait::Ssh
     {
         progress.phase("agent", "waiting for the guest agent");
@@ -624,7 +624,7 @@ async fn boot(
             // through the VM's proxy: the only holder of its channel.
             let proxy = agents
                 .agents
-                .open(&vm_name, &spec_runtime, &socket, &h, probe.as_ref())
+                .open(&vm_name, &spec_runtime, &channel, &h, probe.as_ref())
                 .map_err(AgentWait::Unavailable);
             let alive = move || hv2.is_running(&h);
             Ok(proxy.and_then(|proxy| probe.agent_ready(&proxy, wait, within, &alive)))
@@ -1049,10 +1049,10 @@ pub(crate) async fn agent(d: &Orchestrator, name: &str) -> Result<AgentInfo, Err
         return Ok(info);
     }
     let handle = handle_of(&vm);
-    let socket = handle
+    let channel = handle
         .as_ref()
-        .and_then(|h| d.inner.hypervisors.for_handle(h).agent_socket(&p.runtime));
-    let (Some(handle), Some(socket)) = (handle, socket.filter(|s| s.exists())) else {
+        .and_then(|h| d.inner.hypervisors.for_handle(h).agent_channel(&p.runtime));
+    let (Some(handle), Some(channel)) = (handle, channel.filter(|c| c.socket().exists())) else {
         return Ok(AgentInfo {
             socket: None,
             reason: Some("this VM's hypervisor gives it no agent channel".into()),
@@ -1067,7 +1067,7 @@ pub(crate) async fn agent(d: &Orchestrator, name: &str) -> Result<AgentInfo, Err
     let opened = blocking(move || {
         Ok(inner
             .agents
-            .open(&vm_name, &runtime, &socket, &handle, inner.guests.as_ref()))
+            .open(&vm_name, &runtime, &channel, &handle, inner.guests.as_ref()))
     })
     .await?;
     Ok(match opened {

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use banger_agent_proto::{AgentChannel, VSOCK_PORT};
+
 use crate::error::VmmError;
 use crate::hypervisor::{self, Hypervisor, LaunchSpec, VmHandle};
 use crate::process::{self, POLL};
@@ -293,6 +295,15 @@ impl Hypervisor for Firecracker {
     fn kill(&self, handle: &VmHandle, signal: i32) -> Result<(), VmmError> {
         process::send_signal(handle, process::signal_from(signal)?)
     }
+
+    /// The agent listens on vsock port [`VSOCK_PORT`], which the host
+    /// reaches through the vsock socket configured at start.
+    fn agent_channel(&self, runtime_dir: &Path) -> Option<AgentChannel> {
+        Some(AgentChannel::Vsock {
+            uds: runtime_dir.join(VSOCK_SOCKET),
+            port: VSOCK_PORT,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -352,6 +363,25 @@ mod tests {
             args,
             ["--api-sock", "/run/x/firecracker.sock", "--id", "dev-box"]
         );
+    }
+
+    #[test]
+    fn the_agent_channel_is_the_configured_vsock_socket() {
+        let spec = sample_spec();
+        let calls = Firecracker::configuration(&spec).unwrap();
+        let Some((_, vsock)) = calls.iter().find(|(p, _)| p == "/vsock") else {
+            panic!("no /vsock request");
+        };
+        let fc = Firecracker::new(Path::new("/usr/bin/firecracker"));
+        let channel = fc.agent_channel(&spec.runtime_dir).unwrap();
+        assert_eq!(
+            channel,
+            AgentChannel::Vsock {
+                uds: PathBuf::from(vsock["uds_path"].as_str().unwrap()),
+                port: VSOCK_PORT,
+            }
+        );
+        assert_eq!(vsock["guest_cid"], json!(GUEST_CID));
     }
 
     #[test]

@@ -518,4 +518,16 @@ mod tests {
         assert!(values(&a, "-drive")[1].starts_with("id=d1,file=/vms/a,,b/system.ext4,format=raw"));
         assert!(values(&a, "-chardev")[0].contains("path=/vms/a,,b/console.log,append=on"));
     }
+
+    #[test]
+    fn the_agent_channel_is_the_serial_socket() {
+        let q = Qemu::new(Path::new("/usr/bin/qemu-system-x86_64"), Accel::Tcg);
+        let run = Path::new("/run/banger/vm/x");
+        assert_eq!(
+            q.agent_channel(run),
+            Some(banger_agent_proto::AgentChannel::Serial(
+                run.join(AGENT_SOCKET)
+            ))
+        );
+    }
 }
