@@ -88,9 +88,9 @@ pub mod route {
     pub const CLOCK: &str = "/v1/clock";
 }
 
-/// Paths inside a guest that runs systemd. banger-init puts the agent's
-/// binary and units on a tmpfs `/run` before handing over to systemd, so
-/// an image needs nothing of its own.
+/// Paths inside the guest. banger-init puts the agent's binary (and, for
+/// systemd, its units) on a tmpfs `/run` before handing over to the
+/// image, so an image needs nothing of its own.
 pub mod guest_paths {
     /// The directory of the agent's binary and readiness marks.
     pub const DIR: &str = "/run/banger-agent";
@@ -101,4 +101,10 @@ pub mod guest_paths {
     pub const SYSINIT_MARK: &str = "/run/banger-agent/sysinit";
     /// Made when systemd has reached `multi-user.target`.
     pub const MULTI_USER_MARK: &str = "/run/banger-agent/multi-user";
+    /// Minimal mode only: the image's environment (its config's `Env`),
+    /// one `NAME=value` per line, written by the host on the system disk
+    /// with banger's guest tools (`banger/tools/agent-env`) and mounted
+    /// read-only with them. Every exec gets it after the agent's own
+    /// environment and before its spec's. A systemd guest has none.
+    pub const IMAGE_ENV: &str = "/.banger/agent-env";
 }

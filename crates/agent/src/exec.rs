@@ -4,6 +4,7 @@
 //! reads stdin stalls only that task), and signals and window sizes
 //! applied by id while it runs.
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::Agent;
 use crate::body::{ChannelBody, FrameReader, encode, encode_json};
+use crate::image_env;
 use crate::server::{Reply, error, no_content, stream};
 use crate::users::{self, User};
 
@@ -160,6 +162,26 @@ fn base_env(user: &User, term: Option<&str>) -> Vec<(String, String)> {
     env
 }
 
+/// The environment a command starts with: the agent's base, then the
+/// image's (minimal mode), then its spec's own. An entry replaces an
+/// earlier one of the same name where that one was, so the image's PATH
+/// replaces the default one.
+fn command_env(
+    base: Vec<(String, String)>,
+    image: Vec<(String, String)>,
+    spec: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env = base;
+    let later = image.into_iter().chain(spec.iter().cloned());
+    for (name, value) in later {
+        match env.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = value,
+            None => env.push((name, value)),
+        }
+    }
+    env
+}
+
 /// The user's shell if the image has it, else the first of /bin/sh and
 /// banger's own (minimal mode) that it has.
 fn login_shell(user: &User) -> String {
@@ -202,14 +224,23 @@ fn start(agent: &Agent, spec: ExecSpec) -> Result<Started, StartError> {
             .map_or("sh".into(), |n| n.to_string_lossy().into_owned());
         cmd.arg0(format!("-{name}"));
     }
+    let env = command_env(
+        base_env(&user, term),
+        image_env::read(&agent.image_env),
+        &spec.env,
+    );
     cmd.args(spec.argv.iter().skip(1))
         .env_clear()
-        .envs(base_env(&user, term))
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&cwd)
+        .envs(env)
         .kill_on_drop(false);
     if spec.user.is_some() {
-        cmd.uid(user.uid).gid(user.gid);
+        let groups = users::groups(&user).map_err(StartError::Invalid)?;
+        let dir = CString::new(cwd.as_str()).map_err(|_| {
+            StartError::Invalid(format!("working directory {cwd:?} has a NUL byte"))
+        })?;
+        as_user(&mut cmd, &user, groups, dir);
+    } else {
+        cmd.current_dir(&cwd);
     }
     let pty = match spec.pty {
         Some(size) => {
@@ -303,6 +334,36 @@ fn winsize(size: WindowSize) -> Winsize {
         ws_col: size.cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
+    }
+}
+
+/// The command runs as `user` with its `groups` (primary first), in
+/// `dir`. std's `uid`/`gid` cannot carry supplementary groups (and would
+/// drop them all before its hooks run), so the switch is this hook's:
+/// groups, then gid, then uid (after setuid(2) the others are refused),
+/// then the directory, entered as the user, as sshd does.
+#[allow(unsafe_code)]
+fn as_user(cmd: &mut Command, user: &User, groups: Vec<u32>, dir: CString) {
+    let (uid, gid) = (user.uid, user.gid);
+    let groups: Vec<libc::gid_t> = groups;
+    // SAFETY: the hook runs in the forked child before exec; it is
+    // registered before any other hook, so it runs first. It makes only
+    // setgroups(2), setgid(2), setuid(2) and chdir(2), all
+    // async-signal-safe, on memory that was allocated before the fork and
+    // moved into the closure (the group list and the directory as a C
+    // string): no allocation, no lock. An error is the OS error, which
+    // allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+                || libc::chdir(dir.as_ptr()) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -622,6 +683,69 @@ mod tests {
         for s in bad {
             assert!(check_spec(&s).is_err(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn the_image_env_comes_between_the_base_and_the_spec() {
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let user = User {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            home: "/root".into(),
+            shell: "/bin/sh".into(),
+        };
+        let image = image_env::parse(b"PATH=/opt/image/bin:/usr/bin\nGREETING=image\nLANG=en\n");
+        let spec = pairs(&[("GREETING", "spec"), ("EXTRA", "1")]);
+        assert_eq!(
+            command_env(base_env(&user, Some("xterm")), image, &spec),
+            pairs(&[
+                ("PATH", "/opt/image/bin:/usr/bin"),
+                ("HOME", "/root"),
+                ("USER", "root"),
+                ("LOGNAME", "root"),
+                ("SHELL", "/bin/sh"),
+                ("LANG", "en"),
+                ("TERM", "xterm"),
+                ("GREETING", "spec"),
+                ("EXTRA", "1"),
+            ])
+        );
+        // No image environment (a systemd guest): the base and the spec.
+        let env = command_env(base_env(&user, None), Vec::new(), &spec);
+        assert_eq!(env[0], ("PATH".to_owned(), PATH.to_owned()));
+        assert_eq!(env.len(), 8);
+    }
+
+    /// Dropping root to an unprivileged id (no account needed): the
+    /// groups are set before the uid, or setgroups(2) would be refused.
+    #[tokio::test]
+    async fn the_switch_sets_every_group_given_before_dropping_root() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: switching user needs root");
+            return;
+        }
+        let nobody = User {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            home: "/".into(),
+            shell: "/bin/sh".into(),
+        };
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "id -u; id -G; pwd"]);
+        let dir = CString::new("/tmp").unwrap();
+        as_user(&mut cmd, &nobody, vec![65534, 4242, 4243], dir);
+        let out = cmd.output().await.unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "65534\n65534 4242 4243\n/tmp\n"
+        );
     }
 
     #[test]

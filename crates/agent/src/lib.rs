@@ -10,11 +10,14 @@
 //! is read through the protocol's bounds, and output reaches the host
 //! through bounded channels, so a slow host slows the command instead of
 //! growing a buffer. It must not depend on the guest's libc services
-//! (NSS): users come from /etc/passwd, parsed here.
+//! (NSS): users and groups come from /etc/passwd and /etc/group, parsed
+//! here. In minimal mode a command gets the image's environment from a
+//! file the host wrote (`guest_paths::IMAGE_ENV`), as ssh sessions do.
 #![deny(unsafe_code)]
 
 mod body;
 mod exec;
+mod image_env;
 mod server;
 mod system;
 mod tar;
@@ -22,23 +25,42 @@ mod transport;
 mod users;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use banger_agent_proto::guest_paths;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use transport::{find_virtio_port, run, run_virtio_serial, run_vsock};
 
 /// The agent's state, shared by every connection: the execs that are
 /// running (so a signal or a resize may come on another connection than
-/// the exec's own).
-#[derive(Clone, Default)]
+/// the exec's own), and where the image's environment is.
+#[derive(Clone)]
 pub struct Agent {
     execs: Arc<Mutex<HashMap<String, exec::Running>>>,
+    image_env: Arc<Path>,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Self::with_image_env(guest_paths::IMAGE_ENV)
+    }
 }
 
 impl Agent {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An agent whose commands get the image's environment from `path`
+    /// rather than [`guest_paths::IMAGE_ENV`] (a test on a host has none
+    /// there).
+    pub fn with_image_env(path: impl Into<PathBuf>) -> Self {
+        Self {
+            execs: Arc::default(),
+            image_env: Arc::from(path.into()),
+        }
     }
 
     /// Serves the protocol's HTTP/2 on `io` until the host closes it or

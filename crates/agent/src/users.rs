@@ -1,13 +1,18 @@
-//! Users from the guest's /etc/passwd, parsed here: the agent is a static
-//! glibc binary, and glibc's NSS would try to load shared modules.
+//! Users from the guest's /etc/passwd and their groups from its
+//! /etc/group, parsed here: the agent is a static glibc binary, and
+//! glibc's NSS (getpwnam, getgrouplist) would try to load shared modules.
 
 use std::io::Read;
 use std::path::Path;
 
 /// Where the accounts are.
 pub const PASSWD: &str = "/etc/passwd";
-/// A passwd bigger than this is not read past it.
-const MAX_PASSWD: u64 = 4 << 20;
+/// Where the groups are.
+pub const GROUP: &str = "/etc/group";
+/// A passwd or group file bigger than this is not read past it.
+const MAX_FILE: u64 = 4 << 20;
+/// The kernel takes no more supplementary groups (NGROUPS_MAX).
+const MAX_GROUPS: usize = 65536;
 
 /// What a command runs as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,19 +62,53 @@ pub fn lookup(name: Option<&str>) -> Result<User, String> {
 }
 
 pub fn lookup_in(passwd: &Path, name: Option<&str>) -> Result<User, String> {
-    let mut text = String::new();
-    if let Ok(file) = std::fs::File::open(passwd) {
-        let mut bytes = Vec::new();
-        file.take(MAX_PASSWD)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("reading {}: {e}", passwd.display()))?;
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
+    let text = read_account_file(passwd)?;
     match name {
         None | Some("root") => Ok(find(&text, "root").unwrap_or_else(User::default_root)),
         Some(name) => find(&text, name)
             .ok_or_else(|| format!("no user {name:?} in the guest's {}", passwd.display())),
     }
+}
+
+/// The groups `user` is in, as initgroups(3) makes them: its primary
+/// group first, then every group of the guest's /etc/group that lists it
+/// as a member. No group file is the primary group alone.
+pub fn groups(user: &User) -> Result<Vec<u32>, String> {
+    groups_in(Path::new(GROUP), user)
+}
+
+pub fn groups_in(group: &Path, user: &User) -> Result<Vec<u32>, String> {
+    Ok(groups_of(&read_account_file(group)?, user))
+}
+
+/// [`groups`] from a group file's text. A line that is not
+/// `name:password:gid:members` is skipped; a group is listed once.
+pub fn groups_of(group: &str, user: &User) -> Vec<u32> {
+    let mut gids = vec![user.gid];
+    for line in group.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 || !f[3].split(',').any(|m| m == user.name) {
+            continue;
+        }
+        let Ok(gid) = f[2].parse() else { continue };
+        if !gids.contains(&gid) {
+            gids.push(gid);
+        }
+    }
+    gids.truncate(MAX_GROUPS);
+    gids
+}
+
+/// An account file's text, up to [`MAX_FILE`]; none is empty.
+fn read_account_file(path: &Path) -> Result<String, String> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(String::new());
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]
@@ -101,5 +140,31 @@ mod tests {
         assert_eq!(root.shell, "/bin/sh");
         let err = lookup_in(&dir.path().join("passwd"), Some("dev")).unwrap_err();
         assert!(err.contains("no user \"dev\""), "{err}");
+    }
+
+    #[test]
+    fn groups_are_the_primary_one_then_those_listing_the_user() {
+        let dev = find(PASSWD_TEXT, "dev").unwrap();
+        let group = "root:x:0:\n\
+            dev:x:1000:\n\
+            sudo:x:27:alice,dev\n\
+            docker:x:999:dev\n\
+            devs:x:1001:developer\n\
+            again:x:27:dev\n\
+            broken:x:nan:dev\n\
+            short:x:5\n\
+            audio:x:29:alice, dev\n";
+        assert_eq!(groups_of(group, &dev), [1000, 27, 999]);
+        let root = find(PASSWD_TEXT, "root").unwrap();
+        assert_eq!(groups_of(group, &root), [0]);
+        assert_eq!(groups_of("", &dev), [1000]);
+
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(groups_in(&dir.path().join("group"), &dev).unwrap(), [1000]);
+        std::fs::write(dir.path().join("group"), group).unwrap();
+        assert_eq!(
+            groups_in(&dir.path().join("group"), &dev).unwrap(),
+            [1000, 27, 999]
+        );
     }
 }

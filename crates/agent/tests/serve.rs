@@ -45,8 +45,12 @@ impl Body for Chan {
 struct Client(http2::SendRequest<ReqBody>);
 
 async fn connect() -> Client {
+    connect_to(Agent::new()).await
+}
+
+async fn connect_to(agent: Agent) -> Client {
     let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-    tokio::spawn(async move { Agent::new().serve_connection(theirs).await });
+    tokio::spawn(async move { agent.serve_connection(theirs).await });
     let (send, conn) = http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(limits::STREAM_WINDOW)
         .initial_connection_window_size(limits::CONNECTION_WINDOW)
@@ -209,6 +213,74 @@ async fn the_body_ending_closes_stdin_and_env_and_cwd_apply() {
         "/tmp\nhi /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin C.UTF-8\npiped"
     );
     assert_eq!(out.exit.map(|e| e.code), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_environment_comes_after_the_agent_s_and_before_the_spec_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent-env");
+    std::fs::write(
+        &file,
+        "PATH=/opt/image/bin:/usr/bin:/bin\n\
+         GREETING=from the image config\n\
+         NOEQUALS\n\
+         LANG=image\n",
+    )
+    .unwrap();
+    let mut c = connect_to(Agent::with_image_env(&file)).await;
+    let mut s = spec(
+        "0000000000000010",
+        &["sh", "-c", "echo \"$PATH|$GREETING|$LANG|$NOEQUALS\""],
+    );
+    s.env = vec![("LANG".into(), "spec".into())];
+    let (tx, reply) = c.open_exec(&s).await;
+    drop(tx);
+    let out = with_timeout(20, outcome(reply.into_body())).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/opt/image/bin:/usr/bin:/bin|from the image config|spec|\n"
+    );
+    assert_eq!(out.exit.map(|e| e.code), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_user_gets_its_supplementary_groups_and_its_directory() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching user needs root");
+        return;
+    }
+    // What initgroups(3) gives root here, through NSS: the oracle for the
+    // agent's own reading of /etc/group.
+    let host = std::process::Command::new("id")
+        .args(["-G", "root"])
+        .output()
+        .unwrap();
+    assert!(host.status.success());
+    let mut expected: Vec<u32> = String::from_utf8_lossy(&host.stdout)
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    expected.sort_unstable();
+
+    let mut c = connect().await;
+    let mut s = spec("0000000000000011", &["sh", "-c", "id -G; pwd"]);
+    s.user = Some("root".into());
+    s.cwd = Some("/tmp".into());
+    let (tx, reply) = c.open_exec(&s).await;
+    drop(tx);
+    let out = with_timeout(20, outcome(reply.into_body())).await.unwrap();
+    assert_eq!(out.exit.map(|e| e.code), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let mut groups: Vec<u32> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    groups.sort_unstable();
+    assert_eq!(groups, expected);
+    assert_eq!(lines.next(), Some("/tmp"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

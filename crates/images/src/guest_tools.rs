@@ -9,6 +9,8 @@
 //!   lib/       sshd's shared libraries and the dynamic loader, copied from
 //!              the host
 //!   sshd_config  per VM, from [`sshd_config`] (the daemon adds it)
+//!   agent-env    per VM, from [`agent_env`]: the same environment for
+//!              the guest agent's commands (the daemon adds it)
 //!
 //! The daemon puts the tree on a VM's system disk (`banger/tools/`) and
 //! banger-init's minimal mode mounts it read-only at `/.banger`.
@@ -405,12 +407,36 @@ fn check_static(binary: &Path) -> Result<(), ToolsError> {
     }
 }
 
+/// The image's environment (`NAME=value` entries of its config) as
+/// sessions get it: the entries sshd's configuration can carry, and the
+/// others (a name that is not a shell identifier; a value with a double
+/// quote, a backslash or a control character), for a warning.
+fn session_env(env: &[String]) -> (Vec<(&str, &str)>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut skipped = Vec::new();
+    for entry in env {
+        let Some((name, value)) = entry.split_once('=') else {
+            skipped.push(entry.clone());
+            continue;
+        };
+        let name_ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let value_ok = !value
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control());
+        if name_ok && value_ok {
+            kept.push((name, value));
+        } else {
+            skipped.push(entry.clone());
+        }
+    }
+    (kept, skipped)
+}
+
 /// The sshd configuration for a minimal guest: keys only, root allowed
 /// with a key, the per-VM host key banger pinned, and the image's
-/// environment (`NAME=value` entries of its config) set for every
-/// session. Entries sshd's configuration cannot carry (a name that is not
-/// a shell identifier; a value with a double quote, a backslash or a
-/// control character) are left out and returned, for a warning.
+/// environment set for every session. Entries sshd's configuration
+/// cannot carry are left out and returned, for a warning.
 pub fn sshd_config(env: &[String]) -> (String, Vec<String>) {
     let mut text = String::from(
         "# banger's sshd for images without one (docs/oci-import.md).\n\
@@ -426,28 +452,40 @@ pub fn sshd_config(env: &[String]) -> (String, Vec<String>) {
          PidFile /run/banger-sshd.pid\n\
          Subsystem sftp internal-sftp\n",
     );
-    let mut skipped = Vec::new();
-    let mut set = Vec::new();
-    for entry in env {
-        let Some((name, value)) = entry.split_once('=') else {
-            skipped.push(entry.clone());
-            continue;
-        };
-        let name_ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        let value_ok = !value
-            .chars()
-            .any(|c| c == '"' || c == '\\' || c.is_control());
-        if name_ok && value_ok {
-            set.push(format!("\"{name}={value}\""));
-        } else {
-            skipped.push(entry.clone());
-        }
-    }
-    if !set.is_empty() {
+    let (kept, skipped) = session_env(env);
+    if !kept.is_empty() {
+        let set: Vec<String> = kept
+            .iter()
+            .map(|(name, value)| format!("\"{name}={value}\""))
+            .collect();
         text.push_str(&format!("SetEnv {}\n", set.join(" ")));
     }
     (text, skipped)
+}
+
+/// Where [`agent_env`]'s file goes in the tools tree; the guest sees it
+/// as `/.banger/agent-env` (`banger_agent_proto::guest_paths::IMAGE_ENV`).
+pub const AGENT_ENV: &str = "agent-env";
+/// The most the agent reads of [`AGENT_ENV`] (crates/agent/src/image_env.rs).
+pub const AGENT_ENV_MAX: usize = 64 * 1024;
+
+/// The guest agent's copy of the image's environment: the entries
+/// [`sshd_config`] sets, in its order, one `NAME=value` per line (none
+/// holds a newline: control characters are left out for sshd already).
+/// Entries past [`AGENT_ENV_MAX`] bytes are left out and returned, for a
+/// warning; those sshd cannot carry are [`sshd_config`]'s to report.
+pub fn agent_env(env: &[String]) -> (String, Vec<String>) {
+    let mut text = String::new();
+    let mut too_big = Vec::new();
+    for (name, value) in session_env(env).0 {
+        let line = format!("{name}={value}\n");
+        if text.len() + line.len() > AGENT_ENV_MAX {
+            too_big.push(format!("{name}={value}"));
+        } else {
+            text.push_str(&line);
+        }
+    }
+    (text, too_big)
 }
 
 #[cfg(test)]
@@ -566,5 +604,32 @@ mod tests {
         assert!(text.contains("UsePAM no\n") && text.contains("PasswordAuthentication no\n"));
         assert_eq!(skipped, ["BAD NAME=x", "QUOTED=say \"hi\"", "NOEQUALS"]);
         assert!(!sshd_config(&[]).0.contains("SetEnv"));
+    }
+
+    #[test]
+    fn the_agent_gets_what_sshd_sets_one_entry_a_line() {
+        let env = [
+            "PATH=/opt/image/bin:/usr/bin".to_owned(),
+            "BAD NAME=x".to_owned(),
+            "MULTI=line\nbreak".to_owned(),
+            "EMPTY=".to_owned(),
+            "GREETING=from the image config".to_owned(),
+        ];
+        let (text, too_big) = agent_env(&env);
+        assert_eq!(
+            text,
+            "PATH=/opt/image/bin:/usr/bin\nEMPTY=\nGREETING=from the image config\n"
+        );
+        assert!(too_big.is_empty());
+        assert_eq!(agent_env(&[]).0, "");
+
+        let huge = vec![
+            format!("BIG={}", "x".repeat(AGENT_ENV_MAX)),
+            "SMALL=1".to_owned(),
+        ];
+        let (text, too_big) = agent_env(&huge);
+        assert_eq!(text, "SMALL=1\n");
+        assert_eq!(too_big.len(), 1);
+        assert!(too_big[0].starts_with("BIG="));
     }
 }

@@ -367,8 +367,8 @@ async fn prepare(d: &Orchestrator, vm: &VmRecord, progress: &Progress) -> Result
 }
 
 /// What a VM of an image without an sshd of its own (banger-init's
-/// minimal mode) gets: the image's environment for ssh sessions, and
-/// where banger's tools come from.
+/// minimal mode) gets: the image's environment for ssh sessions and the
+/// agent's commands, and where banger's tools come from.
 struct Minimal {
     env: Vec<String>,
     tools: KeptTools,
@@ -400,8 +400,9 @@ fn kept_tools(d: &Orchestrator, image: &ImageRecord) -> Result<KeptTools, Error>
     })
 }
 
-/// Adds banger's guest tools and their sshd configuration to the per-VM
-/// files of a VM whose image has no sshd (banger-init's minimal mode).
+/// Adds banger's guest tools, their sshd configuration and the image's
+/// environment for the guest agent to the per-VM files of a VM whose
+/// image has no sshd (banger-init's minimal mode).
 fn with_guest_tools(
     mut system: Seed,
     minimal: &Minimal,
@@ -433,7 +434,22 @@ fn with_guest_tools(
             "the image's environment entry {entry:?} cannot be passed to ssh sessions: left out"
         ));
     }
-    Ok(system.file("banger/tools/sshd_config", config, 0o644))
+    // The same entries for commands run through the guest agent, which
+    // reads them at every exec (sshd cannot hand them over).
+    let (agent_env, too_big) = guest_tools::agent_env(&minimal.env);
+    for entry in too_big {
+        let name = entry.split_once('=').map_or(entry.as_str(), |(n, _)| n);
+        progress.warn(format!(
+            "the image's environment entry {name:?} does not fit in the guest agent's {} KiB: \
+             left out of commands run through the agent",
+            guest_tools::AGENT_ENV_MAX / 1024
+        ));
+    }
+    Ok(system.file("banger/tools/sshd_config", config, 0o644).file(
+        &format!("banger/tools/{}", guest_tools::AGENT_ENV),
+        agent_env,
+        0o644,
+    ))
 }
 
 // --- start ---
