@@ -93,8 +93,8 @@ pub trait Hypervisor: Send + Sync {
     /// Is this exact process (pid and start time) still alive?
     fn is_running(&self, handle: &VmHandle) -> bool;
 
-    /// Graceful stop: asks the guest to power off (QEMU: QMP
-    /// `system_powerdown`; Firecracker: `SendCtrlAltDel`), waits up to
+    /// Graceful stop: resumes a paused guest, asks it to power off (QEMU:
+    /// QMP `system_powerdown`; Firecracker: `SendCtrlAltDel`), waits up to
     /// `grace`, then SIGTERM (up to [`crate::process::TERM_WAIT`]), then
     /// SIGKILL (up to [`crate::process::KILL_WAIT`]). Returns when the
     /// process is gone; a process already gone is not an error.
@@ -103,6 +103,20 @@ pub trait Hypervisor: Send + Sync {
     /// Sends `signal` (e.g. 9, SIGKILL) to the hypervisor process, if it
     /// is still the process in the handle. Does not wait for it to exit.
     fn kill(&self, handle: &VmHandle, signal: i32) -> Result<(), VmmError>;
+
+    /// Freezes the guest's vCPUs: the process stays, with the guest's
+    /// memory and devices as they are, but uses no host CPU for the guest
+    /// (QEMU: QMP `stop`; Firecracker: `PATCH /vm` `Paused`). Returns once
+    /// the hypervisor says the VM is paused; pausing a paused VM is not
+    /// an error. [`Self::stop`] works on a paused VM (it resumes it first,
+    /// since a frozen guest cannot power off); [`Self::kill`] needs no
+    /// resume.
+    fn pause(&self, handle: &VmHandle) -> Result<(), VmmError>;
+
+    /// Lets a paused guest run again (QEMU: QMP `cont`; Firecracker:
+    /// `PATCH /vm` `Resumed`). Returns once the hypervisor says the VM
+    /// runs; resuming a running VM is not an error.
+    fn resume(&self, handle: &VmHandle) -> Result<(), VmmError>;
 
     /// The Unix socket where the host reaches the guest agent of a VM
     /// started with this `runtime_dir`, if this backend gives it one.

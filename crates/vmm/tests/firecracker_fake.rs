@@ -2,8 +2,10 @@
 //! Firecracker: this test binary is its own fake. Started with
 //! `--api-sock`, it plays a Firecracker API server that checks each
 //! request's fields the way Firecracker's strict deserializer does,
-//! records what it was sent, prints a console line on `InstanceStart` and
-//! exits on `SendCtrlAltDel` (as `reboot=k` makes Firecracker do).
+//! records what it was sent, prints a console line on `InstanceStart`,
+//! pauses and resumes on `PATCH /vm` (saying so in `GET /`) and exits on
+//! `SendCtrlAltDel` (as `reboot=k` makes Firecracker do) unless paused,
+//! when the guest cannot act on it.
 //! Started without, it runs the tests against itself.
 //!
 //! (A real Firecracker is exercised by the unit test
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use banger_vmm::ConsoleLog;
 use banger_vmm::firecracker::Firecracker;
+use banger_vmm::firecracker::api::ApiClient;
 use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmmError, wait_for_console};
 use serde_json::{Value, json};
 
@@ -45,6 +48,10 @@ fn main() {
         (
             "an_exit_at_start_quotes_the_log",
             an_exit_at_start_quotes_the_log,
+        ),
+        (
+            "pauses_resumes_and_stops_a_paused_vm",
+            pauses_resumes_and_stops_a_paused_vm,
         ),
     ];
     let mut failed = 0;
@@ -209,6 +216,60 @@ fn an_exit_at_start_quotes_the_log() {
     );
 }
 
+fn pauses_resumes_and_stops_a_paused_vm() {
+    let s = setup();
+    set_env(&[(RECORD_ENV, s.record.to_str().unwrap())]);
+    let fc = backend();
+    let handle = fc.start(&s.spec).unwrap_or_else(|e| panic!("{e}"));
+    let api = ApiClient::new(&handle.control_socket, Duration::from_secs(5));
+    let state = || api.instance_info().unwrap().state;
+    assert_eq!(state(), "Running");
+    fc.pause(&handle).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state(), "Paused");
+    // Again: already there, so no second request.
+    fc.pause(&handle).unwrap();
+    fc.resume(&handle).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state(), "Running");
+    fc.resume(&handle).unwrap();
+    let patches: Vec<Value> = recorded(&s.record)
+        .into_iter()
+        .filter(|r| r["path"] == "/vm")
+        .map(|r| r["body"].clone())
+        .collect();
+    assert_eq!(
+        patches,
+        [json!({"state": "Paused"}), json!({"state": "Resumed"})]
+    );
+
+    // A paused guest ignores Ctrl-Alt-Del: stop resumes it first, so it
+    // exits at once instead of after the grace and SIGTERM.
+    fc.pause(&handle).unwrap();
+    let t = Instant::now();
+    fc.stop(&handle, Duration::from_secs(5)).unwrap();
+    let took = t.elapsed();
+    assert!(!fc.is_running(&handle));
+    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    let tail: Vec<Value> = recorded(&s.record)
+        .into_iter()
+        .rev()
+        .take(2)
+        .map(|r| r["body"].clone())
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            json!({"action_type": "SendCtrlAltDel"}),
+            json!({"state": "Resumed"})
+        ]
+    );
+    // Gone: pausing is an error that says the API cannot be reached.
+    let err = fc.pause(&handle).unwrap_err().to_string();
+    assert!(
+        err.starts_with("firecracker API GET /: cannot connect"),
+        "{err}"
+    );
+}
+
 #[allow(unsafe_code)]
 fn set_env(vars: &[(&str, &str)]) {
     for (k, v) in vars {
@@ -274,6 +335,7 @@ fn fields(path: &str) -> (&'static [&'static str], &'static [&'static str]) {
             ],
         ),
         "/actions" => (&["action_type"], &["action_type"]),
+        "/vm" => (&["state"], &["state"]),
         _ => (&[], &[]),
     }
 }
@@ -290,6 +352,8 @@ fn fake_firecracker(socket: &Path) {
     let reject = std::env::var(REJECT_ENV).ok();
     let listener = UnixListener::bind(socket).expect("bind the API socket");
     println!("Running Firecracker (fake)");
+    // As `GET /` says it: "Not started", "Running" or "Paused".
+    let mut state = "Not started";
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let mut writer = stream.try_clone().unwrap();
@@ -323,11 +387,13 @@ fn fake_firecracker(socket: &Path) {
             );
         };
         if method == "GET" && path == "/" {
-            answer(
-                &mut writer,
-                "200",
-                r#"{"id":"fake","state":"Not started","vmm_version":"0.0.0","app_name":"Firecracker"}"#,
-            );
+            let info = json!({
+                "id": "fake",
+                "state": state,
+                "vmm_version": "0.0.0",
+                "app_name": "Firecracker"
+            });
+            answer(&mut writer, "200", &info.to_string());
             continue;
         }
         let fault = |m: String| json!({ "fault_message": m }).to_string();
@@ -348,6 +414,21 @@ fn fake_firecracker(socket: &Path) {
             answer(&mut writer, "400", &fault(format!("unknown field `{k}`")));
             continue;
         }
+        if path == "/vm" {
+            let refusal = match (method, value["state"].as_str(), state) {
+                ("PATCH", Some("Paused" | "Resumed"), "Not started") => Some(
+                    "The requested operation is not supported before starting the microVM."
+                        .to_owned(),
+                ),
+                ("PATCH", Some("Paused" | "Resumed"), _) => None,
+                ("PATCH", other, _) => Some(format!("unknown variant `{other:?}`")),
+                (other, _, _) => Some(format!("Invalid request method {other} for /vm")),
+            };
+            if let Some(why) = refusal {
+                answer(&mut writer, "400", &fault(why));
+                continue;
+            }
+        }
         if reject.as_deref() == Some(path) {
             answer(
                 &mut writer,
@@ -365,15 +446,20 @@ fn fake_firecracker(socket: &Path) {
             writeln!(f, "{}", json!({ "path": path, "body": value })).unwrap();
         }
         answer(&mut writer, "204", "");
-        match value["action_type"].as_str() {
-            Some("InstanceStart") => {
+        match (value["action_type"].as_str(), value["state"].as_str()) {
+            (Some("InstanceStart"), _) => {
+                state = "Running";
                 println!("[    0.000000] Linux version (fake)");
                 println!("banger-init ready in 1 ms (fake)");
             }
-            Some("SendCtrlAltDel") => {
+            // A paused guest's init never sees the key press.
+            (Some("SendCtrlAltDel"), _) if state == "Paused" => {}
+            (Some("SendCtrlAltDel"), _) => {
                 println!("reboot: Restarting system (fake)");
                 std::process::exit(0);
             }
+            (_, Some("Paused")) => state = "Paused",
+            (_, Some("Resumed")) => state = "Running",
             _ => {}
         }
     }

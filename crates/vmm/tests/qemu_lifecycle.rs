@@ -2,8 +2,9 @@
 //! Debian's cloud kernel as vmlinux, banger's initramfs with banger-init,
 //! a tiny ext4 base whose /sbin/init is the `boot-probe` example of
 //! crates/init, and a system disk. Two boots in all: one that stays up
-//! (`probe.stay`) and is stopped from the host, one that powers itself
-//! off; plus a start that fails at once on a bad kernel.
+//! (`probe.stay`), is paused and resumed, and is stopped from the host
+//! while paused; one that powers itself off; plus a start that fails at
+//! once on a bad kernel.
 //!
 //! Needs qemu-system-x86_64, mkfs.ext4 and apt (for the kernel, cached in
 //! the test cache); skips with the reason when one is missing.
@@ -18,6 +19,7 @@ use banger_images::kernel;
 use banger_testkit::{mkfs_ext4, static_guest_binaries};
 use banger_vmm::ConsoleLog;
 use banger_vmm::process::{KILL_WAIT, TERM_WAIT};
+use banger_vmm::qemu::qmp::Qmp;
 use banger_vmm::{
     Accel, Backend, DiskSpec, Hypervisor, LaunchSpec, Selection, VmHandle, VmmError,
     hypervisor_for, wait_for_console,
@@ -175,6 +177,9 @@ fn starts_waits_for_the_console_stops_and_boots_again() {
         hv.kill(&handle, 4242),
         Err(VmmError::InvalidSignal(4242))
     ));
+    pause_and_resume(hv.as_ref(), &handle);
+    // Stopped while paused: stop resumes it first.
+    hv.pause(&handle).expect("pause before stop");
 
     let grace = Duration::from_secs(2);
     let t1 = Instant::now();
@@ -222,6 +227,42 @@ fn starts_waits_for_the_console_stops_and_boots_again() {
     );
     assert!(!hv.is_running(&handle));
     println!("boot 2: powered itself off, noticed {took:?} after start");
+}
+
+/// Pauses a running guest: QEMU says `paused` and its CPU time barely
+/// grows; then resumes it and QEMU says `running`.
+fn pause_and_resume(hv: &dyn Hypervisor, handle: &VmHandle) {
+    let status = || {
+        Qmp::connect(&handle.control_socket, Duration::from_secs(5))
+            .and_then(|mut q| q.query_status(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let cpu = || banger_vmm::process::usage(handle).expect("QEMU runs").cpu;
+    let over = Duration::from_secs(2);
+    let before = cpu();
+    std::thread::sleep(over);
+    let running = cpu().saturating_sub(before);
+
+    let t = Instant::now();
+    hv.pause(handle).unwrap_or_else(|e| panic!("{e}"));
+    let paused_in = t.elapsed();
+    assert_eq!(status(), "paused");
+    hv.pause(handle).expect("pausing a paused VM is fine");
+    assert!(hv.is_running(handle), "a paused VM's process stays");
+    let before = cpu();
+    std::thread::sleep(over);
+    let paused = cpu().saturating_sub(before);
+    assert!(
+        paused < Duration::from_millis(200),
+        "a paused QEMU used {paused:?} of CPU in {over:?} (running, {running:?})"
+    );
+
+    hv.resume(handle).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status(), "running");
+    hv.resume(handle).expect("resuming a running VM is fine");
+    println!(
+        "pause took {paused_in:?}; CPU over {over:?}: {running:?} running idle, {paused:?} paused"
+    );
 }
 
 #[test]

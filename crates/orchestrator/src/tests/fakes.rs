@@ -128,6 +128,10 @@ pub struct FakeHypervisor {
     next_pid: AtomicU32,
     /// pid → runtime folder, of the processes running now.
     running: Mutex<BTreeMap<u32, PathBuf>>,
+    /// Those of them whose vCPUs are paused.
+    paused: Mutex<BTreeSet<u32>>,
+    /// Told to, `pause` fails (after pausing, as a late answer would).
+    pub fail_pause: std::sync::atomic::AtomicBool,
     pub launches: Mutex<Vec<String>>,
     pub stops: Mutex<Vec<u32>>,
 }
@@ -139,6 +143,8 @@ impl FakeHypervisor {
             // Far above any real pid: `/proc` never has these.
             next_pid: AtomicU32::new(0x7000_0000),
             running: Mutex::default(),
+            paused: Mutex::default(),
+            fail_pause: false.into(),
             launches: Mutex::default(),
             stops: Mutex::default(),
         }
@@ -153,12 +159,19 @@ impl FakeHypervisor {
         self.running.lock().unwrap().len()
     }
 
+    /// How many "processes" are paused now.
+    pub fn paused(&self) -> usize {
+        self.paused.lock().unwrap().len()
+    }
+
     /// Ends every "process", as a host reboot or a crash of each would.
     pub fn exit_all(&self) {
         self.running.lock().unwrap().clear();
+        self.paused.lock().unwrap().clear();
     }
 
     fn end(&self, pid: u32) {
+        self.paused.lock().unwrap().remove(&pid);
         if self.running.lock().unwrap().remove(&pid).is_some() {
             self.stops.lock().unwrap().push(pid);
         }
@@ -214,6 +227,34 @@ impl Hypervisor for FakeHypervisor {
         if matches!(signal, 2 | 9 | 15) {
             self.end(handle.pid);
         }
+        Ok(())
+    }
+
+    fn pause(&self, handle: &VmHandle) -> Result<(), VmmError> {
+        if !self.is_running(handle) {
+            return Err(VmmError::Qmp {
+                socket: handle.control_socket.clone(),
+                message: "cannot connect: the fake process is gone".into(),
+            });
+        }
+        self.paused.lock().unwrap().insert(handle.pid);
+        if self.fail_pause.load(Ordering::SeqCst) {
+            return Err(VmmError::Qmp {
+                socket: handle.control_socket.clone(),
+                message: "no answer in time (as told)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn resume(&self, handle: &VmHandle) -> Result<(), VmmError> {
+        if !self.is_running(handle) {
+            return Err(VmmError::Qmp {
+                socket: handle.control_socket.clone(),
+                message: "cannot connect: the fake process is gone".into(),
+            });
+        }
+        self.paused.lock().unwrap().remove(&handle.pid);
         Ok(())
     }
 

@@ -68,6 +68,26 @@ pub enum ActionType {
     FlushMetrics,
 }
 
+/// `PATCH /vm` (`Vm`): pauses or resumes the vCPUs of a started VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Vm {
+    pub state: VmState,
+}
+
+/// The `state` enum of `Vm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum VmState {
+    Paused,
+    Resumed,
+}
+
+/// `GET /` (`InstanceInfo`), as far as banger reads it.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct InstanceInfo {
+    /// `Not started`, `Running` or `Paused`.
+    pub state: String,
+}
+
 /// An error answer (`Error`).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ApiError {
@@ -92,8 +112,22 @@ impl ApiClient {
 
     /// `PUT path` with a JSON body; any 2xx is success.
     pub fn put<T: Serialize>(&self, path: &str, body: &T) -> Result<(), VmmError> {
-        let json = serde_json::to_string(body).map_err(|e| self.error("PUT", path, None, e))?;
-        let (status, answer) = self.request("PUT", path, Some(&json))?;
+        self.send("PUT", path, body)
+    }
+
+    /// `PATCH path` with a JSON body; any 2xx is success.
+    pub fn patch<T: Serialize>(&self, path: &str, body: &T) -> Result<(), VmmError> {
+        self.send("PATCH", path, body)
+    }
+
+    fn send<T: Serialize>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: &T,
+    ) -> Result<(), VmmError> {
+        let json = serde_json::to_string(body).map_err(|e| self.error(method, path, None, e))?;
+        let (status, answer) = self.request(method, path, Some(&json))?;
         if (200..300).contains(&status) {
             return Ok(());
         }
@@ -101,7 +135,13 @@ impl ApiClient {
             .ok()
             .and_then(|e| e.fault_message)
             .unwrap_or_else(|| answer.trim().to_owned());
-        Err(self.error("PUT", path, Some(status), format!("{status}: {fault}")))
+        Err(self.error(method, path, Some(status), format!("{status}: {fault}")))
+    }
+
+    /// `GET /`: the instance's state.
+    pub fn instance_info(&self) -> Result<InstanceInfo, VmmError> {
+        let value = self.get("/")?;
+        serde_json::from_value(value).map_err(|e| self.error("GET", "/", Some(200), e))
     }
 
     /// `GET path`, the answer's JSON.
@@ -276,6 +316,7 @@ mod tests {
             &["guest_cid", "uds_path", "vsock_id"],
         ),
         ("InstanceActionInfo", &["action_type"], &["action_type"]),
+        ("Vm", &["state"], &["state"]),
     ];
 
     fn check(definition: &str, body: &Value) {
@@ -361,6 +402,12 @@ mod tests {
             .unwrap();
             check("InstanceActionInfo", &body);
             assert_eq!(body, json!({ "action_type": name }));
+        }
+
+        for (state, name) in [(VmState::Paused, "Paused"), (VmState::Resumed, "Resumed")] {
+            let body = serde_json::to_value(Vm { state }).unwrap();
+            check("Vm", &body);
+            assert_eq!(body, json!({ "state": name }));
         }
     }
 

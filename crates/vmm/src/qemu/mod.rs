@@ -37,6 +37,9 @@ pub const LOG_FILE: &str = "qemu.log";
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many log lines an error quotes.
 const TAIL_LINES: usize = 8;
+/// How long QMP gets to connect and to answer `stop`, `cont` and
+/// `query-status` (stopping the vCPUs waits for each to leave the guest).
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The QEMU backend.
 #[derive(Clone, Debug)]
@@ -340,7 +343,10 @@ impl Hypervisor for Qemu {
         process::stop_sequence(handle, grace, || {
             // microvm's ACPI power button reaches a guest that listens
             // (systemd-logind); one that does not is signalled after grace.
+            // A paused guest cannot hear it: `cont` first (a no-op on a
+            // running VM).
             if let Ok(mut qmp) = Qmp::connect(&handle.control_socket, Duration::from_secs(2)) {
+                let _ = qmp.execute("cont", None, Duration::from_secs(2));
                 let _ = qmp.execute("system_powerdown", None, Duration::from_secs(2));
             }
         })
@@ -348,6 +354,14 @@ impl Hypervisor for Qemu {
 
     fn kill(&self, handle: &VmHandle, signal: i32) -> Result<(), VmmError> {
         process::send_signal(handle, process::signal_from(signal)?)
+    }
+
+    fn pause(&self, handle: &VmHandle) -> Result<(), VmmError> {
+        Qmp::connect(&handle.control_socket, CONTROL_TIMEOUT)?.pause(CONTROL_TIMEOUT)
+    }
+
+    fn resume(&self, handle: &VmHandle) -> Result<(), VmmError> {
+        Qmp::connect(&handle.control_socket, CONTROL_TIMEOUT)?.resume(CONTROL_TIMEOUT)
     }
 
     fn agent_socket(&self, runtime_dir: &Path) -> Option<PathBuf> {

@@ -1,7 +1,7 @@
 //! A small QMP client: QEMU's JSON control protocol over a Unix socket,
 //! one JSON object a line. Enough for banger: the greeting,
-//! `qmp_capabilities`, and single commands (`query-status`,
-//! `system_powerdown`, `quit`); asynchronous events are skipped.
+//! `qmp_capabilities`, and single commands (`query-status`, `stop`,
+//! `cont`, `system_powerdown`, `quit`); asynchronous events are skipped.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -149,6 +149,33 @@ impl Qmp {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| self.error(format!("query-status answered {v}")))
+    }
+
+    /// Freezes the vCPUs (`stop`, which returns once they are stopped)
+    /// and checks that QEMU says `paused`.
+    pub fn pause(&mut self, timeout: Duration) -> Result<(), VmmError> {
+        self.change_run_state("stop", "paused", timeout)
+    }
+
+    /// Lets the vCPUs run again (`cont`) and checks that QEMU says
+    /// `running`.
+    pub fn resume(&mut self, timeout: Duration) -> Result<(), VmmError> {
+        self.change_run_state("cont", "running", timeout)
+    }
+
+    fn change_run_state(
+        &mut self,
+        command: &str,
+        want: &str,
+        timeout: Duration,
+    ) -> Result<(), VmmError> {
+        self.execute(command, None, timeout)?;
+        let status = self.query_status(timeout)?;
+        if status == want {
+            Ok(())
+        } else {
+            Err(self.error(format!("after {command} the VM is {status}, not {want}")))
+        }
     }
 
     fn next_message(
@@ -331,6 +358,46 @@ mod tests {
                 r#"{"execute":"qmp_capabilities"}"#,
                 r#"{"execute":"query-status"}"#,
                 r#"{"execute":"system_powerdown"}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn pauses_and_resumes_checking_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, server) = fake_qemu(
+            dir.path(),
+            vec![
+                r#"{"return": {}}"#,
+                r#"{"return": {}}"#,
+                r#"{"return": {"status": "paused", "running": false}}"#,
+                r#"{"return": {}}"#,
+                r#"{"return": {"status": "running", "running": true}}"#,
+                // A `cont` that QEMU accepts but that leaves the VM
+                // elsewhere (e.g. a guest that panicked meanwhile).
+                r#"{"return": {}}"#,
+                r#"{"return": {"status": "guest-panicked", "running": false}}"#,
+            ],
+        );
+        let mut qmp = Qmp::connect(&socket, Duration::from_secs(5)).unwrap();
+        qmp.pause(Duration::from_secs(5)).unwrap();
+        qmp.resume(Duration::from_secs(5)).unwrap();
+        let err = qmp.resume(Duration::from_secs(5)).unwrap_err().to_string();
+        assert!(
+            err.contains("after cont the VM is guest-panicked, not running"),
+            "{err}"
+        );
+        drop(qmp);
+        assert_eq!(
+            server.join().unwrap(),
+            vec![
+                r#"{"execute":"qmp_capabilities"}"#,
+                r#"{"execute":"stop"}"#,
+                r#"{"execute":"query-status"}"#,
+                r#"{"execute":"cont"}"#,
+                r#"{"execute":"query-status"}"#,
+                r#"{"execute":"cont"}"#,
+                r#"{"execute":"query-status"}"#,
             ]
         );
     }
