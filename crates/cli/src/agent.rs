@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use banger_agent_proto::{ExecSpec, ExitInfo, WindowSize};
-use banger_api::{AgentInfo, Client};
+use banger_api::{AgentInfo, Client, ClientError, ErrorCode};
 use banger_guest::agent::{AgentClient, AgentError, ExecEvent, StdinSender, new_exec_id};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -36,6 +36,9 @@ pub async fn reach(client: &Client, name: &str) -> Option<AgentClient> {
         .await
     {
         Ok(info) => info,
+        // A VM that takes no commands now (stopped, paused): the ssh path
+        // asks next and fails with the same one-line reason, said once.
+        Err(ClientError::Api(e)) if e.code == ErrorCode::Conflict => return None,
         Err(e) => {
             eprintln!("banger: cannot ask for VM {name}'s guest agent ({e}): using ssh");
             return None;

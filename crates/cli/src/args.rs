@@ -168,6 +168,18 @@ pub enum VmCommand {
         #[arg(long, short = 's', default_value = "KILL")]
         signal: String,
     },
+    /// Freeze a running VM: it keeps its memory and address but uses no host CPU
+    ///
+    /// The VM's vCPUs stop where they are; its hypervisor process, memory,
+    /// network and disks stay, and `vm list` shows it `paused`. `banger vm
+    /// resume NAME` lets it run on from there: its processes, open files and
+    /// connections are as they were (peers may have timed out meanwhile).
+    /// A paused VM takes no commands (`vm ssh` says to resume it first);
+    /// `vm stop` and `vm restart` resume it before asking it to power off,
+    /// `vm kill` and `vm delete --force` end it as it is.
+    Pause(ShowVm),
+    /// Let a paused VM run again where it left off
+    Resume(ShowVm),
     /// Delete a VM and its disks
     Delete {
         #[command(flatten)]

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use banger_model::{VmRecord, VmState};
 use common::*;
 
 const VM: &str = "agent";
@@ -209,8 +210,47 @@ fn commands_and_shells_run_through_the_guest_agent() {
     shell_on_a_real_terminal(&home, &ns);
     a_command_outlives_a_daemon_restart(&home, &ns);
     agent_killed_mid_command(&home, &ns);
+    paused_and_resumed(&home, &ns);
 
     ok(b(&["vm", "delete", "--force", VM]), "vm delete");
+}
+
+/// `vm pause`: `vm list` says paused, also after a daemon restart (which
+/// keeps it so); commands are refused with the way out; `vm stats` still
+/// answers. `vm resume`, and the next command works.
+fn paused_and_resumed(home: &TestHome, ns: &Netns) {
+    let b = |args: &[&str]| home.banger_in(ns, args, AGENT);
+    let state = || {
+        vm_list(home, ns)
+            .into_iter()
+            .find(|v| v.name.as_str() == VM)
+            .map(|v| v.state)
+    };
+    let paused: VmRecord =
+        serde_json::from_str(&ok(b(&["vm", "pause", VM, "--json"]), "vm pause")).unwrap();
+    assert_eq!(paused.state, VmState::Paused);
+    assert_eq!(state(), Some(VmState::Paused));
+
+    let out = b(&["vm", "ssh", VM, "--", "true"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a paused VM ran a command: {err}");
+    assert!(err.contains(&format!("'banger vm resume {VM}'")), "{err}");
+    assert!(!err.contains("using ssh"), "said once: {err}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(b(&["vm", "stats", VM, "--json"]), "vm stats")).unwrap();
+    assert_eq!(stats["state"], "paused", "{stats}");
+    assert!(stats["pid"].is_u64(), "{stats}");
+
+    ok(home.banger_in(ns, &["daemon", "stop"], &[]), "daemon stop");
+    assert_eq!(state(), Some(VmState::Paused), "after a daemon restart");
+
+    let resumed = ok(b(&["vm", "resume", VM]), "vm resume");
+    assert!(resumed.contains("running again"), "{resumed}");
+    assert_eq!(state(), Some(VmState::Running));
+    let out = b(&["vm", "ssh", VM, "--", "true"]);
+    let err = stderr(&out);
+    ok(out, "vm ssh -- true after resume");
+    assert!(!err.contains("using ssh"), "through the agent: {err}");
 }
 
 /// A shell in tmux: type, read the screen, resize, read `stty size`.

@@ -197,7 +197,7 @@ fn completion_offers_subcommands_and_live_names() {
             .collect::<String>()
     };
     let subs = complete(&["vm", ""]);
-    for sub in ["run", "create", "list", "show"] {
+    for sub in ["run", "create", "list", "show", "pause", "resume"] {
         assert!(subs.lines().any(|l| l.starts_with(sub)), "{sub} in {subs}");
     }
 
@@ -210,7 +210,42 @@ fn completion_offers_subcommands_and_live_names() {
     assert_eq!(complete(&["vm", "show", ""]).trim(), "web-1");
     assert_eq!(complete(&["vm", "show", "w"]).trim(), "web-1");
     assert_eq!(complete(&["vm", "show", "x"]).trim(), "");
+    assert_eq!(complete(&["vm", "resume", ""]).trim(), "web-1");
     assert_eq!(complete(&["image", "show", ""]).trim(), "debian-bookworm");
     assert_eq!(complete(&["kernel", "show", ""]).trim(), "cloud-6.1");
     assert!(complete(&["vm", "create", "--image", ""]).contains("debian-bookworm"));
+}
+
+#[test]
+fn pause_and_resume_of_a_stopped_vm_say_what_to_do() {
+    let home = TestHome::new();
+    seed(&home);
+    for (verb, needle) in [
+        (
+            "pause",
+            "only a running VM can be paused ('banger vm start web-1')",
+        ),
+        (
+            "resume",
+            "only a paused VM can be resumed; start it with 'banger vm start web-1'",
+        ),
+    ] {
+        let out = home.banger(&["vm", verb, "web-1"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "vm {verb}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("VM web-1 is stopped") && err.contains(needle),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let out = home
+        .banger(&["vm", "pause", "nope", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("VM \"nope\" not found"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -33,6 +33,8 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/v1/vms/{name}/stop", post(stop_vm))
         .route("/v1/vms/{name}/restart", post(restart_vm))
         .route("/v1/vms/{name}/kill", post(kill_vm))
+        .route("/v1/vms/{name}/pause", post(pause_vm))
+        .route("/v1/vms/{name}/resume", post(resume_vm))
         .route("/v1/vms/{name}/ssh", get(ssh_vm))
         .route("/v1/vms/{name}/agent", get(agent_vm))
         .route("/v1/vms/{name}/stats", get(stats_vm))
@@ -109,6 +111,14 @@ async fn kill_vm(
 ) -> Answer<VmRecord> {
     let signal = req.signal.as_deref().unwrap_or("KILL");
     Ok(Json(d.orch().kill_vm(&name, signal).await?))
+}
+
+async fn pause_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<VmRecord> {
+    Ok(Json(d.orch().pause_vm(&name).await?))
+}
+
+async fn resume_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<VmRecord> {
+    Ok(Json(d.orch().resume_vm(&name).await?))
 }
 
 #[derive(serde::Deserialize)]

@@ -13,6 +13,9 @@ pub enum VmState {
     Created,
     Starting,
     Running,
+    /// The hypervisor process lives with the guest's memory, but its
+    /// vCPUs are frozen (`vm pause`) until `vm resume`.
+    Paused,
     Stopping,
     Stopped,
     Error,
@@ -24,6 +27,7 @@ impl VmState {
             VmState::Created => "created",
             VmState::Starting => "starting",
             VmState::Running => "running",
+            VmState::Paused => "paused",
             VmState::Stopping => "stopping",
             VmState::Stopped => "stopped",
             VmState::Error => "error",
@@ -35,6 +39,7 @@ impl VmState {
             VmState::Created,
             VmState::Starting,
             VmState::Running,
+            VmState::Paused,
             VmState::Stopping,
             VmState::Stopped,
             VmState::Error,
@@ -262,11 +267,17 @@ mod tests {
             VmState::Created,
             VmState::Starting,
             VmState::Running,
+            VmState::Paused,
             VmState::Stopping,
             VmState::Stopped,
             VmState::Error,
         ] {
             assert_eq!(VmState::parse(st.as_str()), Some(st));
+            // The API's JSON spells it as the store does.
+            assert_eq!(
+                serde_json::to_value(st).unwrap(),
+                serde_json::Value::from(st.as_str())
+            );
         }
         assert_eq!(VmState::parse("bogus"), None);
     }

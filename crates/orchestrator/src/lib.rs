@@ -254,6 +254,16 @@ impl Orchestrator {
         vms::stop(self, name).await
     }
 
+    /// Freezes a running VM's vCPUs; its memory and network stay.
+    pub async fn pause_vm(&self, name: &str) -> Result<VmRecord, Error> {
+        vms::pause(self, name).await
+    }
+
+    /// Lets a paused VM run again.
+    pub async fn resume_vm(&self, name: &str) -> Result<VmRecord, Error> {
+        vms::resume(self, name).await
+    }
+
     /// Sends `signal` (`KILL`, `SIGTERM`, `9`...) to a running VM's
     /// hypervisor.
     pub async fn kill_vm(&self, name: &str, signal: &str) -> Result<VmRecord, Error> {

@@ -301,7 +301,16 @@ pub(crate) mod tests {
             .set_vm_state("a", VmState::Running, &Some(handle.clone()), None)
             .unwrap();
         let got = store.get_vm("a").unwrap().unwrap();
-        assert_eq!((got.state, got.runtime), (VmState::Running, Some(handle)));
+        assert_eq!(
+            (got.state, got.runtime),
+            (VmState::Running, Some(handle.clone()))
+        );
+        // Paused keeps its handle: the process lives on.
+        store
+            .set_vm_state("a", VmState::Paused, &Some(handle.clone()), None)
+            .unwrap();
+        let got = store.get_vm("a").unwrap().unwrap();
+        assert_eq!((got.state, got.runtime), (VmState::Paused, Some(handle)));
         store
             .set_vm_state("a", VmState::Error, &None, Some("qemu exited"))
             .unwrap();

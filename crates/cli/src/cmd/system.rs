@@ -189,7 +189,7 @@ async fn stop_vms(install: &Install, force: bool) -> Result<()> {
         .filter(|v| {
             matches!(
                 v.state,
-                VmState::Running | VmState::Starting | VmState::Stopping
+                VmState::Running | VmState::Paused | VmState::Starting | VmState::Stopping
             )
         })
         .collect();

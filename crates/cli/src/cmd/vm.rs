@@ -88,6 +88,39 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
             println!("sent {signal} to VM {}: it is {}", vm.name, after.state);
             Ok(ExitCode::SUCCESS)
         }
+        VmCommand::Pause(vm) => {
+            let paused: VmRecord = client
+                .post(
+                    &format!("/v1/vms/{}/pause", vm.name),
+                    &serde_json::json!({}),
+                )
+                .await
+                .map_err(client_error)?;
+            if vm.json.json {
+                print_json(&paused)?;
+            } else {
+                println!(
+                    "VM {} is paused: 'banger vm resume {}' lets it run again",
+                    vm.name, vm.name
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Resume(vm) => {
+            let resumed: VmRecord = client
+                .post(
+                    &format!("/v1/vms/{}/resume", vm.name),
+                    &serde_json::json!({}),
+                )
+                .await
+                .map_err(client_error)?;
+            if vm.json.json {
+                print_json(&resumed)?;
+            } else {
+                println!("VM {} is running again", vm.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         VmCommand::Delete { vm, force } => {
             delete(client, &vm.name, force).await?;
             println!("deleted VM {}", vm.name);

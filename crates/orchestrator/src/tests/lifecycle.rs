@@ -575,6 +575,210 @@ async fn reconcile_readopts_a_running_vm_and_stops_one_whose_hypervisor_died() {
     assert!(f.vm().unwrap().last_error.unwrap().contains("exited"));
 }
 
+// --- pause and resume ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_pauses_and_resumes_and_what_needs_it_running_says_resume() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    let started = within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    let vm = o.pause_vm(VM).await.unwrap();
+    assert_eq!(vm.state, VmState::Paused);
+    assert_eq!(vm.runtime, started.vm.runtime, "the process is the same");
+    assert_eq!((f.hv.running(), f.hv.paused()), (1, 1));
+    // Its network and name stay: it runs again where it left off.
+    assert!(f.host().isolated.contains(VM), "{:?}", f.host());
+    assert_eq!(
+        o.dns_records().get(VM).map(|ip| ip.to_string()),
+        started.vm.ip
+    );
+    let stats = o.vm_stats(VM).await.unwrap();
+    assert_eq!(stats.state, VmState::Paused);
+    assert!(stats.pid.is_some());
+
+    let conflict = |e: crate::Error, says: &str| {
+        assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+        assert!(e.message.contains(says), "{e}");
+    };
+    let resume_hint = "resume it with 'banger vm resume box'";
+    conflict(o.pause_vm(VM).await.unwrap_err(), "already paused");
+    conflict(o.vm_ssh(VM).await.unwrap_err(), resume_hint);
+    conflict(o.vm_agent(VM).await.unwrap_err(), resume_hint);
+    conflict(
+        o.start_vm(VM, &Progress::discard()).await.unwrap_err(),
+        resume_hint,
+    );
+    conflict(
+        o.delete_vm(VM, false).await.unwrap_err(),
+        "VM box is paused",
+    );
+    let set = banger_api::SetVmRequest {
+        vcpu: Some(2),
+        ..Default::default()
+    };
+    conflict(o.set_vm(VM, set).await.unwrap_err(), "VM box is paused");
+    assert_eq!(f.hv.launches.lock().unwrap().len(), 1, "nothing booted");
+
+    let vm = o.resume_vm(VM).await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!((f.hv.running(), f.hv.paused()), (1, 0));
+    o.vm_ssh(VM).await.unwrap();
+    conflict(o.resume_vm(VM).await.unwrap_err(), "not paused");
+
+    o.stop_vm(VM).await.unwrap();
+    conflict(o.pause_vm(VM).await.unwrap_err(), "VM box is stopped");
+    conflict(o.resume_vm(VM).await.unwrap_err(), "'banger vm start box'");
+    let e = o.pause_vm("nope").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vm_stops_restarts_and_is_deleted_by_force() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    o.pause_vm(VM).await.unwrap();
+    let stopped = o.stop_vm(VM).await.unwrap();
+    assert_eq!(stopped.state, VmState::Stopped);
+    f.assert_kept_stopped("stop of a paused VM");
+    assert_eq!(f.hv.paused(), 0);
+
+    within("start", o.start_vm(VM, &Progress::discard()))
+        .await
+        .unwrap();
+    o.pause_vm(VM).await.unwrap();
+    let restarted = within("restart", o.restart_vm(VM, &Progress::discard()))
+        .await
+        .unwrap();
+    assert_eq!(restarted.vm.state, VmState::Running);
+    assert_eq!((f.hv.running(), f.hv.paused()), (1, 0));
+
+    o.pause_vm(VM).await.unwrap();
+    let killed = o.kill_vm(VM, "KILL").await.unwrap();
+    assert_eq!(killed.state, VmState::Stopped);
+    f.assert_kept_stopped("kill of a paused VM");
+
+    within("start", o.start_vm(VM, &Progress::discard()))
+        .await
+        .unwrap();
+    o.pause_vm(VM).await.unwrap();
+    o.delete_vm(VM, true).await.unwrap();
+    f.assert_nothing_left("delete --force of a paused VM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_the_hypervisor_refuses_leaves_the_vm_running() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    f.hv.fail_pause
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = o.pause_vm(VM).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Internal, "{e}");
+    assert!(e.message.contains("left running"), "{e}");
+    assert_eq!(f.vm().unwrap().state, VmState::Running);
+    assert_eq!((f.hv.running(), f.hv.paused()), (1, 0), "resumed again");
+
+    // A hypervisor that died behind the daemon's back: `vm stop` clears it.
+    f.hv.exit_all();
+    let e = o.resume_vm(VM).await.unwrap_err();
+    assert!(e.message.contains("not paused"), "{e}");
+    let e = o.pause_vm(VM).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+    assert!(e.message.contains("no longer running"), "{e}");
+    o.stop_vm(VM).await.unwrap();
+    f.assert_kept_stopped("stop after the hypervisor died");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_keeps_a_paused_vm_paused() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    o.pause_vm(VM).await.unwrap();
+    drop(o);
+    let o = f.orchestrator();
+    o.start().await.unwrap();
+    let vm = f.vm().unwrap();
+    assert_eq!(vm.state, VmState::Paused);
+    assert_eq!((f.hv.running(), f.hv.paused()), (1, 1));
+    assert!(f.host().isolated.contains(VM));
+    assert_eq!(o.resume_vm(VM).await.unwrap().state, VmState::Running);
+    o.pause_vm(VM).await.unwrap();
+    drop(o);
+    // Its hypervisor exits while bangerd is down: stopped, network freed.
+    f.hv.exit_all();
+    f.orchestrator().start().await.unwrap();
+    f.assert_kept_stopped("a paused VM whose hypervisor is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_pause_is_recorded_leaves_a_vm_that_resume_puts_right() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    o.inner.crash.arm("pause:recorded");
+    let pause = tokio::spawn({
+        let o = o.clone();
+        async move { o.pause_vm(VM).await }
+    });
+    within("pause:recorded", o.inner.crash.wait()).await;
+    pause.abort();
+    assert!(pause.await.unwrap_err().is_cancelled());
+    drop(o);
+    let o = f.orchestrator();
+    within("reconcile", o.start()).await.unwrap();
+    // Recorded paused while the guest still runs: the safe side, since
+    // commands are refused rather than left hanging.
+    assert_eq!(f.vm().unwrap().state, VmState::Paused);
+    assert_eq!((f.hv.running(), f.hv.paused()), (1, 0));
+    assert_eq!(o.resume_vm(VM).await.unwrap().state, VmState::Running);
+    o.vm_ssh(VM).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vm_run_rm_keeps_its_lease_rules() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(run_rm(), &Progress::discard()))
+        .await
+        .unwrap();
+    let vm = o.pause_vm(VM).await.unwrap();
+    assert!(vm.ephemeral && vm.state == VmState::Paused, "{vm:?}");
+    drop(o);
+    // After a restart it waits, paused, for its client to take the lease
+    // again (as a running one does)...
+    let o = f.orchestrator();
+    o.start().await.unwrap();
+    let vm = f.vm().unwrap();
+    assert!(vm.ephemeral && vm.state == VmState::Paused, "{vm:?}");
+    // ...and the lease's end deletes it as it would a running one.
+    o.delete_vm(VM, true).await.unwrap();
+    f.assert_nothing_left("the lease of a paused VM ended");
+}
+
 // --- images and kernels ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

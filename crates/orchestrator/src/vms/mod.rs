@@ -1,7 +1,7 @@
-//! The VM lifecycle: create, start, stop, kill, delete, change, and what
-//! reconcile does after a restart. The hypervisor is whatever the
-//! orchestrator's `Hypervisors` gives, behind `dyn Hypervisor`: nothing
-//! here asks which one it is.
+//! The VM lifecycle: create, start, stop, kill, pause, resume, delete,
+//! change, and what reconcile does after a restart. The hypervisor is
+//! whatever the orchestrator's `Hypervisors` gives, behind `dyn
+//! Hypervisor`: nothing here asks which one it is.
 //!
 //! Every step records what it is about to make before making it: the VM
 //! row (with its lease and disk UUIDs) before its disks, `starting` before
@@ -479,6 +479,9 @@ async fn boot(
     wait: ReadyWait,
 ) -> Result<VmRecord, Error> {
     let vm = get(d, name).await?;
+    if vm.state == VmState::Paused {
+        return Err(paused_error(name));
+    }
     let hv = d.inner.hypervisors.for_boot(&d.inner.config)?;
     if let Some(h) = handle_of(&vm)
         && d.inner.hypervisors.for_handle(&h).is_running(&h)
@@ -870,11 +873,16 @@ pub(crate) async fn stop(d: &Orchestrator, name: &str) -> Result<VmRecord, Error
     stop_locked(d, name, None).await
 }
 
-/// Graceful stop, or `signal` when given. Returns the stopped VM.
+/// Graceful stop, or `signal` when given. Returns the stopped VM. A paused
+/// VM needs nothing more: the backend's stop resumes it before asking it
+/// to power off (a frozen guest cannot), and a signal needs no guest.
 async fn stop_locked(d: &Orchestrator, name: &str, signal: Option<i32>) -> Result<VmRecord, Error> {
     let vm = get(d, name).await?;
     let Some(handle) = handle_of(&vm) else {
-        if vm.state == VmState::Running || vm.state == VmState::Starting {
+        if matches!(
+            vm.state,
+            VmState::Running | VmState::Paused | VmState::Starting
+        ) {
             set_state(d, name, VmState::Stopped, None, None).await?;
         }
         return get(d, name).await;
@@ -933,6 +941,140 @@ pub(crate) async fn restart(
     })
 }
 
+// --- pause, resume ---
+
+/// Freezes a running VM's vCPUs: its process, memory, network and lease
+/// stay, and the host spends no CPU on the guest until [`resume`].
+///
+/// Journaled so that whenever the guest may be frozen the record says
+/// `paused`: recorded before the hypervisor is asked (and put back if it
+/// refuses), and `running` again only once a resume has worked. A crash in
+/// between leaves at worst a running guest recorded as paused, which
+/// `vm resume` (a no-op for the hypervisor then) puts right; reconcile
+/// keeps a paused VM paused.
+pub(crate) async fn pause(d: &Orchestrator, name: &str) -> Result<VmRecord, Error> {
+    let lock = d.inner.vms.of(name);
+    let _guard = lock.lock().await;
+    let vm = get(d, name).await?;
+    match vm.state {
+        VmState::Running => {}
+        VmState::Paused => {
+            return Err(Error::conflict(format!(
+                "VM {name} is already paused: 'banger vm resume {name}' lets it run again"
+            )));
+        }
+        VmState::Stopped | VmState::Created => {
+            return Err(Error::conflict(format!(
+                "VM {name} is stopped: only a running VM can be paused ('banger vm start {name}')"
+            )));
+        }
+        other => {
+            return Err(Error::conflict(format!(
+                "VM {name} is {other}: only a running VM can be paused"
+            )));
+        }
+    }
+    let (hv, handle) = live_hypervisor(d, &vm)?;
+    set_state(d, name, VmState::Paused, vm.runtime.clone(), None).await?;
+    d.journaled("pause:recorded").await;
+    let h = handle.clone();
+    let paused = blocking(move || {
+        let paused = hv.pause(&h);
+        if paused.is_err() {
+            // It may have half-happened (an answer that came too late):
+            // the record goes back to running, so the guest must run.
+            let _ = hv.resume(&h);
+        }
+        Ok(paused)
+    })
+    .await?;
+    if let Err(e) = paused {
+        set_state(d, name, VmState::Running, vm.runtime.clone(), None).await?;
+        return Err(Error::internal(format!(
+            "cannot pause VM {name}: {e}; it is left running"
+        )));
+    }
+    get(d, name).await
+}
+
+/// Lets a paused VM run again, where it left off.
+pub(crate) async fn resume(d: &Orchestrator, name: &str) -> Result<VmRecord, Error> {
+    let lock = d.inner.vms.of(name);
+    let _guard = lock.lock().await;
+    let vm = get(d, name).await?;
+    match vm.state {
+        VmState::Paused => {}
+        VmState::Running => {
+            return Err(Error::conflict(format!(
+                "VM {name} is not paused: it is running"
+            )));
+        }
+        VmState::Stopped | VmState::Created => {
+            return Err(Error::conflict(format!(
+                "VM {name} is stopped: only a paused VM can be resumed; start it with \
+                 'banger vm start {name}'"
+            )));
+        }
+        other => {
+            return Err(Error::conflict(format!(
+                "VM {name} is {other}: only a paused VM can be resumed"
+            )));
+        }
+    }
+    let (hv, handle) = live_hypervisor(d, &vm)?;
+    let resumed = blocking(move || Ok(hv.resume(&handle))).await?;
+    if let Err(e) = resumed {
+        return Err(Error::internal(format!(
+            "cannot resume VM {name}: {e}; it is still paused: try again, or \
+             'banger vm stop {name}'"
+        )));
+    }
+    set_state(d, name, VmState::Running, vm.runtime.clone(), None).await?;
+    get(d, name).await
+}
+
+/// The hypervisor and handle of a VM whose process still runs; a VM
+/// whose hypervisor died behind the daemon's back is a conflict that
+/// `vm stop` clears.
+fn live_hypervisor(
+    d: &Orchestrator,
+    vm: &VmRecord,
+) -> Result<(Arc<dyn Hypervisor>, VmHandle), Error> {
+    let name = &vm.name;
+    let gone = || {
+        Error::conflict(format!(
+            "VM {name}'s hypervisor is no longer running: 'banger vm logs {name}' may say \
+             why, 'banger vm stop {name}' records it stopped"
+        ))
+    };
+    let handle = handle_of(vm).ok_or_else(gone)?;
+    let hv = d.inner.hypervisors.for_handle(&handle);
+    if !hv.is_running(&handle) {
+        return Err(gone());
+    }
+    Ok((hv, handle))
+}
+
+/// What `vm ssh`, `vm start` and the agent say of a paused VM.
+fn paused_error(name: &str) -> Error {
+    Error::conflict(format!(
+        "VM {name} is paused: resume it with 'banger vm resume {name}'"
+    ))
+}
+
+/// Commands reach a running VM only; a paused one would take them and
+/// never answer.
+fn check_running(vm: &VmRecord) -> Result<(), Error> {
+    let name = &vm.name;
+    match vm.state {
+        VmState::Running => Ok(()),
+        VmState::Paused => Err(paused_error(name.as_str())),
+        other => Err(Error::conflict(format!(
+            "VM {name} is {other}: start it with 'banger vm start {name}'"
+        ))),
+    }
+}
+
 // --- delete ---
 
 pub(crate) async fn delete(d: &Orchestrator, name: &str, force: bool) -> Result<(), Error> {
@@ -944,13 +1086,24 @@ pub(crate) async fn delete(d: &Orchestrator, name: &str, force: bool) -> Result<
     {
         if !force {
             return Err(Error::conflict(format!(
-                "VM {name} is running: stop it first ('banger vm stop {name}'), or use --force"
+                "VM {name} is {}: stop it first ('banger vm stop {name}'), or use --force",
+                running_or_paused(&vm)
             )));
         }
         stop_locked(d, name, Some(9)).await?;
     }
     destroy(d, &vm).await;
     Ok(())
+}
+
+/// How a VM whose hypervisor runs is described to someone who wants it
+/// stopped.
+fn running_or_paused(vm: &VmRecord) -> &'static str {
+    if vm.state == VmState::Paused {
+        "paused"
+    } else {
+        "running"
+    }
 }
 
 /// Removes everything a VM has: network, known_hosts entries, files, and
@@ -1004,7 +1157,8 @@ pub(crate) async fn set(
     let vm = get(d, name).await?;
     if handle_of(&vm).is_some() {
         return Err(Error::conflict(format!(
-            "VM {name} is running: stop it first ('banger vm stop {name}')"
+            "VM {name} is {}: stop it first ('banger vm stop {name}')",
+            running_or_paused(&vm)
         )));
     }
     let vcpu = req.vcpu.unwrap_or(vm.vcpu);
@@ -1040,12 +1194,7 @@ pub(crate) async fn set(
 
 pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> {
     let vm = get(d, name).await?;
-    if vm.state != VmState::Running {
-        return Err(Error::conflict(format!(
-            "VM {name} is {}: start it with 'banger vm start {name}'",
-            vm.state
-        )));
-    }
+    check_running(&vm)?;
     ssh_info(d, &vm)
 }
 
@@ -1054,12 +1203,7 @@ pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> 
 /// gets its proxy now, if its hypervisor has an agent channel.
 pub(crate) async fn agent(d: &Orchestrator, name: &str) -> Result<AgentInfo, Error> {
     let vm = get(d, name).await?;
-    if vm.state != VmState::Running {
-        return Err(Error::conflict(format!(
-            "VM {name} is {}: start it with 'banger vm start {name}'",
-            vm.state
-        )));
-    }
+    check_running(&vm)?;
     let p = paths(d, &vm);
     if let Some(info) = d.inner.agents.info(name, &p.runtime) {
         return Ok(info);
@@ -1133,9 +1277,10 @@ pub(crate) async fn stats(d: &Orchestrator, name: &str) -> Result<VmStats, Error
 
 // --- reconcile ---
 
-/// After a daemon (re)start: re-adopt VMs whose hypervisor still runs,
-/// mark the others stopped and free their network, and remove VMs whose
-/// creation a crash interrupted.
+/// After a daemon (re)start: re-adopt VMs whose hypervisor still runs
+/// (running or paused, as recorded: a paused one stays paused), mark the
+/// others stopped and free their network, and remove VMs whose creation a
+/// crash interrupted.
 pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
     let vms = d.with_store(|s| s.list_vms()).await?;
     for vm in vms {
@@ -1190,7 +1335,7 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
                 .await?;
             }
             Some(h) if d.inner.hypervisors.for_handle(&h).is_running(&h) => {
-                tracing::info!(vm = %name, pid = h.pid, "re-adopted a running VM");
+                tracing::info!(vm = %name, pid = h.pid, state = %vm.state, "re-adopted a VM whose hypervisor runs");
                 // Rewritten (idempotent): a VM started by an older bangerd
                 // has none, and the rules shared by all guests drop what a
                 // TAP without rules sends.
@@ -1224,7 +1369,7 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
             }
             None if matches!(
                 vm.state,
-                VmState::Running | VmState::Starting | VmState::Stopping
+                VmState::Running | VmState::Paused | VmState::Starting | VmState::Stopping
             ) =>
             {
                 // A boot the crash interrupted may have spawned its
