@@ -72,7 +72,9 @@ fn read_line(r: &mut impl Read, consumed: &mut usize) -> Result<Option<String>, 
 /// (a read timeout on the stream).
 pub fn host_greet(stream: &mut (impl Read + Write), nonce: u64) -> Result<(), GreetingError> {
     // The newline first ends any partial line an earlier host left.
-    write!(stream, "\n{HELLO} {PROTOCOL_VERSION} {nonce:016x}\n")?;
+    // Each line in one write: `write!` on an unbuffered stream makes a
+    // system call of every piece, and the other side reads byte by byte.
+    stream.write_all(format!("\n{HELLO} {PROTOCOL_VERSION} {nonce:016x}\n").as_bytes())?;
     stream.flush()?;
     let want = format!("{OK} {PROTOCOL_VERSION} {nonce:016x}");
     let mut consumed = 0;
@@ -117,11 +119,11 @@ pub fn agent_answer(stream: &mut (impl Read + Write)) -> Result<(), GreetingErro
             continue;
         }
         if version.parse::<u32>().ok() == Some(PROTOCOL_VERSION) {
-            writeln!(stream, "{OK} {PROTOCOL_VERSION} {nonce}")?;
+            stream.write_all(format!("{OK} {PROTOCOL_VERSION} {nonce}\n").as_bytes())?;
             stream.flush()?;
             return Ok(());
         }
-        writeln!(stream, "{VERSION} {PROTOCOL_VERSION}")?;
+        stream.write_all(format!("{VERSION} {PROTOCOL_VERSION}\n").as_bytes())?;
         stream.flush()?;
     }
 }

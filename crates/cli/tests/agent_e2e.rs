@@ -350,6 +350,17 @@ fn a_command_outlives_a_daemon_restart(home: &TestHome, ns: &Netns) {
         !err.contains("using ssh"),
         "the proxy was found again: {err}"
     );
+
+    // A restart: the new boot's proxy replaces the old one at once, even
+    // if that one has not yet seen its hypervisor go.
+    ok(
+        home.banger_in(ns, &["vm", "restart", VM], &[]),
+        "vm restart",
+    );
+    let out = home.banger_in(ns, &["vm", "ssh", VM, "--", "echo", "restarted"], &[]);
+    let err = stderr(&out);
+    assert_eq!(ok(out, "after vm restart"), "restarted\n");
+    assert!(!err.contains("using ssh"), "{err}");
 }
 
 /// The agent killed while a command runs: the command's banger says so

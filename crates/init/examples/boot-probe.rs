@@ -1,7 +1,8 @@
 //! A stand-in for an image's `/sbin/init` in banger's boot test
 //! (crates/images/tests/boot.rs): reports on the console what the guest
 //! sees after banger-init's switch_root, then powers off (or, with
-//! `probe.stay` on the kernel command line, keeps running).
+//! `probe.stay` on the kernel command line, keeps running; with
+//! `probe.tick` as well, printing `PROBE tick: N` every second).
 //! Lines start with `PROBE ` so the test can pick them out.
 
 use std::fs;
@@ -63,14 +64,19 @@ fn main() {
     report("default-route", gateway);
     // `probe.stay` on the kernel command line (banger-init ignores words
     // not starting with `banger.`): keep running like a real image's init,
-    // for tests of stopping a VM from the host.
-    if read("/proc/cmdline")
-        .split_whitespace()
-        .any(|w| w == "probe.stay")
-    {
+    // for tests of stopping a VM from the host. With `probe.tick` too, a
+    // numbered line every second, for tests of saving and resuming a
+    // guest: a resumed one goes on counting.
+    let cmdline = read("/proc/cmdline");
+    let word = |w: &str| cmdline.split_whitespace().any(|x| x == w);
+    if word("probe.stay") {
         report("done", "staying up".into());
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+        let tick = word("probe.tick");
+        for n in 1u64.. {
+            if tick {
+                report("tick", n.to_string());
+            }
+            std::thread::sleep(std::time::Duration::from_secs(if tick { 1 } else { 3600 }));
         }
     }
     report("done", "powering off".into());

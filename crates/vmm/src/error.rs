@@ -83,6 +83,23 @@ pub enum VmmError {
         source: nix::errno::Errno,
     },
 
+    /// This backend cannot do what was asked (e.g. save a VM's state).
+    #[error("the {backend} backend cannot {what}")]
+    Unsupported {
+        backend: crate::select::Backend,
+        what: &'static str,
+    },
+
+    /// Saving a VM's state, or starting one from a saved state, failed;
+    /// `message` quotes the hypervisor's reason.
+    #[error("{action} {}: {message}", path.display())]
+    State {
+        /// "saving the VM's state to" or "restoring the VM's state from".
+        action: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+
     /// The process survived SIGKILL (stuck in the kernel, e.g. on I/O).
     #[error(
         "hypervisor pid {pid} is still there {:.1?} after SIGKILL: look at `ps -o stat,wchan -p {pid}`",

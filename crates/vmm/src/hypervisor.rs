@@ -41,6 +41,21 @@ pub struct LaunchSpec {
     pub net: Option<NetSpec>,
     /// Serial console output is appended here.
     pub console_log: PathBuf,
+    /// Resume from this saved state ([`Hypervisor::save_state`]'s `dest`)
+    /// instead of booting: the guest goes on where it was saved, its
+    /// memory and devices as they were. The rest of the spec must
+    /// describe the same machine as the saved VM's spec did: the same
+    /// vCPUs and memory, kernel and initramfs, the same disks in the same
+    /// order with the same read-only flags, holding what they held when
+    /// the state was saved (copies made after the save may live at other
+    /// paths), and a network interface if and only if the saved VM had
+    /// one. A mismatch fails the start (QEMU quits with its reason) or,
+    /// for disk contents, corrupts the guest's filesystems. The name,
+    /// folders, console log, TAP and MAC may differ; the command line is
+    /// not read again, and the guest keeps the MAC address it had (both
+    /// backends restore the NIC's): giving it its new one is the guest's
+    /// business.
+    pub incoming: Option<PathBuf>,
 }
 
 /// One virtio-blk disk, a raw image file.
@@ -76,6 +91,17 @@ pub struct VmHandle {
     pub console_offset: u64,
 }
 
+/// What [`Hypervisor::save_state`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedState {
+    /// The files, `dest` first ([`Hypervisor::state_files`]).
+    pub files: Vec<PathBuf>,
+    /// Their total size.
+    pub bytes: u64,
+    /// From pausing the guest to the last byte written.
+    pub took: Duration,
+}
+
 /// A hypervisor backend. The orchestrator holds an `Arc<dyn Hypervisor>`
 /// from [`hypervisor_for`] and never asks which one it has.
 pub trait Hypervisor: Send + Sync {
@@ -107,15 +133,17 @@ pub trait Hypervisor: Send + Sync {
     /// Freezes the guest's vCPUs: the process stays, with the guest's
     /// memory and devices as they are, but uses no host CPU for the guest
     /// (QEMU: QMP `stop`; Firecracker: `PATCH /vm` `Paused`). Returns once
-    /// the hypervisor says the VM is paused; pausing a paused VM is not
-    /// an error. [`Self::stop`] works on a paused VM (it resumes it first,
+    /// the hypervisor says the VM is paused; pausing a paused VM (one
+    /// left paused by [`Self::save_state`] included) is not an error. [`Self::stop`] works on a paused VM (it resumes it first,
     /// since a frozen guest cannot power off); [`Self::kill`] needs no
     /// resume.
     fn pause(&self, handle: &VmHandle) -> Result<(), VmmError>;
 
     /// Lets a paused guest run again (QEMU: QMP `cont`; Firecracker:
-    /// `PATCH /vm` `Resumed`). Returns once the hypervisor says the VM
-    /// runs; resuming a running VM is not an error.
+    /// `PATCH /vm` `Resumed`), also one left paused by
+    /// [`Self::save_state`] (QEMU then says `postmigrate`, not `paused`).
+    /// Returns once the hypervisor says the VM runs; resuming a running VM
+    /// is not an error.
     fn resume(&self, handle: &VmHandle) -> Result<(), VmmError>;
 
     /// The Unix socket where the host reaches the guest agent of a VM
@@ -130,6 +158,39 @@ pub trait Hypervisor: Send + Sync {
     /// stream; Firecracker's goes through its vsock socket.
     fn agent_channel(&self, runtime_dir: &Path) -> Option<AgentChannel> {
         self.agent_socket(runtime_dir).map(AgentChannel::Serial)
+    }
+
+    // Saved state: what templates and forks are made of.
+
+    /// Pauses the VM and writes its memory and device state to `dest`
+    /// (and, for backends that write more than one file, beside it: see
+    /// [`Self::state_files`]), created afresh with mode 0600: an existing
+    /// file or a symlink there is refused before the VM is paused. Returns
+    /// once everything is written, within `timeout`, with the VM still
+    /// paused, whether it succeeded or not: the caller resumes it
+    /// ([`Self::resume`]) or stops it. On failure no file is left. The disks are not copied:
+    /// once this returns they hold what the saved guest expects, and stay
+    /// so while the VM is paused. The files are not fsynced.
+    /// [`LaunchSpec::incoming`] starts a VM from them. Backends that
+    /// cannot answer [`VmmError::Unsupported`].
+    fn save_state(
+        &self,
+        handle: &VmHandle,
+        dest: &Path,
+        timeout: Duration,
+    ) -> Result<SavedState, VmmError> {
+        let _ = (handle, dest, timeout);
+        Err(VmmError::Unsupported {
+            backend: self.backend(),
+            what: "save a VM's state",
+        })
+    }
+
+    /// Every file that [`Self::save_state`] writes for `dest`, `dest`
+    /// first: what to copy, check or remove as one saved state (e.g.
+    /// after a crash in the middle of a save).
+    fn state_files(&self, dest: &Path) -> Vec<PathBuf> {
+        vec![dest.to_path_buf()]
     }
 }
 
@@ -177,6 +238,14 @@ pub(crate) fn validate(spec: &LaunchSpec) -> Result<(), VmmError> {
         if !path.is_absolute() {
             return bad(format!("{what} {} is not an absolute path", path.display()));
         }
+    }
+    if let Some(state) = &spec.incoming
+        && !state.is_absolute()
+    {
+        return bad(format!(
+            "saved state {} is not an absolute path",
+            state.display()
+        ));
     }
     for disk in &spec.disks {
         if !disk.path.is_absolute() {
@@ -315,6 +384,7 @@ pub(crate) mod tests {
                 mac: "52:54:00:ab:cd:ef".into(),
             }),
             console_log: "/var/lib/banger/vms/dev-box/console.log".into(),
+            incoming: None,
         }
     }
 
@@ -331,6 +401,9 @@ pub(crate) mod tests {
         assert!(with(|s| s.name = String::new()).contains("DNS label"));
         assert!(with(|s| s.memory_mib = 8).contains("at least 32 MiB"));
         assert!(with(|s| s.vmlinux = "vmlinux".into()).contains("not an absolute path"));
+        assert!(
+            with(|s| s.incoming = Some("state".into())).contains("saved state state is not an")
+        );
         assert!(
             with(|s| s.net.as_mut().unwrap().mac = "01:00:00:00:00:01".into()).contains("unicast")
         );

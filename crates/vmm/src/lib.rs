@@ -10,11 +10,16 @@
 //! start time), stopping and signalling it, and reading its console
 //! ([`wait_for_console`]), which the hypervisor writes to a log the
 //! daemon keeps to a size ([`console_log`]: rotation, and readers that
-//! follow it across rotations). The orchestrator holds the `Arc<dyn Hypervisor>`
-//! from [`hypervisor_for`] and never asks which backend it has.
+//! follow it across rotations); and saving a paused VM's memory and
+//! device state to files ([`Hypervisor::save_state`]) that a new VM
+//! resumes from ([`LaunchSpec::incoming`]). The orchestrator holds the
+//! `Arc<dyn Hypervisor>` from [`hypervisor_for`] and never asks which
+//! backend it has.
 //!
 //! It must not: create or delete disks, TAP devices or any other host
-//! resource (the caller passes them in, already made), touch the store,
+//! resource (the caller passes them in, already made; the one exception
+//! is a saved state's files, which `save_state` makes and, when it
+//! fails, removes), touch the store,
 //! or run anything through a shell. It never waits without a bound.
 #![deny(unsafe_code)]
 
@@ -27,10 +32,13 @@ pub mod kvm;
 pub mod process;
 pub mod qemu;
 pub mod select;
+mod state_file;
 pub mod tsc;
 
 pub use console::wait_for_console;
 pub use console_log::{ConsoleLog, ConsoleLogs, Cursor, Rotation};
 pub use error::VmmError;
-pub use hypervisor::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle, hypervisor_for};
+pub use hypervisor::{
+    DiskSpec, Hypervisor, LaunchSpec, NetSpec, SavedState, VmHandle, hypervisor_for,
+};
 pub use select::{Accel, Backend, Selection};

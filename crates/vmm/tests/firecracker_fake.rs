@@ -5,7 +5,12 @@
 //! records what it was sent, prints a console line on `InstanceStart`,
 //! pauses and resumes on `PATCH /vm` (saying so in `GET /`) and exits on
 //! `SendCtrlAltDel` (as `reboot=k` makes Firecracker do) unless paused,
-//! when the guest cannot act on it.
+//! when the guest cannot act on it. It keeps Firecracker's states (not
+//! started, running, paused) and refuses what Firecracker refuses in
+//! each: a pause or resume only after a start or load, a snapshot created
+//! only when paused (it writes both files), loaded only on a fresh process
+//! (a file that is not its snapshot ends it, as a failed load ends
+//! Firecracker), drives repointed only after a start or load.
 //! Started without, it runs the tests against itself.
 //!
 //! (A real Firecracker is exercised by the unit test
@@ -13,6 +18,7 @@
 //! `BANGER_TEST_FIRECRACKER` names one.)
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,6 +58,18 @@ fn main() {
         (
             "pauses_resumes_and_stops_a_paused_vm",
             pauses_resumes_and_stops_a_paused_vm,
+        ),
+        (
+            "saves_a_snapshot_and_resumes_it_elsewhere",
+            saves_a_snapshot_and_resumes_it_elsewhere,
+        ),
+        (
+            "a_save_refused_or_misdirected_leaves_no_file",
+            a_save_refused_or_misdirected_leaves_no_file,
+        ),
+        (
+            "a_bad_snapshot_fails_start_and_leaves_nothing",
+            a_bad_snapshot_fails_start_and_leaves_nothing,
         ),
     ];
     let mut failed = 0;
@@ -270,6 +288,200 @@ fn pauses_resumes_and_stops_a_paused_vm() {
     );
 }
 
+/// The requests recorded after the first `skip`, as "METHOD path".
+fn methods_and_paths(requests: &[Value], skip: usize) -> Vec<String> {
+    requests[skip..]
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn saves_a_snapshot_and_resumes_it_elsewhere() {
+    let s = setup();
+    set_env(&[(RECORD_ENV, s.record.to_str().unwrap())]);
+    let fc = backend();
+    let handle = fc.start(&s.spec).unwrap_or_else(|e| panic!("{e}"));
+    let booted = recorded(&s.record).len();
+    let dest = s.dir.path().join("template/state");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let saved = fc
+        .save_state(&handle, &dest, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let memory = Firecracker::memory_file(&dest);
+    assert_eq!(saved.files, [dest.clone(), memory.clone()]);
+    assert_eq!(fc.state_files(&dest), saved.files);
+    let on_disk: u64 = saved
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert_eq!(saved.bytes, on_disk);
+    assert!(saved.bytes > 0);
+    for f in &saved.files {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", f.display());
+    }
+    println!("  saved {} bytes in {:?}", saved.bytes, saved.took);
+    let requests = recorded(&s.record);
+    assert_eq!(
+        methods_and_paths(&requests, booted),
+        ["PATCH /vm", "PUT /snapshot/create"]
+    );
+    assert_eq!(requests[booted]["body"], json!({"state": "Paused"}));
+    assert_eq!(
+        requests[booted + 1]["body"],
+        json!({
+            "snapshot_type": "Full",
+            "snapshot_path": dest,
+            "mem_file_path": memory,
+        })
+    );
+    // Still there, paused: the caller decides. A resume lets it run on.
+    assert!(fc.is_running(&handle));
+    let api = ApiClient::new(&handle.control_socket, Duration::from_secs(5));
+    assert_eq!(api.instance_info().unwrap().state, "Paused");
+    fc.resume(&handle).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(api.instance_info().unwrap().state, "Running");
+    fc.kill(&handle, 9).unwrap();
+
+    // Another VM from it: its own folders, disks and TAP.
+    let d = s.dir.path();
+    let mut spec = s.spec.clone();
+    spec.name = "fake-vm-2".into();
+    spec.vm_dir = d.join("vm2");
+    spec.runtime_dir = d.join("run2");
+    spec.console_log = d.join("vm2/firecracker.log");
+    spec.disks[1].path = d.join("system-2.ext4");
+    spec.net.as_mut().unwrap().tap = "bgr-fake-2".into();
+    spec.incoming = Some(dest.clone());
+    let before = recorded(&s.record).len();
+    let t0 = Instant::now();
+    let resumed = fc.start(&spec).unwrap_or_else(|e| panic!("{e}"));
+    println!("  resumed in {:?}", t0.elapsed());
+    let requests = recorded(&s.record);
+    assert_eq!(
+        methods_and_paths(&requests, before),
+        [
+            "PUT /snapshot/load",
+            "PATCH /drives/d0",
+            "PATCH /drives/d1",
+            "PATCH /vm"
+        ]
+    );
+    assert_eq!(
+        requests[before]["body"],
+        json!({
+            "snapshot_path": dest,
+            "mem_backend": {"backend_type": "File", "backend_path": memory},
+            "resume_vm": false,
+            "network_overrides": [{"iface_id": "eth0", "host_dev_name": "bgr-fake-2"}],
+            "vsock_override": {"uds_path": d.join("run2/vsock.sock")},
+        })
+    );
+    assert_eq!(
+        requests[before + 2]["body"],
+        json!({"drive_id": "d1", "path_on_host": d.join("system-2.ext4")})
+    );
+    assert_eq!(requests[before + 3]["body"], json!({"state": "Resumed"}));
+    wait_for_console(
+        ConsoleLog::new(&spec.console_log).cursor_at(resumed.console_offset),
+        "resumed from the snapshot (fake)",
+        &resumed,
+        &fc,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    fc.kill(&resumed, 9).unwrap();
+}
+
+fn a_save_refused_or_misdirected_leaves_no_file() {
+    let s = setup();
+    set_env(&[
+        (RECORD_ENV, s.record.to_str().unwrap()),
+        (REJECT_ENV, "/snapshot/create"),
+    ]);
+    let fc = backend();
+    let started = fc.start(&s.spec);
+    unset_env(REJECT_ENV);
+    let handle = started.unwrap_or_else(|e| panic!("{e}"));
+    let dest = s.dir.path().join("state");
+    let err = fc
+        .save_state(&handle, &dest, Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "firecracker API PUT /snapshot/create: 400: The requested operation is not supported (fake)"
+    );
+    for f in fc.state_files(&dest) {
+        assert!(!f.exists(), "{} was left behind", f.display());
+    }
+    // A file already there is never overwritten, and nothing is asked of
+    // Firecracker.
+    std::fs::write(&dest, b"precious").unwrap();
+    let before = recorded(&s.record).len();
+    let err = fc
+        .save_state(&handle, &dest, Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("creating the saved state "), "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
+    assert!(!Firecracker::memory_file(&dest).exists());
+    assert_eq!(recorded(&s.record).len(), before);
+    fc.kill(&handle, 9).unwrap();
+    // A VM that is gone cannot be saved.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fc.is_running(&handle) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = fc
+        .save_state(
+            &handle,
+            &s.dir.path().join("other"),
+            Duration::from_secs(10),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not running"), "{err}");
+}
+
+fn a_bad_snapshot_fails_start_and_leaves_nothing() {
+    let s = setup();
+    let fc = backend();
+    let mut spec = s.spec.clone();
+    let state = s.dir.path().join("state");
+    spec.incoming = Some(state.clone());
+    // Missing: refused before anything is spawned.
+    let err = fc.start(&spec).unwrap_err().to_string();
+    assert!(err.starts_with("opening the saved state "), "{err}");
+    assert!(!s.dir.path().join("fake.pid").exists());
+    // Not a snapshot: Firecracker refuses it and ends itself.
+    std::fs::write(&state, b"garbage").unwrap();
+    std::fs::write(Firecracker::memory_file(&state), b"").unwrap();
+    let err = fc.start(&spec).unwrap_err();
+    let message = err.to_string();
+    println!("  {message}");
+    assert!(
+        message.contains("Failed to get snapshot state from file"),
+        "{message}"
+    );
+    let pid: u32 = std::fs::read_to_string(s.dir.path().join("fake.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        banger_vmm::process::ProcStat::read(pid).is_none_or(|st| !st.is_alive()),
+        "the failed Firecracker must be gone"
+    );
+}
+
 #[allow(unsafe_code)]
 fn set_env(vars: &[(&str, &str)]) {
     for (k, v) in vars {
@@ -288,9 +500,9 @@ fn unset_env(k: &str) {
 // ---- the fake ----
 
 /// Required and allowed fields, as in firecracker.yaml.
-fn fields(path: &str) -> (&'static [&'static str], &'static [&'static str]) {
-    match path {
-        "/machine-config" => (
+fn fields(method: &str, path: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match (method, path) {
+        ("PUT", "/machine-config") => (
             &["mem_size_mib", "vcpu_count"],
             &[
                 "cpu_template",
@@ -301,15 +513,15 @@ fn fields(path: &str) -> (&'static [&'static str], &'static [&'static str]) {
                 "huge_pages",
             ],
         ),
-        "/vsock" => (
+        ("PUT", "/vsock") => (
             &["guest_cid", "uds_path"],
             &["guest_cid", "uds_path", "vsock_id"],
         ),
-        "/boot-source" => (
+        ("PUT", "/boot-source") => (
             &["kernel_image_path"],
             &["boot_args", "initrd_path", "kernel_image_path"],
         ),
-        p if p.starts_with("/drives/") => (
+        ("PUT", p) if p.starts_with("/drives/") => (
             &["drive_id", "is_root_device"],
             &[
                 "drive_id",
@@ -323,7 +535,10 @@ fn fields(path: &str) -> (&'static [&'static str], &'static [&'static str]) {
                 "socket",
             ],
         ),
-        p if p.starts_with("/network-interfaces/") => (
+        ("PATCH", p) if p.starts_with("/drives/") => {
+            (&["drive_id"], &["drive_id", "path_on_host", "rate_limiter"])
+        }
+        ("PUT", p) if p.starts_with("/network-interfaces/") => (
             &["host_dev_name", "iface_id"],
             &[
                 "guest_mac",
@@ -334,9 +549,101 @@ fn fields(path: &str) -> (&'static [&'static str], &'static [&'static str]) {
                 "tx_rate_limiter",
             ],
         ),
-        "/actions" => (&["action_type"], &["action_type"]),
-        "/vm" => (&["state"], &["state"]),
+        ("PUT", "/actions") => (&["action_type"], &["action_type"]),
+        ("PATCH", "/vm") => (&["state"], &["state"]),
+        ("PUT", "/snapshot/create") => (
+            &["mem_file_path", "snapshot_path"],
+            &["mem_file_path", "snapshot_path", "snapshot_type"],
+        ),
+        ("PUT", "/snapshot/load") => (
+            &["snapshot_path"],
+            &[
+                "enable_diff_snapshots",
+                "track_dirty_pages",
+                "mem_file_path",
+                "mem_backend",
+                "snapshot_path",
+                "resume_vm",
+                "network_overrides",
+                "vsock_override",
+                "clock_realtime",
+                "huge_pages",
+            ],
+        ),
         _ => (&[], &[]),
+    }
+}
+
+/// Checks an object's fields against (required, allowed).
+fn check_fields(
+    what: &str,
+    value: &Value,
+    (required, allowed): (&[&str], &[&str]),
+) -> Result<(), String> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| format!("{what}: expected an object"))?;
+    if let Some(k) = required.iter().find(|k| !obj.contains_key(**k)) {
+        return Err(format!("{what}: missing field `{k}`"));
+    }
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("{what}: unknown field `{k}`"));
+    }
+    Ok(())
+}
+
+/// What Firecracker checks of a body past its fields: the method, enum
+/// values, nested definitions.
+fn check_body(method: &str, path: &str, value: &Value) -> Result<(), String> {
+    match (method, path) {
+        ("PATCH", "/vm") => match value["state"].as_str() {
+            Some("Paused" | "Resumed") => Ok(()),
+            _ => Err(format!("unknown variant {} of state", value["state"])),
+        },
+        (_, "/vm") => Err(format!("Invalid request method {method} for /vm")),
+        ("PUT", "/snapshot/load") => check_load(value),
+        _ => Ok(()),
+    }
+}
+
+/// The nested definitions of `SnapshotLoadParams`.
+fn check_load(value: &Value) -> Result<(), String> {
+    let both = ["backend_type", "backend_path"];
+    check_fields("mem_backend", &value["mem_backend"], (&both, &both))?;
+    if !matches!(
+        value["mem_backend"]["backend_type"].as_str(),
+        Some("File" | "Uffd")
+    ) {
+        return Err("unknown variant of backend_type".into());
+    }
+    for o in value["network_overrides"].as_array().into_iter().flatten() {
+        let both = ["iface_id", "host_dev_name"];
+        check_fields("network_overrides", o, (&both, &both))?;
+    }
+    if let Some(v) = value.get("vsock_override") {
+        check_fields("vsock_override", v, (&["uds_path"], &["uds_path"]))?;
+    }
+    Ok(())
+}
+
+/// The first bytes of the fake's snapshot files.
+const SNAPSHOT_MAGIC: &str = "fake firecracker snapshot";
+
+/// Firecracker's states as `GET /` names them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    NotStarted,
+    Running,
+    Paused,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::NotStarted => "Not started",
+            State::Running => "Running",
+            State::Paused => "Paused",
+        }
     }
 }
 
@@ -352,8 +659,10 @@ fn fake_firecracker(socket: &Path) {
     let reject = std::env::var(REJECT_ENV).ok();
     let listener = UnixListener::bind(socket).expect("bind the API socket");
     println!("Running Firecracker (fake)");
-    // As `GET /` says it: "Not started", "Running" or "Paused".
-    let mut state = "Not started";
+    let mut state = State::NotStarted;
+    let mut configured = false;
+    // Paused by a load, not resumed since.
+    let mut loaded = false;
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let mut writer = stream.try_clone().unwrap();
@@ -388,10 +697,7 @@ fn fake_firecracker(socket: &Path) {
         };
         if method == "GET" && path == "/" {
             let info = json!({
-                "id": "fake",
-                "state": state,
-                "vmm_version": "0.0.0",
-                "app_name": "Firecracker"
+                "id": "fake", "state": state.name(), "vmm_version": "0.0.0", "app_name": "Firecracker"
             });
             answer(&mut writer, "200", &info.to_string());
             continue;
@@ -404,30 +710,11 @@ fn fake_firecracker(socket: &Path) {
                 continue;
             }
         };
-        let (required, allowed) = fields(path);
-        let obj = value.as_object().cloned().unwrap_or_default();
-        if let Some(k) = required.iter().find(|k| !obj.contains_key(**k)) {
-            answer(&mut writer, "400", &fault(format!("missing field `{k}`")));
+        let checked = check_fields(path, &value, fields(method, path))
+            .and_then(|()| check_body(method, path, &value));
+        if let Err(e) = checked {
+            answer(&mut writer, "400", &fault(e));
             continue;
-        }
-        if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            answer(&mut writer, "400", &fault(format!("unknown field `{k}`")));
-            continue;
-        }
-        if path == "/vm" {
-            let refusal = match (method, value["state"].as_str(), state) {
-                ("PATCH", Some("Paused" | "Resumed"), "Not started") => Some(
-                    "The requested operation is not supported before starting the microVM."
-                        .to_owned(),
-                ),
-                ("PATCH", Some("Paused" | "Resumed"), _) => None,
-                ("PATCH", other, _) => Some(format!("unknown variant `{other:?}`")),
-                (other, _, _) => Some(format!("Invalid request method {other} for /vm")),
-            };
-            if let Some(why) = refusal {
-                answer(&mut writer, "400", &fault(why));
-                continue;
-            }
         }
         if reject.as_deref() == Some(path) {
             answer(
@@ -437,29 +724,103 @@ fn fake_firecracker(socket: &Path) {
             );
             continue;
         }
+        // What Firecracker refuses in each state.
+        let file = |key: &str| PathBuf::from(value[key].as_str().unwrap_or_default());
+        let refused = match (method, path) {
+            ("PUT", "/snapshot/load") if configured || state != State::NotStarted => Some(
+                "Loading a microVM snapshot not allowed after configuring boot-specific resources."
+                    .to_owned(),
+            ),
+            ("PUT", "/snapshot/load") => {
+                let snapshot = file("snapshot_path");
+                let memory = PathBuf::from(
+                    value["mem_backend"]["backend_path"]
+                        .as_str()
+                        .unwrap_or_default(),
+                );
+                let ok = std::fs::read_to_string(&snapshot)
+                    .is_ok_and(|t| t.starts_with(SNAPSHOT_MAGIC))
+                    && memory.is_file();
+                if !ok {
+                    // A failed load ends Firecracker.
+                    let m = "Load snapshot error: Failed to restore from snapshot: Failed to get \
+                             snapshot state from file: bad snapshot (fake)";
+                    answer(&mut writer, "400", &fault(m.into()));
+                    eprintln!("{m}");
+                    std::process::exit(1);
+                }
+                None
+            }
+            ("PUT", "/snapshot/create") if state != State::Paused => {
+                Some("Create snapshot error: the microVM is not paused (fake)".into())
+            }
+            ("PUT", "/snapshot/create") => None,
+            ("PATCH", _) if state == State::NotStarted => {
+                Some("The requested operation is not supported before starting the microVM.".into())
+            }
+            ("PUT", "/actions") if value["action_type"] == "InstanceStart" && !configured => {
+                Some("Cannot start microvm without kernel configuration.".into())
+            }
+            ("PUT", "/actions") => None,
+            ("PUT", _) if state != State::NotStarted => {
+                Some("The requested operation is not supported after starting the microVM.".into())
+            }
+            _ => None,
+        };
+        if let Some(m) = refused {
+            answer(&mut writer, "400", &fault(m));
+            continue;
+        }
         if let Some(record) = &record {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(record)
                 .unwrap();
-            writeln!(f, "{}", json!({ "path": path, "body": value })).unwrap();
+            writeln!(
+                f,
+                "{}",
+                json!({ "method": method, "path": path, "body": value })
+            )
+            .unwrap();
+        }
+        match (method, path) {
+            ("PUT", "/snapshot/create") => {
+                // Firecracker truncates and fills the files it is named.
+                std::fs::write(file("snapshot_path"), format!("{SNAPSHOT_MAGIC}\n")).unwrap();
+                std::fs::write(file("mem_file_path"), vec![0u8; 8192]).unwrap();
+            }
+            ("PUT", "/snapshot/load") => {
+                state = State::Paused;
+                loaded = true;
+            }
+            ("PATCH", "/vm") => match value["state"].as_str() {
+                Some("Paused") => state = State::Paused,
+                Some("Resumed") => {
+                    state = State::Running;
+                    if std::mem::take(&mut loaded) {
+                        println!("resumed from the snapshot (fake)");
+                    }
+                }
+                _ => {}
+            },
+            ("PUT", "/actions") => {}
+            ("PUT", _) => configured = true,
+            _ => {}
         }
         answer(&mut writer, "204", "");
-        match (value["action_type"].as_str(), value["state"].as_str()) {
-            (Some("InstanceStart"), _) => {
-                state = "Running";
+        match value["action_type"].as_str() {
+            Some("InstanceStart") => {
+                state = State::Running;
                 println!("[    0.000000] Linux version (fake)");
                 println!("banger-init ready in 1 ms (fake)");
             }
             // A paused guest's init never sees the key press.
-            (Some("SendCtrlAltDel"), _) if state == "Paused" => {}
-            (Some("SendCtrlAltDel"), _) => {
+            Some("SendCtrlAltDel") if state == State::Paused => {}
+            Some("SendCtrlAltDel") => {
                 println!("reboot: Restarting system (fake)");
                 std::process::exit(0);
             }
-            (_, Some("Paused")) => state = "Paused",
-            (_, Some("Resumed")) => state = "Running",
             _ => {}
         }
     }

@@ -4,7 +4,10 @@
 //! crates/init, and a system disk. Two boots in all: one that stays up
 //! (`probe.stay`), is paused and resumed, and is stopped from the host
 //! while paused; one that powers itself off; plus a start that fails at
-//! once on a bad kernel.
+//! once on a bad kernel. And a guest saved and resumed: a boot that
+//! counts (`probe.tick`), saved, its QEMU killed, a new QEMU started from
+//! the saved state that goes on counting; and starts from broken states
+//! that fail cleanly.
 //!
 //! Needs qemu-system-x86_64, mkfs.ext4 and apt (for the kernel, cached in
 //! the test cache); skips with the reason when one is missing.
@@ -123,6 +126,7 @@ impl Guest {
             ],
             net: None,
             console_log: d.join("vm/console.log"),
+            incoming: None,
         }
     }
 }
@@ -232,11 +236,7 @@ fn starts_waits_for_the_console_stops_and_boots_again() {
 /// Pauses a running guest: QEMU says `paused` and its CPU time barely
 /// grows; then resumes it and QEMU says `running`.
 fn pause_and_resume(hv: &dyn Hypervisor, handle: &VmHandle) {
-    let status = || {
-        Qmp::connect(&handle.control_socket, Duration::from_secs(5))
-            .and_then(|mut q| q.query_status(Duration::from_secs(5)))
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let status = || run_state(handle);
     let cpu = || banger_vmm::process::usage(handle).expect("QEMU runs").cpu;
     let over = Duration::from_secs(2);
     let before = cpu();
@@ -302,6 +302,173 @@ fn a_bad_kernel_fails_start_with_qemus_words() {
     assert!(log.ends_with("vm/qemu.log"), "{message}");
     assert!(!hv_running_left(d), "QEMU must not outlive a failed start");
     assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+/// How long a save may take: ≈ 0.1-0.3 s for this guest here.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The numbers of the `PROBE tick: N` lines in `log` after byte `from`.
+fn ticks(log: &Path, from: u64) -> Vec<u64> {
+    let bytes = fs::read(log).unwrap_or_default();
+    let from = usize::try_from(from).unwrap().min(bytes.len());
+    String::from_utf8_lossy(&bytes[from..])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("PROBE tick: "))
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// What QEMU's `query-status` says.
+fn run_state(handle: &VmHandle) -> String {
+    Qmp::connect(&handle.control_socket, Duration::from_secs(5))
+        .and_then(|mut q| q.query_status(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn saves_and_resumes_where_it_left_off() {
+    let Some(hv) = qemu() else {
+        banger_testkit::skip("qemu-system-x86_64 is not installed");
+        return;
+    };
+    let Some(guest) = prepare() else { return };
+    let d = guest.dir.path();
+    let spec = guest.spec("probe.stay probe.tick");
+    let handle = hv.start(&spec).expect("start");
+    wait_for_console(
+        ConsoleLog::new(&spec.console_log).cursor_at(handle.console_offset),
+        "PROBE tick: 2",
+        &handle,
+        hv.as_ref(),
+        BOOT_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // A file already there is refused before the guest is paused.
+    let state = d.join("state");
+    fs::write(&state, b"precious").unwrap();
+    let err = hv
+        .save_state(&handle, &state, SAVE_TIMEOUT)
+        .expect_err("an existing file is never overwritten");
+    assert!(matches!(err, VmmError::Io { .. }), "{err}");
+    assert_eq!(fs::read(&state).unwrap(), b"precious");
+    assert_eq!(run_state(&handle), "running");
+    fs::remove_file(&state).unwrap();
+
+    let saved = hv
+        .save_state(&handle, &state, SAVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(saved.files, std::slice::from_ref(&state));
+    let meta = fs::metadata(&state).unwrap();
+    assert_eq!(saved.bytes, meta.len());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o077, 0, "the state is private");
+    }
+    // Paused, and left so: the caller decides.
+    assert_eq!(run_state(&handle), "postmigrate");
+    let last = *ticks(&spec.console_log, handle.console_offset)
+        .last()
+        .expect("ticks before the save");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        ticks(&spec.console_log, handle.console_offset).last(),
+        Some(&last),
+        "a saved guest stays paused"
+    );
+    hv.kill(&handle, 9).unwrap();
+    let gone_by = Instant::now() + KILL_WAIT;
+    while hv.is_running(&handle) && Instant::now() < gone_by {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!hv.is_running(&handle));
+
+    // A new QEMU from the saved state: the guest goes on counting.
+    let mut resume = spec.clone();
+    resume.incoming = Some(state.clone());
+    let t0 = Instant::now();
+    let resumed = hv.start(&resume).unwrap_or_else(|e| panic!("{e}"));
+    let restored = t0.elapsed();
+    assert_eq!(run_state(&resumed), "running");
+    let next = format!("PROBE tick: {}", last + 1);
+    let to_tick = wait_for_console(
+        ConsoleLog::new(&resume.console_log).cursor_at(resumed.console_offset),
+        &next,
+        &resumed,
+        hv.as_ref(),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let after = ticks(&resume.console_log, resumed.console_offset);
+    assert_eq!(after.first(), Some(&(last + 1)), "no reboot: {after:?}");
+    let console = fs::read(&resume.console_log).unwrap();
+    let since = String::from_utf8_lossy(&console[resumed.console_offset as usize..]).into_owned();
+    assert!(!since.contains("banger-init ready"), "no reboot: {since}");
+    println!(
+        "saved {} bytes ({} MiB guest) in {:?}; a new QEMU from it: start returned after \
+         {restored:?}, tick {} {to_tick:?} later",
+        saved.bytes,
+        resume.memory_mib,
+        saved.took,
+        last + 1
+    );
+
+    // Saved again and resumed in place instead: after a save QEMU says
+    // `postmigrate`, which a pause accepts as paused and `cont` runs.
+    hv.save_state(&resumed, &d.join("state-again"), SAVE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run_state(&resumed), "postmigrate");
+    hv.pause(&resumed).expect("a saved VM is paused already");
+    let last = *ticks(&resume.console_log, resumed.console_offset)
+        .last()
+        .expect("ticks before the second save");
+    hv.resume(&resumed).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run_state(&resumed), "running");
+    wait_for_console(
+        ConsoleLog::new(&resume.console_log).cursor_at(resumed.console_offset),
+        &format!("PROBE tick: {}", last + 1),
+        &resumed,
+        hv.as_ref(),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    hv.stop(&resumed, Duration::from_millis(500)).expect("stop");
+
+    // Broken states fail the start with QEMU's words, and leave no QEMU.
+    let whole = fs::read(&state).unwrap();
+    let mut corrupt = whole.clone();
+    corrupt[..4].copy_from_slice(b"XXXX");
+    for (what, bytes) in [
+        ("truncated", whole[..whole.len() / 2].to_vec()),
+        ("corrupt header", corrupt),
+    ] {
+        let broken = d.join("broken");
+        let _ = fs::remove_file(&broken);
+        fs::write(&broken, &bytes).unwrap();
+        let mut spec = spec.clone();
+        spec.incoming = Some(broken);
+        let t = Instant::now();
+        let err = hv.start(&spec).expect_err(what);
+        let message = err.to_string();
+        println!("{what}: {message} ({:?})", t.elapsed());
+        assert!(matches!(err, VmmError::Exited { .. }), "{what}: {message}");
+        assert!(message.contains("migration"), "{what}: {message}");
+        assert!(!message.contains('\n'), "{message}");
+        assert!(
+            !hv_running_left(d),
+            "{what}: QEMU must not outlive a failed restore"
+        );
+    }
+    // A missing file or a symlink: refused before QEMU is spawned.
+    let mut spec = spec.clone();
+    spec.incoming = Some(d.join("missing"));
+    let err = hv.start(&spec).expect_err("missing");
+    assert!(matches!(err, VmmError::Io { .. }), "{err}");
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&state, &link).unwrap();
+    spec.incoming = Some(link);
+    let err = hv.start(&spec).expect_err("a symlink");
+    assert!(matches!(err, VmmError::Io { .. }), "{err}");
 }
 
 /// Whether a QEMU whose pidfile is in this run dir is still alive.

@@ -19,7 +19,8 @@ use crate::hypervisors::{GuestProbe, ProxyProcess};
 
 /// The proxy's socket in the VM's runtime dir.
 pub(crate) const PROXY_SOCKET: &str = "agent-proxy.sock";
-/// Its process, as `PID START_TIME`, beside it.
+/// Its process and the hypervisor it serves, as `PID START_TIME
+/// HYPERVISOR_PID HYPERVISOR_START_TIME`, beside it.
 const PROXY_PIDFILE: &str = "agent-proxy.pid";
 
 /// What this daemon learnt of a VM's agent at its boot.
@@ -46,13 +47,25 @@ impl AgentDoors {
     ) -> Result<PathBuf, String> {
         let socket = runtime_dir.join(PROXY_SOCKET);
         let pidfile = runtime_dir.join(PROXY_PIDFILE);
-        if !(running(&pidfile) && socket.exists()) {
+        let found = read_pidfile(&pidfile).filter(|r| r.proxy_runs());
+        let serves_this_boot = found.is_some_and(|r| {
+            r.hypervisor == (hypervisor.pid, hypervisor.start_time) && socket.exists()
+        });
+        if !serves_this_boot {
+            // One of an earlier boot, still finding out that its
+            // hypervisor is gone, or one whose socket was taken away:
+            // it goes, so that the new one is the only client of the
+            // channel.
+            if let Some(old) = found {
+                old.terminate();
+            }
             let process = probe.start_agent_proxy(&socket, agent, hypervisor)?;
-            std::fs::write(
-                &pidfile,
-                format!("{} {}\n", process.pid, process.start_time),
-            )
-            .map_err(|e| format!("cannot write {}: {e}", pidfile.display()))?;
+            let record = ProxyRecord {
+                proxy: process,
+                hypervisor: (hypervisor.pid, hypervisor.start_time),
+            };
+            std::fs::write(&pidfile, record.to_line())
+                .map_err(|e| format!("cannot write {}: {e}", pidfile.display()))?;
         }
         self.lock()
             .insert(name.to_owned(), Door::Open(socket.clone()));
@@ -99,23 +112,85 @@ impl AgentDoors {
     }
 }
 
-/// Whether the proxy `pidfile` names still runs.
-fn running(pidfile: &Path) -> bool {
-    read_pidfile(pidfile).is_some_and(|p| banger_vmm::process::is_alive(p.pid, p.start_time))
+/// What the pidfile says: the proxy and the hypervisor it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ProxyRecord {
+    proxy: ProxyProcess,
+    hypervisor: (u32, u64),
 }
 
-fn read_pidfile(pidfile: &Path) -> Option<ProxyProcess> {
-    // Not through a link, and no more than two numbers' worth of it.
+impl ProxyRecord {
+    fn to_line(self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.proxy.pid, self.proxy.start_time, self.hypervisor.0, self.hypervisor.1
+        )
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut numbers = text.split_whitespace();
+        let record = Self {
+            proxy: ProxyProcess {
+                pid: numbers.next()?.parse().ok()?,
+                start_time: numbers.next()?.parse().ok()?,
+            },
+            hypervisor: (numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?),
+        };
+        numbers.next().is_none().then_some(record)
+    }
+
+    fn proxy_runs(&self) -> bool {
+        banger_vmm::process::is_alive(self.proxy.pid, self.proxy.start_time)
+    }
+
+    /// SIGTERM to the proxy, if it is still that process (and not this
+    /// one: the tests' fakes serve their proxies in-process).
+    fn terminate(&self) {
+        if self.proxy_runs()
+            && self.proxy.pid != std::process::id()
+            && let Ok(pid) = i32::try_from(self.proxy.pid)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+/// Whether the proxy `pidfile` names still runs.
+fn running(pidfile: &Path) -> bool {
+    read_pidfile(pidfile).is_some_and(|r| r.proxy_runs())
+}
+
+fn read_pidfile(pidfile: &Path) -> Option<ProxyRecord> {
+    // Not through a link, and no more than four numbers' worth of it.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
         .open(pidfile)
         .ok()?;
     let mut text = String::new();
-    file.take(64).read_to_string(&mut text).ok()?;
-    let mut words = text.split_whitespace();
-    Some(ProxyProcess {
-        pid: words.next()?.parse().ok()?,
-        start_time: words.next()?.parse().ok()?,
-    })
+    file.take(128).read_to_string(&mut text).ok()?;
+    ProxyRecord::parse(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pidfile_round_trips_and_refuses_what_it_did_not_write() {
+        let record = ProxyRecord {
+            proxy: ProxyProcess {
+                pid: 41,
+                start_time: 7,
+            },
+            hypervisor: (40, 6),
+        };
+        assert_eq!(ProxyRecord::parse(&record.to_line()), Some(record));
+        for bad in ["", "41 7", "41 7 40", "41 7 40 6 1", "a b c d", "-1 7 40 6"] {
+            assert_eq!(ProxyRecord::parse(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -559,6 +559,7 @@ async fn boot(
             mac: vm.mac.clone(),
         }),
         console_log: p.console.clone(),
+        incoming: None,
     };
     progress.phase(
         "network",

@@ -88,6 +88,74 @@ pub struct InstanceInfo {
     pub state: String,
 }
 
+/// `PUT /snapshot/create` (`SnapshotCreateParams`): the VM's device
+/// state to `snapshot_path`, its memory to `mem_file_path`. The VM must
+/// be paused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotCreateParams {
+    pub snapshot_type: SnapshotType,
+    pub snapshot_path: PathBuf,
+    pub mem_file_path: PathBuf,
+}
+
+/// The `snapshot_type` enum of `SnapshotCreateParams`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SnapshotType {
+    Full,
+    Diff,
+}
+
+/// `PUT /snapshot/load` (`SnapshotLoadParams`), on a fresh process
+/// instead of the boot configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotLoadParams {
+    pub snapshot_path: PathBuf,
+    pub mem_backend: MemoryBackend,
+    pub resume_vm: bool,
+    /// The TAP each interface uses now (Firecracker 1.12 or later).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub network_overrides: Vec<NetworkOverride>,
+    /// The vsock's Unix socket now (Firecracker 1.16 or later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vsock_override: Option<VsockOverride>,
+}
+
+/// `MemoryBackend`: where a loaded snapshot's memory comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryBackend {
+    pub backend_type: MemoryBackendType,
+    pub backend_path: PathBuf,
+}
+
+/// The `backend_type` enum of `MemoryBackend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum MemoryBackendType {
+    /// The memory file, mapped (private) by Firecracker.
+    File,
+    Uffd,
+}
+
+/// `NetworkOverride`: another TAP for an interface of a loaded snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetworkOverride {
+    pub iface_id: String,
+    pub host_dev_name: String,
+}
+
+/// `VsockOverride`: another Unix socket for a loaded snapshot's vsock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VsockOverride {
+    pub uds_path: PathBuf,
+}
+
+/// `PATCH /drives/{drive_id}` (`PartialDrive`): another backing file for
+/// a drive of a started (or loaded) VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartialDrive {
+    pub drive_id: String,
+    pub path_on_host: PathBuf,
+}
+
 /// An error answer (`Error`).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ApiError {
@@ -317,6 +385,43 @@ mod tests {
         ),
         ("InstanceActionInfo", &["action_type"], &["action_type"]),
         ("Vm", &["state"], &["state"]),
+        (
+            "SnapshotCreateParams",
+            &["mem_file_path", "snapshot_path"],
+            &["mem_file_path", "snapshot_path", "snapshot_type"],
+        ),
+        (
+            "SnapshotLoadParams",
+            &["snapshot_path"],
+            &[
+                "enable_diff_snapshots",
+                "track_dirty_pages",
+                "mem_file_path",
+                "mem_backend",
+                "snapshot_path",
+                "resume_vm",
+                "network_overrides",
+                "vsock_override",
+                "clock_realtime",
+                "huge_pages",
+            ],
+        ),
+        (
+            "MemoryBackend",
+            &["backend_type", "backend_path"],
+            &["backend_type", "backend_path"],
+        ),
+        (
+            "NetworkOverride",
+            &["iface_id", "host_dev_name"],
+            &["iface_id", "host_dev_name"],
+        ),
+        ("VsockOverride", &["uds_path"], &["uds_path"]),
+        (
+            "PartialDrive",
+            &["drive_id"],
+            &["drive_id", "path_on_host", "rate_limiter"],
+        ),
     ];
 
     fn check(definition: &str, body: &Value) {
@@ -409,6 +514,58 @@ mod tests {
             check("Vm", &body);
             assert_eq!(body, json!({ "state": name }));
         }
+    }
+
+    #[test]
+    fn snapshot_bodies_use_the_spec_field_names() {
+        let create = serde_json::to_value(SnapshotCreateParams {
+            snapshot_type: SnapshotType::Full,
+            snapshot_path: "/t/state".into(),
+            mem_file_path: "/t/state.mem".into(),
+        })
+        .unwrap();
+        check("SnapshotCreateParams", &create);
+        assert_eq!(
+            create,
+            json!({"snapshot_type": "Full", "snapshot_path": "/t/state", "mem_file_path": "/t/state.mem"})
+        );
+        let load = SnapshotLoadParams {
+            snapshot_path: "/t/state".into(),
+            mem_backend: MemoryBackend {
+                backend_type: MemoryBackendType::File,
+                backend_path: "/t/state.mem".into(),
+            },
+            resume_vm: false,
+            network_overrides: vec![NetworkOverride {
+                iface_id: "eth0".into(),
+                host_dev_name: "bgr-x".into(),
+            }],
+            vsock_override: Some(VsockOverride {
+                uds_path: "/run/x/vsock.sock".into(),
+            }),
+        };
+        let body = serde_json::to_value(&load).unwrap();
+        check("SnapshotLoadParams", &body);
+        check("MemoryBackend", &body["mem_backend"]);
+        check("NetworkOverride", &body["network_overrides"][0]);
+        check("VsockOverride", &body["vsock_override"]);
+        assert_eq!(body["mem_backend"]["backend_type"], json!("File"));
+        // Without a network or a vsock to point elsewhere, the body does
+        // not mention them (older Firecrackers refuse unknown fields).
+        let bare = serde_json::to_value(SnapshotLoadParams {
+            network_overrides: vec![],
+            vsock_override: None,
+            ..load
+        })
+        .unwrap();
+        check("SnapshotLoadParams", &bare);
+        assert!(bare.get("network_overrides").is_none() && bare.get("vsock_override").is_none());
+        let drive = serde_json::to_value(PartialDrive {
+            drive_id: "d1".into(),
+            path_on_host: "/vms/x/system.ext4".into(),
+        })
+        .unwrap();
+        check("PartialDrive", &drive);
     }
 
     #[test]

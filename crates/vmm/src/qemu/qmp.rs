@@ -1,9 +1,12 @@
 //! A small QMP client: QEMU's JSON control protocol over a Unix socket,
 //! one JSON object a line. Enough for banger: the greeting,
 //! `qmp_capabilities`, and single commands (`query-status`, `stop`,
-//! `cont`, `system_powerdown`, `quit`); asynchronous events are skipped.
+//! `cont`, `system_powerdown`, `quit`, the migration commands), one of
+//! which may carry an open file (`getfd`); asynchronous events are
+//! skipped.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -119,15 +122,52 @@ impl Qmp {
         deadline: Instant,
         give_up: &mut dyn FnMut() -> bool,
     ) -> Result<Value, VmmError> {
-        let mut request = json!({ "execute": command });
-        if let Some(args) = arguments {
-            request["arguments"] = args;
-        }
-        let mut line = request.to_string();
-        line.push('\n');
+        let line = request_line(command, arguments);
         self.stream
             .write_all(line.as_bytes())
             .map_err(|e| self.error(format!("sending {command}: {e}")))?;
+        self.answer(command, deadline, give_up)
+    }
+
+    /// Hands QEMU an open file under `name` (`getfd`), for a later
+    /// command to use as `fd:NAME`. The descriptor travels with the
+    /// command as SCM_RIGHTS ancillary data: QEMU gets its own copy of
+    /// the open file and never opens a path, and no path reaches a
+    /// command line or a shell.
+    pub fn pass_fd(
+        &mut self,
+        name: &str,
+        fd: BorrowedFd<'_>,
+        timeout: Duration,
+    ) -> Result<(), VmmError> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+        let line = request_line("getfd", Some(json!({ "fdname": name })));
+        let bytes = line.as_bytes();
+        let fds = [fd.as_raw_fd()];
+        let sent = sendmsg::<UnixAddr>(
+            self.stream.as_raw_fd(),
+            &[IoSlice::new(bytes)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| self.error(format!("sending getfd with a file: {e}")))?;
+        // The file went with the first byte; the rest, if the socket took
+        // only part, follows as plain bytes.
+        self.stream
+            .write_all(&bytes[sent.min(bytes.len())..])
+            .map_err(|e| self.error(format!("sending getfd: {e}")))?;
+        self.answer("getfd", Instant::now() + timeout, &mut || false)
+            .map(drop)
+    }
+
+    /// Reads until the answer to `command`, skipping events.
+    fn answer(
+        &mut self,
+        command: &str,
+        deadline: Instant,
+        give_up: &mut dyn FnMut() -> bool,
+    ) -> Result<Value, VmmError> {
         loop {
             match self.next_message(deadline, give_up)? {
                 QmpMessage::Return(v) => return Ok(v),
@@ -152,28 +192,32 @@ impl Qmp {
     }
 
     /// Freezes the vCPUs (`stop`, which returns once they are stopped)
-    /// and checks that QEMU says `paused`.
+    /// and checks that QEMU says `paused`, or `postmigrate`: a VM whose
+    /// state was saved is stopped already, and a `stop` leaves it so.
     pub fn pause(&mut self, timeout: Duration) -> Result<(), VmmError> {
-        self.change_run_state("stop", "paused", timeout)
+        self.change_run_state("stop", &["paused", "postmigrate"], timeout)
     }
 
-    /// Lets the vCPUs run again (`cont`) and checks that QEMU says
-    /// `running`.
+    /// Lets the vCPUs run again (`cont`, which also runs a VM whose state
+    /// was saved) and checks that QEMU says `running`.
     pub fn resume(&mut self, timeout: Duration) -> Result<(), VmmError> {
-        self.change_run_state("cont", "running", timeout)
+        self.change_run_state("cont", &["running"], timeout)
     }
 
+    /// `command`, then `query-status`, which must say one of `want` (the
+    /// first is the one an error names).
     fn change_run_state(
         &mut self,
         command: &str,
-        want: &str,
+        want: &[&str],
         timeout: Duration,
     ) -> Result<(), VmmError> {
         self.execute(command, None, timeout)?;
         let status = self.query_status(timeout)?;
-        if status == want {
+        if want.contains(&status.as_str()) {
             Ok(())
         } else {
+            let want = want.first().copied().unwrap_or_default();
             Err(self.error(format!("after {command} the VM is {status}, not {want}")))
         }
     }
@@ -241,12 +285,23 @@ impl Qmp {
         }
     }
 
-    fn error(&self, message: String) -> VmmError {
+    pub(crate) fn error(&self, message: String) -> VmmError {
         VmmError::Qmp {
             socket: self.socket.clone(),
             message,
         }
     }
+}
+
+/// One command as QMP wants it: a JSON object and a newline.
+fn request_line(command: &str, arguments: Option<Value>) -> String {
+    let mut request = json!({ "execute": command });
+    if let Some(args) = arguments {
+        request["arguments"] = args;
+    }
+    let mut line = request.to_string();
+    line.push('\n');
+    line
 }
 
 #[cfg(test)]
@@ -373,6 +428,12 @@ mod tests {
                 r#"{"return": {"status": "paused", "running": false}}"#,
                 r#"{"return": {}}"#,
                 r#"{"return": {"status": "running", "running": true}}"#,
+                // After a save: `stop` leaves `postmigrate`, which is
+                // paused; `cont` runs it.
+                r#"{"return": {}}"#,
+                r#"{"return": {"status": "postmigrate", "running": false}}"#,
+                r#"{"return": {}}"#,
+                r#"{"return": {"status": "running", "running": true}}"#,
                 // A `cont` that QEMU accepts but that leaves the VM
                 // elsewhere (e.g. a guest that panicked meanwhile).
                 r#"{"return": {}}"#,
@@ -380,6 +441,8 @@ mod tests {
             ],
         );
         let mut qmp = Qmp::connect(&socket, Duration::from_secs(5)).unwrap();
+        qmp.pause(Duration::from_secs(5)).unwrap();
+        qmp.resume(Duration::from_secs(5)).unwrap();
         qmp.pause(Duration::from_secs(5)).unwrap();
         qmp.resume(Duration::from_secs(5)).unwrap();
         let err = qmp.resume(Duration::from_secs(5)).unwrap_err().to_string();
@@ -396,10 +459,73 @@ mod tests {
                 r#"{"execute":"query-status"}"#,
                 r#"{"execute":"cont"}"#,
                 r#"{"execute":"query-status"}"#,
+                r#"{"execute":"stop"}"#,
+                r#"{"execute":"query-status"}"#,
+                r#"{"execute":"cont"}"#,
+                r#"{"execute":"query-status"}"#,
                 r#"{"execute":"cont"}"#,
                 r#"{"execute":"query-status"}"#,
             ]
         );
+    }
+
+    #[test]
+    fn passes_an_open_file_with_getfd() {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::io::IoSliceMut;
+        use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(GREETING.as_bytes()).unwrap();
+            stream.write_all(b"\n").unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            stream.write_all(b"{\"return\": {}}\n").unwrap();
+            // The getfd line and its file, as QEMU's chardev reads them.
+            let mut buf = [0u8; 256];
+            let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            )
+            .unwrap();
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().unwrap() {
+                if let ControlMessageOwned::ScmRights(r) = c {
+                    fds.extend(r);
+                }
+            }
+            let n = msg.bytes;
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert_eq!(fds.len(), 1, "one file with the command");
+            // SAFETY: the descriptor was just received and is owned by no one else.
+            #[allow(unsafe_code)]
+            let fd = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+            std::fs::File::from(fd)
+                .write_all(b"written by QEMU")
+                .unwrap();
+            stream.write_all(b"{\"return\": {}}\n").unwrap();
+            text
+        });
+        let mut qmp = Qmp::connect(&socket, Duration::from_secs(5)).unwrap();
+        let path = dir.path().join("state");
+        let file = std::fs::File::create(&path).unwrap();
+        qmp.pass_fd("banger-save", file.as_fd(), Duration::from_secs(5))
+            .unwrap();
+        let sent = server.join().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&sent).unwrap(),
+            json!({"execute": "getfd", "arguments": {"fdname": "banger-save"}})
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"written by QEMU");
     }
 
     #[test]
