@@ -86,6 +86,9 @@ pub mod route {
     pub const HOSTNAME: &str = "/v1/hostname";
     /// `POST` [`crate::ClockRequest`].
     pub const CLOCK: &str = "/v1/clock";
+    /// `POST` [`crate::IdentityRequest`]: a resumed guest's new identity;
+    /// the reply is [`crate::IdentityReply`].
+    pub const IDENTITY: &str = "/v1/identity";
 }
 
 /// Paths inside the guest. banger-init puts the agent's binary (and, for
@@ -107,4 +110,12 @@ pub mod guest_paths {
     /// read-only with them. Every exec gets it after the agent's own
     /// environment and before its spec's. A systemd guest has none.
     pub const IMAGE_ENV: &str = "/.banger/agent-env";
+    /// Minimal mode only: the sshd banger-init supervises (the host puts
+    /// it on the system disk with banger's guest tools).
+    pub const MINIMAL_SSHD: &str = "/.banger/bin/sshd";
+    /// Minimal mode only: the pid of [`MINIMAL_SSHD`], written by
+    /// banger-init's supervisor each time it starts it, so the agent can
+    /// ask that sshd to load new host keys (SIGHUP: sshd re-executes
+    /// itself under the same pid).
+    pub const SSHD_PID: &str = "/run/banger-agent/sshd.pid";
 }

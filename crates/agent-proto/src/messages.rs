@@ -1,6 +1,9 @@
 //! The JSON messages. Unknown fields are refused, so a host and an agent
 //! of the same protocol version agree on every field.
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
+
 use serde::{Deserialize, Serialize};
 
 /// Opens an exec stream.
@@ -117,6 +120,166 @@ pub struct ClockRequest {
     pub unix_nanos: u64,
 }
 
+/// How many random bytes [`IdentityRequest::entropy`] carries: at least
+/// a full 256-bit seed, and not so many that the request is mostly noise.
+pub const ENTROPY_BYTES: RangeInclusive<usize> = 32..=512;
+/// The most host keys one request carries (OpenSSH has four types).
+pub const MAX_HOST_KEYS: usize = 8;
+/// The longest private or public key text (an RSA-16384 private key in
+/// OpenSSH's format is about 12 KiB).
+pub const MAX_KEY_TEXT: usize = 16 * 1024;
+/// resolv.conf's MAXNS: the resolver reads no more than three.
+pub const MAX_NAMESERVERS: usize = 3;
+
+/// A resumed guest's new identity (`POST /v1/identity`): right after a
+/// snapshot is resumed the guest still is the template it was taken
+/// from. Every part is optional; those present are applied in the order
+/// of [`IdentityPart`], each on its own, and the reply says which were
+/// applied and why the others failed. A request with a malformed part is
+/// refused whole (400) before anything is applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRequest {
+    /// Random bytes the host chose for this guest, as lowercase hex
+    /// ([`ENTROPY_BYTES`] of them): mixed into the kernel's pool, which
+    /// is then reseeded, so siblings of one template diverge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<String>,
+    /// The host's time, as the clock route takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockRequest>,
+    /// /etc/machine-id: 32 lowercase hex digits, not all zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    /// The kernel's hostname, /etc/hostname and the 127.0.1.1 line of
+    /// /etc/hosts, as the hostname route sets them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkIdentity>,
+    /// sshd's host keys, written into /etc/ssh; sshd is then restarted
+    /// (see [`IdentityReply::sshd`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_keys: Option<Vec<HostKey>>,
+}
+
+/// The guest's interface, given the VM's own MAC and IPv4 address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkIdentity {
+    /// Which interface: by name, or by the MAC it has now (the
+    /// template's).
+    pub link: LinkRef,
+    /// The new MAC, `52:54:00:12:34:56`: unicast, not all zero.
+    pub mac: String,
+    pub address: Ipv4Addr,
+    /// 1 to 32.
+    pub prefix: u8,
+    /// The default route's gateway; none: no default route.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// resolv.conf's nameservers, at most [`MAX_NAMESERVERS`]; empty:
+    /// resolv.conf is left as it is.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+}
+
+/// An interface, by name (`{"name":"eth0"}`) or by its current MAC
+/// (`{"mac":"52:54:00:12:34:56"}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum LinkRef {
+    Name(String),
+    Mac(String),
+}
+
+/// One of sshd's host keys: `/etc/ssh/<name>` (0600) and
+/// `/etc/ssh/<name>.pub` (0644).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostKey {
+    /// `ssh_host_<type>_key`, e.g. `ssh_host_ed25519_key`.
+    pub name: String,
+    /// The private key file's text (OpenSSH's format).
+    pub private_key: String,
+    /// The public key's one line.
+    pub public_key: String,
+}
+
+/// The parts of an identity, in the order they are applied: the random
+/// pool first, so everything after (sshd's restart included) draws from
+/// the reseeded pool; the clock next, so the files written after carry
+/// the right times; sshd's keys last, so it restarts on the new address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityPart {
+    Entropy,
+    Clock,
+    MachineId,
+    Hostname,
+    Network,
+    HostKeys,
+}
+
+impl IdentityPart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Entropy => "entropy",
+            Self::Clock => "clock",
+            Self::MachineId => "machine_id",
+            Self::Hostname => "hostname",
+            Self::Network => "network",
+            Self::HostKeys => "host_keys",
+        }
+    }
+}
+
+impl std::fmt::Display for IdentityPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an identity request did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityReply {
+    /// The parts applied, in the order they were.
+    pub applied: Vec<IdentityPart>,
+    /// The parts that failed, in order, and why.
+    pub failed: Vec<PartFailure>,
+    /// With host keys written: what became of sshd.
+    #[serde(default)]
+    pub sshd: Option<SshdRestart>,
+}
+
+impl IdentityReply {
+    /// Whether every requested part was applied.
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartFailure {
+    pub part: IdentityPart,
+    pub error: String,
+}
+
+/// Whether sshd serves the new host keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SshdRestart {
+    /// It was restarted (`how`: `systemctl restart ssh.service`, or the
+    /// SIGHUP that makes minimal mode's sshd execute itself again).
+    Restarted { how: String },
+    /// No sshd runs yet: it reads the new keys when it starts.
+    NotRunning,
+    /// sshd may still serve the old keys, and why it was not restarted.
+    NotRestarted { reason: String },
+}
+
 /// The body of every non-2xx reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,4 +290,55 @@ pub struct ErrorReply {
 /// An exec id: 16 lowercase hex digits.
 pub fn valid_id(id: &str) -> bool {
     id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_request_names_only_the_parts_it_carries() {
+        let req = IdentityRequest {
+            hostname: Some("web-1".into()),
+            network: Some(NetworkIdentity {
+                link: LinkRef::Mac("52:54:00:00:00:01".into()),
+                mac: "52:54:00:00:00:02".into(),
+                address: Ipv4Addr::new(172, 16, 0, 9),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(172, 16, 0, 1)),
+                dns: vec![IpAddr::V4(Ipv4Addr::new(172, 16, 0, 1))],
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"hostname":"web-1","network":{"link":{"mac":"52:54:00:00:00:01"},"mac":"52:54:00:00:00:02","address":"172.16.0.9","prefix":24,"gateway":"172.16.0.1","dns":["172.16.0.1"]}}"#
+        );
+        assert_eq!(serde_json::from_str::<IdentityRequest>(&json).unwrap(), req);
+        assert!(serde_json::from_str::<IdentityRequest>(r#"{"hostnam":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn a_reply_says_what_was_applied_and_what_failed() {
+        let reply = IdentityReply {
+            applied: vec![IdentityPart::Hostname, IdentityPart::HostKeys],
+            failed: vec![PartFailure {
+                part: IdentityPart::Network,
+                error: "no interface eth9".into(),
+            }],
+            sshd: Some(SshdRestart::NotRestarted {
+                reason: "why".into(),
+            }),
+        };
+        let json = serde_json::to_string(&reply).unwrap();
+        assert_eq!(
+            json,
+            r#"{"applied":["hostname","host_keys"],"failed":[{"part":"network","error":"no interface eth9"}],"sshd":{"outcome":"not_restarted","reason":"why"}}"#
+        );
+        assert_eq!(serde_json::from_str::<IdentityReply>(&json).unwrap(), reply);
+        assert!(!reply.is_complete());
+        let restarted: SshdRestart = serde_json::from_str(r#"{"outcome":"not_running"}"#).unwrap();
+        assert_eq!(restarted, SshdRestart::NotRunning);
+    }
 }

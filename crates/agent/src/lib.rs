@@ -4,7 +4,8 @@
 //! virtio-serial port or a Firecracker vsock port, never the network.
 //!
 //! It owns the routes (exec with pipes or a terminal, signals, window
-//! sizes, tar in and out, readiness, hostname, clock) and the transport
+//! sizes, tar in and out, readiness, hostname, clock, and the identity a
+//! guest resumed from a snapshot is given) and the transport
 //! loops that wait for a host, answer its greeting and serve HTTP/2 until
 //! it goes away. It must not trust the host's bytes to be small: every body
 //! is read through the protocol's bounds, and output reaches the host
@@ -13,12 +14,20 @@
 //! (NSS): users and groups come from /etc/passwd and /etc/group, parsed
 //! here. In minimal mode a command gets the image's environment from a
 //! file the host wrote (`guest_paths::IMAGE_ENV`), as ssh sessions do.
+//!
+//! It also lends banger-init what both configure: the interfaces over
+//! rtnetlink ([`net`]) and the identity files of /etc ([`etc`]).
 #![deny(unsafe_code)]
 
 mod body;
+pub mod etc;
 mod exec;
+mod identity;
 mod image_env;
+pub mod net;
+mod random;
 mod server;
+mod sshd;
 mod system;
 mod tar;
 mod transport;
@@ -35,11 +44,16 @@ pub use transport::{find_virtio_port, run, run_virtio_serial, run_vsock};
 
 /// The agent's state, shared by every connection: the execs that are
 /// running (so a signal or a resize may come on another connection than
-/// the exec's own), and where the image's environment is.
+/// the exec's own), where the image's environment is, and the root under
+/// which the identity's files are written.
 #[derive(Clone)]
 pub struct Agent {
     execs: Arc<Mutex<HashMap<String, exec::Running>>>,
     image_env: Arc<Path>,
+    root: Arc<Path>,
+    /// Held while an identity is applied: two at once would interleave
+    /// their network steps.
+    identity: Arc<Mutex<()>>,
 }
 
 impl Default for Agent {
@@ -60,7 +74,20 @@ impl Agent {
         Self {
             execs: Arc::default(),
             image_env: Arc::from(path.into()),
+            root: Arc::from(Path::new("/")),
+            identity: Arc::default(),
         }
+    }
+
+    /// This agent with the files the hostname and identity routes write
+    /// (/etc/hostname, /etc/hosts, /etc/machine-id, /etc/resolv.conf,
+    /// /etc/ssh/) and the marks they read (/run/systemd/system, the
+    /// supervisor's sshd pid file) under `root` rather than `/`, for a
+    /// test on a host. The kernel's state (hostname, clock, interfaces,
+    /// random pool) is the process's own either way.
+    pub fn with_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Arc::from(root.into());
+        self
     }
 
     /// Serves the protocol's HTTP/2 on `io` until the host closes it or

@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::ChannelBody;
-use crate::{Agent, exec, system, tar};
+use crate::{Agent, exec, identity, system, tar};
 
 pub type Reply = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
@@ -57,11 +57,15 @@ async fn route(agent: Agent, req: Request<Incoming>) -> Reply {
             Err(reply) => reply,
         },
         (Method::POST, route::HOSTNAME) => match read_json(req.into_body()).await {
-            Ok(r) => system::hostname(r).await,
+            Ok(r) => system::hostname(&agent, r).await,
             Err(reply) => reply,
         },
         (Method::POST, route::CLOCK) => match read_json(req.into_body()).await {
             Ok(r) => system::clock(r),
+            Err(reply) => reply,
+        },
+        (Method::POST, route::IDENTITY) => match read_json(req.into_body()).await {
+            Ok(r) => identity::identity(&agent, r).await,
             Err(reply) => reply,
         },
         (method, path) => error(

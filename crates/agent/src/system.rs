@@ -1,7 +1,6 @@
 //! Readiness, hostname and clock.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use banger_agent_proto::{ClockRequest, HostnameRequest, PROTOCOL_VERSION, Ready, guest_paths};
@@ -10,10 +9,12 @@ use nix::sys::time::TimeSpec;
 use nix::time::{ClockId, clock_settime};
 
 use crate::server::{Reply, error, json, no_content};
+use crate::{Agent, etc};
 
 /// systemd makes this at its start (`sd_booted()` looks for it).
 const SYSTEMD_RUNTIME: &str = "/run/systemd/system";
-const HOSTNAME_FILE: &str = "/etc/hostname";
+/// The most of /etc/hosts read to rewrite it.
+const MAX_HOSTS: u64 = 1024 * 1024;
 
 pub async fn ready() -> Reply {
     match tokio::task::spawn_blocking(readiness).await {
@@ -54,59 +55,65 @@ fn valid_hostname(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-pub async fn hostname(req: HostnameRequest) -> Reply {
-    if !valid_hostname(&req.name) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{:?} is not a hostname: use 1 to 64 letters, digits, '-' and '.'",
-                req.name
-            ),
-        );
+pub async fn hostname(agent: &Agent, req: HostnameRequest) -> Reply {
+    if let Err(e) = check_hostname(&req.name) {
+        return error(StatusCode::BAD_REQUEST, e);
     }
-    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        nix::unistd::sethostname(&req.name).map_err(|e| format!("sethostname: {}", e.desc()))?;
-        replace_file(
-            Path::new(HOSTNAME_FILE),
-            format!("{}\n", req.name).as_bytes(),
-        )
-        .map_err(|e| format!("writing {HOSTNAME_FILE}: {e}"))
-    })
-    .await;
-    match result {
+    let root = agent.root.clone();
+    match tokio::task::spawn_blocking(move || set_hostname(&root, &req.name)).await {
         Ok(Ok(())) => no_content(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-/// Writes a sibling file and renames it over `path`: a symlink at `path`
-/// is replaced, never written through.
-fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.banger-agent"));
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    file.write_all(content)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)
+pub(crate) fn check_hostname(name: &str) -> Result<(), String> {
+    if valid_hostname(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a hostname: use 1 to 64 letters, digits, '-' and '.'"
+        ))
+    }
+}
+
+/// The kernel's hostname, `/etc/hostname`, and the 127.0.1.1 line of
+/// `/etc/hosts` (as banger-init sets them at boot), the files under
+/// `root`. `name` was checked by [`check_hostname`].
+pub(crate) fn set_hostname(root: &Path, name: &str) -> Result<(), String> {
+    nix::unistd::sethostname(name).map_err(|e| format!("sethostname: {}", e.desc()))?;
+    let etc = root.join("etc");
+    let hostname = etc.join("hostname");
+    etc::replace_file(
+        &hostname,
+        format!("{name}\n").as_bytes(),
+        etc::mode_or(&hostname, 0o644),
+    )
+    .map_err(|e| format!("writing {}: {e}", hostname.display()))?;
+    let hosts = etc.join("hosts");
+    let existing = etc::read_bounded(&hosts, MAX_HOSTS)
+        .map_err(|e| format!("reading {}: {e}", hosts.display()))?;
+    etc::replace_file(
+        &hosts,
+        etc::hosts_with(&existing, name).as_bytes(),
+        etc::mode_or(&hosts, 0o644),
+    )
+    .map_err(|e| format!("writing {}: {e}", hosts.display()))
 }
 
 pub fn clock(req: ClockRequest) -> Reply {
+    match set_clock(&req) {
+        Ok(()) => no_content(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Steps the guest's clock to the host's time.
+pub(crate) fn set_clock(req: &ClockRequest) -> Result<(), String> {
     let secs = (req.unix_nanos / 1_000_000_000) as i64;
     let nanos = (req.unix_nanos % 1_000_000_000) as i64;
-    match clock_settime(ClockId::CLOCK_REALTIME, TimeSpec::new(secs, nanos)) {
-        Ok(()) => no_content(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("setting the clock: {}", e.desc()),
-        ),
-    }
+    clock_settime(ClockId::CLOCK_REALTIME, TimeSpec::new(secs, nanos))
+        .map_err(|e| format!("setting the clock: {}", e.desc()))
 }
 
 #[cfg(test)]
@@ -122,17 +129,5 @@ mod tests {
         assert!(!valid_hostname("-x"));
         assert!(!valid_hostname("a b"));
         assert!(!valid_hostname(&"a".repeat(65)));
-    }
-
-    #[test]
-    fn replacing_a_file_does_not_write_through_a_symlink() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("target");
-        fs::write(&target, "theirs").unwrap();
-        let link = dir.path().join("hostname");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        replace_file(&link, b"ours\n").unwrap();
-        assert_eq!(fs::read_to_string(&target).unwrap(), "theirs");
-        assert_eq!(fs::read_to_string(&link).unwrap(), "ours\n");
     }
 }

@@ -8,14 +8,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use banger_agent_proto::AgentChannel;
-use banger_agent_proto::{ExecSpec, TarInSpec, greeting};
+use banger_agent_proto::{
+    ExecSpec, HostKey, IdentityPart, IdentityRequest, SshdRestart, TarInSpec, greeting,
+};
 use banger_guest::agent::{AgentClient, AgentError, AgentProxy, ExecEvent};
 
 /// Serves the real agent on a socket in `dir`.
 fn serve_agent(dir: &Path) -> PathBuf {
+    serve(dir, banger_agent::Agent::new())
+}
+
+fn serve(dir: &Path, agent: banger_agent::Agent) -> PathBuf {
     let path = dir.join("agent.sock");
     let listener = StdListener::bind(&path).unwrap();
-    let agent = banger_agent::Agent::new();
     let runtime = tokio::runtime::Handle::current();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -153,6 +158,66 @@ async fn commands_signals_and_copies_through_the_client_and_the_proxy() {
     let big = vec![7u8; 8 << 20];
     let (out, _, code) = run(&a, &["cat"], &big).await;
     assert_eq!((out.len(), code), (big.len(), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_is_applied_part_by_part_and_a_malformed_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // The agent's files go under a root of its own: this host's /etc is
+    // never touched (and the parts that change the kernel's state, which
+    // need root and a namespace, are crates/agent/tests/identity.rs's).
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let agent = serve(dir.path(), banger_agent::Agent::new().with_root(&root));
+    let client = AgentClient::connect(&agent, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let req = IdentityRequest {
+        machine_id: Some("00112233445566778899aabbccddeeff".into()),
+        host_keys: Some(vec![HostKey {
+            name: "ssh_host_ed25519_key".into(),
+            private_key: "PRIVATE\n".into(),
+            public_key: "ssh-ed25519 AAAA".into(),
+        }]),
+        ..Default::default()
+    };
+    let reply = client.set_identity(&req).await.unwrap();
+    assert_eq!(
+        reply.applied,
+        [IdentityPart::MachineId, IdentityPart::HostKeys],
+        "{reply:?}"
+    );
+    assert!(reply.is_complete());
+    // No systemd and no supervisor under that root: said, not hidden.
+    assert!(
+        matches!(reply.sshd, Some(SshdRestart::NotRestarted { .. })),
+        "{reply:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/machine-id")).unwrap(),
+        "00112233445566778899aabbccddeeff\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/ssh/ssh_host_ed25519_key.pub")).unwrap(),
+        "ssh-ed25519 AAAA\n"
+    );
+
+    let bad = IdentityRequest {
+        machine_id: Some("00112233445566778899aabbccddeeff".into()),
+        host_keys: Some(vec![HostKey {
+            name: "../../etc/shadow".into(),
+            private_key: "x".into(),
+            public_key: "y".into(),
+        }]),
+        ..Default::default()
+    };
+    match client.set_identity(&bad).await {
+        Err(AgentError::Refused { status, message }) => {
+            assert_eq!(status, 400);
+            assert!(message.starts_with("host_keys: "), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -223,7 +223,7 @@ fn configure_identity(params: &BootParams) -> Result<(), Failure> {
         files::replace_file(&etc.join("hostname"), &format!("{name}\n"))?;
         let hosts = etc.join("hosts");
         let existing = fs::read_to_string(&hosts).unwrap_or_default();
-        files::replace_file(&hosts, &plan::hosts_with(&existing, name))?;
+        files::replace_file(&hosts, &banger_agent::etc::hosts_with(&existing, name))?;
     }
     Ok(())
 }

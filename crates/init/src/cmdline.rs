@@ -293,11 +293,6 @@ fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
     u32::from(a) & mask == u32::from(b) & mask
 }
 
-/// The subnet's broadcast address.
-pub fn broadcast(address: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(address) | !u32::from(netmask(prefix)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,13 +395,9 @@ mod tests {
     }
 
     #[test]
-    fn netmask_and_broadcast() {
+    fn netmasks() {
         assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
         assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
         assert_eq!(netmask(1), Ipv4Addr::new(128, 0, 0, 0));
-        assert_eq!(
-            broadcast(Ipv4Addr::new(172, 16, 0, 5), 24),
-            Ipv4Addr::new(172, 16, 0, 255)
-        );
     }
 }

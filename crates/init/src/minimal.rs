@@ -31,7 +31,7 @@ use crate::failure::{Context, Failure};
 use crate::{files, users};
 
 /// Where banger's guest tools are mounted (boot.rs, crates/images/src/guest_tools.rs).
-const SSHD: &str = "/.banger/bin/sshd";
+const SSHD: &str = guest_paths::MINIMAL_SSHD;
 const SSHD_CONFIG: &str = "/.banger/sshd_config";
 const SHELL: &str = "/.banger/bin/sh";
 
@@ -212,7 +212,23 @@ fn start_sshd() -> Result<(Pid, Instant), Failure> {
     let pid = Pid::from_raw(child.id() as i32);
     // Reaped by the SIGCHLD loop with waitpid, not through `child`.
     drop(child);
+    publish_sshd_pid(pid);
     Ok((pid, Instant::now()))
+}
+
+/// Writes sshd's pid where the agent looks for it when it is given new
+/// host keys (it sends SIGHUP, and sshd executes itself again under the
+/// same pid). Renamed into place, so the agent never reads half of it; a
+/// failure costs only that restart, so it is said and boot goes on.
+fn publish_sshd_pid(pid: Pid) {
+    let path = Path::new(guest_paths::SSHD_PID);
+    let tmp = path.with_extension("pid.tmp");
+    if let Err(e) = fs::write(&tmp, format!("{pid}\n")).and_then(|()| fs::rename(&tmp, path)) {
+        println!(
+            "banger-init supervising: cannot write {}: {e} (new host keys will need a restart of the guest)",
+            path.display()
+        );
+    }
 }
 
 /// The guest agent under the supervisor: restarted when it ends, after a

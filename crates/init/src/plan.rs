@@ -92,21 +92,6 @@ pub fn root_mounts(base: &Path, system: &Path, work: Option<&Path>) -> Vec<Mount
     mounts
 }
 
-/// `/etc/hosts` with the guest's name on 127.0.1.1 (Debian's convention,
-/// so `sudo` and friends resolve it), any older 127.0.1.1 line dropped.
-pub fn hosts_with(existing: &str, hostname: &str) -> String {
-    let mut out: String = existing
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("127.0.1.1"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    if out.is_empty() {
-        out.push_str("127.0.0.1\tlocalhost\n");
-    }
-    out.push_str(&format!("127.0.1.1\t{hostname}\n"));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,15 +136,5 @@ mod tests {
         let mounts = root_mounts(Path::new("/dev/vda"), Path::new("/dev/vdb"), None);
         assert_eq!(mounts.len(), 3);
         assert!(mounts[2].then_create.is_empty());
-    }
-
-    #[test]
-    fn hosts_gets_one_line_for_the_guest() {
-        let existing = "127.0.0.1\tlocalhost\n127.0.1.1\told\n::1\tlocalhost ip6-localhost\n";
-        assert_eq!(
-            hosts_with(existing, "web-1"),
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tweb-1\n"
-        );
-        assert_eq!(hosts_with("", "a"), "127.0.0.1\tlocalhost\n127.0.1.1\ta\n");
     }
 }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use banger_agent_proto::{
     AgentChannel, ClockRequest, ErrorReply, Frame, FrameDecoder, FrameKind, HostnameRequest,
-    MAX_JSON, Ready, ResizeRequest, SignalRequest, TarDone, TarInSpec, TarOutRequest, WindowSize,
-    greeting, limits, route,
+    IdentityReply, IdentityRequest, MAX_JSON, Ready, ResizeRequest, SignalRequest, TarDone,
+    TarInSpec, TarOutRequest, WindowSize, greeting, limits, route,
 };
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -232,6 +232,18 @@ impl AgentClient {
             unix_nanos: u64::try_from(now.as_nanos()).unwrap_or(u64::MAX),
         };
         self.post(route::CLOCK, &req).await
+    }
+
+    /// Gives a guest resumed from a template its own identity (see
+    /// [`IdentityRequest`]). A malformed request is refused whole
+    /// ([`AgentError::Refused`], status 400, nothing applied); otherwise
+    /// the reply says which parts were applied and why any failed, and
+    /// the caller decides what a failed part costs. An agent older than
+    /// the route refuses it with status 404.
+    pub async fn set_identity(&self, req: &IdentityRequest) -> Result<IdentityReply, AgentError> {
+        self.call::<IdentityReply>(http::Method::POST, route::IDENTITY, Some(req))
+            .await?
+            .ok_or_else(|| AgentError::Protocol("an empty reply to an identity".into()))
     }
 
     /// A request whose answer is only its status.
