@@ -317,6 +317,18 @@ async fn a_boot_waits_for_the_agent_and_falls_back_to_sshd_without_one() {
     let info = o.vm_agent(VM).await.unwrap();
     let socket = info.socket.expect("a proxy to the agent");
     assert!(socket.exists(), "{}", socket.display());
+    // Nothing saw its sshd answer: ssh is told so, after a wait for it.
+    let e = o.vm_ssh(VM).await.unwrap_err();
+    assert!(e.message.contains("sshd did not answer"), "{e}");
+    f.guest
+        .answers
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    o.vm_ssh(VM).await.unwrap();
+    f.guest
+        .answers
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // Seen once is enough.
+    o.vm_ssh(VM).await.unwrap();
     o.stop_vm(VM).await.unwrap();
     let e = o.vm_agent(VM).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict, "{e}");

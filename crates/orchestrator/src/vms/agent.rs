@@ -31,7 +31,12 @@ enum Door {
 }
 
 #[derive(Default)]
-pub(crate) struct AgentDoors(Mutex<HashMap<String, Door>>);
+pub(crate) struct AgentDoors {
+    doors: Mutex<HashMap<String, Door>>,
+    /// VMs whose boot ended when the agent was ready, so that nothing has
+    /// seen their sshd answer yet (it may still be starting).
+    sshd_unconfirmed: Mutex<std::collections::HashSet<String>>,
+}
 
 impl AgentDoors {
     /// `name`'s proxy in `runtime_dir` to the agent on `agent`: the one
@@ -81,6 +86,28 @@ impl AgentDoors {
     /// hypervisor).
     pub fn close(&self, name: &str) {
         self.lock().remove(name);
+        self.sshd_confirmed(name);
+    }
+
+    /// `name` booted through the agent: its sshd was not waited for.
+    pub fn sshd_unconfirmed(&self, name: &str) {
+        self.unconfirmed().insert(name.to_owned());
+    }
+
+    /// `name`'s sshd answered (or the VM stopped).
+    pub fn sshd_confirmed(&self, name: &str) {
+        self.unconfirmed().remove(name);
+    }
+
+    /// Whether `name`'s sshd is yet to be seen answering.
+    pub fn sshd_pending(&self, name: &str) -> bool {
+        self.unconfirmed().contains(name)
+    }
+
+    fn unconfirmed(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.sshd_unconfirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// What is known of `name`'s door: `None` when nothing is, or when
@@ -108,7 +135,7 @@ impl AgentDoors {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Door>> {
         // A panic elsewhere while holding it leaves a usable map.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.doors.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

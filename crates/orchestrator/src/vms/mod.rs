@@ -654,6 +654,7 @@ async fn boot(
             Ok(report) => {
                 timer.mark_for("agent", report.answered);
                 timer.mark_for("ready", report.ready.saturating_sub(report.answered));
+                d.inner.agents.sshd_unconfirmed(name);
                 set_state(d, name, VmState::Running, runtime, None).await?;
                 return get(d, name).await;
             }
@@ -1193,10 +1194,46 @@ pub(crate) async fn set(
     get(d, name).await
 }
 
+/// How `banger` reaches a running VM over ssh. A VM whose boot ended
+/// when its agent was ready may not have its sshd listening yet: the
+/// first asker waits for it (as a boot waiting for ssh would have).
 pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> {
     let vm = get(d, name).await?;
     check_running(&vm)?;
-    ssh_info(d, &vm)
+    let info = ssh_info(d, &vm)?;
+    if !d.inner.agents.sshd_pending(name) {
+        return Ok(info);
+    }
+    let Some(handle) = handle_of(&vm) else {
+        return Ok(info);
+    };
+    let hv = d.inner.hypervisors.for_handle(&handle);
+    let (probe, within, target) = (d.inner.guests.clone(), d.inner.timeouts.ssh, info.clone());
+    let ready = blocking(move || {
+        Ok(wait_for_ssh(
+            probe.as_ref(),
+            &target,
+            &handle,
+            hv.as_ref(),
+            within,
+        ))
+    })
+    .await?;
+    match ready {
+        Ok(()) => {
+            d.inner.agents.sshd_confirmed(name);
+            Ok(info)
+        }
+        Err(SshWait::Died) => Err(Error::conflict(format!(
+            "VM {name}'s hypervisor exited: see 'banger vm logs {name}'"
+        ))),
+        Err(SshWait::Fatal(msg)) => Err(Error::conflict(msg)),
+        Err(SshWait::Timeout(last)) => Err(Error::boot_timeout(format!(
+            "VM {name}'s sshd did not answer within {}s ({last}): the guest agent \
+             still serves 'banger vm ssh {name}' without --ssh",
+            within.as_secs()
+        ))),
+    }
 }
 
 /// Where `banger` reaches a running VM's guest agent, or why it cannot.
