@@ -548,23 +548,30 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let info: SshInfo = client
-        .get(&format!("/v1/vms/{name}/ssh"))
-        .await
-        .map_err(client_error)?;
     let t0 = std::time::Instant::now();
     let agent = match crate::agent::enabled(args.ssh) {
         true => crate::agent::reach(client, &name).await,
         false => None,
+    };
+    // The ssh details only without the agent: for a VM booted through it,
+    // the daemon first waits for its sshd.
+    let channel = match agent {
+        Some(agent) => Channel::Agent(agent),
+        None => Channel::Ssh(
+            client
+                .get(&format!("/v1/vms/{name}/ssh"))
+                .await
+                .map_err(client_error)?,
+        ),
     };
     let mut timings = started.timings.clone();
     let mut command = args.command.clone();
     let mut cwd = None;
     if let Some(sel) = selection {
         let dir = sel.guest_workdir();
-        let copied = match &agent {
-            Some(agent) => copy_workspace_through(agent, sel).await,
-            None => copy_workspace(&info, sel).await,
+        let copied = match &channel {
+            Channel::Agent(agent) => copy_workspace_through(agent, sel).await,
+            Channel::Ssh(info) => copy_workspace(info, sel).await,
         };
         if let Err(e) = copied {
             if args.rm {
@@ -576,17 +583,16 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
             phase: "workspace".into(),
             secs: t0.elapsed().as_secs_f64(),
         });
-        if agent.is_some() {
-            cwd = Some(dir);
-        } else {
-            command = crate::workspace::in_dir(&dir, &args.command);
+        match channel {
+            Channel::Agent(_) => cwd = Some(dir),
+            Channel::Ssh(_) => command = crate::workspace::in_dir(&dir, &args.command),
         }
     }
     let t0 = std::time::Instant::now();
     let interactive = args.command.is_empty();
-    let result = match &agent {
-        Some(agent) => crate::agent::run(agent, &command, cwd, interactive).await,
-        None => ssh_words(&info, &command, interactive).await,
+    let result = match &channel {
+        Channel::Agent(agent) => crate::agent::run(agent, &command, cwd, interactive).await,
+        Channel::Ssh(info) => ssh_words(info, &command, interactive).await,
     };
     timings.push(Timing {
         phase: if interactive { "session" } else { "command" }.into(),
@@ -595,7 +601,9 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     if args.rm {
         // Deleted here rather than left to the lease's end, so that the
         // VM is gone when banger exits and a failure is reported.
-        info.close();
+        if let Channel::Ssh(info) = &channel {
+            info.close();
+        }
         match client
             .delete::<serde_json::Value>(&format!("/v1/vms/{name}?force=true"))
             .await
@@ -615,6 +623,12 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         print_timings(&timings);
     }
     result
+}
+
+/// How `vm run` reaches its guest: the agent, or ssh without one.
+enum Channel {
+    Agent(banger_guest::agent::AgentClient),
+    Ssh(SshInfo),
 }
 
 /// The lease of a `vm run --rm` VM: one request to the daemon held open
