@@ -39,6 +39,17 @@ struct Guest {
     initramfs: PathBuf,
 }
 
+/// Kills the VM when dropped, so that a failed assertion leaves no QEMU
+/// running behind the test (a VM already gone is left alone: `kill`
+/// checks the pid's start time).
+struct Reaper(Arc<dyn Hypervisor>, VmHandle);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill(&self.1, 9);
+    }
+}
+
 fn qemu() -> Option<Arc<dyn Hypervisor>> {
     let binary = banger_vmm::select::find_program(Path::new("qemu-system-x86_64")).ok()?;
     Some(hypervisor_for(&Selection {
@@ -143,6 +154,7 @@ fn starts_waits_for_the_console_stops_and_boots_again() {
     let spec = guest.spec("probe.stay");
     let t0 = Instant::now();
     let handle = hv.start(&spec).expect("start");
+    let _reaper = Reaper(hv.clone(), handle.clone());
     let spawned = t0.elapsed();
     assert_eq!(handle.backend, Backend::Qemu);
     assert!(hv.is_running(&handle));
@@ -207,6 +219,7 @@ fn starts_waits_for_the_console_stops_and_boots_again() {
     let spec = guest.spec("");
     let t2 = Instant::now();
     let handle = hv.start(&spec).expect("second start");
+    let _reaper2 = Reaper(hv.clone(), handle.clone());
     assert!(handle.console_offset > 0, "the log holds boot 1");
     let err = wait_for_console(
         ConsoleLog::new(&spec.console_log).cursor_at(handle.console_offset),
@@ -335,6 +348,7 @@ fn saves_and_resumes_where_it_left_off() {
     let d = guest.dir.path();
     let spec = guest.spec("probe.stay probe.tick");
     let handle = hv.start(&spec).expect("start");
+    let _reaper = Reaper(hv.clone(), handle.clone());
     wait_for_console(
         ConsoleLog::new(&spec.console_log).cursor_at(handle.console_offset),
         "PROBE tick: 2",
@@ -388,6 +402,7 @@ fn saves_and_resumes_where_it_left_off() {
     resume.incoming = Some(state.clone());
     let t0 = Instant::now();
     let resumed = hv.start(&resume).unwrap_or_else(|e| panic!("{e}"));
+    let _reaper2 = Reaper(hv.clone(), resumed.clone());
     let restored = t0.elapsed();
     assert_eq!(run_state(&resumed), "running");
     let next = format!("PROBE tick: {}", last + 1);
