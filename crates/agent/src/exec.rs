@@ -726,7 +726,7 @@ mod tests {
     #[tokio::test]
     async fn the_switch_sets_every_group_given_before_dropping_root() {
         if !rustix::process::geteuid().is_root() {
-            eprintln!("skipped: switching user needs root");
+            banger_testkit::skip("switching user needs root");
             return;
         }
         let nobody = User {

@@ -26,17 +26,6 @@ use serde_json::Value;
 const TEMPLATE_MAC: &str = "52:54:00:00:00:01";
 const NEW_MAC: &str = "52:54:00:aa:bb:02";
 
-/// Says why the test does not run, straight to stderr (libtest would
-/// hide a captured line of a passing test); with `BANGER_TEST_REQUIRE=1`
-/// the skip fails instead.
-fn skip(why: &str) {
-    if std::env::var_os("BANGER_TEST_REQUIRE").is_some_and(|v| v == "1") {
-        panic!("skipped: {why}, and BANGER_TEST_REQUIRE=1 makes a skip a failure");
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {why}");
-}
-
 /// `ip ARGS` in the calling thread's namespaces; its stdout.
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().unwrap();
@@ -156,11 +145,13 @@ fn make_template(root: &Path) {
 #[test]
 fn a_resumed_guest_gets_its_own_mac_address_route_name_and_files() {
     if !nix::unistd::geteuid().is_root() {
-        skip("the identity route's network test needs root (network and UTS namespaces)");
+        banger_testkit::skip(
+            "the identity route's network test needs root (network and UTS namespaces)",
+        );
         return;
     }
     if Command::new("ip").arg("-V").output().is_err() {
-        skip("ip (iproute2) is not installed");
+        banger_testkit::skip("ip (iproute2) is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -246,7 +246,7 @@ async fn the_image_environment_comes_after_the_agent_s_and_before_the_spec_s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_user_gets_its_supplementary_groups_and_its_directory() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: switching user needs root");
+        banger_testkit::skip("switching user needs root");
         return;
     }
     // What initgroups(3) gives root here, through NSS: the oracle for the

@@ -715,12 +715,9 @@ mod tests {
             for bad in ["unknown variant", "unknown field", "missing field"] {
                 assert!(!err.contains(bad), "{err}");
             }
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: pausing a running Firecracker VM (InstanceStart failed here: \
-                 {started:?})"
-            );
+            banger_testkit::skip(format!(
+                "pausing a running Firecracker VM (InstanceStart failed here: {started:?})"
+            ));
         }
         // Stopped paused, when it started: stop resumes it first.
         fc.stop(&handle, Duration::from_millis(200)).unwrap();
