@@ -260,13 +260,7 @@ impl AgentClient {
         path: &str,
         first: Frame,
     ) -> Result<(mpsc::Sender<Bytes>, http::Response<Incoming>), AgentError> {
-        let (tx, rx) = mpsc::channel::<Bytes>(BODY_QUEUE);
-        tx.send(Bytes::from(first.encode()))
-            .await
-            .map_err(|_| AgentError::Gone)?;
-        let stream =
-            ReceiverStream::new(rx).map(|b| Ok::<_, BodyError>(hyper::body::Frame::data(b)));
-        let body = BodyExt::boxed(StreamBody::new(stream));
+        let (tx, body) = frame_body(first).await?;
         let response = self.request(http::Method::POST, path, body).await?;
         Ok((tx, response))
     }
@@ -277,14 +271,7 @@ impl AgentClient {
         spec: &TarInSpec,
         mut tar: impl AsyncRead + Unpin,
     ) -> Result<TarDone, AgentError> {
-        let (tx, rx) = mpsc::channel::<Bytes>(BODY_QUEUE);
-        let first = Frame::json(FrameKind::Spec, spec);
-        tx.send(Bytes::from(first.encode()))
-            .await
-            .map_err(|_| AgentError::Gone)?;
-        let stream =
-            ReceiverStream::new(rx).map(|b| Ok::<_, BodyError>(hyper::body::Frame::data(b)));
-        let body = BodyExt::boxed(StreamBody::new(stream));
+        let (tx, body) = frame_body(Frame::json(FrameKind::Spec, spec)).await?;
         // The agent answers once it has unpacked everything: the archive
         // is sent while the answer is awaited.
         let send = async move {
@@ -458,6 +445,17 @@ impl Write for TimedStream<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.stream.flush()
     }
+}
+
+/// A request body of frames: `first`, then what is sent through the
+/// returned sender, a few frames queued at most.
+async fn frame_body(first: Frame) -> Result<(mpsc::Sender<Bytes>, Body), AgentError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(BODY_QUEUE);
+    tx.send(Bytes::from(first.encode()))
+        .await
+        .map_err(|_| AgentError::Gone)?;
+    let stream = ReceiverStream::new(rx).map(|b| Ok::<_, BodyError>(hyper::body::Frame::data(b)));
+    Ok((tx, BodyExt::boxed(StreamBody::new(stream))))
 }
 
 fn json_body(value: &impl serde::Serialize) -> Body {
