@@ -58,6 +58,11 @@ pub enum DiskError {
         need: Size,
         free: Size,
     },
+    /// A write found its filesystem full (ENOSPC, or the quota spent).
+    #[error(
+        "cannot write {path}: the disk holding it is full; free some space there and try again"
+    )]
+    Full { path: PathBuf },
     #[error("seed path {0:?} must be relative, without '..'")]
     BadSeedPath(String),
 }

@@ -11,6 +11,11 @@
 //! `file_sync` copies the user's files `[[file_sync]]` names onto a new
 //! work disk, opening each without following links and within size limits.
 //!
+//! A VM resumed from a template gets its own copies of the template's
+//! disks ([`clone_file`]: a reflink where the filesystem can, else a
+//! sparse copy), and [`sparse_digest`] pins a template's disks without
+//! reading their holes.
+//!
 //! Before disks are made, or one grows, [`check_space`] refuses when their
 //! filesystem could not hold them at full size.
 //!
@@ -21,10 +26,12 @@
 //! no store, no network, no hypervisor.
 #![deny(unsafe_code)]
 
+mod clone;
 mod disk;
 pub mod file_sync;
 mod space;
 
+pub use clone::{CloneReport, clone_file, sparse_digest};
 pub use disk::{
     DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk, make_disk_with,
     new_uuid, read_ext4_uuid, usage,
