@@ -100,6 +100,14 @@ pub enum VmmError {
         message: String,
     },
 
+    /// Growing a VM's disk was refused, or the hypervisor failed it.
+    #[error("growing the disk {} to {bytes} bytes: {message}", path.display())]
+    Grow {
+        path: PathBuf,
+        bytes: u64,
+        message: String,
+    },
+
     /// The process survived SIGKILL (stuck in the kernel, e.g. on I/O).
     #[error(
         "hypervisor pid {pid} is still there {:.1?} after SIGKILL: look at `ps -o stat,wchan -p {pid}`",

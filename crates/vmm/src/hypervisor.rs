@@ -160,6 +160,31 @@ pub trait Hypervisor: Send + Sync {
         self.agent_socket(runtime_dir).map(AgentChannel::Serial)
     }
 
+    /// Grows disk `disk` (its index in the [`LaunchSpec::disks`] the VM
+    /// was started, or resumed, with) of a running or paused VM to
+    /// `bytes`, a multiple of 512: its file at `path` grows (QEMU: QMP
+    /// `block_resize`; Firecracker: the file, then `PATCH /drives/{id}`,
+    /// which makes it read the size again), and the guest is told (a
+    /// virtio-blk configuration change), so its kernel sees the new
+    /// capacity; growing the filesystem on it is the guest's business.
+    /// A size below the file's is refused before anything is done: a
+    /// disk never shrinks. The same size again is not an error, and tells
+    /// the guest again. Backends that cannot answer
+    /// [`VmmError::Unsupported`].
+    fn grow_disk(
+        &self,
+        handle: &VmHandle,
+        disk: usize,
+        path: &Path,
+        bytes: u64,
+    ) -> Result<(), VmmError> {
+        let _ = (handle, disk, path, bytes);
+        Err(VmmError::Unsupported {
+            backend: self.backend(),
+            what: "grow a running VM's disk",
+        })
+    }
+
     // Saved state: what templates and forks are made of.
 
     /// Pauses the VM and writes its memory and device state to `dest`
@@ -294,6 +319,33 @@ fn validate_mac(mac: &str) -> Result<(), VmmError> {
     }
 }
 
+/// Refuses a [`Hypervisor::grow_disk`] to `bytes` that is not whole
+/// sectors or is less than the file at `path` (not followed if a link)
+/// holds, before any backend acts.
+pub(crate) fn check_growth(path: &Path, bytes: u64) -> Result<(), VmmError> {
+    let refuse = |message: String| VmmError::Grow {
+        path: path.to_path_buf(),
+        bytes,
+        message,
+    };
+    if bytes == 0 || !bytes.is_multiple_of(512) {
+        return Err(refuse(
+            "a disk's size must be a positive multiple of 512 bytes".into(),
+        ));
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse("it is not a regular file".into()));
+    }
+    if bytes < meta.len() {
+        return Err(refuse(format!(
+            "it is {} bytes already, and a disk never shrinks: give at least that",
+            meta.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A Unix socket path must fit `sockaddr_un.sun_path` (108 bytes with NUL).
 pub(crate) fn socket_path(runtime_dir: &Path, file: &str) -> Result<PathBuf, VmmError> {
     let path = runtime_dir.join(file);
@@ -412,6 +464,33 @@ pub(crate) mod tests {
         assert!(
             with(|s| s.net.as_mut().unwrap().tap = "a-very-long-tap-name".into()).contains("TAP")
         );
+    }
+
+    #[test]
+    fn a_disk_grows_in_sectors_and_never_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("work.ext4");
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        check_growth(&disk, 1 << 20).unwrap();
+        check_growth(&disk, 2 << 20).unwrap();
+        let refused = |path: &Path, bytes: u64| check_growth(path, bytes).unwrap_err().to_string();
+        assert_eq!(
+            refused(&disk, 512 * 1024),
+            format!(
+                "growing the disk {} to 524288 bytes: it is 1048576 bytes already, and a disk \
+                 never shrinks: give at least that",
+                disk.display()
+            )
+        );
+        assert!(refused(&disk, (2 << 20) + 1).contains("multiple of 512"));
+        assert!(refused(&disk, 0).contains("multiple of 512"));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&disk, &link).unwrap();
+        assert!(refused(&link, 2 << 20).contains("not a regular file"));
+        assert!(refused(&dir.path().join("none"), 2 << 20).contains("No such file"));
     }
 
     #[test]

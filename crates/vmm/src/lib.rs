@@ -12,14 +12,17 @@
 //! daemon keeps to a size ([`console_log`]: rotation, and readers that
 //! follow it across rotations); and saving a paused VM's memory and
 //! device state to files ([`Hypervisor::save_state`]) that a new VM
-//! resumes from ([`LaunchSpec::incoming`]). The orchestrator holds the
+//! resumes from ([`LaunchSpec::incoming`]); and growing a running VM's
+//! disk so its guest sees the new size ([`Hypervisor::grow_disk`]). The
+//! orchestrator holds the
 //! `Arc<dyn Hypervisor>` from [`hypervisor_for`] and never asks which
 //! backend it has.
 //!
 //! It must not: create or delete disks, TAP devices or any other host
 //! resource (the caller passes them in, already made; the one exception
 //! is a saved state's files, which `save_state` makes and, when it
-//! fails, removes), touch the store,
+//! fails, removes; `grow_disk` lengthens a disk it is given, never
+//! shortens one), touch the store,
 //! or run anything through a shell. It never waits without a bound.
 #![deny(unsafe_code)]
 

@@ -71,6 +71,10 @@ fn main() {
             "a_bad_snapshot_fails_start_and_leaves_nothing",
             a_bad_snapshot_fails_start_and_leaves_nothing,
         ),
+        (
+            "grows_a_disk_and_has_firecracker_read_it_again",
+            grows_a_disk_and_has_firecracker_read_it_again,
+        ),
     ];
     let mut failed = 0;
     for (name, test) in tests {
@@ -479,6 +483,54 @@ fn a_bad_snapshot_fails_start_and_leaves_nothing() {
     assert!(
         banger_vmm::process::ProcStat::read(pid).is_none_or(|st| !st.is_alive()),
         "the failed Firecracker must be gone"
+    );
+}
+
+fn grows_a_disk_and_has_firecracker_read_it_again() {
+    let s = setup();
+    set_env(&[(RECORD_ENV, s.record.to_str().unwrap())]);
+    let system = s.spec.disks[1].path.clone();
+    std::fs::File::create(&system)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let fc = backend();
+    let handle = fc.start(&s.spec).unwrap_or_else(|e| panic!("{e}"));
+    let booted = recorded(&s.record).len();
+    fc.grow_disk(&handle, 1, &system, 4 << 20)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(std::fs::metadata(&system).unwrap().len(), 4 << 20);
+    let requests = recorded(&s.record);
+    assert_eq!(methods_and_paths(&requests, booted), ["PATCH /drives/d1"]);
+    assert_eq!(
+        requests[booted]["body"],
+        json!({"drive_id": "d1", "path_on_host": system})
+    );
+    // Paused too; the same size again tells Firecracker again.
+    fc.pause(&handle).unwrap();
+    fc.grow_disk(&handle, 1, &system, 4 << 20)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        methods_and_paths(&recorded(&s.record), booted + 2),
+        ["PATCH /drives/d1"]
+    );
+    // Smaller: refused before the file or Firecracker is touched.
+    let before = recorded(&s.record).len();
+    let err = fc.grow_disk(&handle, 1, &system, 2 << 20).unwrap_err();
+    assert!(err.to_string().contains("never shrinks"), "{err}");
+    assert_eq!(std::fs::metadata(&system).unwrap().len(), 4 << 20);
+    assert_eq!(recorded(&s.record).len(), before);
+    fc.kill(&handle, 9).unwrap();
+    // Gone: an error that says the API cannot be reached.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fc.is_running(&handle) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = fc.grow_disk(&handle, 1, &system, 8 << 20).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("firecracker API PATCH /drives/d1: cannot connect"),
+        "{err}"
     );
 }
 

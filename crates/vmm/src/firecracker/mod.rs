@@ -105,7 +105,7 @@ impl Firecracker {
             ),
         ];
         for (i, disk) in spec.disks.iter().enumerate() {
-            let id = format!("d{i}");
+            let id = drive_id(i);
             calls.push((
                 format!("/drives/{id}"),
                 // Not a root device: banger-init in the initramfs finds
@@ -186,7 +186,7 @@ impl Firecracker {
             json(serde_json::to_value(load))?,
         )];
         for (i, disk) in spec.disks.iter().enumerate() {
-            let id = format!("d{i}");
+            let id = drive_id(i);
             calls.push((
                 "PATCH",
                 format!("/drives/{id}"),
@@ -465,10 +465,50 @@ impl Hypervisor for Firecracker {
         saved
     }
 
+    /// The file grows first (Firecracker has no resize of its own), then
+    /// `PATCH /drives/{id}` with the same `path_on_host`: Firecracker
+    /// opens it again, reads its size and raises virtio-blk's
+    /// configuration change. Running or paused alike. If the request
+    /// fails the file stays grown and the guest may not know: the same
+    /// call again tells it.
+    fn grow_disk(
+        &self,
+        handle: &VmHandle,
+        disk: usize,
+        path: &Path,
+        bytes: u64,
+    ) -> Result<(), VmmError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        hypervisor::check_growth(path, bytes)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .and_then(|file| file.set_len(bytes))
+            .map_err(|e| VmmError::Grow {
+                path: path.to_path_buf(),
+                bytes,
+                message: e.to_string(),
+            })?;
+        let id = drive_id(disk);
+        ApiClient::new(&handle.control_socket, CONTROL_TIMEOUT).patch(
+            &format!("/drives/{id}"),
+            &PartialDrive {
+                drive_id: id.clone(),
+                path_on_host: path.to_path_buf(),
+            },
+        )
+    }
+
     /// The device state, then the memory.
     fn state_files(&self, dest: &Path) -> Vec<PathBuf> {
         vec![dest.to_path_buf(), Self::memory_file(dest)]
     }
+}
+
+/// The API's drive id of `spec.disks[index]`.
+pub fn drive_id(index: usize) -> String {
+    format!("d{index}")
 }
 
 /// Brings a started VM to `state` with `PATCH /vm`, as `GET /` then
@@ -728,6 +768,59 @@ mod tests {
             "log:\n{}",
             std::fs::read_to_string(&spec.console_log).unwrap_or_default()
         );
+    }
+
+    /// Against a real Firecracker named by BANGER_TEST_FIRECRACKER: a
+    /// disk grown under a started VM is accepted. Where KVM cannot start
+    /// the guest, the request is still sent, and must be refused for the
+    /// VM's state, not for its body.
+    #[test]
+    fn real_firecracker_takes_a_grown_disk() {
+        let Some(binary) = std::env::var_os("BANGER_TEST_FIRECRACKER") else {
+            banger_testkit::skip("BANGER_TEST_FIRECRACKER is not set");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut spec = sample_spec();
+        spec.vm_dir = d.join("vm");
+        spec.runtime_dir = d.join("run");
+        spec.console_log = d.join("vm/console.log");
+        spec.vmlinux = d.join("vmlinux");
+        spec.initramfs = d.join("initramfs");
+        spec.net = None;
+        std::fs::write(&spec.vmlinux, b"not a kernel").unwrap();
+        std::fs::write(&spec.initramfs, b"not an initramfs").unwrap();
+        for (i, disk) in spec.disks.iter_mut().enumerate() {
+            disk.path = d.join(format!("disk{i}.img"));
+            std::fs::write(&disk.path, vec![0u8; 1 << 20]).unwrap();
+        }
+        let fc = Firecracker::new(Path::new(&binary));
+        let spawned = fc.spawn(&spec).unwrap();
+        let started = spawned
+            .configure(&spec)
+            .and_then(|()| spawned.instance_start());
+        let handle = spawned.into_handle();
+        let work = spec.disks[2].path.clone();
+        let grown = fc.grow_disk(&handle, 2, &work, 4 << 20);
+        fc.stop(&handle, Duration::from_millis(200)).unwrap();
+        println!("InstanceStart: {started:?}; grow: {grown:?}");
+        match (started, grown) {
+            (Ok(()), grown) => {
+                grown.unwrap();
+                assert_eq!(std::fs::metadata(&work).unwrap().len(), 4 << 20);
+            }
+            (Err(_), Err(e)) => {
+                let m = e.to_string();
+                for bad in ["unknown field", "missing field", "unknown variant"] {
+                    assert!(!m.contains(bad), "the body was refused: {m}");
+                }
+                banger_testkit::skip(format!(
+                    "growing a running Firecracker VM's disk (InstanceStart failed here): {m}"
+                ));
+            }
+            (Err(e), Ok(())) => panic!("a VM that did not start took a grown disk: {e}"),
+        }
     }
 
     /// Against a real Firecracker named by BANGER_TEST_FIRECRACKER: the

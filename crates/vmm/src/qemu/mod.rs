@@ -39,6 +39,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a QEMU started from a saved state gets to load it, once QMP
 /// answers (a 77 MB state loads in ≈ 0.1 s here).
 pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long QEMU gets to answer `query-block` and `block_resize` (which
+/// grows a sparse file: metadata only).
+const GROW_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many log lines an error quotes.
 const TAIL_LINES: usize = 8;
 /// How long QMP gets to connect (for a pause, a resume or a save), and to
@@ -155,14 +158,15 @@ impl Qemu {
         push(&["-append", &self.kernel_cmdline(spec)]);
         for (i, disk) in spec.disks.iter().enumerate() {
             let ro = if disk.read_only { ",readonly=on" } else { "" };
+            let id = drive_id(i);
             push(&[
                 "-drive",
                 &format!(
-                    "id=d{i},file={},format=raw,if=none{ro}",
+                    "id={id},file={},format=raw,if=none{ro}",
                     opt_escape(utf8(&disk.path)?)
                 ),
             ]);
-            push(&["-device", &format!("virtio-blk-device,drive=d{i}")]);
+            push(&["-device", &format!("virtio-blk-device,drive={id}")]);
         }
         if let Some(net) = &spec.net {
             push(&[
@@ -427,6 +431,44 @@ impl Hypervisor for Qemu {
         Some(runtime_dir.join(AGENT_SOCKET))
     }
 
+    /// QMP `block_resize` of the drive, once `query-block` shows it
+    /// holds `path`: QEMU grows the file it has open and raises
+    /// virtio-blk's configuration change. Running or paused (`stop`)
+    /// alike. After [`Hypervisor::save_state`] (`postmigrate`) QEMU has
+    /// let go of its disks until `cont`, and QEMU 7.2 aborts on a
+    /// `block_resize` then: refused here until the VM is resumed.
+    fn grow_disk(
+        &self,
+        handle: &VmHandle,
+        disk: usize,
+        path: &Path,
+        bytes: u64,
+    ) -> Result<(), VmmError> {
+        hypervisor::check_growth(path, bytes)?;
+        let failed = |message: String| VmmError::Grow {
+            path: path.to_path_buf(),
+            bytes,
+            message,
+        };
+        let id = drive_id(disk);
+        let mut qmp = Qmp::connect(&handle.control_socket, CONTROL_TIMEOUT)?;
+        let status = qmp.query_status(CONTROL_TIMEOUT)?;
+        if !matches!(status.as_str(), "running" | "paused") {
+            return Err(failed(format!(
+                "the VM is {status}, not running or paused: its disks are not QEMU's \
+                 to change now (after a saved state, resume it first)"
+            )));
+        }
+        check_drive(&mut qmp, &id, path).map_err(failed)?;
+        qmp.execute(
+            "block_resize",
+            Some(serde_json::json!({ "device": id, "size": bytes })),
+            GROW_TIMEOUT,
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        Ok(())
+    }
+
     /// A pause (QMP `stop`), then QEMU's migration stream into `dest` (see
     /// [`migration`]). Afterwards QEMU says `postmigrate`: paused, its
     /// disks flushed and released; [`Hypervisor::resume`] (`cont`) runs
@@ -451,6 +493,29 @@ impl Hypervisor for Qemu {
         let mut qmp = Qmp::connect(&handle.control_socket, timeout.min(CONTROL_TIMEOUT))?;
         migration::save(&mut qmp, dest, deadline)
     }
+}
+
+/// The id of the drive of `spec.disks[index]`: its block backend's name
+/// in QMP (`query-block`'s `device`, `block_resize`'s `device`).
+pub fn drive_id(index: usize) -> String {
+    format!("d{index}")
+}
+
+/// Checks that QEMU's drive `id` holds the file at `path` (`query-block`),
+/// so a wrong index never grows another disk.
+fn check_drive(qmp: &mut Qmp, id: &str, path: &Path) -> Result<(), String> {
+    let blocks = qmp
+        .execute("query-block", None, GROW_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let drives = blocks.as_array().map(Vec::as_slice).unwrap_or_default();
+    let Some(drive) = drives.iter().find(|b| b["device"] == id) else {
+        return Err(format!("QEMU has no drive {id}"));
+    };
+    let file = drive["inserted"]["file"].as_str().unwrap_or_default();
+    if Path::new(file) != path {
+        return Err(format!("QEMU's drive {id} is {file:?}, not this file"));
+    }
+    Ok(())
 }
 
 /// QEMU option values separate options with commas; a literal comma is
