@@ -104,6 +104,12 @@ pub mod guest_paths {
     pub const SYSINIT_MARK: &str = "/run/banger-agent/sysinit";
     /// Made when systemd has reached `multi-user.target`.
     pub const MULTI_USER_MARK: &str = "/run/banger-agent/multi-user";
+    /// The system disk's per-VM files (`banger/files/`, which banger-init
+    /// copies into the new root at every boot), bind-mounted read-write
+    /// here by banger-init, under the agent's 0700 directory: the agent
+    /// writes a resumed guest's new host keys there too, so a later cold
+    /// boot does not bring back the template's.
+    pub const PER_VM_FILES: &str = "/run/banger-agent/files";
     /// Minimal mode only: the image's environment (its config's `Env`),
     /// one `NAME=value` per line, written by the host on the system disk
     /// with banger's guest tools (`banger/tools/agent-env`) and mounted

@@ -130,6 +130,11 @@ pub const MAX_HOST_KEYS: usize = 8;
 pub const MAX_KEY_TEXT: usize = 16 * 1024;
 /// resolv.conf's MAXNS: the resolver reads no more than three.
 pub const MAX_NAMESERVERS: usize = 3;
+/// The most filesystems one identity grows (a VM has a work disk, and
+/// may one day have a few more).
+pub const MAX_FILESYSTEMS: usize = 4;
+/// The longest mount point [`GrowFilesystem::mount`] names (PATH_MAX).
+pub const MAX_MOUNT_PATH: usize = 4096;
 
 /// A resumed guest's new identity (`POST /v1/identity`): right after a
 /// snapshot is resumed the guest still is the template it was taken
@@ -157,10 +162,29 @@ pub struct IdentityRequest {
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkIdentity>,
-    /// sshd's host keys, written into /etc/ssh; sshd is then restarted
-    /// (see [`IdentityReply::sshd`]).
+    /// sshd's host keys, written into /etc/ssh (and into the system
+    /// disk's per-VM files, so a later cold boot keeps them); sshd is then
+    /// restarted (see [`IdentityReply::sshd`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_keys: Option<Vec<HostKey>>,
+    /// Mounted ext4 filesystems to grow, online, to their block device's
+    /// new size (the host grew the device first), at most
+    /// [`MAX_FILESYSTEMS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystems: Option<Vec<GrowFilesystem>>,
+}
+
+/// A mounted ext4 filesystem whose block device the host has grown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrowFilesystem {
+    /// Where it is mounted, absolute, e.g. `/root`: exactly a mount point
+    /// of the guest's mount table, at most [`MAX_MOUNT_PATH`] bytes.
+    pub mount: String,
+    /// The block device's new size in bytes, a positive multiple of 512:
+    /// the agent waits (a few seconds) for the guest's kernel to see the
+    /// device that big, then grows the filesystem to fill it.
+    pub bytes: u64,
 }
 
 /// The guest's interface, given the VM's own MAC and IPv4 address.
@@ -209,7 +233,9 @@ pub struct HostKey {
 /// The parts of an identity, in the order they are applied: the random
 /// pool first, so everything after (sshd's restart included) draws from
 /// the reseeded pool; the clock next, so the files written after carry
-/// the right times; sshd's keys last, so it restarts on the new address.
+/// the right times; sshd's keys after the network, so it restarts on the
+/// new address; the filesystems last, since they may wait a few seconds
+/// for the kernel to see a grown disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityPart {
@@ -219,6 +245,7 @@ pub enum IdentityPart {
     Hostname,
     Network,
     HostKeys,
+    Filesystems,
 }
 
 impl IdentityPart {
@@ -230,6 +257,7 @@ impl IdentityPart {
             Self::Hostname => "hostname",
             Self::Network => "network",
             Self::HostKeys => "host_keys",
+            Self::Filesystems => "filesystems",
         }
     }
 }
@@ -317,6 +345,33 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<IdentityRequest>(&json).unwrap(), req);
         assert!(serde_json::from_str::<IdentityRequest>(r#"{"hostnam":"x"}"#).is_err());
+        let grow = IdentityRequest {
+            filesystems: Some(vec![GrowFilesystem {
+                mount: "/root".into(),
+                bytes: 16 << 30,
+            }]),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&grow).unwrap();
+        assert_eq!(
+            json,
+            r#"{"filesystems":[{"mount":"/root","bytes":17179869184}]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<IdentityRequest>(&json).unwrap(),
+            grow
+        );
+        assert!(
+            serde_json::from_str::<IdentityRequest>(
+                r#"{"filesystems":[{"mount":"/root","bytes":1,"device":"/dev/vdc"}]}"#
+            )
+            .is_err()
+        );
+        assert_eq!(
+            serde_json::to_string(&IdentityPart::Filesystems).unwrap(),
+            r#""filesystems""#
+        );
+        assert!(IdentityPart::HostKeys < IdentityPart::Filesystems);
     }
 
     #[test]

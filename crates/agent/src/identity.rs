@@ -10,14 +10,15 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use banger_agent_proto::{
-    ClockRequest, ENTROPY_BYTES, HostKey, IdentityPart, IdentityReply, IdentityRequest, LinkRef,
-    MAX_HOST_KEYS, MAX_KEY_TEXT, MAX_NAMESERVERS, NetworkIdentity, PartFailure,
+    ClockRequest, ENTROPY_BYTES, GrowFilesystem, HostKey, IdentityPart, IdentityReply,
+    IdentityRequest, LinkRef, MAX_HOST_KEYS, MAX_KEY_TEXT, MAX_NAMESERVERS, NetworkIdentity,
+    PartFailure, guest_paths,
 };
 use http::StatusCode;
 
 use crate::net::Rtnl;
 use crate::server::{Reply, error, json};
-use crate::{Agent, etc, random, sshd, system};
+use crate::{Agent, etc, filesystem, random, sshd, system};
 
 /// Linux's IFNAMSIZ less the NUL.
 const MAX_IFNAME: usize = 15;
@@ -55,6 +56,7 @@ struct Plan {
     hostname: Option<String>,
     network: Option<Network>,
     host_keys: Option<Vec<HostKey>>,
+    filesystems: Option<Vec<GrowFilesystem>>,
 }
 
 #[derive(Debug)]
@@ -97,6 +99,11 @@ impl Plan {
                 .map(|keys| check_host_keys(&keys).map(|()| keys))
                 .transpose()
                 .map_err(|e| part(IdentityPart::HostKeys, e))?,
+            filesystems: req
+                .filesystems
+                .map(|list| filesystem::check(&list).map(|()| list))
+                .transpose()
+                .map_err(|e| part(IdentityPart::Filesystems, e))?,
         })
     }
 
@@ -138,6 +145,9 @@ impl Plan {
             outcome(IdentityPart::HostKeys, result);
         }
         reply.sshd = sshd;
+        if let Some(list) = &self.filesystems {
+            outcome(IdentityPart::Filesystems, grow_filesystems(list));
+        }
         reply
     }
 }
@@ -393,9 +403,43 @@ fn valid_key_name(name: &str) -> bool {
         })
 }
 
+/// Writes the keys into the root's /etc/ssh, and into the system disk's
+/// per-VM files when banger-init bind-mounted them
+/// ([`guest_paths::PER_VM_FILES`]) and they hold an `etc/ssh`: banger-init
+/// copies those into the root at every boot, and a cold boot must not
+/// bring back the keys of the template this guest was resumed from.
 fn write_host_keys(root: &Path, keys: &[HostKey]) -> Result<(), String> {
     let dir = root.join("etc/ssh");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    write_keys_into(&dir, keys)?;
+    let files = root.join(guest_paths::PER_VM_FILES.trim_start_matches('/'));
+    if let Some(kept) = real_dir(root, &files.join("etc/ssh")) {
+        write_keys_into(&kept, keys).map_err(|e| {
+            format!(
+                "the keys are in {}, but not on the system disk, so a cold boot would bring \
+                 back the old ones: {e}",
+                dir.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `path` if it and every folder between `root` and it is a directory,
+/// none a symlink (the per-VM files' tree is the guest's to change).
+fn real_dir(root: &Path, path: &Path) -> Option<std::path::PathBuf> {
+    let rel = path.strip_prefix(root).ok()?;
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+fn write_keys_into(dir: &Path, keys: &[HostKey]) -> Result<(), String> {
     for key in keys {
         for (name, text, mode) in [
             (key.name.clone(), &key.private_key, 0o600),
@@ -411,6 +455,19 @@ fn write_host_keys(root: &Path, keys: &[HostKey]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Grows each filesystem, all of them tried; the failures, one line.
+fn grow_filesystems(list: &[GrowFilesystem]) -> Result<(), String> {
+    let failures: Vec<String> = list
+        .iter()
+        .filter_map(|fs| filesystem::grow(Path::new(&fs.mount), fs.bytes).err())
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
 }
 
 /// The first 64 characters of a value the host sent, for a message.
@@ -575,7 +632,83 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.starts_with("host_keys: "), "{e}");
+        let e = Plan::check(IdentityRequest {
+            filesystems: Some(vec![GrowFilesystem {
+                mount: "root".into(),
+                bytes: 1 << 30,
+            }]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.starts_with("filesystems: "), "{e}");
         assert!(Plan::check(IdentityRequest::default()).is_ok());
+    }
+
+    #[test]
+    fn host_keys_reach_the_system_disks_files_too_never_through_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let kept = root.join("run/banger-agent/files/etc/ssh");
+        std::fs::create_dir_all(&kept).unwrap();
+        // The template's keys, and a link where a key goes.
+        std::fs::write(kept.join("ssh_host_ed25519_key"), "old\n").unwrap();
+        let outside = root.join("outside");
+        std::fs::write(&outside, "not a key").unwrap();
+        std::os::unix::fs::symlink(&outside, kept.join("ssh_host_rsa_key.pub")).unwrap();
+        write_host_keys(
+            root,
+            &[key("ssh_host_ed25519_key"), key("ssh_host_rsa_key")],
+        )
+        .unwrap();
+        for dir in [root.join("etc/ssh"), kept.clone()] {
+            for (name, mode) in [
+                ("ssh_host_ed25519_key", 0o600),
+                ("ssh_host_ed25519_key.pub", 0o644),
+                ("ssh_host_rsa_key", 0o600),
+                ("ssh_host_rsa_key.pub", 0o644),
+            ] {
+                let path = dir.join(name);
+                assert!(
+                    std::fs::symlink_metadata(&path).unwrap().is_file(),
+                    "{}",
+                    path.display()
+                );
+                assert_eq!(etc::mode_or(&path, 0), mode, "{}", path.display());
+            }
+            assert_eq!(
+                std::fs::read_to_string(dir.join("ssh_host_ed25519_key.pub")).unwrap(),
+                "ssh-ed25519 AAAAC3Nza test\n"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "not a key");
+
+        // No per-VM files there (an older banger-init, or no keys on the
+        // system disk): /etc/ssh only.
+        let bare = tempfile::tempdir().unwrap();
+        write_host_keys(bare.path(), &[key("ssh_host_ed25519_key")]).unwrap();
+        assert!(bare.path().join("etc/ssh/ssh_host_ed25519_key").is_file());
+        assert!(!bare.path().join("run").exists());
+        // A link on the way there is not followed.
+        let linked = tempfile::tempdir().unwrap();
+        let elsewhere = linked.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("ssh")).unwrap();
+        let files = linked.path().join("run/banger-agent/files");
+        std::fs::create_dir_all(&files).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, files.join("etc")).unwrap();
+        write_host_keys(linked.path(), &[key("ssh_host_ed25519_key")]).unwrap();
+        assert_eq!(std::fs::read_dir(elsewhere.join("ssh")).unwrap().count(), 0);
+
+        // A per-VM tree the keys cannot be written into fails the part,
+        // saying what that means.
+        let stuck = tempfile::tempdir().unwrap();
+        let kept = stuck.path().join("run/banger-agent/files/etc/ssh");
+        std::fs::create_dir_all(kept.join("ssh_host_ed25519_key")).unwrap();
+        std::fs::write(kept.join("ssh_host_ed25519_key/x"), "").unwrap();
+        let err = write_host_keys(stuck.path(), &[key("ssh_host_ed25519_key")]).unwrap_err();
+        assert!(
+            err.contains("a cold boot would bring back the old ones"),
+            "{err}"
+        );
     }
 
     #[test]

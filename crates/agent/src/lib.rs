@@ -5,7 +5,8 @@
 //!
 //! It owns the routes (exec with pipes or a terminal, signals, window
 //! sizes, tar in and out, readiness, hostname, clock, and the identity a
-//! guest resumed from a snapshot is given) and the transport
+//! guest resumed from a snapshot is given, growing its filesystems online
+//! included: [`filesystem`]) and the transport
 //! loops that wait for a host, answer its greeting and serve HTTP/2 until
 //! it goes away. It must not trust the host's bytes to be small: every body
 //! is read through the protocol's bounds, and output reaches the host
@@ -22,6 +23,7 @@
 mod body;
 pub mod etc;
 mod exec;
+pub mod filesystem;
 mod identity;
 mod image_env;
 pub mod net;

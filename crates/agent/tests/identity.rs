@@ -5,6 +5,11 @@
 //! never touched; the files go under a temporary root
 //! (`Agent::with_root`), so its /etc is not either. The random pool is
 //! the host's (mixing bytes in only adds to it); the clock is left alone.
+//!
+//! And the `filesystems` part against a real ext4 on a loop device, as
+//! root: the image grows, `losetup -c` tells the kernel (as virtio-blk's
+//! configuration change tells a guest's), and the agent grows the mounted
+//! filesystem without resize2fs.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -12,7 +17,8 @@ use std::process::Command;
 
 use banger_agent::Agent;
 use banger_agent_proto::{
-    HostKey, IdentityPart, IdentityReply, IdentityRequest, LinkRef, NetworkIdentity, limits, route,
+    GrowFilesystem, HostKey, IdentityPart, IdentityReply, IdentityRequest, LinkRef,
+    NetworkIdentity, limits, route,
 };
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -279,4 +285,171 @@ async fn resume(root: &Path) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("machine_id"));
     assert_eq!(nix::unistd::gethostname().unwrap(), "sibling-2");
+}
+
+/// A loop device holding an ext4 image, mounted; detached on drop.
+struct LoopMount {
+    dir: tempfile::TempDir,
+    device: String,
+    mounted: bool,
+}
+
+impl LoopMount {
+    fn image(&self) -> std::path::PathBuf {
+        self.dir.path().join("fs.ext4")
+    }
+
+    fn mount_point(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// A `mib` MiB ext4 on a loop device, mounted; None (skipped) where
+    /// that cannot be had.
+    fn make(mib: u64) -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            banger_testkit::skip("growing a mounted filesystem needs root (loop devices, mount)");
+            return None;
+        }
+        if !banger_testkit::have_tools(&["mkfs.ext4", "losetup", "mount", "umount"]) {
+            return None;
+        }
+        // ext4 grows online only for CAP_SYS_RESOURCE, which some
+        // sandboxes drop even for root (the guest's agent has it).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let effective = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .unwrap_or(0);
+        const CAP_SYS_RESOURCE: u32 = 24;
+        if effective & (1 << CAP_SYS_RESOURCE) == 0 {
+            banger_testkit::skip(
+                "growing a mounted ext4 needs CAP_SYS_RESOURCE, which this root lacks",
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fs.ext4");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(mkfs.status.success(), "{mkfs:?}");
+        let attach = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        if !attach.status.success() {
+            banger_testkit::skip(format!(
+                "no loop device here: {}",
+                String::from_utf8_lossy(&attach.stderr).trim()
+            ));
+            return None;
+        }
+        let mut lm = LoopMount {
+            device: String::from_utf8(attach.stdout).unwrap().trim().to_owned(),
+            dir,
+            mounted: false,
+        };
+        std::fs::create_dir(lm.mount_point()).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "ext4", &lm.device])
+            .arg(lm.mount_point())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount {}", lm.device);
+        lm.mounted = true;
+        Some(lm)
+    }
+
+    /// What statfs says the filesystem holds, in bytes.
+    fn size(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(&self.mount_point()).unwrap();
+        st.blocks() * st.fragment_size()
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(self.mount_point()).status();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+/// The image grows 64 → 128 MiB while the request waits for the kernel
+/// to see it, as a host's grow races the agent's request; the agent grows
+/// the filesystem into it; the same request again changes nothing.
+#[test]
+fn a_grown_disk_gets_its_filesystem_grown_online() {
+    let Some(lm) = LoopMount::make(64) else {
+        return;
+    };
+    let before = lm.size();
+    let mount = lm.mount_point().to_str().unwrap().to_owned();
+    let grow = IdentityRequest {
+        filesystems: Some(vec![GrowFilesystem {
+            mount: mount.clone(),
+            bytes: 128 << 20,
+        }]),
+        ..Default::default()
+    };
+    let late_host = {
+        let (image, device) = (lm.image(), lm.device.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&image)
+                .unwrap()
+                .set_len(128 << 20)
+                .unwrap();
+            let status = Command::new("losetup")
+                .args(["-c", &device])
+                .status()
+                .unwrap();
+            assert!(status.success(), "losetup -c");
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let agent = Agent::new().with_root(root.path());
+    let started = std::time::Instant::now();
+    let reply = runtime.block_on(identity(&agent, &grow));
+    let took = started.elapsed();
+    late_host.join().unwrap();
+    assert!(reply.is_complete(), "{reply:?}");
+    assert_eq!(reply.applied, [IdentityPart::Filesystems]);
+    let after = lm.size();
+    println!("{before} -> {after} bytes in {took:?}");
+    assert!(
+        after > before + (60 << 20),
+        "statfs: {before} -> {after} bytes"
+    );
+    // ext4's overhead (inode tables, journal) is a few MiB.
+    assert!(after <= 128 << 20 && after > 120 << 20, "{after}");
+
+    // Again: already done, still success, nothing changes.
+    let again = runtime.block_on(identity(&agent, &grow));
+    assert!(again.is_complete(), "{again:?}");
+    assert_eq!(lm.size(), after);
+    let grown = banger_agent::filesystem::grow(lm.mount_point().as_path(), 128 << 20).unwrap();
+    assert_eq!(grown.device_bytes, 128 << 20);
+    assert_eq!(grown.blocks * grown.block_size, 128 << 20);
+
+    // A path under the mount is not its mount point: refused, with why.
+    let sub = lm.mount_point().join("lost+found");
+    let err = banger_agent::filesystem::grow(&sub, 128 << 20).unwrap_err();
+    assert!(err.contains("is not a mount point"), "{err}");
 }

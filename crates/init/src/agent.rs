@@ -4,7 +4,9 @@
 //! for a systemd image, the agent's unit and the two readiness marks'
 //! units in systemd's runtime unit directory (/run/systemd/system, read
 //! at its start like /etc/systemd/system). The image needs nothing of its
-//! own, and nothing is written to its disks.
+//! own, and nothing is written to its disks. The system disk's per-VM
+//! files are bind-mounted there too, for the agent alone
+//! ([`guest_paths::PER_VM_FILES`]).
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -15,7 +17,7 @@ use nix::mount::{MsFlags, mount};
 
 use crate::boot::mkdir;
 use crate::failure::{Context, Failure};
-use crate::plan::NEW_ROOT;
+use crate::plan::{self, NEW_ROOT};
 
 /// systemd's runtime unit directory.
 pub const UNIT_DIR: &str = "/run/systemd/system";
@@ -111,11 +113,49 @@ pub fn install(systemd: bool) -> Result<(), Failure> {
         .context(|| format!("copying banger-init to {}", binary.display()))?;
     fs::set_permissions(&binary, fs::Permissions::from_mode(0o755))
         .context(|| format!("making {} executable", binary.display()))?;
+    bind_per_vm_files()?;
 
     if systemd {
         write_units(&in_new_root(UNIT_DIR), &units())?;
     }
     Ok(())
+}
+
+/// The system disk's per-VM files (`banger/files/`, copied into the root
+/// above), bind-mounted read-write at [`guest_paths::PER_VM_FILES`], in
+/// the agent's 0700 directory so only root reaches them: a guest resumed
+/// from a template gets new host keys from the agent, which writes them
+/// there too, so the next cold boot copies those and not the template's.
+/// nosuid, nodev, noexec: it holds keys and files, never programs. A
+/// system disk without per-VM files has nothing to mount.
+fn bind_per_vm_files() -> Result<(), Failure> {
+    let source = Path::new(plan::SYSTEM_MOUNT).join(plan::PER_VM_FILES);
+    if !fs::symlink_metadata(&source).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let target = in_new_root(guest_paths::PER_VM_FILES);
+    mkdir(&target, 0o700)?;
+    let what = || format!("mounting the per-VM files on {}", target.display());
+    mount(
+        Some(source.as_path()),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Failure::new(what(), e.desc()))?;
+    mount(
+        None::<&str>,
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| Failure::new(what(), e.desc()))
 }
 
 fn write_units(dir: &Path, units: &[Unit]) -> Result<(), Failure> {
@@ -161,6 +201,17 @@ mod tests {
         assert!(units[1].text.contains("mark sysinit\n"));
         assert!(units[2].text.contains("After=multi-user.target\n"));
         assert_eq!(units[2].wanted_by, "multi-user.target");
+    }
+
+    #[test]
+    fn the_per_vm_files_are_the_agents_alone() {
+        // Under the agent's 0700 directory, in the new root's tmpfs /run.
+        let dir = format!("{}/", guest_paths::DIR);
+        assert!(guest_paths::PER_VM_FILES.starts_with(&dir));
+        assert_eq!(
+            in_new_root(guest_paths::PER_VM_FILES),
+            Path::new("/newroot/run/banger-agent/files")
+        );
     }
 
     #[test]
