@@ -137,6 +137,30 @@ pub struct CreateVmRequest {
     /// running; absent: [`ReadyWait::Ssh`].
     #[serde(default)]
     pub wait: Option<ReadyWait>,
+    /// Boot cold even where a template of the VM's shape could be
+    /// resumed (`--cold`).
+    #[serde(default)]
+    pub cold: bool,
+}
+
+/// `POST /v1/vms/{name}/fork`: the new VM's name; absent: generated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkVmRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `POST /v1/templates`: make (or find) the template of an image at a
+/// shape; absent sizes are the resolved defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmRequest {
+    pub image: String,
+    #[serde(default)]
+    pub vcpu: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
 }
 
 /// What a boot waits for before the VM counts as running.

@@ -38,6 +38,17 @@ pub enum Command {
     /// List and inspect kernels
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// List and delete templates: booted guests new VMs resume from
+    ///
+    /// A template holds the memory, devices and disks of a VM booted until
+    /// its services were up, for one image, kernel, vCPU count, memory size
+    /// and hypervisor. `vm create` and `vm run` resume the matching one
+    /// instead of booting (--cold boots anyway). The first cold boot of a
+    /// shape makes its template in the background; `banger image warm`
+    /// makes one now. A template whose image or kernel changed is stale and
+    /// made again; one whose files changed is refused and deleted.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Check whether this host can run banger's VMs, and what to install if not
     ///
     /// Exits non-zero when something that `banger vm run` needs is missing;
@@ -180,6 +191,15 @@ pub enum VmCommand {
     Pause(ShowVm),
     /// Let a paused VM run again where it left off
     Resume(ShowVm),
+    /// Copy a running VM, processes and all, into a new VM
+    ///
+    /// NAME is paused while its memory is saved and its disks are copied
+    /// (about a second here), then runs on. The new VM resumes that saved
+    /// state on its own copies, so it has NAME's processes and files as
+    /// they were at that moment, with its own name, address, MAC, host
+    /// keys, machine-id and random seed. Commands NAME was running through
+    /// the guest agent end (its ssh sessions do not).
+    Fork(ForkArgs),
     /// Delete a VM and its disks
     Delete {
         #[command(flatten)]
@@ -316,6 +336,11 @@ pub struct CreateArgs {
     /// Images without the agent always wait for ssh.
     #[arg(long, value_enum)]
     pub wait: Option<WaitArg>,
+    /// Boot the kernel even where a template of this shape could be resumed
+    /// (a new VM resumes the template of its image, vCPUs and memory when
+    /// one is ready: see 'banger template list')
+    #[arg(long)]
+    pub cold: bool,
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -387,6 +412,21 @@ impl WorkspaceArgs {
     pub fn any(&self) -> bool {
         self.include_untracked || self.dry_run || self.branch.is_some() || self.from.is_some()
     }
+}
+
+#[derive(Args, Debug)]
+pub struct ForkArgs {
+    /// The VM to copy
+    #[arg(value_parser = parse_vm_name, add = ArgValueCompleter::new(complete::vms))]
+    pub vm: String,
+    /// Name of the new VM [default: generated, like brisk-otter]
+    #[arg(long, value_parser = parse_vm_name)]
+    pub name: Option<String>,
+    /// Print how long each phase took
+    #[arg(long)]
+    pub timings: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 #[derive(Args, Debug)]
@@ -474,10 +514,49 @@ pub enum ImageCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Delete an image and its files (refused while a VM uses it)
+    /// Delete an image and its files (refused while a VM uses it); its
+    /// templates go with it
     Delete {
         #[arg(add = ArgValueCompleter::new(complete::images))]
         name: String,
+    },
+    /// Make the template new VMs of this image resume from, now
+    ///
+    /// Boots a hidden VM of the image until its services are up, saves its
+    /// memory, devices and disks as a template, and deletes it. A new VM of
+    /// the same image, vCPUs and memory then resumes the template in about a
+    /// second instead of booting, and gets its own name, address, MAC, host
+    /// keys, machine-id, random seed, clock and disk size. Without this, the
+    /// first cold boot of a shape makes its template in the background
+    /// (vm_templates = false turns both off). A ready, unchanged template is
+    /// kept as it is.
+    Warm {
+        #[arg(add = ArgValueCompleter::new(complete::images))]
+        name: String,
+        /// vCPUs of the VMs that will resume it [default: vm_defaults]
+        #[arg(long)]
+        vcpu: Option<u32>,
+        /// Memory of the VMs that will resume it, like 2G [default: vm_defaults]
+        #[arg(long, value_parser = parse_size)]
+        memory: Option<Size>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TemplateCommand {
+    /// List templates: their image, shape, state and size on disk
+    List(JsonFlag),
+    /// Delete templates and their files (VMs resumed from them are not
+    /// touched: their disks are their own)
+    Delete {
+        /// Template ids, as 'banger template list' shows them
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Delete every template
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -82,6 +82,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Command::Vm(c) => cmd::vm::run(c, &client).await,
                     Command::Image(c) => cmd::image::run(c, &client).await,
                     Command::Kernel(c) => cmd::kernel::run(c, &client).await,
+                    Command::Template(c) => cmd::template::run(c, &client).await,
                     // The daemon is up: it has written the file to include.
                     Command::SshConfig(a) => cmd::ssh_config::run(a, paths),
                     Command::Daemon(_)

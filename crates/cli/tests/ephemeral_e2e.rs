@@ -139,6 +139,8 @@ fn a_restarted_daemon_deletes_ephemeral_vms() {
                 last_error: None,
                 created_at: 1_700_000_000,
                 ephemeral: true,
+                boot_path: None,
+                template_build: None,
             })
             .unwrap();
     }

@@ -920,6 +920,8 @@ fn concurrent_pulls_download_each_layer_once() {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", s.home.root().join("home"))
             .env("BANGER_HOME", s.home.root())
+            // No VMs of the daemon's own in the background (templates).
+            .env("BANGER_VM_TEMPLATES", "0")
             .env("BANGER_INIT_BIN", &s.init)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -144,6 +144,8 @@ fn as_user(
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home.root().join("home"))
         .env("BANGER_HOME", home.root())
+        // No VMs of the daemon's own in the background (templates).
+        .env("BANGER_VM_TEMPLATES", "0")
         .env("BANGER_INIT_BIN", init)
         .env("BANGER_ROOT_HELPER", helper)
         .output()

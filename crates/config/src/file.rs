@@ -57,6 +57,9 @@ pub struct Config {
     /// How long a VM's console log may grow before it is rotated to
     /// `console.log.1`; default [`DEFAULT_CONSOLE_LOG_MAX`].
     pub console_log_max: Option<banger_model::Size>,
+    /// Whether new VMs resume from templates, and a template is made in
+    /// the background after a cold boot found none; default true.
+    pub vm_templates: Option<bool>,
     #[serde(default)]
     pub vm_defaults: DefaultsOverride,
     #[serde(default)]
@@ -320,6 +323,10 @@ impl Config {
 
     pub fn oci_max_unpacked(&self) -> banger_model::Size {
         self.oci_max_unpacked.unwrap_or(DEFAULT_OCI_MAX_UNPACKED)
+    }
+
+    pub fn vm_templates(&self) -> bool {
+        self.vm_templates.unwrap_or(true)
     }
 
     pub fn file_sync_max_file(&self) -> banger_model::Size {

@@ -8,11 +8,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use banger_api::{
-    AgentInfo, BuildImageRequest, CreateVmRequest, DaemonStatus, KillVmRequest, PullImageRequest,
-    RegisterImageRequest, SetVmRequest, SshInfo, VerifiedFile, VmStats,
+    AgentInfo, BuildImageRequest, CreateVmRequest, DaemonStatus, ForkVmRequest, KillVmRequest,
+    PullImageRequest, RegisterImageRequest, SetVmRequest, SshInfo, VerifiedFile, VmStats,
+    WarmRequest,
 };
 use banger_images::catalog::Entry;
-use banger_model::{ImageRecord, KernelRecord, VmDefaults, VmRecord};
+use banger_model::{ImageRecord, KernelRecord, TemplateRecord, VmDefaults, VmRecord};
 use banger_orchestrator::{Error, stream_console};
 
 use crate::error::{Failure, JsonBody};
@@ -34,6 +35,7 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/v1/vms/{name}/restart", post(restart_vm))
         .route("/v1/vms/{name}/kill", post(kill_vm))
         .route("/v1/vms/{name}/pause", post(pause_vm))
+        .route("/v1/vms/{name}/fork", post(fork_vm))
         .route("/v1/vms/{name}/resume", post(resume_vm))
         .route("/v1/vms/{name}/ssh", get(ssh_vm))
         .route("/v1/vms/{name}/agent", get(agent_vm))
@@ -47,6 +49,8 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/v1/images/{name}", get(show_image).delete(delete_image))
         .route("/v1/images/{name}/verify", post(verify_image))
         .route("/v1/catalog", get(catalog))
+        .route("/v1/templates", get(list_templates).post(warm_template))
+        .route("/v1/templates/{id}", axum::routing::delete(delete_template))
         .route("/v1/kernels", get(list_kernels))
         .route("/v1/kernels/{name}", get(show_kernel).delete(delete_kernel))
         .fallback(unknown_path)
@@ -111,6 +115,15 @@ async fn kill_vm(
 ) -> Answer<VmRecord> {
     let signal = req.signal.as_deref().unwrap_or("KILL");
     Ok(Json(d.orch().kill_vm(&name, signal).await?))
+}
+
+/// Makes the new VM, with progress events as create has.
+async fn fork_vm(
+    State(d): State<Daemon>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<ForkVmRequest>,
+) -> Response {
+    stream_operation(move |p| async move { d.orch().fork_vm(&name, req.name, &p).await })
 }
 
 async fn pause_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Answer<VmRecord> {
@@ -188,6 +201,23 @@ async fn lease_vm(State(d): State<Daemon>, Path(name): Path<String>) -> Result<R
         axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
             .into_response(),
     )
+}
+
+async fn list_templates(State(d): State<Daemon>) -> Answer<Vec<TemplateRecord>> {
+    Ok(Json(d.orch().list_templates().await?))
+}
+
+/// Makes the template, with progress events as an image build has.
+async fn warm_template(State(d): State<Daemon>, JsonBody(req): JsonBody<WarmRequest>) -> Response {
+    stream_operation(move |p| async move { d.orch().warm_template(req, &p).await })
+}
+
+async fn delete_template(
+    State(d): State<Daemon>,
+    Path(id): Path<String>,
+) -> Answer<serde_json::Value> {
+    d.orch().delete_template(&id).await?;
+    Ok(Json(serde_json::json!({ "deleted": id })))
 }
 
 async fn list_images(State(d): State<Daemon>) -> Answer<Vec<ImageRecord>> {

@@ -19,6 +19,6 @@ pub use namegen::generate_name;
 pub use objname::{MAX_OBJECT_NAME, ObjectNameError, validate_object_name};
 pub use records::{
     Artifact, ArtifactRole, ImageRecord, KernelRecord, ObjectState, OciImageConfig, OciLayer,
-    VmRecord, VmState,
+    TemplateFile, TemplateRecord, VmRecord, VmState,
 };
 pub use size::{Size, SizeError};

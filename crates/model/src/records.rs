@@ -85,6 +85,59 @@ pub struct VmRecord {
     /// lease ends, or at its next start (a lease cannot outlive bangerd).
     #[serde(default)]
     pub ephemeral: bool,
+    /// How the VM last started: resumed from which template, or booted
+    /// cold and why (`vm show`, `--timings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_path: Option<String>,
+    /// Set on the hidden VM that boots to make the template with this id
+    /// (`vm list` leaves it out; reconcile removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_build: Option<String>,
+}
+
+/// A snapshot of a VM booted until its guest agent and sshd answer, for
+/// one shape (image, kernel, vCPUs, memory, backend): what new VMs of that
+/// shape resume from instead of booting. Journaled like images: recorded
+/// `building` before its files are made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    /// Derived from the shape: one template per shape.
+    pub id: String,
+    pub image: String,
+    pub kernel: String,
+    pub vcpu: u32,
+    pub memory_mib: u64,
+    /// `qemu` or `firecracker`.
+    pub backend: String,
+    /// A digest of everything the saved guest depends on (the image's and
+    /// kernel's pins, the hypervisor, the disk layout): a template whose
+    /// key differs from today's is stale.
+    pub key: String,
+    pub state: ObjectState,
+    /// The UUIDs of its disks (copies keep them).
+    pub system_uuid: String,
+    pub work_uuid: String,
+    /// The MAC its guest's interface had.
+    pub mac: String,
+    /// The work disk's size in the template: VMs resumed from it grow
+    /// theirs from here.
+    pub work_bytes: u64,
+    /// Its files, each pinned.
+    pub files: Vec<TemplateFile>,
+    /// Their allocated size on disk.
+    pub bytes: u64,
+    pub created_at: i64,
+}
+
+/// One file of a template: its name in the template's folder, its digest
+/// (`sha256` of a state file; `banger_storage::sparse_digest` of a disk),
+/// and the stamp it had once written (a file whose stamp still matches is
+/// not hashed again before a resume).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateFile {
+    pub file: String,
+    pub digest: String,
+    pub stamp: String,
 }
 
 /// Images and kernels are journaled: recorded as `building` before their

@@ -71,6 +71,8 @@ mod tests {
             last_error: None,
             created_at: 0,
             ephemeral: false,
+            boot_path: None,
+            template_build: None,
         }
     }
 

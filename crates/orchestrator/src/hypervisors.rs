@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger_agent_proto::AgentChannel;
+use banger_agent_proto::{AgentChannel, IdentityReply, IdentityRequest};
 use banger_api::ReadyWait;
 use banger_config::Config;
 use banger_guest::{SshError, SshTarget};
@@ -117,6 +117,26 @@ pub trait GuestProbe: Send + Sync {
         let _ = (listen, agent, hypervisor);
         Err("this probe starts no agent proxy".into())
     }
+
+    /// Gives the guest behind the agent proxy `socket` its new identity
+    /// (after a resume from a template), within `within`. Without an
+    /// override, no guest has an agent.
+    fn set_identity(
+        &self,
+        socket: &Path,
+        req: &IdentityRequest,
+        within: Duration,
+    ) -> Result<IdentityReply, String> {
+        let _ = (socket, req, within);
+        Err("this probe knows no agent".into())
+    }
+
+    /// Unpacks the tar archive in the file `tar` into `dir` in the guest
+    /// behind the agent proxy `socket`, within `within`.
+    fn tar_in(&self, socket: &Path, dir: &str, tar: &Path, within: Duration) -> Result<(), String> {
+        let _ = (socket, dir, tar, within);
+        Err("this probe knows no agent".into())
+    }
 }
 
 /// The process serving a VM's agent proxy: its pid and start time, as
@@ -211,6 +231,52 @@ impl GuestProbe for SshProbe {
         banger_vmm::process::reap_in_background(child);
         wait_listening(listen, process)?;
         Ok(process)
+    }
+
+    fn set_identity(
+        &self,
+        socket: &Path,
+        req: &IdentityRequest,
+        within: Duration,
+    ) -> Result<IdentityReply, String> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|e| format!("no async runtime: {e}"))?;
+        runtime.block_on(async {
+            tokio::time::timeout(within, async {
+                let client = banger_guest::agent::AgentClient::connect(socket, within)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client.set_identity(req).await.map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|_| format!("no answer within {} s", within.as_secs()))?
+        })
+    }
+
+    fn tar_in(&self, socket: &Path, dir: &str, tar: &Path, within: Duration) -> Result<(), String> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|e| format!("no async runtime: {e}"))?;
+        let spec = banger_agent_proto::TarInSpec {
+            dir: dir.to_owned(),
+            user: None,
+        };
+        runtime.block_on(async {
+            tokio::time::timeout(within, async {
+                let file = tokio::fs::File::open(tar)
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", tar.display()))?;
+                let client = banger_guest::agent::AgentClient::connect(socket, within)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client
+                    .tar_in(&spec, file)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|_| format!("no answer within {} s", within.as_secs()))?
+        })
     }
 }
 

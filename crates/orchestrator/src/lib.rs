@@ -33,12 +33,12 @@ use std::sync::Arc;
 
 use banger_api::{
     BuildImageRequest, CreateVmRequest, PullImageRequest, RegisterImageRequest, SetVmRequest,
-    SshInfo, VerifiedFile, VmStarted, VmStats,
+    SshInfo, VerifiedFile, VmStarted, VmStats, WarmRequest,
 };
 use banger_config::{Config, Paths};
 use banger_hostops::HostOps;
 use banger_images::catalog::Entry;
-use banger_model::{HostFacts, ImageRecord, KernelRecord, VmDefaults, VmRecord};
+use banger_model::{HostFacts, ImageRecord, KernelRecord, TemplateRecord, VmDefaults, VmRecord};
 use banger_store::Store;
 use banger_vmm::ConsoleLog;
 use bytes::Bytes;
@@ -113,6 +113,9 @@ pub(crate) struct Inner {
     pub clock: Option<SocketAddr>,
     /// Serializes bringing kernels' initramfs up to the installed init.
     pub initramfs_lock: tokio::sync::Mutex<()>,
+    /// Shapes (`IMAGE VCPU MEMORY`) whose template could not be made in
+    /// the background: not tried again there until a restart.
+    pub templates_failed: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Where the tests stop an operation as a crash would.
     #[cfg(test)]
     pub crash: tests::CrashPoint,
@@ -143,6 +146,7 @@ impl Orchestrator {
                 dns: Default::default(),
                 clock: deps.clock,
                 initramfs_lock: tokio::sync::Mutex::new(()),
+                templates_failed: Default::default(),
                 #[cfg(test)]
                 crash: Default::default(),
             }),
@@ -226,8 +230,13 @@ impl Orchestrator {
 
     // --- VMs ---
 
+    /// The VMs, without the hidden ones that make templates.
     pub async fn list_vms(&self) -> Result<Vec<VmRecord>, Error> {
-        self.with_store(|s| s.list_vms()).await
+        let all = self.with_store(|s| s.list_vms()).await?;
+        Ok(all
+            .into_iter()
+            .filter(|v| v.template_build.is_none())
+            .collect())
     }
 
     pub async fn vm(&self, name: &str) -> Result<VmRecord, Error> {
@@ -240,6 +249,16 @@ impl Orchestrator {
         progress: &Progress,
     ) -> Result<VmStarted, Error> {
         vms::create(self, req, progress).await
+    }
+
+    /// `vm fork NAME [--name NEW]`.
+    pub async fn fork_vm(
+        &self,
+        name: &str,
+        new_name: Option<String>,
+        progress: &Progress,
+    ) -> Result<VmStarted, Error> {
+        vms::fork(self, name, new_name, progress).await
     }
 
     pub async fn start_vm(&self, name: &str, progress: &Progress) -> Result<VmStarted, Error> {
@@ -345,7 +364,28 @@ impl Orchestrator {
     }
 
     pub async fn delete_image(&self, name: &str) -> Result<(), Error> {
-        images::delete_image(self, name).await
+        images::delete_image(self, name).await?;
+        vms::template::delete_for_image(self, name).await;
+        Ok(())
+    }
+
+    // --- templates ---
+
+    pub async fn list_templates(&self) -> Result<Vec<TemplateRecord>, Error> {
+        vms::template::list(self).await
+    }
+
+    /// Makes (or finds) the template of an image at a shape.
+    pub async fn warm_template(
+        &self,
+        req: WarmRequest,
+        progress: &Progress,
+    ) -> Result<TemplateRecord, Error> {
+        vms::template::warm(self, &req.image, req.vcpu, req.memory_mib, progress).await
+    }
+
+    pub async fn delete_template(&self, id: &str) -> Result<(), Error> {
+        vms::template::delete(self, id).await
     }
 
     pub fn catalog(&self) -> Result<Vec<Entry>, Error> {

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations};
 
 mod objects;
+mod templates;
 mod vms;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0003_vm_runtime.sql")),
         M::up(include_str!("migrations/0004_image_oci.sql")),
         M::up(include_str!("migrations/0005_vm_ephemeral.sql")),
+        M::up(include_str!("migrations/0006_templates.sql")),
     ])
 }
 
@@ -129,6 +131,8 @@ fn refuse_links(path: &Path) -> Result<()> {
     Ok(())
 }
 
+pub(crate) use objects::parse_state;
+
 /// Maps a primary-key violation to [`StoreError::Exists`].
 pub(crate) fn unique_violation(
     res: rusqlite::Result<usize>,
@@ -158,7 +162,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("banger.db");
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 5);
+        assert_eq!(store.schema_version().unwrap(), 6);
         let mode: String = store
             .conn()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -166,7 +170,7 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(store);
         // Reopening an up-to-date database is a no-op.
-        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 5);
+        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 6);
     }
 
     #[test]
@@ -185,7 +189,7 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 5);
+        assert_eq!(store.schema_version().unwrap(), 6);
         let k = store.get_kernel("k").unwrap().unwrap();
         assert_eq!(k.state, banger_model::ObjectState::Ready);
         assert!(k.artifacts.is_empty());
@@ -215,7 +219,7 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 5);
+        assert_eq!(store.schema_version().unwrap(), 6);
         assert!(!store.get_vm("old").unwrap().unwrap().ephemeral);
     }
 

@@ -195,7 +195,7 @@ fn names(conn: &Connection, table: &str) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-fn state(value: String) -> Result<ObjectState> {
+pub(crate) fn parse_state(value: String) -> Result<ObjectState> {
     ObjectState::parse(&value).ok_or(StoreError::Corrupt {
         what: "state",
         value,
@@ -226,7 +226,7 @@ fn kernel(conn: &Connection, name: &str) -> Result<Option<KernelRecord>> {
         name,
         version,
         source,
-        state: state(st)?,
+        state: parse_state(st)?,
         created_at,
     }))
 }
@@ -266,7 +266,7 @@ fn image(conn: &Connection, name: &str) -> Result<Option<ImageRecord>> {
         name,
         kernel,
         source,
-        state: state(st)?,
+        state: parse_state(st)?,
         created_at,
     }))
 }

@@ -8,7 +8,7 @@ use crate::{Result, Store, StoreError, unique_violation};
 
 const COLUMNS: &str = "name, image, kernel, state, vcpu, memory_mib, disk_size_bytes, nat, ip, \
                        mac, tap, system_uuid, work_uuid, runtime, last_error, created_at, \
-                       ephemeral";
+                       ephemeral, boot_path, template_build";
 
 impl Store {
     /// Records a VM (and so leases its address). A taken name or address
@@ -17,7 +17,7 @@ impl Store {
         let res = self.conn().execute(
             &format!(
                 "INSERT INTO vms ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
             ),
             params![
                 vm.name.as_str(),
@@ -36,7 +36,9 @@ impl Store {
                 runtime_json(&vm.runtime),
                 vm.last_error,
                 vm.created_at,
-                vm.ephemeral
+                vm.ephemeral,
+                vm.boot_path,
+                vm.template_build
             ],
         );
         match res {
@@ -129,6 +131,15 @@ impl Store {
         found(n, name)
     }
 
+    /// Records how the VM last started (`VmRecord::boot_path`).
+    pub fn set_vm_boot_path(&self, name: &str, path: &str) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE vms SET boot_path = ?2 WHERE name = ?1",
+            params![name, path],
+        )?;
+        found(n, name)
+    }
+
     /// Makes a VM durable (or ephemeral again): `vm run --rm` keeps a VM
     /// whose first boot wedged for `vm logs`, and then it is no longer
     /// its client's to delete.
@@ -216,6 +227,8 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Result<VmRecord>> {
             last_error: row.get(14)?,
             created_at: row.get(15)?,
             ephemeral: row.get(16)?,
+            boot_path: row.get(17)?,
+            template_build: row.get(18)?,
         })
     })();
     Ok(decoded)
@@ -244,6 +257,8 @@ pub(crate) mod tests {
             last_error: None,
             created_at: 1_700_000_000,
             ephemeral: false,
+            boot_path: None,
+            template_build: None,
         }
     }
 

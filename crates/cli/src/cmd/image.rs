@@ -158,6 +158,14 @@ pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
                 .map_err(client_error)?;
             println!("deleted image {name}");
         }
+        ImageCommand::Warm {
+            name,
+            vcpu,
+            memory,
+            json,
+        } => {
+            return crate::cmd::template::warm(client, name, vcpu, memory, json.json).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

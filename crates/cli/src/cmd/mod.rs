@@ -8,4 +8,5 @@ pub mod image;
 pub mod kernel;
 pub mod ssh_config;
 pub mod system;
+pub mod template;
 pub mod vm;

@@ -46,7 +46,7 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
                 started.vm.ip.as_deref().unwrap_or("?")
             );
             if timings {
-                print_timings(&started.timings);
+                print_timings(&started.timings, &started.vm);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -61,7 +61,7 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
             let started: VmStarted = serde_json::from_value(follow(events).await?)?;
             println!("VM {} restarted", vm.name);
             if timings {
-                print_timings(&started.timings);
+                print_timings(&started.timings, &started.vm);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -103,6 +103,31 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
                     "VM {} is paused: 'banger vm resume {}' lets it run again",
                     vm.name, vm.name
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Fork(args) => {
+            let req = banger_api::ForkVmRequest {
+                name: args.name.clone(),
+            };
+            let events = client
+                .stream(&format!("/v1/vms/{}/fork", args.vm), &req)
+                .await
+                .map_err(client_error)?;
+            let started: VmStarted = serde_json::from_value(follow(events).await?)?;
+            if args.json.json {
+                print_json(&started.vm)?;
+            } else {
+                println!(
+                    "VM {} is a fork of {}, running at {}: 'banger vm ssh {}'",
+                    started.vm.name,
+                    args.vm,
+                    started.vm.ip.as_deref().unwrap_or("?"),
+                    started.vm.name
+                );
+            }
+            if args.timings {
+                print_timings(&started.timings, &started.vm);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -293,6 +318,9 @@ fn print_vm(vm: &VmRecord) {
         println!("pid:     {pid}");
     }
     println!("created: {}", age(vm.created_at));
+    if let Some(path) = &vm.boot_path {
+        println!("started: {path}");
+    }
     if let Some(e) = &vm.last_error {
         println!("error:   {e}");
     }
@@ -347,6 +375,7 @@ fn request(
         remove_on_failure: ephemeral,
         ephemeral,
         wait: Some(args.wait.map_or(wait, Into::into)),
+        cold: args.cold,
     })
 }
 
@@ -374,14 +403,17 @@ fn report_started(started: &VmStarted, args: &CreateArgs) -> Result<()> {
         );
     }
     if args.timings {
-        print_timings(&started.timings);
+        print_timings(&started.timings, &started.vm);
     }
     Ok(())
 }
 
-pub fn print_timings(timings: &[Timing]) {
+pub fn print_timings(timings: &[Timing], vm: &VmRecord) {
     let total: f64 = timings.iter().map(|t| t.secs).sum();
     eprintln!("timings:");
+    if let Some(path) = &vm.boot_path {
+        eprintln!("  path         {path}");
+    }
     for t in timings {
         eprintln!("  {:<12} {:>7.2} s", t.phase, t.secs);
     }
@@ -620,7 +652,7 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
         );
     }
     if args.create.timings {
-        print_timings(&timings);
+        print_timings(&timings, &started.vm);
     }
     result
 }

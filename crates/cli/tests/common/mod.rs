@@ -66,6 +66,8 @@ impl TestHome {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.root().join("home"))
             .env("BANGER_HOME", self.root())
+            // No VMs of the daemon's own in the background (templates).
+            .env("BANGER_VM_TEMPLATES", "0")
             .timeout(Duration::from_secs(60));
     }
 
@@ -193,6 +195,8 @@ pub fn seed(home: &TestHome) {
             last_error: None,
             created_at: 1_700_000_000,
             ephemeral: false,
+            boot_path: None,
+            template_build: None,
         })
         .unwrap();
 }
@@ -267,6 +271,8 @@ impl TestHome {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.root().join("home"))
             .env("BANGER_HOME", self.root())
+            // No VMs of the daemon's own in the background (templates).
+            .env("BANGER_VM_TEMPLATES", "0")
             .env(
                 "BANGER_INIT_BIN",
                 &banger_testkit::static_guest_binaries().init,

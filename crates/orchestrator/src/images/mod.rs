@@ -493,7 +493,7 @@ pub(crate) fn kernel_path(
 /// The kernel changes ctime on every write (and no one can set it back),
 /// so a file with the same stamp still has the contents that matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -502,7 +502,8 @@ struct FileStamp {
 }
 
 impl FileStamp {
-    fn of(path: &Path) -> Option<Self> {
+    /// What the file is now, or `None` if it cannot be read.
+    pub(crate) fn of(path: &Path) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
         let m = fs::metadata(path).ok()?;
         Some(Self {
@@ -512,6 +513,15 @@ impl FileStamp {
             mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
             ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
         })
+    }
+
+    /// As kept in a record: any change to the file (its contents, its
+    /// metadata, or the file itself replaced) changes it.
+    pub(crate) fn to_text(self) -> String {
+        format!(
+            "{}:{}:{}:{}:{}",
+            self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns
+        )
     }
 }
 

@@ -134,6 +134,13 @@ pub struct FakeHypervisor {
     pub fail_pause: std::sync::atomic::AtomicBool,
     pub launches: Mutex<Vec<String>>,
     pub stops: Mutex<Vec<u32>>,
+    /// The saved states each launch started from (`LaunchSpec::incoming`).
+    pub incoming: Mutex<Vec<Option<PathBuf>>>,
+    /// Told to, `save_state` fails (leaving the VM paused, as the real
+    /// ones do).
+    pub fail_save: std::sync::atomic::AtomicBool,
+    /// `grow_disk` calls: the file and its new size.
+    pub grown: Mutex<Vec<(PathBuf, u64)>>,
 }
 
 impl FakeHypervisor {
@@ -147,6 +154,9 @@ impl FakeHypervisor {
             fail_pause: false.into(),
             launches: Mutex::default(),
             stops: Mutex::default(),
+            incoming: Mutex::default(),
+            fail_save: false.into(),
+            grown: Mutex::default(),
         }
     }
 
@@ -185,6 +195,7 @@ impl Hypervisor for FakeHypervisor {
 
     fn start(&self, spec: &LaunchSpec) -> Result<VmHandle, VmmError> {
         self.launches.lock().unwrap().push(spec.name.clone());
+        self.incoming.lock().unwrap().push(spec.incoming.clone());
         let guest = *self.guest.lock().unwrap();
         if guest == Guest::FailsToStart {
             return Err(VmmError::Spec("the fake hypervisor fails to start".into()));
@@ -261,6 +272,36 @@ impl Hypervisor for FakeHypervisor {
     fn agent_socket(&self, runtime_dir: &Path) -> Option<std::path::PathBuf> {
         Some(runtime_dir.join("agent.sock"))
     }
+
+    /// Writes a small file for the state; the VM is left paused.
+    fn save_state(
+        &self,
+        handle: &VmHandle,
+        dest: &Path,
+        _timeout: Duration,
+    ) -> Result<banger_vmm::SavedState, VmmError> {
+        self.pause(handle)?;
+        if self.fail_save.load(Ordering::SeqCst) {
+            return Err(VmmError::Spec("No space left on device (as told)".into()));
+        }
+        std::fs::write(dest, format!("state of pid {}", handle.pid)).unwrap();
+        Ok(banger_vmm::SavedState {
+            files: vec![dest.to_path_buf()],
+            bytes: 16,
+            took: Duration::from_millis(1),
+        })
+    }
+
+    fn grow_disk(
+        &self,
+        _handle: &VmHandle,
+        _disk: usize,
+        path: &Path,
+        bytes: u64,
+    ) -> Result<(), VmmError> {
+        self.grown.lock().unwrap().push((path.to_path_buf(), bytes));
+        Ok(())
+    }
 }
 
 /// Every boot and every handle gets the one fake.
@@ -295,6 +336,13 @@ pub struct FakeGuest {
     pub agent: Mutex<FakeAgent>,
     /// The agent proxies started, served in this process.
     pub proxies: Mutex<Vec<banger_guest::agent::AgentProxy>>,
+    /// The identities given to resumed guests.
+    pub identities: Mutex<Vec<banger_agent_proto::IdentityRequest>>,
+    /// Told to, the identity's network part fails.
+    pub fail_identity: std::sync::atomic::AtomicBool,
+    /// The archives unpacked in guests: the folder, and the archive's
+    /// entries.
+    pub unpacked: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,6 +358,9 @@ impl FakeGuest {
             answers: answers.into(),
             agent: Mutex::new(FakeAgent::Absent),
             proxies: Mutex::new(Vec::new()),
+            identities: Mutex::default(),
+            fail_identity: false.into(),
+            unpacked: Mutex::default(),
         }
     }
 
@@ -354,6 +405,47 @@ impl GuestProbe for FakeGuest {
             .map(|s| s.start_time)
             .ok_or("no /proc entry for this process")?;
         Ok(crate::ProxyProcess { pid, start_time })
+    }
+
+    fn set_identity(
+        &self,
+        _socket: &Path,
+        req: &banger_agent_proto::IdentityRequest,
+        _within: Duration,
+    ) -> Result<banger_agent_proto::IdentityReply, String> {
+        use banger_agent_proto::{IdentityPart, IdentityReply, PartFailure};
+        self.identities.lock().unwrap().push(req.clone());
+        let mut reply = IdentityReply::default();
+        if self.fail_identity.load(Ordering::SeqCst) {
+            reply.failed.push(PartFailure {
+                part: IdentityPart::Network,
+                error: "no such link (as told)".into(),
+            });
+        } else {
+            reply.applied.push(IdentityPart::Network);
+        }
+        Ok(reply)
+    }
+
+    fn tar_in(
+        &self,
+        _socket: &Path,
+        dir: &str,
+        tar: &Path,
+        _within: Duration,
+    ) -> Result<(), String> {
+        let mut archive = tar::Archive::new(std::fs::File::open(tar).map_err(|e| e.to_string())?);
+        let names = archive
+            .entries()
+            .map_err(|e| e.to_string())?
+            .map(|e| {
+                let e = e.map_err(|e| e.to_string())?;
+                let path = e.path().map_err(|e| e.to_string())?;
+                Ok(path.display().to_string())
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        self.unpacked.lock().unwrap().push((dir.to_string(), names));
+        Ok(())
     }
 
     fn ssh_ready(&self, _target: &SshTarget, timeout: Duration) -> Result<(), SshError> {

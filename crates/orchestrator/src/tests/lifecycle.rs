@@ -19,25 +19,25 @@ use super::fakes::{
 };
 use crate::{BootTimeouts, Deps, ErrorKind, Orchestrator, Progress};
 
-const IMAGE: &str = "img";
+pub(super) const IMAGE: &str = "img";
 const KERNEL: &str = "k1";
-const VM: &str = "box";
+pub(super) const VM: &str = "box";
 
 /// A state dir with one ready image and kernel (real files, pinned), and
 /// the fakes an orchestrator over it uses. The fakes are shared by every
 /// orchestrator made here: the host's devices and the hypervisors'
 /// processes outlive a daemon.
-struct Fixture {
+pub(super) struct Fixture {
     dir: tempfile::TempDir,
-    host: Arc<FakeHost>,
-    hv: Arc<FakeHypervisor>,
-    guest: Arc<FakeGuest>,
+    pub host: Arc<FakeHost>,
+    pub hv: Arc<FakeHypervisor>,
+    pub guest: Arc<FakeGuest>,
     timeouts: BootTimeouts,
 }
 
 impl Fixture {
     /// `None` (after saying why) where the tools disks need are missing.
-    fn new(guest: Guest) -> Option<Self> {
+    pub(super) fn new(guest: Guest) -> Option<Self> {
         if !banger_testkit::have_tools(&["mkfs.ext4", "ssh-keygen"]) {
             return None;
         }
@@ -55,7 +55,7 @@ impl Fixture {
         Some(fixture)
     }
 
-    fn paths(&self) -> Paths {
+    pub(super) fn paths(&self) -> Paths {
         let root = self.dir.path().to_str().unwrap().to_string();
         Paths::from_vars(|k| match k {
             "BANGER_HOME" | "HOME" => Some(root.clone()),
@@ -69,12 +69,20 @@ impl Fixture {
     }
 
     /// A fresh orchestrator over the same store, as after a restart.
-    fn orchestrator(&self) -> Orchestrator {
+    pub(super) fn orchestrator(&self) -> Orchestrator {
+        self.orchestrator_with(Config {
+            vm_templates: Some(false),
+            ..Config::default()
+        })
+    }
+
+    /// [`Self::orchestrator`] with this config.
+    pub(super) fn orchestrator_with(&self, config: Config) -> Orchestrator {
         let paths = self.paths();
         let store = Store::open(&paths.database()).unwrap();
         Orchestrator::new(Deps {
             paths,
-            config: Config::default(),
+            config,
             host: HostFacts {
                 cpus: Some(2),
                 memory_bytes: Some(4 << 30),
@@ -150,7 +158,7 @@ impl Fixture {
         store.finish_image(IMAGE, &[rootfs]).unwrap();
     }
 
-    fn vm_dir(&self) -> PathBuf {
+    pub(super) fn vm_dir(&self) -> PathBuf {
         self.paths().state_dir.join("vms").join(VM)
     }
 
@@ -159,20 +167,20 @@ impl Fixture {
         dir.join("system.ext4").is_file() && dir.join("work.ext4").is_file()
     }
 
-    fn vm(&self) -> Option<VmRecord> {
+    pub(super) fn vm(&self) -> Option<VmRecord> {
         Store::open(&self.paths().database())
             .unwrap()
             .get_vm(VM)
             .unwrap()
     }
 
-    fn host(&self) -> HostState {
+    pub(super) fn host(&self) -> HostState {
         self.host.state()
     }
 
     /// No VM left at all: no row, no files, nothing on the host, no
     /// process.
-    fn assert_nothing_left(&self, what: &str) {
+    pub(super) fn assert_nothing_left(&self, what: &str) {
         assert_eq!(self.vm().map(|v| v.state), None, "{what}: the row is left");
         assert!(!self.vm_dir().exists(), "{what}: the VM's files are left");
         assert!(self.host().no_vm_left(), "{what}: {:?}", self.host());
@@ -203,7 +211,7 @@ fn pinned(dir: &Path, file: &str, role: ArtifactRole) -> Artifact {
     }
 }
 
-fn request(start: bool) -> CreateVmRequest {
+pub(super) fn request(start: bool) -> CreateVmRequest {
     CreateVmRequest {
         name: Some(VM.into()),
         image: Some(IMAGE.into()),
@@ -215,6 +223,7 @@ fn request(start: bool) -> CreateVmRequest {
         remove_on_failure: false,
         ephemeral: false,
         wait: None,
+        cold: false,
     }
 }
 
@@ -226,7 +235,7 @@ fn run_rm() -> CreateVmRequest {
     }
 }
 
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+pub(super) async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
         .unwrap_or_else(|_| panic!("{what} did not end within a minute"))

@@ -6,6 +6,7 @@
 
 mod fakes;
 mod lifecycle;
+mod templates;
 
 use std::sync::Mutex;
 

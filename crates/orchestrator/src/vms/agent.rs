@@ -77,6 +77,22 @@ impl AgentDoors {
         Ok(socket)
     }
 
+    /// Ends `name`'s proxy (SIGTERM, then up to two seconds for it to
+    /// go), so that its guest agent is left with no host: before a
+    /// template's state is saved, the agent must be waiting for a new
+    /// host's greeting, which the resumed guests' proxies then give.
+    pub fn shut(&self, name: &str, runtime_dir: &Path) {
+        self.close(name);
+        if let Some(record) = read_pidfile(&runtime_dir.join(PROXY_PIDFILE))
+            && record.terminate()
+        {
+            let started = std::time::Instant::now();
+            while record.proxy_runs() && started.elapsed() < std::time::Duration::from_secs(2) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Records that `name`'s boot found no agent.
     pub fn absent(&self, name: &str, why: String) {
         self.lock().insert(name.to_owned(), Door::Absent(why));
@@ -171,17 +187,20 @@ impl ProxyRecord {
     }
 
     /// SIGTERM to the proxy, if it is still that process (and not this
-    /// one: the tests' fakes serve their proxies in-process).
-    fn terminate(&self) {
+    /// one: the tests' fakes serve their proxies in-process). Whether it
+    /// was sent.
+    fn terminate(&self) -> bool {
         if self.proxy_runs()
             && self.proxy.pid != std::process::id()
             && let Ok(pid) = i32::try_from(self.proxy.pid)
         {
-            let _ = nix::sys::signal::kill(
+            return nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGTERM,
-            );
+            )
+            .is_ok();
         }
+        false
     }
 }
 

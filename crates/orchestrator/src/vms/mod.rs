@@ -14,8 +14,11 @@
 mod agent;
 mod boot;
 mod console;
+mod fork;
 mod lease;
+mod resume;
 mod spec;
+pub(crate) mod template;
 
 use std::collections::HashMap;
 use std::fs;
@@ -36,7 +39,9 @@ pub(crate) use self::boot::parse_signal;
 use self::boot::{GuestParams, Timer, available_memory_mib, check_resources, guest_cmdline};
 pub use self::console::stream_console;
 pub(crate) use self::console::{cap_console_logs, console_log};
+pub(crate) use self::fork::fork;
 pub(crate) use self::lease::{Leases, lease};
+use self::resume::{ResumedGuest, cold_again, note_boot_path, resume_guest};
 use crate::Orchestrator;
 use crate::error::{Error, ErrorKind};
 use crate::hypervisors::{AgentWait, GuestProbe};
@@ -168,7 +173,7 @@ pub(crate) async fn create(
     progress: &Progress,
 ) -> Result<VmStarted, Error> {
     let mut timer = Timer::new();
-    let (start, ephemeral) = (req.start, req.ephemeral);
+    let (start, ephemeral, req_cold) = (req.start, req.ephemeral, req.cold);
     let wait = req.wait.unwrap_or_default();
     // An ephemeral VM that failed to boot is nobody's to keep.
     let remove_on_failure = req.remove_on_failure || ephemeral;
@@ -182,55 +187,48 @@ pub(crate) async fn create(
     let image = images::ensure_image(d, &spec.image, progress).await?;
     timer.mark("image");
 
-    let record = {
-        let _lease = d.inner.vms.lease.lock().await;
-        let key = spec.name.clone();
-        if d.with_store(move |s| s.vm_exists(&key)).await? {
-            return Err(Error::conflict(format!(
-                "VM \"{}\" already exists: choose another --name",
-                spec.name
-            )));
-        }
-        let leased = d.with_store(|s| s.leased_ips()).await?;
-        let used = leased.iter().filter_map(|ip| ip.parse().ok()).collect();
-        let cidr = d.inner.config.bridge_cidr();
-        let ip = banger_network::next_free_ip(cidr, &used).ok_or_else(|| {
-            Error::conflict(format!(
-                "no free guest address left in {cidr}: delete VMs, or widen bridge_cidr"
-            ))
-        })?;
-        let record = VmRecord {
-            name: banger_model::VmName::parse(&spec.name)
-                .map_err(|e| Error::invalid(e.to_string()))?,
-            image: image.name.clone(),
-            kernel: image.kernel.clone(),
-            state: VmState::Created,
+    let plan = if start {
+        template::plan(
+            d,
+            &image,
+            spec.vcpu,
+            spec.memory_mib,
+            spec.disk_size,
+            req_cold,
+        )
+        .await?
+    } else {
+        template::Plan::Cold(template::ColdWhy::Asked)
+    };
+    let record = record_vm(
+        d,
+        NewVm {
+            name: &spec.name,
+            image: &image,
             vcpu: spec.vcpu,
             memory_mib: spec.memory_mib,
             disk_size: spec.disk_size,
             nat: spec.nat,
-            ip: Some(ip.to_string()),
-            mac: banger_network::mac_for(&spec.name),
-            tap: banger_network::tap_name(&spec.name),
-            system_uuid: banger_storage::new_uuid(),
-            work_uuid: banger_storage::new_uuid(),
-            runtime: None,
-            last_error: None,
-            created_at: now(),
             ephemeral,
-        };
-        let rec = record.clone();
-        // The journal entry: from here on, reconcile knows this VM.
-        d.with_store(move |s| s.insert_vm(&rec)).await?;
-        record
-    };
+            uuids: match &plan {
+                template::Plan::Resume(t) => Some((t.system_uuid.clone(), t.work_uuid.clone())),
+                template::Plan::Cold(_) => None,
+            },
+            template_build: None,
+        },
+    )
+    .await?;
     d.journaled("create:recorded").await;
     let lock = d.inner.vms.of(record.name.as_str());
     let _guard = lock.lock().await;
     progress.phase("disks", "making the VM's disks and keys");
+    let from = match &plan {
+        template::Plan::Resume(t) => Disks::Copies(template::disks_of(d, t)),
+        template::Plan::Cold(_) => Disks::Fresh { sync: true },
+    };
     let prepared = async {
         fits_disks(d, "the disks need", disks_at_full_size(record.disk_size)).await?;
-        prepare(d, &record, progress).await
+        prepare(d, &record, progress, from).await
     };
     if let Err(e) = prepared.await {
         destroy(d, &record).await;
@@ -248,8 +246,51 @@ pub(crate) async fn create(
             timings: timer.phases,
         });
     }
-    let vm = match boot(d, record.name.as_str(), progress, &mut timer, wait).await {
-        Ok(vm) => vm,
+    let booted = match &plan {
+        template::Plan::Resume(t) => {
+            let from = template::Resume::of_template(d, t);
+            match boot_from(
+                d,
+                record.name.as_str(),
+                progress,
+                &mut timer,
+                wait,
+                Some(&from),
+            )
+            .await
+            {
+                Ok(vm) => Ok(vm),
+                Err(e) => {
+                    let why = template::ColdWhy::ResumeFailed(e.message.clone());
+                    progress.warn(format!(
+                        "resuming template {} failed: {}; booting cold",
+                        t.id, e.message
+                    ));
+                    tracing::warn!(vm = %record.name, template = %t.id, error = %e.message, "a resume failed: booting cold");
+                    // The template is suspect: it goes, and a new one is made.
+                    let _ = template::delete(d, &t.id).await;
+                    cold_again(d, &record, progress, &mut timer, wait, why).await
+                }
+            }
+        }
+        template::Plan::Cold(why) => {
+            let booted = boot(d, record.name.as_str(), progress, &mut timer, wait).await;
+            if booted.is_ok() {
+                note_boot_path(d, record.name.as_str(), &why.describe()).await;
+                if why.wants_template() {
+                    template::warm_in_background(
+                        d,
+                        record.image.clone(),
+                        record.vcpu,
+                        record.memory_mib,
+                    );
+                }
+            }
+            booted
+        }
+    };
+    let vm = match booted {
+        Ok(_) => get(d, record.name.as_str()).await?,
         // `vm run --rm`: a VM that failed to boot is not kept, unless it
         // is still running for diagnosis (its sshd never answered).
         Err(e) if remove_on_failure && e.kind != ErrorKind::BootTimeout => {
@@ -285,9 +326,89 @@ fn expect_lease(d: &Orchestrator, vm: &VmRecord) {
     }
 }
 
+/// A VM about to be recorded.
+struct NewVm<'a> {
+    name: &'a str,
+    image: &'a ImageRecord,
+    vcpu: u32,
+    memory_mib: u64,
+    disk_size: Size,
+    nat: bool,
+    ephemeral: bool,
+    /// The UUIDs of the disks it gets copies of (a template's, or a
+    /// forked VM's); `None`: new ones.
+    uuids: Option<(String, String)>,
+    template_build: Option<String>,
+}
+
+/// Leases the VM an address and records it `created`: from here on,
+/// reconcile knows it.
+async fn record_vm(d: &Orchestrator, new: NewVm<'_>) -> Result<VmRecord, Error> {
+    let _lease = d.inner.vms.lease.lock().await;
+    let key = new.name.to_string();
+    if d.with_store(move |s| s.vm_exists(&key)).await? {
+        return Err(Error::conflict(format!(
+            "VM \"{}\" already exists: choose another --name",
+            new.name
+        )));
+    }
+    let leased = d.with_store(|s| s.leased_ips()).await?;
+    let used = leased.iter().filter_map(|ip| ip.parse().ok()).collect();
+    let cidr = d.inner.config.bridge_cidr();
+    let ip = banger_network::next_free_ip(cidr, &used).ok_or_else(|| {
+        Error::conflict(format!(
+            "no free guest address left in {cidr}: delete VMs, or widen bridge_cidr"
+        ))
+    })?;
+    let (system_uuid, work_uuid) = new
+        .uuids
+        .unwrap_or_else(|| (banger_storage::new_uuid(), banger_storage::new_uuid()));
+    let record = VmRecord {
+        name: banger_model::VmName::parse(new.name).map_err(|e| Error::invalid(e.to_string()))?,
+        image: new.image.name.clone(),
+        kernel: new.image.kernel.clone(),
+        state: VmState::Created,
+        vcpu: new.vcpu,
+        memory_mib: new.memory_mib,
+        disk_size: new.disk_size,
+        nat: new.nat,
+        ip: Some(ip.to_string()),
+        mac: banger_network::mac_for(new.name),
+        tap: banger_network::tap_name(new.name),
+        system_uuid,
+        work_uuid,
+        runtime: None,
+        last_error: None,
+        created_at: now(),
+        ephemeral: new.ephemeral,
+        boot_path: None,
+        template_build: new.template_build,
+    };
+    let rec = record.clone();
+    // The journal entry: from here on, reconcile knows this VM.
+    d.with_store(move |s| s.insert_vm(&rec)).await?;
+    Ok(record)
+}
+
+/// Where a new VM's disks come from.
+enum Disks {
+    /// Made afresh; with `[[file_sync]]`'s files on the work disk when
+    /// `sync` (not for a template's VM: its files are every VM's).
+    Fresh { sync: bool },
+    /// Copies of these (system, work): a template's, whose
+    /// `[[file_sync]]`'s files come through the agent after the resume, or
+    /// a paused VM's (`vm fork`).
+    Copies((PathBuf, PathBuf)),
+}
+
 /// Keys, disks (with `[[file_sync]]`'s files on the work disk) and the
 /// known_hosts pin of a recorded VM.
-async fn prepare(d: &Orchestrator, vm: &VmRecord, progress: &Progress) -> Result<(), Error> {
+async fn prepare(
+    d: &Orchestrator,
+    vm: &VmRecord,
+    progress: &Progress,
+    disks: Disks,
+) -> Result<(), Error> {
     let p = paths(d, vm);
     // An image without an sshd of its own (OCI) gets banger's, with the
     // image's environment for every session.
@@ -299,7 +420,18 @@ async fn prepare(d: &Orchestrator, vm: &VmRecord, progress: &Progress) -> Result
         }),
         None => None,
     };
-    let sync = d.inner.config.file_sync.clone();
+    let (copy_of, sync) = match disks {
+        Disks::Copies(from) => (Some(from), false),
+        Disks::Fresh { sync } => (None, sync),
+    };
+    // A template's copies carry what the image gives (minimal mode's
+    // tools included); [[file_sync]]'s entries are every VM's own.
+    let minimal = if copy_of.is_some() { None } else { minimal };
+    let sync = if sync {
+        d.inner.config.file_sync.clone()
+    } else {
+        Vec::new()
+    };
     let sync_limits = banger_storage::file_sync::Limits::from_config(&d.inner.config);
     let home = d.inner.paths.home.clone();
     let progress = progress.clone();
@@ -314,6 +446,16 @@ async fn prepare(d: &Orchestrator, vm: &VmRecord, progress: &Progress) -> Result
             .map_err(|e| Error::invalid(e.to_string()))?;
         let host_pub = banger_guest::generate_host_key(&p.host_keys, vm.name.as_str())
             .map_err(|e| Error::internal(e.to_string()))?;
+        if let Some(from) = &copy_of {
+            template::copy_disks(from, &p.system, &p.work)?;
+            return kh
+                .pin(
+                    vm.name.as_str(),
+                    &[vm.ip.clone().unwrap_or_default(), format!("{}.vm", vm.name)],
+                    &host_pub,
+                )
+                .map_err(|e| Error::internal(e.to_string()));
+        }
         let host_key = fs::read(p.host_keys.join("ssh_host_ed25519_key"))
             .map_err(|e| Error::internal(format!("cannot read the host key: {e}")))?;
         let mut system = Seed::default()
@@ -462,12 +604,16 @@ pub(crate) async fn start(
     let lock = d.inner.vms.of(name);
     let _guard = lock.lock().await;
     let mut timer = Timer::new();
-    let vm = boot(d, name, progress, &mut timer, ReadyWait::Ssh).await?;
+    boot(d, name, progress, &mut timer, ReadyWait::Ssh).await?;
+    note_boot_path(d, name, OWN_DISKS).await;
     Ok(VmStarted {
-        vm,
+        vm: get(d, name).await?,
         timings: timer.phases,
     })
 }
+
+/// How a stopped VM starts.
+const OWN_DISKS: &str = "cold boot (a stopped VM boots from its own disks)";
 
 /// Boots a stopped VM and waits for its sshd. The caller holds the VM's
 /// lock.
@@ -477,6 +623,21 @@ async fn boot(
     progress: &Progress,
     timer: &mut Timer,
     wait: ReadyWait,
+) -> Result<VmRecord, Error> {
+    boot_from(d, name, progress, timer, wait, None).await
+}
+
+/// [`boot`], or, `from` a saved guest whose disks the VM's are copies of
+/// (a template's, a forked VM's), resumes it and gives it the VM's
+/// identity. A failed resume leaves the VM stopped in `error`, its
+/// network freed.
+async fn boot_from(
+    d: &Orchestrator,
+    name: &str,
+    progress: &Progress,
+    timer: &mut Timer,
+    wait: ReadyWait,
+    from: Option<&template::Resume>,
 ) -> Result<VmRecord, Error> {
     let vm = get(d, name).await?;
     if vm.state == VmState::Paused {
@@ -559,7 +720,7 @@ async fn boot(
             mac: vm.mac.clone(),
         }),
         console_log: p.console.clone(),
-        incoming: None,
+        incoming: from.map(|r| r.state.clone()),
     };
     progress.phase(
         "network",
@@ -616,6 +777,17 @@ async fn boot(
     set_state(d, name, VmState::Starting, runtime.clone(), None).await?;
     d.journaled("boot:recorded").await;
     timer.mark("hypervisor");
+    if let Some(t) = from {
+        let guest = ResumedGuest {
+            vm: &vm,
+            from: t,
+            hv: &hv,
+            handle: &handle,
+            ip,
+            dns: &dns,
+        };
+        return resume_guest(d, guest, progress, timer, runtime).await;
+    }
 
     progress.phase("kernel", "waiting for the kernel and banger-init");
     let (h, hv2, within) = (handle.clone(), hv.clone(), d.inner.timeouts.init);
@@ -936,9 +1108,10 @@ pub(crate) async fn restart(
     progress.phase("stop", "stopping");
     stop_locked(d, name, None).await?;
     let mut timer = Timer::new();
-    let vm = boot(d, name, progress, &mut timer, ReadyWait::Ssh).await?;
+    boot(d, name, progress, &mut timer, ReadyWait::Ssh).await?;
+    note_boot_path(d, name, OWN_DISKS).await;
     Ok(VmStarted {
-        vm,
+        vm: get(d, name).await?,
         timings: timer.phases,
     })
 }
@@ -1320,9 +1493,19 @@ pub(crate) async fn stats(d: &Orchestrator, name: &str) -> Result<VmStats, Error
 /// others stopped and free their network, and remove VMs whose creation a
 /// crash interrupted.
 pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
+    template::reconcile(d).await?;
     let vms = d.with_store(|s| s.list_vms()).await?;
     for vm in vms {
         let name = vm.name.to_string();
+        if vm.template_build.is_some() {
+            // A template's VM whose making the restart interrupted: the
+            // template's row goes too (`template::reconcile`).
+            tracing::warn!(vm = %name, "removing a template's VM left by a crash");
+            if let Err(e) = delete(d, &name, true).await {
+                tracing::warn!(vm = %name, error = %e.message, "cannot delete a template's VM");
+            }
+            continue;
+        }
         if vm.ephemeral {
             // Its client's lease ended with the previous bangerd. A client
             // still running its command takes the lease again once this
@@ -1343,6 +1526,7 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
                 continue;
             }
         }
+        fork::remove_saved_state(&paths(d, &vm).dir);
         if vm.state == VmState::Created {
             tracing::warn!(vm = %name, "removing a VM whose creation was interrupted");
             destroy(d, &vm).await;

@@ -17,6 +17,13 @@ pub(crate) async fn resolve_spec(d: &Orchestrator, req: CreateVmRequest) -> Resu
     let name = match req.name {
         Some(n) => {
             let name = VmName::parse(&n).map_err(|e| Error::invalid(e.to_string()))?;
+            if n.starts_with(super::template::BUILDER_PREFIX) {
+                return Err(Error::invalid(format!(
+                    "--name {n:?}: names starting with {:?} are banger's own (the VMs that make \
+                     templates): choose another",
+                    super::template::BUILDER_PREFIX
+                )));
+            }
             let key = name.to_string();
             if d.with_store(move |s| s.vm_exists(&key)).await? {
                 return Err(Error::conflict(format!(

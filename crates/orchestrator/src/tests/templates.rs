@@ -1,0 +1,298 @@
+//! Templates and forks with fakes: what a template is made of and what is
+//! left of its making, what a resumed VM is told, the cold boot when a
+//! resume fails, a crash while a template is made, and a fork.
+
+use banger_api::CreateVmRequest;
+use banger_config::Config;
+use banger_model::{ObjectState, Size, VmState};
+use banger_store::Store;
+
+use super::fakes::{FakeAgent, Guest};
+use super::lifecycle::{Fixture, IMAGE, VM, request, within};
+use crate::{Orchestrator, Progress};
+
+fn templates_on(f: &Fixture) -> Orchestrator {
+    f.orchestrator_with(Config {
+        vm_templates: Some(true),
+        ..Config::default()
+    })
+}
+
+/// A VM of the shape the tests warm: 1 vCPU, 128 MiB, a work disk larger
+/// than a template's.
+fn resumable() -> CreateVmRequest {
+    CreateVmRequest {
+        disk_size: Some(Size::from_gib(2)),
+        ..request(true)
+    }
+}
+
+fn fixture() -> Option<Fixture> {
+    let f = Fixture::new(Guest::InitReady)?;
+    f.guest.set_agent(FakeAgent::Ready);
+    Some(f)
+}
+
+async fn warm(o: &Orchestrator) -> banger_model::TemplateRecord {
+    within(
+        "warm",
+        o.warm_template(
+            banger_api::WarmRequest {
+                image: IMAGE.into(),
+                vcpu: Some(1),
+                memory_mib: Some(128),
+            },
+            &Progress::discard(),
+        ),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_is_made_then_resumed_with_the_vms_own_identity() {
+    let Some(f) = fixture() else { return };
+    let o = templates_on(&f);
+    let t = warm(&o).await;
+    assert_eq!(t.state, ObjectState::Ready);
+    let dir = f.paths().state_dir.join("templates").join(&t.id);
+    for file in ["state", "system.ext4", "work.ext4"] {
+        assert!(dir.join(file).is_file(), "{file}");
+        assert!(t.files.iter().any(|p| p.file == file), "{file} is pinned");
+    }
+    // Its VM is gone, hidden while it lived, and nothing of it runs.
+    let store = Store::open(&f.paths().database()).unwrap();
+    assert!(store.list_vms().unwrap().is_empty());
+    assert_eq!(f.hv.running(), 0);
+    assert!(f.host().no_vm_left(), "{:?}", f.host());
+    // Warming again keeps it.
+    assert_eq!(warm(&o).await.created_at, t.created_at);
+
+    let started = within("create", o.create_vm(resumable(), &Progress::discard()))
+        .await
+        .unwrap();
+    let vm = started.vm;
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(
+        vm.boot_path.as_deref(),
+        Some(format!("resumed from template {}", t.id).as_str())
+    );
+    assert_eq!(
+        (vm.system_uuid.as_str(), vm.work_uuid.as_str()),
+        (t.system_uuid.as_str(), t.work_uuid.as_str())
+    );
+    assert_eq!(
+        f.hv.incoming.lock().unwrap().last().cloned().flatten(),
+        Some(dir.join("state"))
+    );
+    assert!(started.timings.iter().any(|p| p.phase == "identity"));
+    // The work disk grows to the VM's size, and the guest is told so.
+    assert_eq!(
+        f.hv.grown.lock().unwrap().last().cloned(),
+        Some((f.vm_dir().join("work.ext4"), Size::from_gib(2).bytes()))
+    );
+    let id = f.guest.identities.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(id.hostname.as_deref(), Some(VM));
+    let net = id.network.unwrap();
+    assert_eq!(net.mac, vm.mac);
+    assert_eq!(net.link, banger_agent_proto::LinkRef::Mac(t.mac.clone()));
+    assert_eq!(Some(net.address.to_string()), vm.ip);
+    let keys = id.host_keys.unwrap();
+    let pinned = std::fs::read_to_string(f.vm_dir().join("ssh/ssh_host_ed25519_key.pub")).unwrap();
+    assert_eq!(keys[0].public_key, pinned);
+    assert_eq!(id.machine_id.map(|m| m.len()), Some(32));
+    let fs = id.filesystems.unwrap();
+    assert_eq!((fs[0].mount.as_str(), fs[0].bytes), ("/root", 2 << 30));
+    // Two resumes differ in what is random.
+    let mut second = resumable();
+    second.name = Some("box2".into());
+    within("create", o.create_vm(second, &Progress::discard()))
+        .await
+        .unwrap();
+    let ids = f.guest.identities.lock().unwrap().clone();
+    assert_ne!(ids[0].machine_id, ids[1].machine_id);
+    assert_ne!(ids[0].entropy, ids[1].entropy);
+
+    // Deleting the template leaves the VMs' disks alone.
+    o.delete_template(&t.id).await.unwrap();
+    assert!(!dir.exists());
+    assert!(f.vm_dir().join("work.ext4").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_resume_boots_cold_and_leaves_nothing_of_the_resume() {
+    let Some(f) = fixture() else { return };
+    let o = templates_on(&f);
+    let t = warm(&o).await;
+    f.guest
+        .fail_identity
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let vm = within("create", o.create_vm(resumable(), &Progress::discard()))
+        .await
+        .unwrap()
+        .vm;
+    assert_eq!(vm.state, VmState::Running);
+    let path = vm.boot_path.unwrap();
+    assert!(path.contains("the resume failed"), "{path}");
+    // Only the cold boot's hypervisor runs; the suspect template is gone.
+    assert_eq!(f.hv.running(), 1);
+    assert_eq!(
+        f.hv.incoming.lock().unwrap().last().cloned().flatten(),
+        None
+    );
+    let store = Store::open(&f.paths().database()).unwrap();
+    assert!(
+        store.get_template(&t.id).unwrap().is_none() || {
+            // A new one may already be made in the background.
+            store.get_template(&t.id).unwrap().unwrap().created_at >= t.created_at
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_template_file_is_refused() {
+    let Some(f) = fixture() else { return };
+    let o = f.orchestrator_with(Config {
+        vm_templates: Some(true),
+        ..Config::default()
+    });
+    let t = warm(&o).await;
+    let state = f
+        .paths()
+        .state_dir
+        .join("templates")
+        .join(&t.id)
+        .join("state");
+    std::fs::write(&state, b"something else").unwrap();
+    let vm = within("create", o.create_vm(resumable(), &Progress::discard()))
+        .await
+        .unwrap()
+        .vm;
+    let path = vm.boot_path.unwrap();
+    assert!(path.contains("template invalid"), "{path}");
+    assert_eq!(
+        f.hv.incoming.lock().unwrap().last().cloned().flatten(),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_while_saving_records_no_template() {
+    let Some(f) = fixture() else { return };
+    let o = templates_on(&f);
+    f.hv.fail_save
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = o
+        .warm_template(
+            banger_api::WarmRequest {
+                image: IMAGE.into(),
+                vcpu: Some(1),
+                memory_mib: Some(128),
+            },
+            &Progress::discard(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("state filesystem is full"),
+        "{}",
+        e.message
+    );
+    let store = Store::open(&f.paths().database()).unwrap();
+    assert!(store.list_templates().unwrap().is_empty());
+    assert!(store.list_vms().unwrap().is_empty());
+    assert_eq!(f.hv.running(), 0);
+    let dir = f.paths().state_dir.join("templates");
+    assert!(
+        std::fs::read_dir(&dir)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_while_a_template_is_made_is_undone_by_reconcile() {
+    let Some(f) = fixture() else { return };
+    let o = templates_on(&f);
+    o.inner.crash.arm("boot:recorded");
+    let making = tokio::spawn({
+        let o = o.clone();
+        async move {
+            o.warm_template(
+                banger_api::WarmRequest {
+                    image: IMAGE.into(),
+                    vcpu: Some(1),
+                    memory_mib: Some(128),
+                },
+                &Progress::discard(),
+            )
+            .await
+        }
+    });
+    within("boot:recorded", o.inner.crash.wait()).await;
+    making.abort();
+    let _ = making.await;
+    drop(o);
+    let store = Store::open(&f.paths().database()).unwrap();
+    assert_eq!(store.list_templates().unwrap().len(), 1);
+    assert_eq!(store.list_vms().unwrap().len(), 1);
+    let o = templates_on(&f);
+    within("reconcile", o.start()).await.unwrap();
+    assert!(store.list_templates().unwrap().is_empty());
+    assert!(store.list_vms().unwrap().is_empty());
+    assert_eq!(f.hv.running(), 0);
+    assert!(f.host().no_vm_left(), "{:?}", f.host());
+    let dir = f.paths().state_dir.join("templates");
+    assert!(
+        std::fs::read_dir(&dir)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_resumes_the_running_vms_state_and_the_vm_runs_on() {
+    let Some(f) = fixture() else { return };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    let src = o.vm(VM).await.unwrap();
+    let fork = within(
+        "fork",
+        o.fork_vm(VM, Some("copy".into()), &Progress::discard()),
+    )
+    .await
+    .unwrap()
+    .vm;
+    assert_eq!(fork.state, VmState::Running);
+    assert_eq!(
+        fork.boot_path.as_deref(),
+        Some("resumed from a fork of box")
+    );
+    assert_eq!(fork.work_uuid, src.work_uuid);
+    assert_ne!(fork.ip, src.ip);
+    let id = f.guest.identities.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(id.hostname.as_deref(), Some("copy"));
+    assert_eq!(
+        id.network.unwrap().link,
+        banger_agent_proto::LinkRef::Mac(src.mac.clone())
+    );
+    assert_eq!(id.filesystems, None, "same size: nothing to grow");
+    // The source runs on, unpaused; the saved state is gone.
+    assert_eq!(o.vm(VM).await.unwrap().state, VmState::Running);
+    assert_eq!(f.hv.paused(), 0);
+    assert_eq!(f.hv.running(), 2);
+    let fork_dir = f.paths().state_dir.join("vms").join("copy");
+    assert!(!fork_dir.join("fork.state").exists());
+    assert!(fork_dir.join("work.ext4").is_file());
+
+    // A stopped VM cannot be forked.
+    o.stop_vm(VM).await.unwrap();
+    let e = o
+        .fork_vm(VM, Some("copy2".into()), &Progress::discard())
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("only a running"), "{}", e.message);
+    assert!(o.vm("copy2").await.is_err());
+}
