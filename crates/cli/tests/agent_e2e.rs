@@ -81,6 +81,25 @@ fn commands_and_shells_run_through_the_guest_agent() {
         marks.contains("sysinit\n") && marks.contains("active"),
         "{marks}"
     );
+    // The system disk's per-VM files, bind-mounted for the agent alone,
+    // hold the host keys /etc/ssh has (docs/guest-init.md).
+    let files = ok(
+        ssh(&[
+            "sh",
+            "-c",
+            "grep ' /run/banger-agent/files ' /proc/self/mountinfo; \
+             stat -c %a /run/banger-agent; \
+             cmp /run/banger-agent/files/etc/ssh/ssh_host_ed25519_key.pub \
+                 /etc/ssh/ssh_host_ed25519_key.pub && echo same",
+        ]),
+        "the per-VM files' mount",
+    );
+    assert!(
+        files.contains(" /run/banger-agent/files rw,nosuid,nodev,noexec")
+            && files.contains(" - ext4 "),
+        "{files}"
+    );
+    assert!(files.contains("\n700\nsame\n"), "{files}");
 
     // stdin passes through; stdout and stderr stay apart; statuses.
     let mut cat = agent_command(&home, &ns, &["vm", "ssh", VM, "--", "cat"]);

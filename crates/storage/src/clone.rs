@@ -37,7 +37,8 @@ pub struct CloneReport {
 /// (btrfs, xfs); else the data extents one by one (`copy_file_range`, or
 /// reads and writes where the kernel cannot), with the holes between and
 /// after them left as holes. On any failure `dest` is removed; a full
-/// filesystem is [`DiskError::Full`].
+/// filesystem is [`DiskError::Full`]. The copy is not fsynced. `src` must
+/// not change meanwhile (a template's disks do not).
 pub fn clone_file(src: &Path, dest: &Path) -> Result<CloneReport, DiskError> {
     let source = open_regular(src)?;
     let out = OpenOptions::new()

@@ -705,6 +705,26 @@ mod tests {
         );
     }
 
+    /// A spec whose files are all in `d`: a kernel and an initramfs that
+    /// are none, three 1 MiB disks, no TAP (the API opens the TAP device
+    /// when it is configured).
+    fn dummy_spec(d: &Path) -> LaunchSpec {
+        let mut spec = sample_spec();
+        spec.vm_dir = d.join("vm");
+        spec.runtime_dir = d.join("run");
+        spec.console_log = d.join("vm/console.log");
+        spec.vmlinux = d.join("vmlinux");
+        spec.initramfs = d.join("initramfs");
+        spec.net = None;
+        std::fs::write(&spec.vmlinux, b"not a kernel").unwrap();
+        std::fs::write(&spec.initramfs, b"not an initramfs").unwrap();
+        for (i, disk) in spec.disks.iter_mut().enumerate() {
+            disk.path = d.join(format!("disk{i}.img"));
+            std::fs::write(&disk.path, vec![0u8; 1 << 20]).unwrap();
+        }
+        spec
+    }
+
     /// Against a real Firecracker named by BANGER_TEST_FIRECRACKER: every
     /// configuration request is accepted. `InstanceStart` may fail where
     /// KVM cannot run the guest (PVM, or the dummy kernel used here); its
@@ -716,21 +736,7 @@ mod tests {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let mut spec = sample_spec();
-        spec.vm_dir = d.join("vm");
-        spec.runtime_dir = d.join("run");
-        spec.console_log = d.join("vm/console.log");
-        spec.vmlinux = d.join("vmlinux");
-        spec.initramfs = d.join("initramfs");
-        // No TAP here: the API opens the TAP device when it is configured.
-        spec.net = None;
-        std::fs::write(&spec.vmlinux, b"not a kernel").unwrap();
-        std::fs::write(&spec.initramfs, b"not an initramfs").unwrap();
-        for (i, disk) in spec.disks.iter_mut().enumerate() {
-            disk.path = d.join(format!("disk{i}.img"));
-            std::fs::write(&disk.path, vec![0u8; 1 << 20]).unwrap();
-        }
+        let spec = dummy_spec(dir.path());
         let fc = Firecracker::new(Path::new(&binary));
         let spawned = fc.spawn(&spec).unwrap();
         let info = spawned.api().get("/").unwrap();
@@ -781,20 +787,7 @@ mod tests {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let mut spec = sample_spec();
-        spec.vm_dir = d.join("vm");
-        spec.runtime_dir = d.join("run");
-        spec.console_log = d.join("vm/console.log");
-        spec.vmlinux = d.join("vmlinux");
-        spec.initramfs = d.join("initramfs");
-        spec.net = None;
-        std::fs::write(&spec.vmlinux, b"not a kernel").unwrap();
-        std::fs::write(&spec.initramfs, b"not an initramfs").unwrap();
-        for (i, disk) in spec.disks.iter_mut().enumerate() {
-            disk.path = d.join(format!("disk{i}.img"));
-            std::fs::write(&disk.path, vec![0u8; 1 << 20]).unwrap();
-        }
+        let spec = dummy_spec(dir.path());
         let fc = Firecracker::new(Path::new(&binary));
         let spawned = fc.spawn(&spec).unwrap();
         let started = spawned
