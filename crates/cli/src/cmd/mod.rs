@@ -9,3 +9,4 @@ pub mod kernel;
 pub mod ssh_config;
 pub mod system;
 pub mod vm;
+pub mod web;
