@@ -343,4 +343,6 @@ document.addEventListener("DOMContentLoaded", async () => {
     setStatus("bangerd not answering: " + e.message, "err");
   }
   live();
+  // A link to a VM's console: #logs/NAME.
+  if (location.hash.startsWith("#logs/")) openConsole(decodeURIComponent(location.hash.slice(6)));
 });
