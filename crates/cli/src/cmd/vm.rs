@@ -142,7 +142,18 @@ pub async fn run(cmd: VmCommand, client: &Client) -> Result<ExitCode> {
             vm,
             ssh: force_ssh,
             command,
-        } => ssh_command(client, &vm.name, force_ssh, &command).await,
+        } => {
+            if crate::agent::enabled(force_ssh)
+                && let Some(agent) = crate::agent::reach(client, &vm.name).await
+            {
+                return crate::agent::run(&agent, &command, None, command.is_empty()).await;
+            }
+            let info: SshInfo = client
+                .get(&format!("/v1/vms/{}/ssh", vm.name))
+                .await
+                .map_err(client_error)?;
+            ssh(&info, &command).await
+        }
         VmCommand::Logs { vm, follow, raw } => {
             let mut chunks = client
                 .get_chunks(&format!("/v1/vms/{}/logs?follow={follow}", vm.name))
@@ -413,32 +424,6 @@ async fn set(client: &Client, args: &SetArgs) -> Result<VmRecord> {
         )
         .await
         .map_err(client_error)
-}
-
-/// `vm ssh NAME -- COMMAND`: through the guest agent where it answers
-/// (unless `force_ssh`), else OpenSSH.
-async fn ssh_command(
-    client: &Client,
-    name: &str,
-    force_ssh: bool,
-    command: &[String],
-) -> Result<ExitCode> {
-    if crate::agent::enabled(force_ssh)
-        && let Some(agent) = crate::agent::reach(client, name).await
-    {
-        return crate::agent::run(&agent, command, None, command.is_empty()).await;
-    }
-    let info: SshInfo = client
-        .get(&format!("/v1/vms/{}/ssh", crate::path_segment(name)))
-        .await
-        .map_err(client_error)?;
-    ssh(&info, command).await
-}
-
-/// An interactive shell in the VM, as `vm ssh NAME` gives (the TUI's
-/// Enter).
-pub async fn ssh_session(client: &Client, name: &str) -> Result<ExitCode> {
-    ssh_command(client, name, false, &[]).await
 }
 
 /// Runs OpenSSH in the foreground with this terminal; returns the remote

@@ -463,11 +463,7 @@ impl App {
             kind: FormKind::Create,
             fields: vec![
                 field("name", None, "empty: a generated name"),
-                field(
-                    "image",
-                    self.images.first().map(|i| i.name.clone()),
-                    "empty: the default image",
-                ),
+                field("image", None, "empty: the default image"),
                 field("vcpu", d.map(|d| d.vcpu.value.to_string()), ""),
                 field("memory MiB", d.map(|d| d.memory_mib.value.to_string()), ""),
                 field("disk", d.map(|d| d.disk_size.value.to_string()), "like 8G"),

@@ -45,7 +45,7 @@ pub async fn run(client: &Client) -> Result<ExitCode> {
     let _guard = Screen::enter()?;
     let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))
         .context("cannot draw on this terminal")?;
-    term.clear()?;
+    redraw_all(&mut term)?;
     Tui::new(client.clone()).run(&mut term).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -121,12 +121,11 @@ impl Tui {
         self.app.defaults = self.client.get::<VmDefaults>("/v1/defaults").await.ok();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut dirty = true;
+        term.draw(|f| view::draw(f, &self.app))?;
+        let mut dirty = false;
+        // Drawn at most once a tick, however fast messages come (a
+        // flooding console).
         let result = loop {
-            if dirty {
-                term.draw(|f| view::draw(f, &self.app))?;
-                dirty = false;
-            }
             tokio::select! {
                 Some(msg) = self.rx.recv() => {
                     self.apply(msg);
@@ -157,6 +156,10 @@ impl Tui {
             }
             if self.app.quit {
                 break Ok(());
+            }
+            if dirty {
+                term.draw(|f| view::draw(f, &self.app))?;
+                dirty = false;
             }
         };
         refresh.abort();
@@ -309,20 +312,18 @@ impl Tui {
                 // The shell gets the terminal as it was before the TUI,
                 // and the TUI takes it back after.
                 leave();
-                let result = crate::cmd::vm::ssh_session(&self.client, &name).await;
+                let result = shell(&name).await;
                 terminal::enable_raw_mode()?;
                 execute!(
                     std::io::stdout(),
                     terminal::EnterAlternateScreen,
                     cursor::Hide
                 )?;
-                term.clear()?;
+                redraw_all(term)?;
                 match result {
-                    Ok(code) if code == ExitCode::SUCCESS => {
-                        self.app.say(format!("back from VM {name}"))
-                    }
-                    Ok(_) => self.app.say(format!(
-                        "back from VM {name} (the shell ended with an error)"
+                    Ok(status) if status.success() => self.app.say(format!("back from VM {name}")),
+                    Ok(status) => self.app.say(format!(
+                        "back from VM {name} (the session ended with {status})"
                     )),
                     Err(e) => self.app.fail(format!("ssh to {name}: {e:#}")),
                 }
@@ -337,6 +338,36 @@ impl Tui {
         }
         self.app.logs = None;
         self.app.logs_focused = false;
+    }
+}
+
+/// Clears the screen and forgets what ratatui drew, so the next frame is
+/// drawn whole (ratatui's own `clear` asks the terminal where its cursor
+/// is, which some terminals never answer).
+fn redraw_all(term: &mut Terminal<CrosstermBackend<Stdout>>) -> Result<()> {
+    let area = term.size()?;
+    term.resize(ratatui::layout::Rect::new(0, 0, area.width, area.height))?;
+    Ok(())
+}
+
+/// `banger vm ssh NAME`, as a process of its own on this terminal: the
+/// same session the command gives (the guest agent, else OpenSSH), and
+/// whatever it leaves reading the terminal ends with it, so no stray
+/// reader takes the TUI's keys afterwards.
+async fn shell(name: &str) -> Result<std::process::ExitStatus> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let me = std::env::current_exe().context("cannot find the banger binary")?;
+    let mut child = tokio::process::Command::new(me)
+        .args(["vm", "ssh", name])
+        .spawn()
+        .context("cannot start 'banger vm ssh'")?;
+    // A ctrl-c on the terminal is the session's, not the TUI's end.
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            status = child.wait() => return Ok(status?),
+            _ = int.recv() => {}
+        }
     }
 }
 

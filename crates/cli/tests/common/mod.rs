@@ -413,7 +413,7 @@ impl Browser {
     /// A browser with one page on `url`, inside `ns` when given; `None`,
     /// after saying why, where Chromium is missing.
     pub fn open(ns: Option<&Netns>, url: &str) -> Option<Self> {
-        use std::os::fd::{AsRawFd, OwnedFd};
+        use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let Some(bin) = ["chromium", "chromium-browser"]
             .into_iter()
@@ -465,8 +465,8 @@ impl Browser {
         drop((child_in, child_out));
         let mut browser = Browser {
             child,
-            to: std::fs::File::from(OwnedFd::from(to)),
-            from: std::io::BufReader::new(std::fs::File::from(OwnedFd::from(from))),
+            to: std::fs::File::from(to),
+            from: std::io::BufReader::new(std::fs::File::from(from)),
             next_id: 0,
             session: String::new(),
             _profile: profile,

@@ -104,7 +104,8 @@ fn router(daemon: Daemon, token: Token) -> Router {
         .with_state(daemon.clone());
     pages
         .merge(crate::routes::router(daemon))
-        .layer(middleware::from_fn_with_state(token, guard))
+        .layer(middleware::from_fn_with_state(token.clone(), guard))
+        .layer(axum::Extension(token))
 }
 
 async fn guard(State(token): State<Arc<Token>>, req: Request, next: Next) -> Response {
@@ -220,14 +221,12 @@ async fn style() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
 }
 
-/// The page; the script reads the token from its `<meta>` for the
-/// header that mutations need (the cookie is out of its reach).
-async fn index(headers: HeaderMap) -> Response {
-    let token = cookie(&headers, COOKIE)
-        .or_else(|| headers.get(HEADER).and_then(|v| v.to_str().ok()))
-        .unwrap_or_default();
-    // Checked by the guard: 64 hex digits, nothing to escape.
-    let page = INDEX.replace("{{TOKEN}}", token);
+/// The page (only a token holder gets here); the script reads the token
+/// from its `<meta>` for the header that mutations need (the cookie is
+/// out of its reach).
+async fn index(axum::Extension(token): axum::Extension<Arc<Token>>) -> Response {
+    // 64 hex digits: nothing to escape.
+    let page = INDEX.replace("{{TOKEN}}", token.as_str());
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
