@@ -617,7 +617,7 @@ pub fn state_label(vm: &VmRecord) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use ratatui::crossterm::event::KeyEventKind;
 
@@ -625,7 +625,7 @@ mod tests {
         KeyEvent::new_with_kind(code, KeyModifiers::NONE, KeyEventKind::Press)
     }
 
-    fn vm(name: &str, state: VmState) -> VmRecord {
+    pub(in crate::tui) fn vm(name: &str, state: VmState) -> VmRecord {
         VmRecord {
             name: banger_model::VmName::parse(name).unwrap(),
             image: "debian-bookworm".into(),

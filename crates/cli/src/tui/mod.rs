@@ -260,28 +260,16 @@ impl Tui {
                 if self.app.logs.as_ref().is_some_and(|l| l.vm == name) {
                     self.close_logs();
                 }
-                let id = self.begin(format!("deleting {name}"));
-                feed::call(id, tx, async move {
-                    let path = format!("/v1/vms/{}?force=true", path_segment(&name));
-                    client.delete::<serde_json::Value>(&path).await?;
-                    Ok(format!("deleted VM {name}"))
-                });
+                let path = format!("/v1/vms/{}?force=true", path_segment(&name));
+                self.delete("VM", name, path);
             }
             Action::DeleteImage(name) => {
-                let id = self.begin(format!("deleting image {name}"));
-                feed::call(id, tx, async move {
-                    let path = format!("/v1/images/{}", path_segment(&name));
-                    client.delete::<serde_json::Value>(&path).await?;
-                    Ok(format!("deleted image {name}"))
-                });
+                let path = format!("/v1/images/{}", path_segment(&name));
+                self.delete("image", name, path);
             }
             Action::DeleteKernel(name) => {
-                let id = self.begin(format!("deleting kernel {name}"));
-                feed::call(id, tx, async move {
-                    let path = format!("/v1/kernels/{}", path_segment(&name));
-                    client.delete::<serde_json::Value>(&path).await?;
-                    Ok(format!("deleted kernel {name}"))
-                });
+                let path = format!("/v1/kernels/{}", path_segment(&name));
+                self.delete("kernel", name, path);
             }
             Action::BuildImage => {
                 let id = self.begin("building the default image".into());
@@ -330,6 +318,16 @@ impl Tui {
             }
         }
         Ok(())
+    }
+
+    /// `DELETE path`, said as deleting `what` `name`.
+    fn delete(&mut self, what: &'static str, name: String, path: String) {
+        let id = self.begin(format!("deleting {what} {name}"));
+        let client = self.client.clone();
+        feed::call(id, self.tx.clone(), async move {
+            client.delete::<serde_json::Value>(&path).await?;
+            Ok(format!("deleted {what} {name}"))
+        });
     }
 
     fn close_logs(&mut self) {

@@ -424,27 +424,10 @@ mod tests {
 
     #[test]
     fn the_vm_table_fits_80_columns_and_degrades() {
-        use banger_model::{Size, VmName, VmRecord, VmState};
         let mut app = App::new();
-        let vm = VmRecord {
-            name: VmName::parse("web-1").unwrap(),
-            image: "debian-bookworm".into(),
-            kernel: "k".into(),
-            state: VmState::Running,
-            vcpu: 2,
-            memory_mib: 2048,
-            disk_size: Size::from_gib(8),
-            nat: false,
-            ip: Some("172.16.0.23".into()),
-            mac: String::new(),
-            tap: String::new(),
-            system_uuid: String::new(),
-            work_uuid: String::new(),
-            runtime: None,
-            last_error: None,
-            created_at: 0,
-            ephemeral: false,
-        };
+        let mut vm = super::super::app::tests::vm("web-1", banger_model::VmState::Running);
+        vm.memory_mib = 2048;
+        vm.ip = Some("172.16.0.23".into());
         app.apply_snapshot(
             super::super::app::Snapshot {
                 vms: vec![vm],
