@@ -32,15 +32,20 @@ fn the_web_ui_is_off_by_default() {
 fn the_web_ui_serves_only_its_token_holder() {
     let home = TestHome::new();
     seed(&home);
-    home.write_config("web_listen_addr = \"127.0.0.1:0\"\n");
-    // What a guest might print: markup and a terminal's escapes.
+    // A fixed port (free now), so that the page finds the daemon again
+    // after a restart.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    home.write_config(&format!("web_listen_addr = \"127.0.0.1:{port}\"\n"));
+    // What a guest might print: a flood of lines, markup and a
+    // terminal's escapes.
     let console = home.state().join("vms/web-1/console.log");
     std::fs::create_dir_all(console.parent().unwrap()).unwrap();
-    std::fs::write(
-        &console,
-        "booting\n<img src=x id=injected onerror=alert(1)>\x1b]52;c;aGk=\x07\nconsole-end\n",
-    )
-    .unwrap();
+    let mut text: String = (0..20_000).map(|i| format!("flood {i}\n")).collect();
+    text.push_str("<img src=x id=injected onerror=alert(1)>\x1b]52;c;aGk=\x07\nconsole-end\n");
+    std::fs::write(&console, text).unwrap();
 
     let link = ok(home.banger(&["web", "url"]).output().unwrap(), "web url");
     let link = link.trim();
@@ -165,6 +170,19 @@ fn the_web_ui_serves_only_its_token_holder() {
         "document.getElementById('console-text').textContent.includes('console-end')",
         wait,
     );
+    // Bounded, and what was dropped is counted.
+    let lines =
+        page.eval("document.getElementById('console-text').textContent.split('\\n').length");
+    assert!(
+        lines.as_u64().is_some_and(|n| n <= 5001),
+        "{lines} lines kept"
+    );
+    let note = page.eval("document.getElementById('console-note').textContent");
+    assert!(
+        note.as_str()
+            .is_some_and(|n| n.contains("earlier lines dropped")),
+        "{note}"
+    );
     let text = page.eval("document.getElementById('console-text').textContent");
     assert!(
         text.as_str().unwrap().contains("<img src=x id=injected"),
@@ -186,4 +204,24 @@ fn the_web_ui_serves_only_its_token_holder() {
     );
     let gone = curl(None, &["-b", &jar, &url("/v1/vms")]);
     assert_eq!(gone.body.trim(), "[]", "deleted through the page");
+
+    // A daemon restart: the page says so, and finds it again.
+    ok(
+        home.banger(&["daemon", "stop"]).output().unwrap(),
+        "daemon stop",
+    );
+    page.wait_for(
+        "the lost daemon",
+        "document.getElementById('status').textContent.includes('reconnecting')",
+        wait,
+    );
+    ok(
+        home.banger(&["vm", "list"]).output().unwrap(),
+        "restart the daemon",
+    );
+    page.wait_for(
+        "the daemon again",
+        "document.getElementById('message').textContent === 'reconnected to bangerd'",
+        wait,
+    );
 }

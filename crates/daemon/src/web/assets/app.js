@@ -226,6 +226,7 @@ let consoleLines = [];
 let consoleOpen = "";
 let consoleDropped = 0;
 let consoleDirty = false;
+let consoleEnded = "";
 
 function pushLine(line) {
   consoleLines.push(line);
@@ -254,7 +255,8 @@ function drawConsole() {
     // Text, not markup: escape sequences and tags a guest prints are shown.
     pre.textContent = consoleLines.join("\n") + (consoleOpen ? "\n" + consoleOpen : "");
     if (atEnd) pre.scrollTop = pre.scrollHeight;
-    $("console-note").textContent = consoleDropped ? "(" + consoleDropped + " earlier lines dropped)" : "";
+    const dropped = consoleDropped ? "(" + consoleDropped + " earlier lines dropped) " : "";
+    $("console-note").textContent = dropped + consoleEnded;
   }
   setTimeout(drawConsole, 200);
 }
@@ -275,10 +277,15 @@ async function openConsole(name) {
       if (done) break;
       feedConsole(decoder.decode(value, { stream: true }));
     }
-    if (consoleVm === name) $("console-note").textContent = "(the console stream ended)";
+    if (consoleVm === name) endConsole("(the console stream ended)");
   } catch (e) {
-    if (e.name !== "AbortError" && consoleVm === name) $("console-note").textContent = "(" + e.message + ")";
+    if (e.name !== "AbortError" && consoleVm === name) endConsole("(" + e.message + ")");
   }
+}
+
+function endConsole(why) {
+  consoleEnded = why;
+  consoleDirty = true;
 }
 
 function closeConsole() {
@@ -288,6 +295,7 @@ function closeConsole() {
   consoleLines = [];
   consoleOpen = "";
   consoleDropped = 0;
+  consoleEnded = "";
   $("console").hidden = true;
 }
 
