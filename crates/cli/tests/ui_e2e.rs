@@ -2,9 +2,9 @@
 //! under QEMU/TCG with `bangerd` in a network namespace of the test's own
 //! (as vm_e2e.rs). The web page stops the VM with its own button; the TUI,
 //! typed into in tmux at 80x24, shows it with its address, starts it
-//! again with a progress bar, follows its console, steps aside for a
-//! shell in it, stops it, reconnects across a daemon restart, and leaves
-//! the terminal as it found it on `q`.
+//! again with a progress bar, follows its console (through a flood),
+//! steps aside for a shell in it, stops it, reconnects across a daemon
+//! restart, and leaves the terminal as it found it on `q`.
 
 mod common;
 
@@ -122,6 +122,29 @@ fn the_tui_and_the_web_ui_see_and_steer_a_vm() {
         "write to the console",
     );
     tui.wait_screen("the guest's line", |s| s.contains("tui-console-42"), 30);
+    // A flood: the pane keeps its last lines and counts the others, and
+    // the keys still answer.
+    ok(
+        b(&[
+            "vm",
+            "ssh",
+            VM,
+            "--",
+            "sh",
+            "-c",
+            "awk 'BEGIN { for (i = 1; i <= 20000; i++) printf \"flood %d\\n\", i }' > /dev/ttyS0",
+        ]),
+        "flood the console",
+    );
+    tui.wait_screen(
+        "the flood's end, and the dropped lines counted",
+        |s| s.contains("flood 20000") && s.contains("earlier lines dropped"),
+        60,
+    );
+    tui.keys(&["2"]);
+    tui.wait_screen("the images view", |s| s.contains("KERNEL"), 10);
+    tui.keys(&["1"]);
+    tui.wait_screen("the VMs view", |s| s.contains("CPU%"), 10);
     tui.keys(&["Escape"]);
     tui.wait_screen("the pane closed", |s| !s.contains("console of"), 10);
 
