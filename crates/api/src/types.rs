@@ -252,6 +252,10 @@ pub struct VmStats {
     pub cpu_secs: Option<f64>,
     /// Resident memory of the hypervisor process.
     pub rss_bytes: Option<u64>,
+    /// How long the hypervisor process has run (absent from older
+    /// daemons).
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
     pub disks: Vec<DiskStats>,
 }
 
@@ -263,6 +267,15 @@ pub struct DiskStats {
     pub size: u64,
     /// What it takes on the host (sparse files).
     pub allocated: u64,
+}
+
+/// `GET /v1/web`: where the web UI answers, with the link that carries
+/// this install's token; `url` is `None` (and `reason` says why) when it
+/// is off or could not listen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebInfo {
+    pub url: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// What a VM will get, after defaults; streamed before any slow work.

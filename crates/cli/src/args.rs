@@ -49,6 +49,20 @@ pub enum Command {
     /// made again; one whose files changed is refused and deleted.
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// See and steer VMs in a terminal UI: a live table, logs, ssh, actions
+    ///
+    /// A table of your VMs (state, address, image, vCPUs, memory, CPU %,
+    /// resident memory, uptime) refreshed every second, with tabs for images
+    /// and kernels. Keys: Enter opens a shell in the selected VM (the TUI
+    /// steps aside and comes back when it ends), s start, x stop, r restart,
+    /// d delete (asks first), l follows its console in a pane, c create (a
+    /// form with the defaults filled in); on the images tab, b builds the
+    /// default image and p pulls one. q or ctrl-c quits. docs/tui.md has
+    /// the details.
+    Tui,
+    /// The web UI bangerd serves when `web_listen_addr` is set
+    #[command(subcommand)]
+    Web(WebCommand),
     /// Check whether this host can run banger's VMs, and what to install if not
     ///
     /// Exits non-zero when something that `banger vm run` needs is missing;
@@ -111,6 +125,18 @@ pub enum Command {
     ///   powershell:  Add-Content $PROFILE 'banger completion powershell | Out-String | Invoke-Expression'
     #[command(verbatim_doc_comment)]
     Completion { shell: CompletionShell },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebCommand {
+    /// Print the web UI's link, with this install's token
+    ///
+    /// The token is the web UI's password: anyone with the link can do
+    /// what you can with your VMs. The page keeps it in a cookie, so the
+    /// link is needed once per browser. Set `web_listen_addr` (for example
+    /// "127.0.0.1:7878") in config.toml and restart bangerd to turn the
+    /// web UI on; docs/web.md has the details.
+    Url(JsonFlag),
 }
 
 #[derive(Args, Debug, Clone, Copy)]

@@ -10,6 +10,7 @@ mod connect;
 mod help;
 mod output;
 mod terminal;
+mod tui;
 mod workspace;
 
 use std::io::Write;
@@ -83,6 +84,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Command::Image(c) => cmd::image::run(c, &client).await,
                     Command::Kernel(c) => cmd::kernel::run(c, &client).await,
                     Command::Template(c) => cmd::template::run(c, &client).await,
+                    Command::Tui => tui::run(&client).await,
+                    Command::Web(c) => cmd::web::run(c, &client).await,
                     // The daemon is up: it has written the file to include.
                     Command::SshConfig(a) => cmd::ssh_config::run(a, paths),
                     Command::Daemon(_)

@@ -28,6 +28,10 @@ pub struct Config {
     /// Where bangerd answers the `.vm` zone; default: the bridge address,
     /// port 53.
     pub dns_listen_addr: Option<SocketAddr>,
+    /// Where bangerd serves the web UI; absent (the default): no web UI.
+    /// Port 0 takes a free port at each start (`banger web url` says
+    /// which).
+    pub web_listen_addr: Option<SocketAddr>,
     /// Debian mirror for image builds; default: the host's apt sources.
     pub debian_mirror: Option<String>,
     /// How many bytes an OCI image may unpack to before the pull is

@@ -5,7 +5,8 @@
 //! orchestrator's error kinds become HTTP statuses in one function
 //! (`error::status_of`). The daemon also owns its state directories'
 //! checks, the one-daemon lock, its log, and the sockets of the `.vm` DNS
-//! server and the guests' clock.
+//! server and the guests' clock, and the web UI (`web`), which serves
+//! the same API behind a token.
 //!
 //! It must not make VM or image decisions of its own, nor branch on an
 //! error's message or code: what an operation does is the orchestrator's.
@@ -25,6 +26,7 @@ mod logging;
 mod progress;
 mod routes;
 mod server;
+mod web;
 
 pub use lock::{DaemonLock, LockError};
 pub use logging::{LogError, init_logging};

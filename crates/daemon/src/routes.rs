@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use banger_api::{
     AgentInfo, BuildImageRequest, CreateVmRequest, DaemonStatus, ForkVmRequest, KillVmRequest,
     PullImageRequest, RegisterImageRequest, SetVmRequest, SshInfo, VerifiedFile, VmStats,
-    WarmRequest,
+    WarmRequest, WebInfo,
 };
 use banger_images::catalog::Entry;
 use banger_model::{ImageRecord, KernelRecord, TemplateRecord, VmDefaults, VmRecord};
@@ -25,6 +25,7 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/defaults", get(defaults))
+        .route("/v1/web", get(web))
         .route("/v1/vms", get(list_vms).post(create_vm))
         .route(
             "/v1/vms/{name}",
@@ -82,6 +83,10 @@ async fn shutdown(State(d): State<Daemon>) -> Json<serde_json::Value> {
 
 async fn defaults(State(d): State<Daemon>) -> Json<VmDefaults> {
     Json(d.orch().vm_defaults())
+}
+
+async fn web(State(d): State<Daemon>) -> Json<WebInfo> {
+    Json(d.inner.web.clone())
 }
 
 async fn list_vms(State(d): State<Daemon>) -> Answer<Vec<VmRecord>> {

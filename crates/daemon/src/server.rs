@@ -46,6 +46,10 @@ pub(crate) struct Inner {
     pub orch: Orchestrator,
     pub started: Instant,
     pub shutdown: Notify,
+    /// What `GET /v1/web` answers.
+    pub web: banger_api::WebInfo,
+    /// The web UI, bound at start, served from [`Daemon::serve`].
+    web_pending: std::sync::Mutex<Option<crate::web::Web>>,
     _lock: DaemonLock,
 }
 
@@ -103,11 +107,27 @@ impl Daemon {
         orch.start()
             .await
             .map_err(|e| StartError::Reconcile(e.message))?;
+        let (web_pending, web) = match orch.config().web_listen_addr {
+            Some(addr) => crate::web::bind(addr, &orch.paths().state_dir.join("web-token")).await,
+            None => (
+                None,
+                banger_api::WebInfo {
+                    url: None,
+                    reason: Some(
+                        "the web UI is off: set web_listen_addr in config.toml \
+                         (like \"127.0.0.1:7878\") and restart bangerd"
+                            .into(),
+                    ),
+                },
+            ),
+        };
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 orch,
                 started,
                 shutdown: Notify::new(),
+                web,
+                web_pending: std::sync::Mutex::new(web_pending),
                 _lock: lock,
             }),
         };
@@ -120,6 +140,17 @@ impl Daemon {
     /// the socket. SIGHUP is ignored: the daemon outlives the terminal that
     /// happened to start it.
     pub async fn serve(self, listener: UnixListener) -> Result<(), StartError> {
+        let web = self
+            .inner
+            .web_pending
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take());
+        if let Some(web) = web {
+            // Ends with the process: its event streams never end by
+            // themselves, and nothing of it needs a graceful close.
+            tokio::spawn(crate::web::serve(web, self.clone()));
+        }
         let app = crate::routes::router(self.clone());
         let socket = self.inner.orch.paths().socket();
         let stopper = self.clone();

@@ -10,3 +10,4 @@ pub mod ssh_config;
 pub mod system;
 pub mod template;
 pub mod vm;
+pub mod web;

@@ -338,6 +338,9 @@ fn print_stats(s: &VmStats) {
     if let Some(rss) = s.rss_bytes {
         println!("memory:  {} resident", human_bytes(rss));
     }
+    if let Some(up) = s.uptime_secs {
+        println!("uptime:  {up} s");
+    }
     for d in &s.disks {
         println!(
             "disk:    {} {} of {} used on the host ({})",

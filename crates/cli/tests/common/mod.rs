@@ -361,3 +361,224 @@ pub fn home_with_default_image(tools: &[&str], setup: impl FnOnce(&TestHome)) ->
     home.banger(&["daemon", "stop"]).assert().success();
     Some(home)
 }
+
+/// An HTTP answer as curl saw it.
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Header lines, names lowercased.
+    pub headers: Vec<String>,
+    pub body: String,
+}
+
+/// `curl ARGS` (inside `ns` when given, where the daemon's loopback is):
+/// the real HTTP client, one request, no redirects followed.
+pub fn curl(ns: Option<&Netns>, args: &[&str]) -> HttpAnswer {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", &ns.0, "curl"]);
+            c
+        }
+        None => std::process::Command::new("curl"),
+    };
+    let out = cmd
+        .args(["-sS", "-i", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl {args:?}: {}", stderr(&out));
+    let text = stdout(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status line");
+    HttpAnswer {
+        status,
+        headers: lines.map(|l| l.to_ascii_lowercase()).collect(),
+        body: body.to_string(),
+    }
+}
+
+/// Headless Chromium (Debian's `chromium`), driven over the DevTools
+/// protocol on a pipe (`--remote-debugging-pipe`: JSON messages ended by
+/// NUL on fds 3 and 4), which passes through `ip netns exec` where a
+/// debugging port on the namespace's loopback would not. Killed on drop.
+pub struct Browser {
+    child: std::process::Child,
+    to: std::fs::File,
+    from: std::io::BufReader<std::fs::File>,
+    next_id: u64,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// A browser with one page on `url`, inside `ns` when given; `None`,
+    /// after saying why, where Chromium is missing.
+    pub fn open(ns: Option<&Netns>, url: &str) -> Option<Self> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let Some(bin) = ["chromium", "chromium-browser"]
+            .into_iter()
+            .find_map(banger_config::find_tool)
+        else {
+            banger_testkit::skip("chromium is not installed (apt-get install chromium)");
+            return None;
+        };
+        let profile = tempfile::tempdir().expect("a profile dir");
+        let (child_in, to) = nix::unistd::pipe().expect("pipe");
+        let (from, child_out) = nix::unistd::pipe().expect("pipe");
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", &ns.0]).arg(&bin);
+                c
+            }
+            None => std::process::Command::new(&bin),
+        };
+        // As root Chromium refuses its sandbox; the page is our own.
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--remote-debugging-pipe",
+            "--window-size=1200,700",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("about:blank")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        let (rin, rout) = (child_in.as_raw_fd(), child_out.as_raw_fd());
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (dup2, fcntl) on descriptors this process owns.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (fd, target) in [(rin, 3), (rout, 4)] {
+                    if fd == target {
+                        libc::fcntl(fd, libc::F_SETFD, 0);
+                    } else if libc::dup2(fd, target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("run chromium");
+        drop((child_in, child_out));
+        let mut browser = Browser {
+            child,
+            to: std::fs::File::from(to),
+            from: std::io::BufReader::new(std::fs::File::from(from)),
+            next_id: 0,
+            session: String::new(),
+            _profile: profile,
+        };
+        let target = browser.send("Target.createTarget", serde_json::json!({ "url": url }));
+        let attached = browser.send(
+            "Target.attachToTarget",
+            serde_json::json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        browser.session = attached["sessionId"]
+            .as_str()
+            .expect("a session")
+            .to_string();
+        Some(browser)
+    }
+
+    /// One command (to the page once attached); its result.
+    pub fn send(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = serde_json::json!({ "id": id, "method": method, "params": params });
+        if !self.session.is_empty() {
+            msg["sessionId"] = self.session.clone().into();
+        }
+        let mut bytes = serde_json::to_vec(&msg).unwrap();
+        bytes.push(0);
+        self.to.write_all(&bytes).expect("write to chromium");
+        loop {
+            let mut buf = Vec::new();
+            let n = self
+                .from
+                .read_until(0, &mut buf)
+                .expect("read from chromium");
+            assert!(n > 0, "chromium went away during {method}");
+            buf.pop();
+            let answer: serde_json::Value = serde_json::from_slice(&buf).expect("DevTools JSON");
+            if answer["id"] == id {
+                assert!(answer.get("error").is_none(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a script expression in the page.
+    pub fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let r = self.send(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until `expression` is true in the page; fails after `timeout`
+    /// with the page's text.
+    pub fn wait_for(&mut self, what: &str, expression: &str, timeout: Duration) {
+        let started = Instant::now();
+        while self.eval(expression) != serde_json::Value::Bool(true) {
+            if started.elapsed() > timeout {
+                let text = self.eval("document.body.innerText");
+                panic!(
+                    "timed out waiting for {what}; the page:\n{}",
+                    text.as_str().unwrap_or("")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A PNG of the page, written to `path`.
+    pub fn screenshot(&mut self, path: &Path) {
+        let r = self.send(
+            "Page.captureScreenshot",
+            serde_json::json!({ "format": "png" }),
+        );
+        let data = r["data"].as_str().expect("screenshot data");
+        let out = std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(data.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("base64 -d");
+        std::fs::write(path, out.stdout).expect("write the screenshot");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Closed politely first, so that its helper processes go with it.
+        use std::io::Write;
+        let _ = self
+            .to
+            .write_all(b"{\"id\":999999,\"method\":\"Browser.close\"}\0");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1461,6 +1461,7 @@ pub(crate) async fn stats(d: &Orchestrator, name: &str) -> Result<VmStats, Error
         let usage = handle.as_ref().and_then(banger_vmm::process::usage);
         let cpu_secs = usage.as_ref().map(|u| u.cpu.as_secs_f64());
         let rss_bytes = usage.as_ref().map(|u| u.rss_bytes);
+        let uptime_secs = usage.as_ref().map(|u| u.age.as_secs());
         let disks = [("system", &p.system), ("work", &p.work)]
             .into_iter()
             .filter_map(|(n, path)| {
@@ -1480,6 +1481,7 @@ pub(crate) async fn stats(d: &Orchestrator, name: &str) -> Result<VmStats, Error
             pid: handle.map(|h| h.pid),
             cpu_secs,
             rss_bytes,
+            uptime_secs,
             disks,
         })
     })
