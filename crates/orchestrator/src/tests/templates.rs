@@ -296,3 +296,37 @@ async fn a_fork_resumes_the_running_vms_state_and_the_vm_runs_on() {
     assert!(e.message.contains("only a running"), "{}", e.message);
     assert!(o.vm("copy2").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_while_forking_leaves_the_vm_paused_and_no_fork() {
+    let Some(f) = fixture() else { return };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(true), &Progress::discard()))
+        .await
+        .unwrap();
+    o.inner.crash.arm("fork:paused");
+    let forking = tokio::spawn({
+        let o = o.clone();
+        async move {
+            o.fork_vm(VM, Some("copy".into()), &Progress::discard())
+                .await
+        }
+    });
+    within("fork:paused", o.inner.crash.wait()).await;
+    forking.abort();
+    let _ = forking.await;
+    drop(o);
+    // As a crash after the save would leave it: a saved state beside the
+    // new VM's record.
+    let fork_dir = f.paths().state_dir.join("vms").join("copy");
+    std::fs::create_dir_all(&fork_dir).unwrap();
+    std::fs::write(fork_dir.join("fork.state"), b"saved").unwrap();
+    let o = f.orchestrator();
+    within("reconcile", o.start()).await.unwrap();
+    assert!(o.vm("copy").await.is_err(), "the fork's record is removed");
+    assert!(!fork_dir.exists(), "the fork's files are removed");
+    // Recorded paused before it was frozen: `vm resume` puts it right.
+    assert_eq!(o.vm(VM).await.unwrap().state, VmState::Paused);
+    o.resume_vm(VM).await.unwrap();
+    assert_eq!(o.vm(VM).await.unwrap().state, VmState::Running);
+}
