@@ -52,9 +52,11 @@ fn restart_unit() -> Result<SshdRestart, String> {
     let Some(unit) = running else {
         return Ok(SshdRestart::NotRunning);
     };
-    systemctl(&["restart", "--", unit])?;
+    // Queued, not waited for (half a second or more under emulation): the
+    // host waits for sshd to answer before it hands out ssh details.
+    systemctl(&["restart", "--no-block", "--", unit])?;
     Ok(SshdRestart::Restarted {
-        how: format!("systemctl restart {unit}"),
+        how: format!("systemctl restart --no-block {unit}"),
     })
 }
 

@@ -11,9 +11,14 @@ use super::fakes::{FakeAgent, Guest};
 use super::lifecycle::{Fixture, IMAGE, VM, request, within};
 use crate::{Orchestrator, Progress};
 
+/// Templates on, made at a 1 GiB default disk size.
 fn templates_on(f: &Fixture) -> Orchestrator {
     f.orchestrator_with(Config {
         vm_templates: Some(true),
+        vm_defaults: banger_model::DefaultsOverride {
+            disk_size: Some(Size::from_gib(1)),
+            ..Default::default()
+        },
         ..Config::default()
     })
 }
@@ -152,10 +157,7 @@ async fn a_failed_resume_boots_cold_and_leaves_nothing_of_the_resume() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_template_file_is_refused() {
     let Some(f) = fixture() else { return };
-    let o = f.orchestrator_with(Config {
-        vm_templates: Some(true),
-        ..Config::default()
-    });
+    let o = templates_on(&f);
     let t = warm(&o).await;
     let state = f
         .paths()

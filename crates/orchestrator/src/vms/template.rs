@@ -37,9 +37,14 @@ use crate::error::Error;
 use crate::images::{self, FileStamp, blocking, now};
 use crate::progress::Progress;
 
-/// The work disk a template is made with: VMs resumed from it grow theirs
-/// to their `--disk-size` (a smaller one boots cold).
-pub(crate) const TEMPLATE_WORK: Size = Size::from_gib(1);
+/// The work disk a template is made with: the default `--disk-size`
+/// (`vm_defaults`), so that a VM of the default size needs no growing; a
+/// VM asking for more grows its copy, one asking for less boots cold.
+fn template_work(d: &Orchestrator) -> Size {
+    banger_model::VmDefaults::resolve(&d.inner.config.vm_defaults, d.inner.host)
+        .disk_size
+        .value
+}
 /// The hidden VMs that boot to make templates are named this, then the
 /// template's id: `vm create --name` refuses names that start so.
 pub(crate) const BUILDER_PREFIX: &str = "banger-tpl-";
@@ -74,13 +79,14 @@ pub(crate) fn shape_id(image: &str, vcpu: u32, memory_mib: u64, backend: &str) -
 
 /// Everything a saved guest depends on beyond its shape: the image's and
 /// kernel's pinned files (banger-init is in the initramfs), the disk
-/// layout and this format.
+/// layout (the work disk's size included) and this format.
 pub(crate) fn shape_key(
     image: &ImageRecord,
     kernel: &KernelRecord,
     vcpu: u32,
     memory_mib: u64,
     backend: &str,
+    work: Size,
 ) -> String {
     let mut h = Sha256::new();
     h.update(format!(
@@ -89,7 +95,7 @@ pub(crate) fn shape_key(
         image.name,
         kernel.name,
         SYSTEM_DISK_SIZE.bytes(),
-        TEMPLATE_WORK.bytes()
+        work.bytes()
     ));
     for a in image.artifacts.iter().chain(&kernel.artifacts) {
         h.update(format!("{} {} {}\n", a.role.as_str(), a.file, a.sha256));
@@ -135,7 +141,9 @@ impl ColdWhy {
             Self::Stale => "cold boot (the template was made from another image or kernel)".into(),
             Self::Changed(what) => format!("cold boot (template invalid: {what})"),
             Self::SmallDisk => {
-                format!("cold boot (--disk-size is smaller than a template's {TEMPLATE_WORK})")
+                "cold boot (--disk-size is smaller than the template's work disk, the default \
+                 size)"
+                    .into()
             }
             Self::ResumeFailed(why) => format!("cold boot (the resume failed: {why})"),
         }
@@ -189,7 +197,7 @@ pub(crate) async fn plan(
         return Ok(Plan::Cold(ColdWhy::Building));
     }
     let kernel = images::get_kernel(d, &image.kernel).await?;
-    if t.key != shape_key(image, &kernel, vcpu, memory_mib, &backend) {
+    if t.key != shape_key(image, &kernel, vcpu, memory_mib, &backend, template_work(d)) {
         return Ok(Plan::Cold(ColdWhy::Stale));
     }
     if disk_size.bytes() < t.work_bytes {
@@ -446,7 +454,14 @@ pub(crate) async fn warm(
     let hv = d.inner.hypervisors.for_boot(&d.inner.config)?;
     let backend = hv.backend().to_string();
     let id = shape_id(&image.name, vcpu, memory_mib, &backend);
-    let key = shape_key(&image, &kernel, vcpu, memory_mib, &backend);
+    let key = shape_key(
+        &image,
+        &kernel,
+        vcpu,
+        memory_mib,
+        &backend,
+        template_work(d),
+    );
 
     let lock = d.inner.vms.of(&format!(" template {id}"));
     let _guard = lock.lock().await;
@@ -505,7 +520,7 @@ async fn make(
             image,
             vcpu,
             memory_mib,
-            disk_size: TEMPLATE_WORK,
+            disk_size: template_work(d),
             nat: false,
             ephemeral: false,
             uuids: None,
@@ -525,7 +540,7 @@ async fn make(
         system_uuid: builder.system_uuid.clone(),
         work_uuid: builder.work_uuid.clone(),
         mac: builder.mac.clone(),
-        work_bytes: TEMPLATE_WORK.bytes(),
+        work_bytes: template_work(d).bytes(),
         files: vec![],
         bytes: 0,
         created_at: now(),
@@ -837,11 +852,27 @@ mod tests {
         ] {
             assert_ne!(id, other);
         }
-        let key = shape_key(&image("a"), &kernel("i"), 2, 2048, "qemu");
-        assert_eq!(key, shape_key(&image("a"), &kernel("i"), 2, 2048, "qemu"));
-        // A rebuilt image, or a new banger-init in the initramfs: stale.
-        assert_ne!(key, shape_key(&image("b"), &kernel("i"), 2, 2048, "qemu"));
-        assert_ne!(key, shape_key(&image("a"), &kernel("j"), 2, 2048, "qemu"));
+        let g8 = Size::from_gib(8);
+        let key = shape_key(&image("a"), &kernel("i"), 2, 2048, "qemu", g8);
+        assert_eq!(
+            key,
+            shape_key(&image("a"), &kernel("i"), 2, 2048, "qemu", g8)
+        );
+        // A rebuilt image, a new banger-init in the initramfs, another
+        // default disk size: stale.
+        assert_ne!(
+            key,
+            shape_key(&image("b"), &kernel("i"), 2, 2048, "qemu", g8)
+        );
+        assert_ne!(
+            key,
+            shape_key(&image("a"), &kernel("j"), 2, 2048, "qemu", g8)
+        );
+        let g4 = Size::from_gib(4);
+        assert_ne!(
+            key,
+            shape_key(&image("a"), &kernel("i"), 2, 2048, "qemu", g4)
+        );
     }
 
     #[test]
