@@ -35,9 +35,15 @@ printf '[{"Config":"config.json","RepoTags":["tiny:1"],"Layers":["layer.tar"]}]'
 tar -cf image.tar config.json manifest.json layer.tar
 docker load -i image.tar"#;
 
+/// `image show NAME --json`; a daemon it starts knows the static init, for
+/// the builds after it.
 fn image(home: &TestHome, name: &str) -> ImageRecord {
     let out = home
         .banger(&["image", "show", name, "--json"])
+        .env(
+            "BANGER_INIT_BIN",
+            &banger_testkit::static_guest_binaries().init,
+        )
         .output()
         .unwrap();
     serde_json::from_slice(&ok_bytes(out, "image show")).expect("image show --json")
@@ -228,6 +234,13 @@ fn a_wrong_pin_or_contradicting_choices_record_no_image() {
         return;
     }
     let home = TestHome::new();
+    let init = banger_testkit::static_guest_binaries().init.clone();
+    let build = |args: &[&str]| {
+        home.banger(args)
+            .env("BANGER_INIT_BIN", &init)
+            .output()
+            .unwrap()
+    };
     let port = serve(b"not the pinned mise");
     let recipe = home.root().join("recipe.toml");
     let pin = "ab".repeat(32);
@@ -236,17 +249,14 @@ fn a_wrong_pin_or_contradicting_choices_record_no_image() {
         format!("[mise]\nurl = \"http://127.0.0.1:{port}/mise\"\nsha256 = \"{pin}\"\n"),
     )
     .unwrap();
-    let out = home
-        .banger(&[
-            "image",
-            "build",
-            "--name",
-            "pinned",
-            "--from-config",
-            recipe.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = build(&[
+        "image",
+        "build",
+        "--name",
+        "pinned",
+        "--from-config",
+        recipe.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -263,16 +273,13 @@ fn a_wrong_pin_or_contradicting_choices_record_no_image() {
 
     // --no-docker and a recipe (or --package) asking for Docker.
     fs::write(&recipe, "docker = true\n").unwrap();
-    let out = home
-        .banger(&[
-            "image",
-            "build",
-            "--no-docker",
-            "--from-config",
-            recipe.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = build(&[
+        "image",
+        "build",
+        "--no-docker",
+        "--from-config",
+        recipe.to_str().unwrap(),
+    ]);
     let err = stderr(&out);
     assert!(
         !out.status.success()
@@ -280,10 +287,7 @@ fn a_wrong_pin_or_contradicting_choices_record_no_image() {
             && err.contains("(docker = true)"),
         "{err}"
     );
-    let out = home
-        .banger(&["image", "build", "--no-docker", "--package", "docker.io"])
-        .output()
-        .unwrap();
+    let out = build(&["image", "build", "--no-docker", "--package", "docker.io"]);
     let err = stderr(&out);
     assert!(
         !out.status.success() && err.contains("--no-docker contradicts --package"),

@@ -99,24 +99,8 @@ impl Store {
                 image.source,
                 image.state.as_str(),
                 image.created_at,
-                image
-                    .oci
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt {
-                        what: "OCI image config",
-                        value: e.to_string(),
-                    })?,
-                image
-                    .facts
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt {
-                        what: "image facts",
-                        value: e.to_string(),
-                    })?
+                to_json(image.oci.as_ref(), "OCI image config")?,
+                to_json(image.facts.as_ref(), "image facts")?,
             ],
         );
         unique_violation(res, "image", &image.name)?;
@@ -261,27 +245,9 @@ fn image(conn: &Connection, name: &str) -> Result<Option<ImageRecord>> {
     let Some((name, kernel, source, st, created_at, oci, facts)) = row else {
         return Ok(None);
     };
-    let oci = match oci {
-        Some(json) => Some(
-            serde_json::from_str(&json).map_err(|_| StoreError::Corrupt {
-                what: "OCI image config",
-                value: json,
-            })?,
-        ),
-        None => None,
-    };
-    let facts = match facts {
-        Some(json) => Some(
-            serde_json::from_str(&json).map_err(|_| StoreError::Corrupt {
-                what: "image facts",
-                value: json,
-            })?,
-        ),
-        None => None,
-    };
     Ok(Some(ImageRecord {
-        oci,
-        facts,
+        oci: from_json(oci, "OCI image config")?,
+        facts: from_json(facts, "image facts")?,
         artifacts: artifacts(conn, IMAGE, &name)?,
         name,
         kernel,
@@ -289,6 +255,30 @@ fn image(conn: &Connection, name: &str) -> Result<Option<ImageRecord>> {
         state: state(st)?,
         created_at,
     }))
+}
+
+/// A JSON column's text for `value` (`what` names it in an error).
+fn to_json<T: serde::Serialize>(value: Option<&T>, what: &'static str) -> Result<Option<String>> {
+    value
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            what,
+            value: e.to_string(),
+        })
+}
+
+/// A JSON column read back; text that does not parse is named.
+fn from_json<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    what: &'static str,
+) -> Result<Option<T>> {
+    match text {
+        Some(json) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt { what, value: json }),
+        None => Ok(None),
+    }
 }
 
 fn artifacts(conn: &Connection, owner: Owner, name: &str) -> Result<Vec<Artifact>> {

@@ -78,20 +78,34 @@ struct RecipeFile {
     /// Docker Engine [default: true]; `--no-docker` with `docker = true`
     /// is refused.
     docker: Option<bool>,
-    /// mise: `false` leaves it out, a table names the binary to use.
-    mise: Option<MiseChoice>,
+    /// mise: `false` leaves it out, a `[mise]` table names the binary to
+    /// use ([`MiseBinary`]). Read as a value, then as one of the two, so a
+    /// mistake is reported as such rather than as "no variant matched".
+    mise: Option<toml::Value>,
 }
 
-/// `mise = false`, or `[mise]` with its binary: `sha256` and one of `url`
-/// (the binary itself, e.g. mise's own GitHub release) or `npm` (a
-/// package of the npm registry with `bin/mise`, `PACKAGE@VERSION`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// What a recipe says about mise.
 enum MiseChoice {
     Enabled(bool),
     Binary(MiseBinary),
 }
 
+impl MiseChoice {
+    fn parse(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::Boolean(b) => Ok(MiseChoice::Enabled(b)),
+            toml::Value::Table(t) => toml::Value::Table(t)
+                .try_into()
+                .map(MiseChoice::Binary)
+                .map_err(|e| format!("[mise]: {}", e.message().trim())),
+            _ => Err("mise: write false, or a [mise] table with url or npm, and sha256".into()),
+        }
+    }
+}
+
+/// `[mise]`: `sha256` and one of `url` (the binary itself, e.g. mise's
+/// own GitHub release) or `npm` (a package of the npm registry with
+/// `bin/mise`, `PACKAGE@VERSION`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MiseBinary {
@@ -203,7 +217,13 @@ pub(crate) async fn build(
     if req.no_docker || file.docker == Some(false) {
         recipe = recipe.without_docker();
     }
-    match &file.mise {
+    let mise = file
+        .mise
+        .clone()
+        .map(MiseChoice::parse)
+        .transpose()
+        .map_err(|e| Error::invalid(format!("recipe {origin}: {e}")))?;
+    match &mise {
         Some(MiseChoice::Enabled(false)) => recipe = recipe.without_mise(),
         Some(MiseChoice::Binary(b)) => {
             if req.no_mise {
