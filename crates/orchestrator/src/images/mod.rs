@@ -931,3 +931,53 @@ async fn remove_dir(d: &Orchestrator, dir: &Path) -> Result<(), Error> {
     })
     .await
 }
+
+#[cfg(test)]
+mod recipe_tests {
+    use super::*;
+
+    fn mise(text: &str) -> Result<MiseChoice, String> {
+        let file: RecipeFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        MiseChoice::parse(file.mise.expect("mise given"))
+    }
+
+    #[test]
+    fn a_recipe_names_mise_by_url_or_npm_or_leaves_it_out() {
+        assert!(matches!(
+            mise("mise = false"),
+            Ok(MiseChoice::Enabled(false))
+        ));
+        let sha = "ab".repeat(32);
+        let Ok(MiseChoice::Binary(b)) = mise(&format!(
+            "[mise]\nnpm = \"@jdxcode/mise-linux-x64@2025.1.0\"\nsha256 = \"{sha}\"\n"
+        )) else {
+            panic!("an npm table");
+        };
+        let pinned = b.pinned().unwrap();
+        assert_eq!(
+            pinned.source.to_string(),
+            "npm:@jdxcode/mise-linux-x64@2025.1.0"
+        );
+        assert_eq!(pinned.version.as_deref(), Some("2025.1.0"));
+        assert_eq!(pinned.install_path, "usr/local/bin/mise");
+        let Ok(MiseChoice::Binary(b)) = mise(&format!(
+            "[mise]\nurl = \"https://example.org/mise\"\nsha256 = \"{sha}\"\n"
+        )) else {
+            panic!("a url table");
+        };
+        assert_eq!(b.pinned().unwrap().version, None);
+
+        let err = mise("[mise]\nurl = \"https://x/\"\nsha = \"x\"\n")
+            .err()
+            .unwrap();
+        assert!(err.starts_with("[mise]: unknown field `sha`"), "{err}");
+        let err = mise("mise = 3").err().unwrap();
+        assert!(err.contains("write false, or a [mise] table"), "{err}");
+        let Ok(MiseChoice::Binary(both)) = mise(&format!(
+            "[mise]\nurl = \"https://x/\"\nnpm = \"a@1\"\nsha256 = \"{sha}\"\n"
+        )) else {
+            panic!("parses");
+        };
+        assert!(both.pinned().unwrap_err().contains("one of url or npm"));
+    }
+}
