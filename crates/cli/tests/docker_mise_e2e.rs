@@ -151,6 +151,8 @@ fn docker_and_mise_work_in_the_default_image_and_no_docker_is_smaller() {
             repo.to_str().unwrap(),
             "--name",
             VM,
+            "--disk-size",
+            "2G",
             "--",
             "true",
         ]),

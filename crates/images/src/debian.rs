@@ -71,8 +71,11 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
 /// Docker Engine as Debian packages it: `docker.io` (dockerd and the
 /// CLI; containerd, runc and iptables come as its dependencies) and
 /// `docker-compose` (compose v1, which banger also offers as the `docker
-/// compose` plugin, [`COMPOSE_PLUGIN`]).
-pub const DOCKER_PACKAGES: &[&str] = &["docker-compose", "docker.io"];
+/// compose` plugin, [`COMPOSE_PLUGIN`]); and `apparmor`, a Recommends of
+/// docker.io: Debian's kernel has AppArmor on, and then dockerd refuses
+/// to run a container unless `apparmor_parser` can load its
+/// `docker-default` profile.
+pub const DOCKER_PACKAGES: &[&str] = &["apparmor", "docker-compose", "docker.io"];
 
 /// sshd policy, as a drop-in (`/etc/ssh/sshd_config.d/banger.conf`).
 pub const SSHD_CONFIG: &str = "\
@@ -263,7 +266,7 @@ impl DebianRecipe {
             components.join(" "),
             self.kernel_package
         );
-        for package in &self.packages {
+        for package in self.all_packages() {
             text.push_str(&format!("package {package}\n"));
         }
         for line in self.sshd_config.lines() {
@@ -908,9 +911,15 @@ fn configure_tree(root: &Path, sshd_config: &str) -> Result<(), DebianError> {
 ///   bind-mounts a directory of the system disk (ext4) over at every boot
 ///   (docs/guest-init.md); `daemon.json` names `overlay2`, so dockerd fails
 ///   rather than fall back to `vfs` should that ever not hold.
+/// - **AppArmor** is there for dockerd's `docker-default` profile only:
+///   `apparmor.service` is masked (no profiles parsed at boot).
 /// - **`docker compose`**: Debian packages compose v1 as `docker-compose`;
 ///   [`COMPOSE_PLUGIN`] makes `docker compose ...` run it.
 fn configure_docker(root: &Path) -> Result<(), DebianError> {
+    // apparmor.service parses every profile in /etc/apparmor.d at boot;
+    // the one this image needs, docker-default, dockerd loads itself
+    // when it starts.
+    mask_unit(root, "apparmor.service")?;
     for unit in ["docker.service", "containerd.service"] {
         remove_if_present(
             &root
@@ -1342,6 +1351,10 @@ Components: main
         assert!(fs::symlink_metadata(wants.join("docker.service")).is_err());
         assert!(fs::symlink_metadata(wants.join("containerd.service")).is_err());
         assert!(fs::symlink_metadata(wants.join("ssh.service")).is_ok());
+        assert_eq!(
+            fs::read_link(root.join("etc/systemd/system/apparmor.service")).unwrap(),
+            Path::new("/dev/null")
+        );
         assert_eq!(
             fs::read_link(root.join("etc/systemd/system/sockets.target.wants/docker.socket"))
                 .unwrap(),
