@@ -315,6 +315,12 @@ pub struct BuildImageRequest {
     pub recipe: Option<String>,
     /// Where the recipe text came from, for error messages.
     pub recipe_origin: Option<String>,
+    /// Leave Docker out (`--no-docker`).
+    #[serde(default)]
+    pub no_docker: bool,
+    /// Leave mise out (`--no-mise`).
+    #[serde(default)]
+    pub no_mise: bool,
 }
 
 /// `POST /v1/images/register`: adopt an ext4 root filesystem file.

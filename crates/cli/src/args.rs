@@ -470,8 +470,11 @@ pub enum ImageCommand {
     ///
     /// Runs mmdebstrap against the Debian mirror of this host's apt sources,
     /// then writes a read-only ext4 root filesystem, and prepares the
-    /// kernel inside it (vmlinux and banger's initramfs). A build with the
-    /// same recipe reuses the cached result. The build log goes to
+    /// kernel inside it (vmlinux and banger's initramfs). The default image
+    /// has Docker Engine (socket-activated: dockerd starts on first use) and
+    /// mise (pinned by SHA-256); --no-docker and --no-mise leave them out,
+    /// --package adds Debian packages. A build with the same recipe reuses
+    /// the cached result. The build log goes to
     /// ~/.local/state/banger/image-build/NAME.log.
     Build(BuildArgs),
     /// Adopt your own ext4 root filesystem file as an image
@@ -597,6 +600,12 @@ pub struct BuildArgs {
     /// An extra Debian package to install (repeatable)
     #[arg(long = "package", value_name = "PACKAGE")]
     pub packages: Vec<String>,
+    /// Leave Docker Engine out (a smaller image, a little less to build)
+    #[arg(long)]
+    pub no_docker: bool,
+    /// Leave mise out
+    #[arg(long)]
+    pub no_mise: bool,
     #[command(flatten)]
     pub json: JsonFlag,
 }

@@ -104,9 +104,15 @@ pub fn tooling_command(sel: &Selection) -> Option<Vec<String>> {
     if !pinned {
         return None;
     }
+    // In its own session (setsid), so nothing that ends with the command
+    // that started it (the agent's process group, an ssh session) ends it;
+    // the log says that it ran and how it ended.
     let script = "log=/root/.cache/banger/vm-run-tooling-$1.log; mkdir -p /root/.cache/banger; \
                   if command -v mise >/dev/null 2>&1; then \
-                  cd \"/root/$1\" && nohup mise install >\"$log\" 2>&1 </dev/null & \
+                  cd \"/root/$1\" && setsid sh -c \
+                  'echo \"banger: running mise install in $PWD\"; mise install; \
+                  echo \"banger: mise install exited with status $?\"' \
+                  >\"$log\" 2>&1 </dev/null & \
                   else echo 'mise not in image, skipped' >\"$log\"; fi";
     Some(vec![
         "sh".into(),

@@ -976,6 +976,7 @@ fn concurrent_pulls_download_each_layer_once() {
             artifacts: vec![],
             created_at: 0,
             oci: Some(oci.clone()),
+            facts: None,
         })
         .unwrap();
     drop(store);

@@ -140,6 +140,10 @@ impl Paths {
     pub fn apt_cache(&self) -> PathBuf {
         self.cache_dir.join("apt")
     }
+    /// Prebuilt binaries image recipes pin (mise), by SHA-256.
+    pub fn download_cache(&self) -> PathBuf {
+        self.cache_dir.join("downloads")
+    }
     /// OCI blobs (layers, configs) by digest, shared by every pulled image.
     pub fn oci_cache(&self) -> PathBuf {
         self.cache_dir.join("oci")

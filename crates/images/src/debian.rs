@@ -27,16 +27,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use crate::binary::{self, PinnedBinary};
 use crate::digest::{self, Artifact, DigestError};
 use crate::ext4;
 use crate::host_command::CommandError;
 use crate::initramfs::{self, GUEST_MODULES, InitramfsError, InitramfsSpec};
 use crate::kernel::{self, KernelError, package::CLOUD_KERNEL_META};
+use banger_model::{BinaryOrigin, ImageFacts};
+
 use crate::userns::{IdMapper, NewIdMap, TreeError, TreeOwner, UsernsError};
 
 /// Bumped whenever the build steps change what an image contains, so old
 /// cache entries are not reused for a new recipe.
-const RECIPE_FORMAT: u32 = 4;
+const RECIPE_FORMAT: u32 = 5;
 
 pub const DEFAULT_SUITE: &str = "bookworm";
 
@@ -65,6 +68,15 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "udev",
 ];
 
+/// Docker Engine as Debian packages it: `docker.io` (dockerd and the
+/// CLI; containerd, runc and iptables come as its dependencies) and
+/// `docker-compose` (compose v1, which banger also offers as the `docker
+/// compose` plugin, [`COMPOSE_PLUGIN`]); and `apparmor`, a Recommends of
+/// docker.io: Debian's kernel has AppArmor on, and then dockerd refuses
+/// to run a container unless `apparmor_parser` can load its
+/// `docker-default` profile.
+pub const DOCKER_PACKAGES: &[&str] = &["apparmor", "docker-compose", "docker.io"];
+
 /// sshd policy, as a drop-in (`/etc/ssh/sshd_config.d/banger.conf`).
 pub const SSHD_CONFIG: &str = "\
 # banger: keys only; host keys are supplied per VM at boot.
@@ -84,6 +96,8 @@ pub const VMLINUX: &str = "vmlinux";
 pub const INITRAMFS: &str = "initramfs.cpio.gz";
 pub const RECIPE_FILE: &str = "recipe.txt";
 pub const RELEASE_FILE: &str = "kernel-release";
+/// The image's facts ([`ImageFacts`]) as JSON.
+pub const FACTS_FILE: &str = "facts.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DebianError {
@@ -95,6 +109,8 @@ pub enum DebianError {
     BadSources { path: PathBuf, reason: String },
     #[error("{0:?} is not a Debian package name (lowercase letters, digits, '+', '-', '.')")]
     BadPackage(String),
+    #[error(transparent)]
+    Binary(#[from] crate::binary::BinaryError),
     /// A recipe value that would reach mmdebstrap's arguments or an apt
     /// sources line, refused before anything runs.
     #[error("recipe {field} {value:?} is not valid: {why}")]
@@ -157,6 +173,11 @@ pub struct DebianRecipe {
     pub packages: Vec<String>,
     pub kernel_package: String,
     pub sshd_config: String,
+    /// Docker Engine ([`DOCKER_PACKAGES`], socket-activated, its data on
+    /// the system disk).
+    pub docker: bool,
+    /// Prebuilt binaries put into the tree (mise), each pinned.
+    pub binaries: Vec<PinnedBinary>,
 }
 
 impl DebianRecipe {
@@ -168,8 +189,42 @@ impl DebianRecipe {
             packages: DEFAULT_PACKAGES.iter().map(|p| (*p).to_owned()).collect(),
             kernel_package: CLOUD_KERNEL_META.to_owned(),
             sshd_config: SSHD_CONFIG.to_owned(),
+            docker: true,
+            binaries: vec![PinnedBinary::default_mise()],
         }
         .normalized()
+    }
+
+    /// Without Docker (`image build --no-docker`).
+    pub fn without_docker(mut self) -> Self {
+        self.docker = false;
+        self
+    }
+
+    /// Without mise (`image build --no-mise`).
+    pub fn without_mise(mut self) -> Self {
+        self.binaries.retain(|b| b.name != "mise");
+        self
+    }
+
+    /// Puts `binary` in place of the one of its name (a recipe's own mise).
+    pub fn with_binary(mut self, binary: PinnedBinary) -> Self {
+        self.binaries.retain(|b| b.name != binary.name);
+        self.binaries.push(binary);
+        self.binaries.sort_by(|a, b| a.name.cmp(&b.name));
+        self
+    }
+
+    /// Every package mmdebstrap installs, the kernel's aside: the recipe's
+    /// and, with Docker, [`DOCKER_PACKAGES`].
+    pub fn all_packages(&self) -> Vec<String> {
+        let mut all = self.packages.clone();
+        if self.docker {
+            all.extend(DOCKER_PACKAGES.iter().map(|p| (*p).to_owned()));
+        }
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// Adds packages (`image build --package`), checking their names.
@@ -211,11 +266,21 @@ impl DebianRecipe {
             components.join(" "),
             self.kernel_package
         );
-        for package in &self.packages {
+        for package in self.all_packages() {
             text.push_str(&format!("package {package}\n"));
         }
         for line in self.sshd_config.lines() {
             text.push_str(&format!("sshd {line}\n"));
+        }
+        text.push_str(&format!(
+            "docker {}\n",
+            if self.docker { "yes" } else { "no" }
+        ));
+        for b in &self.binaries {
+            text.push_str(&format!(
+                "binary {} {} sha256:{} {}\n",
+                b.name, b.source, b.sha256, b.install_path
+            ));
         }
         text
     }
@@ -236,6 +301,9 @@ impl DebianRecipe {
         validate_suite(&self.suite)?;
         for package in self.packages.iter().chain([&self.kernel_package]) {
             validate_package(package)?;
+        }
+        for binary in &self.binaries {
+            binary.validate()?;
         }
         for source in &self.sources {
             validate_uri(&source.uri)?;
@@ -467,6 +535,9 @@ fn parse_one_line(text: &str) -> Vec<AptSource> {
 /// Phases of a build, for progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildPhase {
+    /// Downloading the recipe's pinned binaries (mise), before anything
+    /// else, so a wrong pin fails at once.
+    Fetch,
     Bootstrap,
     Configure,
     Kernel,
@@ -482,6 +553,8 @@ pub struct BuildOptions {
     pub images_cache: PathBuf,
     /// apt's downloaded packages, shared by builds.
     pub apt_cache: PathBuf,
+    /// The recipe's pinned binaries, by SHA-256, shared by builds.
+    pub downloads: PathBuf,
     /// Tool output goes here (appended).
     pub log: PathBuf,
     /// banger-init; when given, the build also makes the initramfs.
@@ -501,6 +574,8 @@ pub struct BuiltImage {
     pub artifacts: Vec<Artifact>,
     /// True when the cache already had this recipe.
     pub reused: bool,
+    /// Its size, packages and tool versions (`image show`).
+    pub facts: ImageFacts,
 }
 
 impl BuiltImage {
@@ -541,6 +616,7 @@ pub fn build_image(
             .to_owned();
         return Ok(BuiltImage {
             artifacts: digest::read_pins(&dir)?,
+            facts: read_facts(&dir)?,
             dir,
             recipe_hash: hash,
             kernel_release,
@@ -559,7 +635,11 @@ pub fn build_image(
     {
         return Err(DebianError::BadCachePath(options.apt_cache.clone()));
     }
-    for d in [&options.images_cache, &options.apt_cache] {
+    for d in [
+        &options.images_cache,
+        &options.apt_cache,
+        &options.downloads,
+    ] {
         fs::create_dir_all(d).map_err(io_err("create", d))?;
     }
     if let Some(parent) = options.log.parent() {
@@ -583,6 +663,7 @@ pub fn build_image(
     fs::rename(&staging, &dir).map_err(io_err("move into place", &dir))?;
     Ok(BuiltImage {
         artifacts: digest::read_pins(&dir)?,
+        facts: read_facts(&dir)?,
         dir,
         recipe_hash: hash,
         kernel_release: built,
@@ -599,6 +680,11 @@ fn build_into(
     progress: &mut dyn FnMut(BuildPhase),
 ) -> Result<String, DebianError> {
     let root = out.join("root");
+    progress(BuildPhase::Fetch);
+    let mut downloads = Vec::new();
+    for b in &recipe.binaries {
+        downloads.push(binary::fetch(b, &options.downloads)?);
+    }
     progress(BuildPhase::Bootstrap);
     let mode = match owner {
         TreeOwner::Root => Mode::Root,
@@ -612,6 +698,13 @@ fn build_into(
 
     progress(BuildPhase::Configure);
     configure_tree(&root, &recipe.sshd_config)?;
+    if recipe.docker {
+        configure_docker(&root)?;
+    }
+    for (b, file) in recipe.binaries.iter().zip(&downloads) {
+        binary::install(b, file, &root)?;
+    }
+    let mut facts = tree_facts(&root, recipe)?;
 
     progress(BuildPhase::Kernel);
     let release = find_kernel(&root, &recipe.kernel_package)?;
@@ -635,31 +728,42 @@ fn build_into(
     }
 
     progress(BuildPhase::Filesystem);
-    pack_rootfs(
+    facts.used_bytes = pack_rootfs(
         owner,
         &root,
         &out.join(ROOTFS),
         &ext4::uuid_from_hash(&recipe.hash()),
         &options.log,
     )?;
+    let meta = fs::metadata(out.join(ROOTFS)).map_err(io_err("read", &out.join(ROOTFS)))?;
+    facts.size_bytes = meta.len();
+    facts.disk_bytes = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
 
     progress(BuildPhase::Pin);
     fs::write(out.join(RECIPE_FILE), recipe.canonical())
         .map_err(io_err("write", &out.join(RECIPE_FILE)))?;
+    let facts_json = serde_json::to_vec_pretty(&facts).map_err(|e| DebianError::Io {
+        action: "write",
+        path: out.join(FACTS_FILE),
+        source: io::Error::other(e),
+    })?;
+    fs::write(out.join(FACTS_FILE), facts_json).map_err(io_err("write", &out.join(FACTS_FILE)))?;
+    pinned.push(FACTS_FILE);
     digest::pin(out, &pinned)?;
     Ok(release)
 }
 
 /// Writes the tree at `root` as the read-only base `image` and removes
 /// the tree, both as the tree's owner (reading and removing files of the
-/// image's users); the image belongs to the owner.
+/// image's users); the image belongs to the owner. Returns the bytes the
+/// tree's files take.
 fn pack_rootfs(
     owner: &TreeOwner,
     root: &Path,
     image: &Path,
     uuid: &str,
     log: &Path,
-) -> Result<(), DebianError> {
+) -> Result<u64, DebianError> {
     let (used, inodes) = owner
         .tree_usage(root)
         .map_err(|e| tree_err(e, DebianError::Filesystem))?;
@@ -671,7 +775,8 @@ fn pack_rootfs(
         .map_err(|e| tree_err(e, DebianError::Filesystem))?;
     owner
         .remove_tree(root)
-        .map_err(|e| tree_err(e, DebianError::Filesystem))
+        .map_err(|e| tree_err(e, DebianError::Filesystem))?;
+    Ok(used)
 }
 
 /// A step run as the tree's owner as a [`DebianError`]: a tool's failure
@@ -710,7 +815,7 @@ fn mmdebstrap_args(
     root: &Path,
     apt_cache: &Path,
 ) -> Vec<OsString> {
-    let mut packages = recipe.packages.clone();
+    let mut packages = recipe.all_packages();
     packages.push(recipe.kernel_package.clone());
     let cache = apt_cache.to_string_lossy();
     let mode = match mode {
@@ -792,6 +897,144 @@ fn configure_tree(root: &Path, sshd_config: &str) -> Result<(), DebianError> {
         }
     }
     Ok(())
+}
+
+/// Docker's place in the image:
+///
+/// - **Socket-activated**: `docker.socket` stays enabled (sockets.target),
+///   while the `multi-user.target` links of `docker.service` and
+///   `containerd.service` that the packages made are removed, so neither
+///   daemon starts at boot: the first client on `/run/docker.sock` starts
+///   dockerd, and dockerd's `Wants=containerd.service` starts containerd.
+/// - **Data on ext4**: overlay2 cannot stack on the overlayfs root, so
+///   `/var/lib/docker` is made here, empty, as the place banger-init
+///   bind-mounts a directory of the system disk (ext4) over at every boot
+///   (docs/guest-init.md); `daemon.json` names `overlay2`, so dockerd fails
+///   rather than fall back to `vfs` should that ever not hold.
+/// - **AppArmor** is there for dockerd's `docker-default` profile only:
+///   `apparmor.service` is masked (no profiles parsed at boot).
+/// - **`docker compose`**: Debian packages compose v1 as `docker-compose`;
+///   [`COMPOSE_PLUGIN`] makes `docker compose ...` run it.
+fn configure_docker(root: &Path) -> Result<(), DebianError> {
+    // apparmor.service parses every profile in /etc/apparmor.d at boot;
+    // the one this image needs, docker-default, dockerd loads itself
+    // when it starts.
+    mask_unit(root, "apparmor.service")?;
+    for unit in ["docker.service", "containerd.service"] {
+        remove_if_present(
+            &root
+                .join("etc/systemd/system/multi-user.target.wants")
+                .join(unit),
+        )?;
+    }
+    let socket = root.join("etc/systemd/system/sockets.target.wants/docker.socket");
+    if fs::symlink_metadata(&socket).is_err() {
+        if let Some(dir) = socket.parent() {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        std::os::unix::fs::symlink("/lib/systemd/system/docker.socket", &socket)
+            .map_err(io_err("link", &socket))?;
+    }
+    let data = root.join(DOCKER_DATA);
+    fs::create_dir_all(&data).map_err(io_err("create", &data))?;
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o710))
+        .map_err(io_err("chmod", &data))?;
+    add_drop_in(root, "etc/docker/daemon.json", DOCKER_DAEMON_JSON)?;
+    let plugin = root.join("usr/local/lib/docker/cli-plugins/docker-compose");
+    add_drop_in(
+        root,
+        "usr/local/lib/docker/cli-plugins/docker-compose",
+        COMPOSE_PLUGIN,
+    )?;
+    fs::set_permissions(&plugin, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("chmod", &plugin))
+}
+
+/// Where dockerd keeps its data; banger-init bind-mounts the system
+/// disk's `docker/` there in images that have this directory.
+pub const DOCKER_DATA: &str = "var/lib/docker";
+
+/// dockerd's configuration: overlay2 or nothing.
+pub const DOCKER_DAEMON_JSON: &str = "{\n  \"storage-driver\": \"overlay2\"\n}\n";
+
+/// A docker CLI plugin (the CLI asks it for its metadata, then runs it
+/// with `compose` and the arguments) that runs Debian's compose v1.
+pub const COMPOSE_PLUGIN: &str = "#!/bin/sh\n\
+# banger: `docker compose` runs Debian's docker-compose (compose v1).\n\
+if [ \"$1\" = docker-cli-plugin-metadata ]; then\n\
+  echo '{\"SchemaVersion\":\"0.1.0\",\"Vendor\":\"banger\",\"ShortDescription\":\"Docker Compose (Debian docker-compose)\"}'\n\
+  exit 0\n\
+fi\n\
+shift\n\
+exec docker-compose \"$@\"\n";
+
+/// What the tree holds, from dpkg's database and the recipe: the count
+/// of installed packages, docker's and mise's versions, and where each
+/// pinned binary came from. Sizes are added once the base is written.
+fn tree_facts(root: &Path, recipe: &DebianRecipe) -> Result<ImageFacts, DebianError> {
+    let status = root.join("var/lib/dpkg/status");
+    let text = fs::read_to_string(&status).map_err(io_err("read", &status))?;
+    let (packages, versions) = installed_packages(&text);
+    let docker = recipe
+        .docker
+        .then(|| versions.iter().find(|(p, _)| p == "docker.io"))
+        .flatten()
+        .map(|(_, v)| v.clone());
+    let mise = recipe
+        .binaries
+        .iter()
+        .find(|b| b.name == "mise")
+        .map(|b| b.version.clone().unwrap_or_else(|| "unknown".into()));
+    Ok(ImageFacts {
+        packages,
+        docker,
+        mise,
+        binaries: recipe
+            .binaries
+            .iter()
+            .map(|b| BinaryOrigin {
+                name: b.name.clone(),
+                version: b.version.clone(),
+                source: b.source.to_string(),
+                sha256: b.sha256.clone(),
+            })
+            .collect(),
+        ..ImageFacts::default()
+    })
+}
+
+/// The count of installed packages in a dpkg status file, and each one's
+/// version.
+fn installed_packages(status: &str) -> (u64, Vec<(String, String)>) {
+    let mut versions = Vec::new();
+    for paragraph in status.split("\n\n") {
+        let field = |name: &str| {
+            paragraph
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        };
+        if field("Status:").is_some_and(|s| s.ends_with(" installed"))
+            && let (Some(p), Some(v)) = (field("Package:"), field("Version:"))
+        {
+            versions.push((p, v));
+        }
+    }
+    (versions.len() as u64, versions)
+}
+
+/// The facts of a built image; an image built before they were recorded
+/// has none (all zero).
+fn read_facts(dir: &Path) -> Result<ImageFacts, DebianError> {
+    let path = dir.join(FACTS_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DebianError::Io {
+            action: "read",
+            path,
+            source: io::Error::other(e),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ImageFacts::default()),
+        Err(e) => Err(io_err("read", &path)(e)),
+    }
 }
 
 /// Units masked in the image: what a sandbox does not use, and what its
@@ -1057,6 +1300,94 @@ Components: main
         d.sshd_config.push_str("X11Forwarding no\n");
         assert_ne!(a.hash(), d.hash());
         assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn the_hash_covers_docker_and_mise_choices() {
+        let full = DebianRecipe::bookworm(host());
+        let lean = full.clone().without_docker();
+        let no_mise = full.clone().without_mise();
+        let other_mise = full.clone().with_binary(PinnedBinary {
+            source: binary::BinarySource::Url("https://example.org/mise".into()),
+            sha256: "cd".repeat(32),
+            ..PinnedBinary::default_mise()
+        });
+        let hashes = [&full, &lean, &no_mise, &other_mise].map(|r| r.hash());
+        for (i, a) in hashes.iter().enumerate() {
+            for b in &hashes[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert!(full.canonical().contains("docker yes\n"));
+        assert!(lean.canonical().contains("docker no\n"));
+        assert!(full.canonical().contains(
+            "binary mise npm:@jdxcode/mise-linux-x64@2026.9.15 sha256:b51f2463bc4fcdc3b0959b1454792f64be3612e73d856cbca4a062e39e070e74 usr/local/bin/mise\n"
+        ));
+        assert!(!no_mise.canonical().contains("binary "));
+        assert_eq!(other_mise.binaries.len(), 1, "replaced, not added");
+        let include = |r: &DebianRecipe| {
+            mmdebstrap_args(r, Mode::Root, Path::new("/r"), Path::new("/a"))
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .find(|a| a.starts_with("--include="))
+                .unwrap()
+        };
+        assert!(include(&full).contains("docker.io,"), "{}", include(&full));
+        assert!(include(&full).contains("docker-compose,"));
+        assert!(!include(&lean).contains("docker"), "{}", include(&lean));
+    }
+
+    #[test]
+    fn docker_is_socket_activated_with_its_data_dir_and_compose() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let wants = root.join("etc/systemd/system/multi-user.target.wants");
+        fs::create_dir_all(&wants).unwrap();
+        for unit in ["docker.service", "containerd.service", "ssh.service"] {
+            std::os::unix::fs::symlink(format!("/lib/systemd/system/{unit}"), wants.join(unit))
+                .unwrap();
+        }
+        configure_docker(root).unwrap();
+        assert!(fs::symlink_metadata(wants.join("docker.service")).is_err());
+        assert!(fs::symlink_metadata(wants.join("containerd.service")).is_err());
+        assert!(fs::symlink_metadata(wants.join("ssh.service")).is_ok());
+        assert_eq!(
+            fs::read_link(root.join("etc/systemd/system/apparmor.service")).unwrap(),
+            Path::new("/dev/null")
+        );
+        assert_eq!(
+            fs::read_link(root.join("etc/systemd/system/sockets.target.wants/docker.socket"))
+                .unwrap(),
+            Path::new("/lib/systemd/system/docker.socket")
+        );
+        let data = fs::metadata(root.join(DOCKER_DATA)).unwrap();
+        assert!(data.is_dir());
+        assert_eq!(data.permissions().mode() & 0o777, 0o710);
+        assert!(
+            fs::read_to_string(root.join("etc/docker/daemon.json"))
+                .unwrap()
+                .contains("\"storage-driver\": \"overlay2\"")
+        );
+        let plugin = root.join("usr/local/lib/docker/cli-plugins/docker-compose");
+        assert_eq!(
+            fs::metadata(&plugin).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert!(
+            fs::read_to_string(&plugin)
+                .unwrap()
+                .contains("exec docker-compose \"$@\"")
+        );
+    }
+
+    #[test]
+    fn facts_count_installed_packages_and_find_docker() {
+        let status = "Package: docker.io\nStatus: install ok installed\nVersion: 20.10.24+dfsg1-1\n\n\
+                      Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n\n\
+                      Package: git\nStatus: install ok installed\nVersion: 1:2.39.5-0+deb12u2\n";
+        let (count, versions) = installed_packages(status);
+        assert_eq!(count, 2);
+        assert_eq!(versions[0], ("docker.io".into(), "20.10.24+dfsg1-1".into()));
     }
 
     #[test]
@@ -1492,6 +1823,7 @@ Components: main
         let options = BuildOptions {
             images_cache: dir.path().join("images"),
             apt_cache: dir.path().join("apt"),
+            downloads: dir.path().join("downloads"),
             log: dir.path().join("log"),
             init: None,
             id_mapper: None,
@@ -1561,6 +1893,7 @@ Components: main
             &BuildOptions {
                 images_cache: "/nonexistent/images".into(),
                 apt_cache: "/nonexistent/apt".into(),
+                downloads: "/nonexistent/downloads".into(),
                 log: "/nonexistent/log".into(),
                 init: None,
                 id_mapper: None,

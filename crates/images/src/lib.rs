@@ -8,7 +8,7 @@
 //! Here: `kernel` (vmlinux extraction, Debian kernel packages, the kernel
 //! read out of an image's root filesystem),
 //! `initramfs` (module resolution, the cpio), `debian` (the default image
-//! recipe and build), `catalog` (named, pinned sources), `oci` (registry
+//! recipe and build), `binary` (prebuilt binaries a recipe pins, like mise), `catalog` (named, pinned sources), `oci` (registry
 //! pulls: references, blob cache, flattening), `ext4` (the read-only base
 //! both builds and pulls write), `digest` (SHA-256 pins), `userns`
 //! (building and pulling without root: the steps that own the image's
@@ -16,6 +16,7 @@
 //! subordinate ids).
 #![deny(unsafe_code)]
 
+pub mod binary;
 pub mod catalog;
 pub mod debian;
 pub mod digest;

@@ -49,6 +49,7 @@ fn builds_the_default_image_then_reuses_it() {
     let options = BuildOptions {
         images_cache: cache.join("images"),
         apt_cache: cache.join("apt-archives"),
+        downloads: cache.join("downloads"),
         log: cache.join("image-build.log"),
         init: Some(init),
         id_mapper: None,

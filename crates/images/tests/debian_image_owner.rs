@@ -47,6 +47,18 @@ fn the_owner_builds_the_default_image_with_debian_s_owners() {
             }
         }
     }
+    // The pinned binaries (mise) the root build fetched, likewise.
+    let downloads = work.join("downloads");
+    fs::create_dir_all(&downloads).unwrap();
+    if let Ok(entries) = fs::read_dir(banger_testkit::test_cache().join("downloads")) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file())
+                && !entry.file_name().to_string_lossy().starts_with('.')
+            {
+                fs::copy(entry.path(), downloads.join(entry.file_name())).unwrap();
+            }
+        }
+    }
     // banger-init for the initramfs, as the owner can read it.
     let init = work.join("banger-init");
     fs::copy(&banger_testkit::static_guest_binaries().init, &init).unwrap();
@@ -126,6 +138,7 @@ fn the_owner_builds_the_default_image_with_debian_s_owners() {
             .to_owned(),
         artifacts: digest::read_pins(&dir).unwrap(),
         reused: false,
+        facts: Default::default(),
         dir,
     };
     digest::verify(&image.dir).expect("pins verify");
@@ -141,6 +154,7 @@ fn owner_side_of_the_build() {
     let options = BuildOptions {
         images_cache: work.join("images"),
         apt_cache: work.join("apt"),
+        downloads: work.join("downloads"),
         log: work.join("build.log"),
         init: Some(work.join("banger-init")),
         id_mapper: None,

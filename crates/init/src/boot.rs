@@ -56,6 +56,7 @@ pub fn run() -> Result<Infallible, Failure> {
     if params.minimal {
         mount_guest_tools()?;
     }
+    let docker = mount_docker_data()?;
     lap("root", &mut timings);
 
     configure_identity(&params)?;
@@ -67,10 +68,15 @@ pub fn run() -> Result<Infallible, Failure> {
     }
 
     println!(
-        "banger-init ready in {} ms at uptime {uptime} s ({}; {} per-VM files); starting {}",
+        "banger-init ready in {} ms at uptime {uptime} s ({}; {} per-VM files{}); starting {}",
         started.elapsed().as_millis(),
         timings.join(", "),
         copied.files,
+        if docker {
+            "; docker data on the system disk"
+        } else {
+            ""
+        },
         if params.minimal {
             "banger's minimal init"
         } else {
@@ -188,6 +194,42 @@ fn mount_guest_tools() -> Result<(), Failure> {
         None::<&str>,
     )
     .map_err(|e| Failure::new(what(), e.desc()))
+}
+
+/// Docker's data directory on ext4: overlay2 (docker's storage driver)
+/// cannot put its overlays on the overlayfs root, so in an image that has
+/// a `/var/lib/docker` directory, the system disk's `docker/` (made here,
+/// kept across boots like the overlay's upper layer) is bind-mounted
+/// there. Nothing is done for an image without that directory, or where
+/// a component of the path is not a directory (a symlink is not
+/// followed). Returns whether it was mounted.
+fn mount_docker_data() -> Result<bool, Failure> {
+    let mut target = Path::new(NEW_ROOT).to_path_buf();
+    for part in plan::DOCKER_DATA_TARGET.split('/') {
+        target.push(part);
+        if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            return Ok(false);
+        }
+    }
+    let source = Path::new(plan::SYSTEM_MOUNT).join(plan::DOCKER_DATA);
+    mkdir(&source, 0o710)?;
+    mount(
+        Some(source.as_path()),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Failure::new(
+            format!(
+                "mounting the system disk's docker data on {}",
+                target.display()
+            ),
+            e.desc(),
+        )
+    })?;
+    Ok(true)
 }
 
 fn mount_hint(e: Errno, fstype: &str) -> String {

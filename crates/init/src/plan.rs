@@ -6,6 +6,7 @@
 //!   system disk (ext4, read-write) → /run/banger/system   upper + work dirs
 //!   overlay(base, system/overlay/upper)  → /newroot        the guest's /
 //!   work disk   (ext4, read-write) → /newroot/root        the guest's /root
+//!   system/docker (bind)           → /newroot/var/lib/docker  when the image has it
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,11 @@ pub const PER_VM_FILES: &str = "banger/files";
 /// (not copied) read-only at [`TOOLS_TARGET`] in the guest.
 pub const GUEST_TOOLS: &str = "banger/tools";
 pub const TOOLS_TARGET: &str = ".banger";
+/// On the system disk: docker's data, bind-mounted at
+/// [`DOCKER_DATA_TARGET`] in images that have that directory (overlay2
+/// needs a real filesystem under it, not the overlay root).
+pub const DOCKER_DATA: &str = "docker";
+pub const DOCKER_DATA_TARGET: &str = "var/lib/docker";
 
 /// One mount of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]

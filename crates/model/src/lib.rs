@@ -18,7 +18,7 @@ pub use name::{NameError, VmName};
 pub use namegen::generate_name;
 pub use objname::{MAX_OBJECT_NAME, ObjectNameError, validate_object_name};
 pub use records::{
-    Artifact, ArtifactRole, ImageRecord, KernelRecord, ObjectState, OciImageConfig, OciLayer,
-    TemplateFile, TemplateRecord, VmRecord, VmState,
+    Artifact, ArtifactRole, BinaryOrigin, ImageFacts, ImageRecord, KernelRecord, ObjectState,
+    OciImageConfig, OciLayer, TemplateFile, TemplateRecord, VmRecord, VmState,
 };
 pub use size::{Size, SizeError};

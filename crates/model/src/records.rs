@@ -239,6 +239,42 @@ pub struct ImageRecord {
     /// meant it to run; `None` for every other image.
     #[serde(default)]
     pub oci: Option<OciImageConfig>,
+    /// What a built image holds (sizes, package count, docker's and mise's
+    /// versions, where its pinned binaries came from); `None` for images
+    /// not built from a recipe.
+    #[serde(default)]
+    pub facts: Option<ImageFacts>,
+}
+
+/// Facts about a built image, printed by `image build` and `image show`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFacts {
+    /// The root filesystem's size (the ext4 file's length).
+    pub size_bytes: u64,
+    /// What the (sparse) file takes on the host's disk.
+    pub disk_bytes: u64,
+    /// What the image's files take.
+    pub used_bytes: u64,
+    /// Installed Debian packages.
+    pub packages: u64,
+    /// The `docker.io` package's version; `None` without Docker.
+    pub docker: Option<String>,
+    /// mise's version; `None` without mise.
+    pub mise: Option<String>,
+    /// Each prebuilt binary put into the image, and where it came from.
+    #[serde(default)]
+    pub binaries: Vec<BinaryOrigin>,
+}
+
+/// Where a prebuilt binary of an image came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryOrigin {
+    pub name: String,
+    pub version: Option<String>,
+    /// `npm:PACKAGE@VERSION` or `url:URL`.
+    pub source: String,
+    /// SHA-256 of what was downloaded.
+    pub sha256: String,
 }
 
 /// The OCI side of an image: where it came from (pinned by digest), its

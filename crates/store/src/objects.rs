@@ -91,23 +91,16 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let res = tx.execute(
-            "INSERT INTO images (name, kernel, source, state, created_at, oci)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO images (name, kernel, source, state, created_at, oci, facts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 image.name,
                 image.kernel,
                 image.source,
                 image.state.as_str(),
                 image.created_at,
-                image
-                    .oci
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt {
-                        what: "OCI image config",
-                        value: e.to_string(),
-                    })?
+                to_json(image.oci.as_ref(), "OCI image config")?,
+                to_json(image.facts.as_ref(), "image facts")?,
             ],
         );
         unique_violation(res, "image", &image.name)?;
@@ -234,7 +227,7 @@ fn kernel(conn: &Connection, name: &str) -> Result<Option<KernelRecord>> {
 fn image(conn: &Connection, name: &str) -> Result<Option<ImageRecord>> {
     let row = conn
         .query_row(
-            "SELECT name, kernel, source, state, created_at, oci FROM images WHERE name = ?1",
+            "SELECT name, kernel, source, state, created_at, oci, facts FROM images WHERE name = ?1",
             [name],
             |r| {
                 Ok((
@@ -244,24 +237,17 @@ fn image(conn: &Connection, name: &str) -> Result<Option<ImageRecord>> {
                     r.get::<_, String>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             },
         )
         .optional()?;
-    let Some((name, kernel, source, st, created_at, oci)) = row else {
+    let Some((name, kernel, source, st, created_at, oci, facts)) = row else {
         return Ok(None);
     };
-    let oci = match oci {
-        Some(json) => Some(
-            serde_json::from_str(&json).map_err(|_| StoreError::Corrupt {
-                what: "OCI image config",
-                value: json,
-            })?,
-        ),
-        None => None,
-    };
     Ok(Some(ImageRecord {
-        oci,
+        oci: from_json(oci, "OCI image config")?,
+        facts: from_json(facts, "image facts")?,
         artifacts: artifacts(conn, IMAGE, &name)?,
         name,
         kernel,
@@ -269,6 +255,30 @@ fn image(conn: &Connection, name: &str) -> Result<Option<ImageRecord>> {
         state: parse_state(st)?,
         created_at,
     }))
+}
+
+/// A JSON column's text for `value` (`what` names it in an error).
+fn to_json<T: serde::Serialize>(value: Option<&T>, what: &'static str) -> Result<Option<String>> {
+    value
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            what,
+            value: e.to_string(),
+        })
+}
+
+/// A JSON column read back; text that does not parse is named.
+fn from_json<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    what: &'static str,
+) -> Result<Option<T>> {
+    match text {
+        Some(json) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt { what, value: json }),
+        None => Ok(None),
+    }
 }
 
 fn artifacts(conn: &Connection, owner: Owner, name: &str) -> Result<Vec<Artifact>> {
@@ -354,6 +364,7 @@ mod tests {
             artifacts: vec![],
             created_at: 2,
             oci: None,
+            facts: None,
         }
     }
 
@@ -425,6 +436,28 @@ mod tests {
         .unwrap();
         assert_eq!(s.get_image("pulled").unwrap().unwrap().oci, Some(oci));
         assert_eq!(s.get_image("img").unwrap().unwrap().oci, None);
+        let facts = banger_model::ImageFacts {
+            size_bytes: 3 << 30,
+            disk_bytes: 1 << 30,
+            used_bytes: 900 << 20,
+            packages: 312,
+            docker: Some("20.10.24+dfsg1-1+deb12u1+b6".into()),
+            mise: Some("2026.9.15".into()),
+            binaries: vec![banger_model::BinaryOrigin {
+                name: "mise".into(),
+                version: Some("2026.9.15".into()),
+                source: "npm:@jdxcode/mise-linux-x64@2026.9.15".into(),
+                sha256: "ef".repeat(32),
+            }],
+        };
+        s.insert_image(&ImageRecord {
+            facts: Some(facts.clone()),
+            ..image_rec("built", "k")
+        })
+        .unwrap();
+        assert_eq!(s.get_image("built").unwrap().unwrap().facts, Some(facts));
+        assert_eq!(s.get_image("img").unwrap().unwrap().facts, None);
+        s.delete_image("built").unwrap();
         s.delete_image("pulled").unwrap();
         s.delete_image("img").unwrap();
         assert!(s.list_images().unwrap().is_empty());

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use banger_api::{BuildImageRequest, Client, PullImageRequest, RegisterImageRequest, VerifiedFile};
-use banger_model::{Artifact, ImageRecord, OciImageConfig};
+use banger_model::{Artifact, ImageFacts, ImageRecord, OciImageConfig};
 
 use crate::ExitCode;
 use crate::args::{BuildArgs, ImageCommand};
@@ -49,6 +49,9 @@ pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
                 println!("source:  {}", image.source);
                 println!("state:   {}", image.state.as_str());
                 println!("created: {}", age(image.created_at));
+                if let Some(facts) = &image.facts {
+                    print_facts(facts);
+                }
                 print_artifacts(&image.artifacts);
                 if let Some(oci) = &image.oci {
                     print_oci(oci);
@@ -60,6 +63,9 @@ pub async fn run(cmd: ImageCommand, client: &Client) -> Result<ExitCode> {
             if args.json.json {
                 print_json(&image)?;
             } else {
+                if let Some(facts) = &image.facts {
+                    print_facts(facts);
+                }
                 println!("image {} is ready (kernel {})", image.name, image.kernel);
             }
         }
@@ -186,6 +192,8 @@ async fn build(client: &Client, args: &BuildArgs) -> Result<ImageRecord> {
         packages: args.packages.clone(),
         recipe,
         recipe_origin,
+        no_docker: args.no_docker,
+        no_mise: args.no_mise,
     };
     let events = client
         .stream("/v1/images/build", &req)
@@ -206,6 +214,28 @@ fn default_name(rootfs: &Path) -> Result<String> {
             "cannot derive an image name from {}: give --name",
             rootfs.display()
         ),
+    }
+}
+
+/// Sizes, packages and tool versions of a built image.
+fn print_facts(facts: &ImageFacts) {
+    println!(
+        "size:    {} ({} on disk, {} used)",
+        human_bytes(facts.size_bytes),
+        human_bytes(facts.disk_bytes),
+        human_bytes(facts.used_bytes)
+    );
+    println!("packages: {}", facts.packages);
+    println!(
+        "docker:  {}",
+        facts.docker.as_deref().unwrap_or("not in the image")
+    );
+    println!(
+        "mise:    {}",
+        facts.mise.as_deref().unwrap_or("not in the image")
+    );
+    for b in &facts.binaries {
+        println!("  {} from {} (sha256 {})", b.name, b.source, b.sha256);
     }
 }
 

@@ -174,6 +174,7 @@ pub fn seed(home: &TestHome) {
             artifacts: vec![],
             created_at: 1_700_000_000,
             oci: None,
+            facts: None,
         })
         .unwrap();
     store
@@ -207,7 +208,11 @@ pub fn share_caches(home: &TestHome) {
     let cache = banger_testkit::test_cache();
     let own = home.root().join("cache");
     std::fs::create_dir_all(&own).unwrap();
-    for (mine, shared) in [("images", "images"), ("apt", "apt-archives")] {
+    for (mine, shared) in [
+        ("images", "images"),
+        ("apt", "apt-archives"),
+        ("downloads", "downloads"),
+    ] {
         std::fs::create_dir_all(cache.join(shared)).unwrap();
         std::os::unix::fs::symlink(cache.join(shared), own.join(mine)).unwrap();
     }

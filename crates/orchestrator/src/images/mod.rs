@@ -17,11 +17,14 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use banger_api::{BuildImageRequest, PullImageRequest, RegisterImageRequest, VerifiedFile};
+use banger_images::binary::{BinarySource, PinnedBinary};
 use banger_images::catalog::{Catalog, Entry, Source};
 use banger_images::debian::{self, AptSource, BuildOptions, BuildPhase, DebianRecipe};
 use banger_images::digest::sha256_file;
 use banger_images::oci::TreeOwner;
-use banger_model::{Artifact, ArtifactRole, ImageRecord, ObjectState, validate_object_name};
+use banger_model::{
+    Artifact, ArtifactRole, ImageFacts, ImageRecord, ObjectState, validate_object_name,
+};
 use serde::Deserialize;
 
 use self::files::{Staging, check_ext4, fetch_pinned, io_failure, make_read_only, pin, place};
@@ -72,6 +75,76 @@ struct RecipeFile {
     /// Packages on top of the default set.
     #[serde(default)]
     packages: Vec<String>,
+    /// Docker Engine [default: true]; `--no-docker` with `docker = true`
+    /// is refused.
+    docker: Option<bool>,
+    /// mise: `false` leaves it out, a `[mise]` table names the binary to
+    /// use ([`MiseBinary`]). Read as a value, then as one of the two, so a
+    /// mistake is reported as such rather than as "no variant matched".
+    mise: Option<toml::Value>,
+}
+
+/// What a recipe says about mise.
+enum MiseChoice {
+    Enabled(bool),
+    Binary(MiseBinary),
+}
+
+impl MiseChoice {
+    fn parse(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::Boolean(b) => Ok(MiseChoice::Enabled(b)),
+            toml::Value::Table(t) => toml::Value::Table(t)
+                .try_into()
+                .map(MiseChoice::Binary)
+                .map_err(|e| format!("[mise]: {}", e.message().trim())),
+            _ => Err("mise: write false, or a [mise] table with url or npm, and sha256".into()),
+        }
+    }
+}
+
+/// `[mise]`: `sha256` and one of `url` (the binary itself, e.g. mise's
+/// own GitHub release) or `npm` (a package of the npm registry with
+/// `bin/mise`, `PACKAGE@VERSION`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MiseBinary {
+    url: Option<String>,
+    npm: Option<String>,
+    sha256: String,
+    /// Shown by `image show`; an npm package's version by default.
+    version: Option<String>,
+}
+
+impl MiseBinary {
+    fn pinned(&self) -> Result<PinnedBinary, String> {
+        let source = match (&self.url, &self.npm) {
+            (Some(url), None) => BinarySource::Url(url.clone()),
+            (None, Some(npm)) => {
+                let (package, version) = npm
+                    .rsplit_once('@')
+                    .filter(|(p, v)| !p.is_empty() && !v.is_empty())
+                    .ok_or_else(|| {
+                        format!("mise.npm {npm:?}: write PACKAGE@VERSION, like @jdxcode/mise-linux-x64@2026.9.15")
+                    })?;
+                BinarySource::Npm {
+                    package: package.to_owned(),
+                    version: version.to_owned(),
+                }
+            }
+            _ => return Err("[mise] needs one of url or npm, with sha256".into()),
+        };
+        let version = self.version.clone().or(match &source {
+            BinarySource::Npm { version, .. } => Some(version.clone()),
+            BinarySource::Url(_) => None,
+        });
+        Ok(PinnedBinary {
+            version,
+            source,
+            sha256: self.sha256.clone(),
+            ..PinnedBinary::default_mise()
+        })
+    }
 }
 
 pub(crate) async fn build(
@@ -119,10 +192,55 @@ pub(crate) async fn build(
     };
     let mut packages = file.packages.clone();
     packages.extend(req.packages.iter().cloned());
+    if req.no_docker {
+        let asks = match file.docker {
+            Some(true) => Some("docker = true".to_string()),
+            _ => packages
+                .iter()
+                .find(|p| debian::DOCKER_PACKAGES.contains(&p.as_str()))
+                .map(|p| format!("package {p}")),
+        };
+        if let Some(asks) = asks {
+            let whose = match &req.recipe {
+                Some(_) => format!("recipe {origin}"),
+                None => "--package".to_string(),
+            };
+            return Err(Error::invalid(format!(
+                "--no-docker contradicts {whose}, which asks for Docker ({asks}): drop one of them"
+            )));
+        }
+    }
     let mut recipe = DebianRecipe::bookworm(sources)
         .with_packages(&packages)
         .map_err(|e| Error::invalid(e.to_string()))?;
     recipe.suite = suite;
+    if req.no_docker || file.docker == Some(false) {
+        recipe = recipe.without_docker();
+    }
+    let mise = file
+        .mise
+        .clone()
+        .map(MiseChoice::parse)
+        .transpose()
+        .map_err(|e| Error::invalid(format!("recipe {origin}: {e}")))?;
+    match &mise {
+        Some(MiseChoice::Enabled(false)) => recipe = recipe.without_mise(),
+        Some(MiseChoice::Binary(b)) => {
+            if req.no_mise {
+                return Err(Error::invalid(format!(
+                    "--no-mise contradicts recipe {origin}, which names a mise binary: drop one of them"
+                )));
+            }
+            recipe = recipe.with_binary(
+                b.pinned()
+                    .map_err(|e| Error::invalid(format!("recipe {origin}: {e}")))?,
+            );
+        }
+        Some(MiseChoice::Enabled(true)) | None => {}
+    }
+    if req.no_mise {
+        recipe = recipe.without_mise();
+    }
     recipe.validate().map_err(refused)?;
     let hash = recipe.hash();
     let init = init_binary(d)?;
@@ -143,6 +261,7 @@ pub(crate) async fn build(
     let options = BuildOptions {
         images_cache: d.inner.paths.image_cache(),
         apt_cache: d.inner.paths.apt_cache(),
+        downloads: d.inner.paths.download_cache(),
         log: log.clone(),
         init: Some(init),
         id_mapper: Some(d.inner.id_mapper.clone()),
@@ -151,6 +270,7 @@ pub(crate) async fn build(
     let built = blocking(move || {
         debian::build_image(&recipe, &options, &mut |phase| {
             let (key, text) = match phase {
+                BuildPhase::Fetch => ("fetch", "fetching the recipe's pinned binaries (mise)"),
                 BuildPhase::Bootstrap => ("mmdebstrap", "bootstrapping Debian packages"),
                 BuildPhase::Configure => ("configure", "configuring sshd, machine-id, hostname"),
                 BuildPhase::Kernel => ("kernel", "extracting the kernel"),
@@ -214,6 +334,7 @@ pub(crate) async fn build(
         &name,
         &kernel.name,
         format!("recipe:{}", &built.recipe_hash[..12]),
+        Some(built.facts.clone()),
         move |dir| {
             place(&rootfs, &dir.join(ROOTFS))?;
             Ok(vec![Artifact {
@@ -248,6 +369,7 @@ pub(crate) async fn register(
         &req.name,
         &req.kernel,
         format!("file:{}", req.rootfs.display()),
+        None,
         move |dir| {
             p.phase("copy", format!("copying {}", src.display()));
             let dst = dir.join(ROOTFS);
@@ -346,6 +468,7 @@ pub(crate) async fn pull(
                 &name,
                 &kernel,
                 format!("catalog:{}", entry.name),
+                None,
                 move |dir| {
                     let dst = dir.join(ROOTFS);
                     fs::rename(&file, &dst).map_err(|e| io_failure("move", &file, e))?;
@@ -692,6 +815,7 @@ async fn create_image<F>(
     name: &str,
     kernel: &str,
     source: String,
+    facts: Option<ImageFacts>,
     fill: F,
 ) -> Result<ImageRecord, Error>
 where
@@ -705,6 +829,7 @@ where
         artifacts: vec![],
         created_at: now(),
         oci: None,
+        facts,
     };
     journal_image(d, record, |dir| blocking(move || fill(&dir))).await
 }
@@ -815,4 +940,54 @@ async fn remove_dir(d: &Orchestrator, dir: &Path) -> Result<(), Error> {
         Err(e) => Err(io_failure("remove", &dir, e)),
     })
     .await
+}
+
+#[cfg(test)]
+mod recipe_tests {
+    use super::*;
+
+    fn mise(text: &str) -> Result<MiseChoice, String> {
+        let file: RecipeFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        MiseChoice::parse(file.mise.expect("mise given"))
+    }
+
+    #[test]
+    fn a_recipe_names_mise_by_url_or_npm_or_leaves_it_out() {
+        assert!(matches!(
+            mise("mise = false"),
+            Ok(MiseChoice::Enabled(false))
+        ));
+        let sha = "ab".repeat(32);
+        let Ok(MiseChoice::Binary(b)) = mise(&format!(
+            "[mise]\nnpm = \"@jdxcode/mise-linux-x64@2025.1.0\"\nsha256 = \"{sha}\"\n"
+        )) else {
+            panic!("an npm table");
+        };
+        let pinned = b.pinned().unwrap();
+        assert_eq!(
+            pinned.source.to_string(),
+            "npm:@jdxcode/mise-linux-x64@2025.1.0"
+        );
+        assert_eq!(pinned.version.as_deref(), Some("2025.1.0"));
+        assert_eq!(pinned.install_path, "usr/local/bin/mise");
+        let Ok(MiseChoice::Binary(b)) = mise(&format!(
+            "[mise]\nurl = \"https://example.org/mise\"\nsha256 = \"{sha}\"\n"
+        )) else {
+            panic!("a url table");
+        };
+        assert_eq!(b.pinned().unwrap().version, None);
+
+        let err = mise("[mise]\nurl = \"https://x/\"\nsha = \"x\"\n")
+            .err()
+            .unwrap();
+        assert!(err.starts_with("[mise]: unknown field `sha`"), "{err}");
+        let err = mise("mise = 3").err().unwrap();
+        assert!(err.contains("write false, or a [mise] table"), "{err}");
+        let Ok(MiseChoice::Binary(both)) = mise(&format!(
+            "[mise]\nurl = \"https://x/\"\nnpm = \"a@1\"\nsha256 = \"{sha}\"\n"
+        )) else {
+            panic!("parses");
+        };
+        assert!(both.pinned().unwrap_err().contains("one of url or npm"));
+    }
 }

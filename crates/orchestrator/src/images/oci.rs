@@ -98,6 +98,7 @@ pub(super) async fn pull(
         artifacts: vec![],
         created_at: now(),
         oci: Some(oci),
+        facts: None,
     };
     let options = FlattenOptions {
         limits,

@@ -153,6 +153,7 @@ impl Fixture {
                 artifacts: vec![],
                 created_at: 0,
                 oci: None,
+                facts: None,
             })
             .unwrap();
         store.finish_image(IMAGE, &[rootfs]).unwrap();
@@ -828,6 +829,7 @@ async fn an_image_and_a_kernel_left_building_by_a_crash_are_removed() {
             artifacts: vec![],
             created_at: 0,
             oci: None,
+            facts: None,
         })
         .unwrap();
     for dir in [

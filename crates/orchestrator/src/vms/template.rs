@@ -820,6 +820,7 @@ mod tests {
             }],
             created_at: 0,
             oci: None,
+            facts: None,
         }
     }
 
