@@ -1117,6 +1117,10 @@ async fn destroy(d: &Orchestrator, vm: &VmRecord) {
     {
         tracing::warn!(vm = %vm.name, pid, "killed a hypervisor whose start was never recorded");
     }
+    // A VM whose hypervisor died behind the daemon's back was never
+    // stopped, so its ControlMasters were never ended: they would
+    // outlive it until their keepalives gave up.
+    close_ssh(d, vm).await;
     teardown_network(d, vm).await;
     let kh = known_hosts(d);
     let name = vm.name.to_string();
