@@ -1204,6 +1204,9 @@ pub(crate) async fn set(
 pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> {
     let vm = get(d, name).await?;
     check_running(&vm)?;
+    // Else the CLI would wait for an address nothing answers, and end
+    // with ssh's "No route to host" instead of the reason.
+    live_hypervisor(d, &vm)?;
     let info = ssh_info(d, &vm)?;
     if !d.inner.agents.sshd_pending(name) {
         return Ok(info);
@@ -1246,6 +1249,7 @@ pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> 
 pub(crate) async fn agent(d: &Orchestrator, name: &str) -> Result<AgentInfo, Error> {
     let vm = get(d, name).await?;
     check_running(&vm)?;
+    live_hypervisor(d, &vm)?;
     let p = paths(d, &vm);
     if let Some(info) = d.inner.agents.info(name, &p.runtime) {
         return Ok(info);
