@@ -740,6 +740,10 @@ enum SshWait {
     Fatal(String),
 }
 
+/// How long one readiness probe of a guest's sshd may take before the
+/// hypervisor is checked again.
+const SSH_PROBE_SLICE: Duration = Duration::from_secs(15);
+
 fn wait_for_ssh(
     probe: &dyn GuestProbe,
     target: &SshTarget,
@@ -753,7 +757,13 @@ fn wait_for_ssh(
         if !hv.is_running(handle) {
             return Err(SshWait::Died);
         }
-        match probe.ssh_ready(target, Duration::from_secs(3).min(within)) {
+        // Each slice must fit a whole handshake: the slice also bounds
+        // ssh's ConnectTimeout, which covers the banner exchange, and a
+        // guest's sshd on a busy TCG host can take more than 3 s to send
+        // its banner; with 3 s slices no attempt ever succeeded. The
+        // hypervisor is looked at between slices.
+        let left = within.saturating_sub(started.elapsed());
+        match probe.ssh_ready(target, SSH_PROBE_SLICE.min(left)) {
             Ok(()) => return Ok(()),
             Err(e @ SshError::HostKeyChanged { .. }) => return Err(SshWait::Fatal(e.to_string())),
             Err(e) => last = e.to_string(),
