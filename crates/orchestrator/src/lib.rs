@@ -126,12 +126,8 @@ pub const CRASH_AT_ENV: &str = "BANGER_CRASH_AT";
 
 fn crash_at() -> Option<&'static str> {
     static STEP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    STEP.get_or_init(|| {
-        std::env::var(CRASH_AT_ENV)
-            .ok()
-            .filter(|s| !s.is_empty())
-    })
-    .as_deref()
+    STEP.get_or_init(|| std::env::var(CRASH_AT_ENV).ok().filter(|s| !s.is_empty()))
+        .as_deref()
 }
 
 impl Orchestrator {
