@@ -740,6 +740,22 @@ enum SshWait {
     Fatal(String),
 }
 
+/// Removes the sockets a dead hypervisor left in its runtime folder
+/// (QMP, console, agent): found by the smoke suite's crash at
+/// `boot:spawned` of `vm start`, where reconcile killed the unrecorded
+/// hypervisor and its sockets stayed beside the stopped VM.
+fn remove_sockets(runtime: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = fs::read_dir(runtime) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_socket()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// How long one readiness probe of a guest's sshd may take before the
 /// hypervisor is checked again.
 const SSH_PROBE_SLICE: Duration = Duration::from_secs(15);
@@ -1432,7 +1448,12 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
                 // hypervisor without recording it.
                 let runtime = paths(d, &vm).runtime;
                 let hvs = d.inner.hypervisors.clone();
-                let orphan = blocking(move || Ok(hvs.kill_orphan(&runtime))).await?;
+                let orphan = blocking(move || {
+                    let orphan = hvs.kill_orphan(&runtime);
+                    remove_sockets(&runtime);
+                    Ok(orphan)
+                })
+                .await?;
                 if let Some(pid) = orphan {
                     tracing::warn!(vm = %name, pid, "killed a hypervisor whose start was never recorded");
                 }
