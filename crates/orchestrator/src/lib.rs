@@ -121,6 +121,18 @@ pub(crate) struct Inner {
     pub crash: tests::CrashPoint,
 }
 
+/// Names a journaled step (`create:disks`, `boot:spawned`...) at which
+/// bangerd kills itself with SIGKILL: how the smoke suite's fault
+/// scenarios crash a real daemon at a chosen point (the unit tests use
+/// their own `CrashPoint`). Read once; unset, empty or unknown means never.
+pub const CRASH_AT_ENV: &str = "BANGER_CRASH_AT";
+
+fn crash_at() -> Option<&'static str> {
+    static STEP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    STEP.get_or_init(|| std::env::var(CRASH_AT_ENV).ok().filter(|s| !s.is_empty()))
+        .as_deref()
+}
+
 impl Orchestrator {
     pub fn new(deps: Deps) -> Self {
         Self {
@@ -189,11 +201,19 @@ impl Orchestrator {
 
     /// Marks the end of a journaled step (`create:recorded`,
     /// `boot:spawned`...): what the store says from here on is what
-    /// reconcile finds if the daemon dies now. The tests stop an operation
-    /// at one of these, as a crash would; otherwise it does nothing.
-    pub(crate) async fn journaled(&self, _step: &'static str) {
+    /// reconcile finds if the daemon dies now. The unit tests stop an
+    /// operation at one of these, as a crash would; `scripts/smoke` starts
+    /// a real bangerd with [`CRASH_AT_ENV`] naming a step, and the daemon
+    /// dies there by SIGKILL. Otherwise it does nothing.
+    pub(crate) async fn journaled(&self, step: &'static str) {
+        if crash_at() == Some(step) {
+            tracing::warn!(step, "{CRASH_AT_ENV} names this step: killing bangerd");
+            // SIGKILL, as the fault it stands for: no destructor, no
+            // flush, no cleanup runs.
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
         #[cfg(test)]
-        self.inner.crash.reached(_step).await;
+        self.inner.crash.reached(step).await;
     }
 
     /// Runs a store call off the async executor (SQLite blocks).

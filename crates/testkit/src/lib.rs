@@ -69,6 +69,18 @@ pub fn skip(why: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "skipped: {why}");
 }
 
+/// As [`skip`], for a requirement CI cannot have (a Firecracker binary,
+/// real KVM, a constant TSC) or a test that is only the inner half of
+/// another (it runs inside the namespace its outer test makes): the skip
+/// is printed, and says why `BANGER_TEST_REQUIRE=1` lets it pass.
+pub fn skip_beyond_ci(why: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {why} ({REQUIRE_ENV}=1 allows this skip: no CI run can provide it)"
+    );
+}
+
 /// Debian's cloud kernel, fetched once into the test cache; `None` (after
 /// printing why) when apt cannot provide it.
 pub fn debian_kernel() -> Option<KernelPackage> {

@@ -533,38 +533,62 @@ async fn ensure_oci_image(
     let local = banger_images::oci::ImageRef::parse(reference)
         .map_err(|e| Error::invalid(e.to_string()))?
         .default_name();
-    let key = local.clone();
-    match d.with_store(move |s| s.get_image(&key)).await? {
-        Some(image) if image.oci.is_some() && image.state == ObjectState::Ready => {
-            progress.info(format!(
-                "using image {local}, pulled earlier from {} ('banger image delete {local}' to pull again)",
-                image.source
-            ));
-            Ok(image)
-        }
-        Some(image) if image.oci.is_some() => Err(Error::conflict(format!(
-            "image {local} is still being pulled: wait for it to finish"
-        ))),
-        Some(image) => Err(Error::conflict(format!(
-            "{reference} would be pulled as image {local}, but an image of that name exists \
-             (from {}): pull it under another name with 'banger image pull {reference} --name NAME' \
-             and give --image NAME",
-            image.source
-        ))),
-        None => {
-            progress.info(format!(
-                "image {reference} is not pulled yet: pulling it as {local}"
-            ));
-            pull(
-                d,
-                PullImageRequest {
-                    entry: reference.to_string(),
-                    name: Some(local),
-                    ..Default::default()
-                },
-                progress,
-            )
-            .await
+    // Several first uses of one reference at once: one pulls, the others
+    // wait for its record to be ready (or gone, then one of them pulls).
+    let mut waiting = false;
+    loop {
+        let key = local.clone();
+        match d.with_store(move |s| s.get_image(&key)).await? {
+            Some(image) if image.oci.is_some() && image.state == ObjectState::Ready => {
+                progress.info(format!(
+                    "using image {local}, pulled earlier from {} ('banger image delete {local}' to pull again)",
+                    image.source
+                ));
+                return Ok(image);
+            }
+            Some(image) if image.oci.is_some() => {
+                if !waiting {
+                    progress.info(format!(
+                        "image {local} is being pulled by another command: waiting for it"
+                    ));
+                    waiting = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Some(image) => {
+                return Err(Error::conflict(format!(
+                    "{reference} would be pulled as image {local}, but an image of that name exists \
+                     (from {}): pull it under another name with 'banger image pull {reference} --name NAME' \
+                     and give --image NAME",
+                    image.source
+                )));
+            }
+            None => {
+                progress.info(format!(
+                    "image {reference} is not pulled yet: pulling it as {local}"
+                ));
+                let pulled = pull(
+                    d,
+                    PullImageRequest {
+                        entry: reference.to_string(),
+                        name: Some(local.clone()),
+                        ..Default::default()
+                    },
+                    progress,
+                )
+                .await;
+                match pulled {
+                    // Another first use recorded it between the look and
+                    // the pull: wait for that one.
+                    Err(e) if e.kind == ErrorKind::Conflict => {
+                        let key = local.clone();
+                        if d.with_store(move |s| s.get_image(&key)).await?.is_none() {
+                            return Err(e);
+                        }
+                    }
+                    other => return other,
+                }
+            }
         }
     }
 }

@@ -912,6 +912,26 @@ enum SshWait {
     Fatal(String),
 }
 
+/// Removes the sockets a dead hypervisor left in its runtime folder
+/// (QMP, console, agent): found by the smoke suite's crash at
+/// `boot:spawned` of `vm start`, where reconcile killed the unrecorded
+/// hypervisor and its sockets stayed beside the stopped VM.
+fn remove_sockets(runtime: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = fs::read_dir(runtime) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_socket()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// How long one readiness probe of a guest's sshd may take before the
+/// hypervisor is checked again.
+const SSH_PROBE_SLICE: Duration = Duration::from_secs(15);
+
 fn wait_for_ssh(
     probe: &dyn GuestProbe,
     target: &SshTarget,
@@ -925,7 +945,13 @@ fn wait_for_ssh(
         if !hv.is_running(handle) {
             return Err(SshWait::Died);
         }
-        match probe.ssh_ready(target, Duration::from_secs(3).min(within)) {
+        // Each slice must fit a whole handshake: the slice also bounds
+        // ssh's ConnectTimeout, which covers the banner exchange, and a
+        // guest's sshd on a busy TCG host can take more than 3 s to send
+        // its banner; with 3 s slices no attempt ever succeeded. The
+        // hypervisor is looked at between slices.
+        let left = within.saturating_sub(started.elapsed());
+        match probe.ssh_ready(target, SSH_PROBE_SLICE.min(left)) {
             Ok(()) => return Ok(()),
             Err(e @ SshError::HostKeyChanged { .. }) => return Err(SshWait::Fatal(e.to_string())),
             Err(e) => last = e.to_string(),
@@ -1290,6 +1316,10 @@ async fn destroy(d: &Orchestrator, vm: &VmRecord) {
     {
         tracing::warn!(vm = %vm.name, pid, "killed a hypervisor whose start was never recorded");
     }
+    // A VM whose hypervisor died behind the daemon's back was never
+    // stopped, so its ControlMasters were never ended: they would
+    // outlive it until their keepalives gave up.
+    close_ssh(d, vm).await;
     teardown_network(d, vm).await;
     let kh = known_hosts(d);
     let name = vm.name.to_string();
@@ -1373,6 +1403,9 @@ pub(crate) async fn set(
 pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> {
     let vm = get(d, name).await?;
     check_running(&vm)?;
+    // Else the CLI would wait for an address nothing answers, and end
+    // with ssh's "No route to host" instead of the reason.
+    live_hypervisor(d, &vm)?;
     let info = ssh_info(d, &vm)?;
     if !d.inner.agents.sshd_pending(name) {
         return Ok(info);
@@ -1415,6 +1448,7 @@ pub(crate) async fn ssh(d: &Orchestrator, name: &str) -> Result<SshInfo, Error> 
 pub(crate) async fn agent(d: &Orchestrator, name: &str) -> Result<AgentInfo, Error> {
     let vm = get(d, name).await?;
     check_running(&vm)?;
+    live_hypervisor(d, &vm)?;
     let p = paths(d, &vm);
     if let Some(info) = d.inner.agents.info(name, &p.runtime) {
         return Ok(info);
@@ -1600,7 +1634,12 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
                 // hypervisor without recording it.
                 let runtime = paths(d, &vm).runtime;
                 let hvs = d.inner.hypervisors.clone();
-                let orphan = blocking(move || Ok(hvs.kill_orphan(&runtime))).await?;
+                let orphan = blocking(move || {
+                    let orphan = hvs.kill_orphan(&runtime);
+                    remove_sockets(&runtime);
+                    Ok(orphan)
+                })
+                .await?;
                 if let Some(pid) = orphan {
                     tracing::warn!(vm = %name, pid, "killed a hypervisor whose start was never recorded");
                 }

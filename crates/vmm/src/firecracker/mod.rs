@@ -732,7 +732,7 @@ mod tests {
     #[test]
     fn real_firecracker_accepts_the_configuration() {
         let Some(binary) = std::env::var_os("BANGER_TEST_FIRECRACKER") else {
-            banger_testkit::skip("BANGER_TEST_FIRECRACKER is not set");
+            banger_testkit::skip_beyond_ci("BANGER_TEST_FIRECRACKER is not set");
             return;
         };
         let dir = tempfile::tempdir().unwrap();
@@ -761,7 +761,7 @@ mod tests {
             for bad in ["unknown variant", "unknown field", "missing field"] {
                 assert!(!err.contains(bad), "{err}");
             }
-            banger_testkit::skip(format!(
+            banger_testkit::skip_beyond_ci(format!(
                 "pausing a running Firecracker VM (InstanceStart failed here: {started:?})"
             ));
         }
@@ -824,7 +824,7 @@ mod tests {
     #[test]
     fn real_firecracker_parses_the_snapshot_requests() {
         let Some(binary) = std::env::var_os("BANGER_TEST_FIRECRACKER") else {
-            banger_testkit::skip("BANGER_TEST_FIRECRACKER is not set");
+            banger_testkit::skip_beyond_ci("BANGER_TEST_FIRECRACKER is not set");
             return;
         };
         let body_refused = |e: &VmmError| {
