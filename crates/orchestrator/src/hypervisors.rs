@@ -239,45 +239,49 @@ impl GuestProbe for SshProbe {
         req: &IdentityRequest,
         within: Duration,
     ) -> Result<IdentityReply, String> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|e| format!("no async runtime: {e}"))?;
-        runtime.block_on(async {
-            tokio::time::timeout(within, async {
-                let client = banger_guest::agent::AgentClient::connect(socket, within)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                client.set_identity(req).await.map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|_| format!("no answer within {} s", within.as_secs()))?
+        with_agent(socket, within, async |client| {
+            client.set_identity(req).await.map_err(|e| e.to_string())
         })
     }
 
     fn tar_in(&self, socket: &Path, dir: &str, tar: &Path, within: Duration) -> Result<(), String> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|e| format!("no async runtime: {e}"))?;
         let spec = banger_agent_proto::TarInSpec {
             dir: dir.to_owned(),
             user: None,
         };
-        runtime.block_on(async {
-            tokio::time::timeout(within, async {
-                let file = tokio::fs::File::open(tar)
-                    .await
-                    .map_err(|e| format!("cannot read {}: {e}", tar.display()))?;
-                let client = banger_guest::agent::AgentClient::connect(socket, within)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                client
-                    .tar_in(&spec, file)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|_| format!("no answer within {} s", within.as_secs()))?
+        with_agent(socket, within, async |client| {
+            let file = tokio::fs::File::open(tar)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", tar.display()))?;
+            client
+                .tar_in(&spec, file)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
+}
+
+/// Connects to the agent behind the proxy `socket` and runs `f` with it,
+/// all within `within`, on the daemon's runtime from the blocking thread
+/// this is called on.
+fn with_agent<T>(
+    socket: &Path,
+    within: Duration,
+    f: impl AsyncFnOnce(banger_guest::agent::AgentClient) -> Result<T, String>,
+) -> Result<T, String> {
+    let runtime =
+        tokio::runtime::Handle::try_current().map_err(|e| format!("no async runtime: {e}"))?;
+    runtime.block_on(async {
+        tokio::time::timeout(within, async {
+            let client = banger_guest::agent::AgentClient::connect(socket, within)
+                .await
+                .map_err(|e| e.to_string())?;
+            f(client).await
+        })
+        .await
+        .map_err(|_| format!("no answer within {} s", within.as_secs()))?
+    })
 }
 
 /// Waits until the proxy just started has made its socket, or has died.

@@ -38,20 +38,35 @@ fn fixture() -> Option<Fixture> {
     Some(f)
 }
 
+/// The template of [`resumable`]'s shape.
+fn warm_request() -> banger_api::WarmRequest {
+    banger_api::WarmRequest {
+        image: IMAGE.into(),
+        vcpu: Some(1),
+        memory_mib: Some(128),
+    }
+}
+
 async fn warm(o: &Orchestrator) -> banger_model::TemplateRecord {
     within(
         "warm",
-        o.warm_template(
-            banger_api::WarmRequest {
-                image: IMAGE.into(),
-                vcpu: Some(1),
-                memory_mib: Some(128),
-            },
-            &Progress::discard(),
-        ),
+        o.warm_template(warm_request(), &Progress::discard()),
     )
     .await
     .unwrap()
+}
+
+/// No template, no VM (a template's hidden one included), nothing
+/// running, no template files.
+fn assert_no_template_left(f: &Fixture) {
+    let store = Store::open(&f.paths().database()).unwrap();
+    assert!(store.list_templates().unwrap().is_empty());
+    assert!(store.list_vms().unwrap().is_empty());
+    assert_eq!(f.hv.running(), 0);
+    assert!(f.host().no_vm_left(), "{:?}", f.host());
+    let dir = f.paths().state_dir.join("templates");
+    let left = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "template files left in {}", dir.display());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,14 +200,7 @@ async fn a_full_disk_while_saving_records_no_template() {
     f.hv.fail_save
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let e = o
-        .warm_template(
-            banger_api::WarmRequest {
-                image: IMAGE.into(),
-                vcpu: Some(1),
-                memory_mib: Some(128),
-            },
-            &Progress::discard(),
-        )
+        .warm_template(warm_request(), &Progress::discard())
         .await
         .unwrap_err();
     assert!(
@@ -200,16 +208,7 @@ async fn a_full_disk_while_saving_records_no_template() {
         "{}",
         e.message
     );
-    let store = Store::open(&f.paths().database()).unwrap();
-    assert!(store.list_templates().unwrap().is_empty());
-    assert!(store.list_vms().unwrap().is_empty());
-    assert_eq!(f.hv.running(), 0);
-    let dir = f.paths().state_dir.join("templates");
-    assert!(
-        std::fs::read_dir(&dir)
-            .map(|d| d.count() == 0)
-            .unwrap_or(true)
-    );
+    assert_no_template_left(&f);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -219,17 +218,7 @@ async fn a_crash_while_a_template_is_made_is_undone_by_reconcile() {
     o.inner.crash.arm("boot:recorded");
     let making = tokio::spawn({
         let o = o.clone();
-        async move {
-            o.warm_template(
-                banger_api::WarmRequest {
-                    image: IMAGE.into(),
-                    vcpu: Some(1),
-                    memory_mib: Some(128),
-                },
-                &Progress::discard(),
-            )
-            .await
-        }
+        async move { o.warm_template(warm_request(), &Progress::discard()).await }
     });
     within("boot:recorded", o.inner.crash.wait()).await;
     making.abort();
@@ -240,16 +229,7 @@ async fn a_crash_while_a_template_is_made_is_undone_by_reconcile() {
     assert_eq!(store.list_vms().unwrap().len(), 1);
     let o = templates_on(&f);
     within("reconcile", o.start()).await.unwrap();
-    assert!(store.list_templates().unwrap().is_empty());
-    assert!(store.list_vms().unwrap().is_empty());
-    assert_eq!(f.hv.running(), 0);
-    assert!(f.host().no_vm_left(), "{:?}", f.host());
-    let dir = f.paths().state_dir.join("templates");
-    assert!(
-        std::fs::read_dir(&dir)
-            .map(|d| d.count() == 0)
-            .unwrap_or(true)
-    );
+    assert_no_template_left(&f);
 }
 
 #[tokio::test(flavor = "multi_thread")]
