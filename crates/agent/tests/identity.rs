@@ -323,8 +323,13 @@ impl LoopMount {
             .unwrap_or(0);
         const CAP_SYS_RESOURCE: u32 = 24;
         if effective & (1 << CAP_SYS_RESOURCE) == 0 {
-            banger_testkit::skip(
-                "growing a mounted ext4 needs CAP_SYS_RESOURCE, which this root lacks",
+            // A property of the machine, as KVM is: this CI's root lacks
+            // it. The online grow itself is proven in a guest, whose agent
+            // has it: crates/cli/tests/template_e2e.rs grows a resumed
+            // VM's /root and checks its size.
+            banger_testkit::skip_beyond_ci(
+                "growing a mounted ext4 needs CAP_SYS_RESOURCE, which this root lacks \
+                 (template_e2e grows one in a guest)",
             );
             return None;
         }

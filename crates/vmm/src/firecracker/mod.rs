@@ -783,7 +783,7 @@ mod tests {
     #[test]
     fn real_firecracker_takes_a_grown_disk() {
         let Some(binary) = std::env::var_os("BANGER_TEST_FIRECRACKER") else {
-            banger_testkit::skip("BANGER_TEST_FIRECRACKER is not set");
+            banger_testkit::skip_beyond_ci("BANGER_TEST_FIRECRACKER is not set");
             return;
         };
         let dir = tempfile::tempdir().unwrap();
@@ -808,7 +808,7 @@ mod tests {
                 for bad in ["unknown field", "missing field", "unknown variant"] {
                     assert!(!m.contains(bad), "the body was refused: {m}");
                 }
-                banger_testkit::skip(format!(
+                banger_testkit::skip_beyond_ci(format!(
                     "growing a running Firecracker VM's disk (InstanceStart failed here): {m}"
                 ));
             }
