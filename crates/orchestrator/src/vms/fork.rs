@@ -9,7 +9,6 @@
 //! reconcile removes it, the saved state with it).
 
 use std::fs;
-use std::time::Duration;
 
 use banger_api::{CreateVmRequest, ReadyWait, VmStarted};
 use banger_model::VmState;
@@ -23,8 +22,6 @@ use crate::error::Error;
 use crate::images::{self, blocking};
 use crate::progress::Progress;
 
-/// How long saving the running VM's state may take.
-const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The saved state, in the new VM's folder until it has resumed.
 const FORK_STATE: &str = "fork.state";
 
@@ -101,25 +98,21 @@ pub(crate) async fn fork(
     progress.phase("save", format!("saving {name}'s memory and disks"));
     set_state(d, name, VmState::Paused, src.runtime.clone(), None).await?;
     d.journaled("fork:paused").await;
-    let (d2, h, hv2, st, dir) = (
-        d.clone(),
-        handle.clone(),
-        hv.clone(),
-        state.clone(),
-        new_paths.dir.clone(),
-    );
+    let (d2, h, hv2, st) = (d.clone(), handle.clone(), hv.clone(), state.clone());
     let runtime = src_paths.runtime.clone();
     let src_name = name.to_string();
     let saved = blocking(move || {
-        // Its agent must wait for a host in the saved state: the fork's
-        // proxy greets it anew. (NAME's commands through the agent end
-        // here; its ssh sessions do not.)
-        d2.inner.agents.shut(&src_name, &runtime);
-        std::thread::sleep(Duration::from_millis(300));
-        fs::create_dir_all(&dir)
-            .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
-        hv2.save_state(&h, &st, SAVE_TIMEOUT)
-            .map_err(|e| Error::internal(format!("cannot save VM {src_name}'s state: {e}")))
+        // NAME's commands through the agent end here (its proxy goes);
+        // its ssh sessions do not.
+        template::save_guest(
+            &d2,
+            &src_name,
+            &runtime,
+            hv2.as_ref(),
+            &h,
+            &st,
+            &format!("VM {src_name}"),
+        )
     })
     .await;
     let copied = match &saved {

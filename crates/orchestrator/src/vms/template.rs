@@ -248,6 +248,37 @@ fn digest_of(path: &Path, file: &str) -> Result<String, String> {
     }
 }
 
+/// Ends `name`'s agent proxy, so that in the saved state its agent waits
+/// for a new host (the resumed guest's proxy greets it anew), then saves
+/// the guest's state to `dest` (its folder made if needed), `what` naming
+/// it in errors. The VM is left paused, saved or not. Blocking.
+pub(crate) fn save_guest(
+    d: &Orchestrator,
+    name: &str,
+    runtime_dir: &Path,
+    hv: &dyn Hypervisor,
+    handle: &banger_vmm::VmHandle,
+    dest: &Path,
+    what: &str,
+) -> Result<banger_vmm::SavedState, Error> {
+    d.inner.agents.shut(name, runtime_dir);
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(dir) = dest.parent() {
+        fs::create_dir_all(dir)
+            .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    hv.save_state(handle, dest, SAVE_TIMEOUT).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("No space left") {
+            Error::invalid(format!(
+                "cannot save {what}: the state filesystem is full ({text})"
+            ))
+        } else {
+            Error::internal(format!("cannot save {what}'s state: {text}"))
+        }
+    })
+}
+
 /// A template's disks: system, work.
 pub(crate) fn disks_of(d: &Orchestrator, t: &TemplateRecord) -> (PathBuf, PathBuf) {
     let dir = template_dir(d, &t.id);
@@ -263,7 +294,9 @@ pub(crate) fn copy_disks(
 ) -> Result<(), Error> {
     for (from, to) in [(&from.0, system), (&from.1, work)] {
         banger_storage::clone_file(from, to).map_err(|e| match e {
-            banger_storage::DiskError::NoSpace { .. } => Error::invalid(e.to_string()),
+            banger_storage::DiskError::NoSpace { .. } | banger_storage::DiskError::Full { .. } => {
+                Error::invalid(e.to_string())
+            }
             e => Error::internal(e.to_string()),
         })?;
     }
@@ -627,34 +660,24 @@ async fn build_files(
     progress.phase("save", "saving the guest's memory and disks");
     let (d2, hv2, dir2) = (d.clone(), hv.clone(), dir.to_path_buf());
     blocking(move || {
-        // Its agent must be waiting for a host when the state is saved:
-        // the resumed guests' proxies greet it anew.
-        d2.inner.agents.shut(&name, &p.runtime);
-        std::thread::sleep(Duration::from_millis(300));
-        fs::create_dir_all(&dir2)
-            .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir2.display())))?;
         let state = dir2.join(STATE);
-        let saved = hv2.save_state(&handle, &state, SAVE_TIMEOUT).map_err(|e| {
-            let text = e.to_string();
-            if text.contains("No space left") {
-                Error::invalid(format!(
-                    "cannot save the template: the state filesystem is full ({text})"
-                ))
-            } else {
-                Error::internal(format!("cannot save the template's state: {text}"))
-            }
-        })?;
+        let saved = save_guest(
+            &d2,
+            &name,
+            &p.runtime,
+            hv2.as_ref(),
+            &handle,
+            &state,
+            "the template",
+        )?;
         tracing::info!(bytes = saved.bytes, took = ?saved.took, "saved a template's state");
         // Copied while the guest is paused: the disks hold what its memory
         // expects.
-        for (from, to) in [(&p.system, SYSTEM), (&p.work, WORK)] {
-            banger_storage::clone_file(from, &dir2.join(to)).map_err(|e| match e {
-                banger_storage::DiskError::NoSpace { .. } => {
-                    Error::invalid(format!("cannot copy the template's disks: {e}"))
-                }
-                e => Error::internal(e.to_string()),
-            })?;
-        }
+        copy_disks(
+            &(p.system.clone(), p.work.clone()),
+            &dir2.join(SYSTEM),
+            &dir2.join(WORK),
+        )?;
         let mut files = Vec::new();
         let state_names = saved
             .files
