@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HOST};
@@ -119,6 +120,30 @@ impl Client {
         })
     }
 
+    /// POSTs a body that is written as it is sent (a workspace's tar
+    /// stream): the chunks `body` receives, until its senders are gone. A
+    /// sender that fails sends its error, which ends the request.
+    pub async fn post_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    ) -> Result<T, ClientError> {
+        let fut = self.send_body(
+            Method::POST,
+            path,
+            Some(content_type),
+            ChannelBody(body).boxed(),
+        );
+        let resp = match self.timeout {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| ClientError::Timeout(t))?,
+            None => fut.await,
+        }?;
+        read_json(resp).await
+    }
+
     /// POSTs and returns the streamed progress events.
     pub async fn stream<B: Serialize>(
         &self,
@@ -159,6 +184,20 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response<Incoming>, ClientError> {
+        let json = body.is_some().then_some("application/json");
+        let body = Full::new(Bytes::from(body.unwrap_or_default()))
+            .map_err(|never| match never {})
+            .boxed();
+        self.send_body(method, path, json, body).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: BoxBody<Bytes, io::Error>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| match e.kind() {
@@ -183,16 +222,33 @@ impl Client {
             .method(method)
             .uri(path)
             .header(HOST, "bangerd");
-        if body.is_some() {
-            req = req.header(CONTENT_TYPE, "application/json");
+        if let Some(kind) = content_type {
+            req = req.header(CONTENT_TYPE, kind);
         }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(body)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         sender
             .send_request(req)
             .await
             .map_err(|e| ClientError::Protocol(format!("request failed: {e}")))
+    }
+}
+
+/// A request body of the chunks a channel receives.
+struct ChannelBody(tokio::sync::mpsc::Receiver<io::Result<Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|r| r.map(hyper::body::Frame::data)))
     }
 }
 

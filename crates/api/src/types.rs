@@ -141,6 +141,35 @@ pub struct CreateVmRequest {
     /// resumed (`--cold`).
     #[serde(default)]
     pub cold: bool,
+    /// A workspace staged with `POST /v1/workspaces`: it becomes the VM's
+    /// workspace disk, mounted at `/root/<dir>` (`vm run PATH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
+/// `POST /v1/workspaces?dir=NAME[&disk_size=SIZE][&bytes=N]`, with a tar
+/// stream of `NAME/...` as the body: the files of a workspace, unpacked
+/// on the host for a new VM's workspace disk. `disk_size` is the VM's
+/// `--disk-size` (absent: the default), which bounds what the files may
+/// take; `bytes` is what the client expects to send, so that a workspace
+/// too large is refused before it is sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageWorkspaceQuery {
+    pub dir: String,
+    #[serde(default)]
+    pub disk_size: Option<Size>,
+    #[serde(default)]
+    pub bytes: Option<u64>,
+}
+
+/// A staged workspace: give `id` as [`CreateVmRequest::workspace`]. Kept
+/// until a VM takes it, for ten minutes, or until bangerd stops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedWorkspace {
+    pub id: String,
+    pub dir: String,
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// `POST /v1/vms/{name}/fork`: the new VM's name; absent: generated.

@@ -59,6 +59,60 @@ pub fn select(path: &std::path::Path, args: &WorkspaceArgs) -> Result<Selection>
     Ok(sel)
 }
 
+/// Sends the selection to bangerd as one tar stream (`POST
+/// /v1/workspaces`), which unpacks it on the host for the new VM's
+/// workspace disk. Files are read as they are sent; a file that changed
+/// or vanished since it was selected fails the upload with its name.
+pub async fn stage(
+    client: &banger_api::Client,
+    sel: &Selection,
+    disk_size: Option<banger_model::Size>,
+) -> Result<banger_api::StagedWorkspace> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+    let sel2 = sel.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx.clone()));
+        let written = workspace::write_tar(&sel2, out);
+        if let Err(e) = &written {
+            // Ends the request: the daemon drops what it unpacked.
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+        written
+    });
+    // The name is letters, digits, '.', '_' and '-' (`repo_name`), the
+    // size digits and a unit: nothing to escape.
+    let mut query = format!("dir={}&bytes={}", sel.repo_name, sel.total_bytes);
+    if let Some(size) = disk_size {
+        query.push_str(&format!("&disk_size={}", String::from(size)));
+    }
+    let staged = client
+        .post_stream::<banger_api::StagedWorkspace>(
+            &format!("/v1/workspaces?{query}"),
+            "application/x-tar",
+            rx,
+        )
+        .await;
+    // The archive's own error says more than the daemon's view of it.
+    writer.await.context("writing the workspace archive")??;
+    staged.map_err(crate::output::client_error)
+}
+
+/// A `Write` into a channel of chunks, from a blocking thread.
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("bangerd stopped reading the workspace"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Streams the selection into the guest over the VM's ssh connection: a
 /// tar archive unpacked by `tar -x`, or for a checkout the commit's
 /// history as a git bundle, checked out by the guest's git.

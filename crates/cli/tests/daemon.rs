@@ -31,7 +31,7 @@ fn auto_start_status_and_stop() {
     let status = home.status_json();
     assert_eq!(status["running"], true, "{status}");
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(status["schema_version"], 7);
+    assert_eq!(status["schema_version"], 8);
     assert_eq!(status["socket"], home.socket().to_str().unwrap());
     let pid = status["pid"].as_u64().unwrap() as u32;
     assert!(process_alive(pid));

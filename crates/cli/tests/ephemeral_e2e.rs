@@ -141,6 +141,7 @@ fn a_restarted_daemon_deletes_ephemeral_vms() {
                 ephemeral: true,
                 boot_path: None,
                 template_build: None,
+                workspace: None,
             })
             .unwrap();
     }

@@ -43,6 +43,7 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/v1/vms/{name}/stats", get(stats_vm))
         .route("/v1/vms/{name}/logs", get(logs_vm))
         .route("/v1/vms/{name}/lease", post(lease_vm))
+        .route("/v1/workspaces", post(stage_workspace))
         .route("/v1/images", get(list_images))
         .route("/v1/images/build", post(build_image))
         .route("/v1/images/register", post(register_image))
@@ -195,6 +196,63 @@ async fn logs_vm(
         axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
             .into_response(),
     )
+}
+
+/// Unpacks a workspace's tar stream (the request's body) for a VM about
+/// to be created: `POST /v1/vms` then names it. The body is not held in
+/// memory: chunks go to the orchestrator's blocking reader as they come.
+async fn stage_workspace(
+    State(d): State<Daemon>,
+    Query(q): Query<banger_api::StageWorkspaceQuery>,
+    body: axum::body::Body,
+) -> Answer<banger_api::StagedWorkspace> {
+    use tokio_stream::StreamExt;
+    // Bounded: the upload goes at the unpacking's pace.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+    let mut stream = body.into_data_stream();
+    tokio::spawn(async move {
+        while let Some(chunk) = stream.next().await {
+            let item = chunk.map_err(std::io::Error::other);
+            let last = item.is_err();
+            if tx.send(item).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    Ok(Json(
+        d.orch()
+            .stage_workspace(
+                q,
+                ChunkReader {
+                    rx,
+                    chunk: bytes::Bytes::new(),
+                },
+            )
+            .await?,
+    ))
+}
+
+/// A blocking `Read` over the chunks of a request's body.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            // Called on a blocking thread (the orchestrator's).
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(e),
+                // The body ended.
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Holds an ephemeral VM's lease for as long as the client keeps this

@@ -19,6 +19,6 @@ pub use namegen::generate_name;
 pub use objname::{MAX_OBJECT_NAME, ObjectNameError, validate_object_name};
 pub use records::{
     Artifact, ArtifactRole, BinaryOrigin, ImageFacts, ImageRecord, KernelRecord, ObjectState,
-    OciImageConfig, OciLayer, TemplateFile, TemplateRecord, VmRecord, VmState,
+    OciImageConfig, OciLayer, TemplateFile, TemplateRecord, VmRecord, VmState, VmWorkspace,
 };
 pub use size::{Size, SizeError};

@@ -93,6 +93,23 @@ pub struct VmRecord {
     /// (`vm list` leaves it out; reconcile removes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_build: Option<String>,
+    /// The workspace disk of `vm run PATH`, mounted at `/root/<dir>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<VmWorkspace>,
+}
+
+/// A VM's workspace disk (`workspace.ext4` in its folder): the files the
+/// CLI chose from a repository, written on the host into an ext4
+/// filesystem that the guest mounts at `/root/<dir>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmWorkspace {
+    /// The folder under `/root`.
+    pub dir: String,
+    /// The filesystem's UUID (banger-init and the agent find it by it).
+    pub uuid: String,
+    /// What was written when the VM was made.
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// A snapshot of a VM booted until its guest agent and sshd answer, for

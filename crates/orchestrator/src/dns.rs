@@ -73,6 +73,7 @@ mod tests {
             ephemeral: false,
             boot_path: None,
             template_build: None,
+            workspace: None,
         }
     }
 

@@ -25,6 +25,7 @@ mod hypervisors;
 mod images;
 mod progress;
 mod vms;
+mod workspaces;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -116,6 +117,8 @@ pub(crate) struct Inner {
     /// Shapes (`IMAGE VCPU MEMORY`) whose template could not be made in
     /// the background: not tried again there until a restart.
     pub templates_failed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Workspaces staged for VMs not yet created (`POST /v1/workspaces`).
+    pub(crate) workspaces: workspaces::Staged,
     /// Where the tests stop an operation as a crash would.
     #[cfg(test)]
     pub crash: tests::CrashPoint,
@@ -159,6 +162,7 @@ impl Orchestrator {
                 clock: deps.clock,
                 initramfs_lock: tokio::sync::Mutex::new(()),
                 templates_failed: Default::default(),
+                workspaces: Default::default(),
                 #[cfg(test)]
                 crash: Default::default(),
             }),
@@ -188,6 +192,7 @@ impl Orchestrator {
     pub async fn start(&self) -> Result<(), Error> {
         images::reconcile(self).await?;
         vms::reconcile(self).await?;
+        workspaces::reconcile(self);
         self.refresh_dns().await;
         tokio::spawn(vms::cap_console_logs(self.clone()));
         Ok(())
@@ -269,6 +274,16 @@ impl Orchestrator {
         progress: &Progress,
     ) -> Result<VmStarted, Error> {
         vms::create(self, req, progress).await
+    }
+
+    /// Unpacks a workspace's tar stream (`body`, read on a blocking
+    /// thread) for a VM about to be created.
+    pub async fn stage_workspace(
+        &self,
+        query: banger_api::StageWorkspaceQuery,
+        body: impl std::io::Read + Send + 'static,
+    ) -> Result<banger_api::StagedWorkspace, Error> {
+        workspaces::stage(self, query, body).await
     }
 
     /// `vm fork NAME [--name NEW]`.

@@ -153,28 +153,7 @@ pub fn make_disk_with<T>(
             .map_err(io_err("create", &tree))?;
         let filled = fill(&tree)?;
         write_seed(&tree, seed)?;
-        ownership.prepare(&tree)?;
-        let _ = fs::remove_file(&tmp);
-        let mut command = ownership.command(&mkfs);
-        command
-            .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid])
-            // Lazy init: the host writes only metadata that is used, so
-            // the file stays sparse; the guest kernel finishes the rest.
-            .args([
-                "-E",
-                "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
-            ])
-            .arg("-d")
-            .arg(&tree)
-            .arg(&tmp)
-            .arg(format!("{}k", size.bytes() / 1024));
-        let out = command
-            .output()
-            .map_err(io_err("run mkfs.ext4 for", path))?;
-        if !out.status.success() {
-            return Err(ownership.failure(path, &out.stderr));
-        }
-        fs::rename(&tmp, path).map_err(io_err("move into place", path))?;
+        mkfs_tree(&mkfs, &ownership, path, &tmp, size, label, uuid, &tree)?;
         Ok(filled)
     })();
     let _ = fs::remove_dir_all(&tree);
@@ -182,6 +161,67 @@ pub fn make_disk_with<T>(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Makes a sparse ext4 disk of `size` at `path` whose root holds what
+/// `tree` holds (a staging tree the caller made, e.g. a workspace's),
+/// everything owned by root in the guest, with the given label and UUID.
+/// The tree's owners are changed; the tree is left for the caller to
+/// remove. `path` is absent or complete.
+pub fn make_disk_from_tree(
+    path: &Path,
+    size: Size,
+    label: &str,
+    uuid: &str,
+    tree: &Path,
+) -> Result<(), DiskError> {
+    let mkfs = find_tool("mkfs.ext4").ok_or(DiskError::MissingTool {
+        tool: "mkfs.ext4",
+        package: "e2fsprogs",
+    })?;
+    let ownership = Ownership::of_this_process()?;
+    let tmp = sibling(path, ".partial");
+    let made = mkfs_tree(&mkfs, &ownership, path, &tmp, size, label, uuid, tree);
+    if made.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    made
+}
+
+/// `mkfs.ext4 -d tree` into `tmp`, renamed to `path` once complete.
+#[allow(clippy::too_many_arguments)]
+fn mkfs_tree(
+    mkfs: &Path,
+    ownership: &Ownership,
+    path: &Path,
+    tmp: &Path,
+    size: Size,
+    label: &str,
+    uuid: &str,
+    tree: &Path,
+) -> Result<(), DiskError> {
+    ownership.prepare(tree)?;
+    let _ = fs::remove_file(tmp);
+    let mut command = ownership.command(mkfs);
+    command
+        .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid])
+        // Lazy init: the host writes only metadata that is used, so
+        // the file stays sparse; the guest kernel finishes the rest.
+        .args([
+            "-E",
+            "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
+        ])
+        .arg("-d")
+        .arg(tree)
+        .arg(tmp)
+        .arg(format!("{}k", size.bytes() / 1024));
+    let out = command
+        .output()
+        .map_err(io_err("run mkfs.ext4 for", path))?;
+    if !out.status.success() {
+        return Err(ownership.failure(path, &out.stderr));
+    }
+    fs::rename(tmp, path).map_err(io_err("move into place", path))
 }
 
 /// How everything on a new disk comes to be owned by root inside the

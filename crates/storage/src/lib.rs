@@ -30,10 +30,11 @@ mod clone;
 mod disk;
 pub mod file_sync;
 mod space;
+pub mod workspace;
 
 pub use clone::{CloneReport, clone_file, sparse_digest};
 pub use disk::{
-    DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk, make_disk_with,
-    new_uuid, read_ext4_uuid, usage,
+    DiskError, DiskUsage, SYSTEM_DISK_SIZE, Seed, SeedFile, grow_disk, make_disk,
+    make_disk_from_tree, make_disk_with, new_uuid, read_ext4_uuid, usage,
 };
 pub use space::check_space;

@@ -63,6 +63,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0005_vm_ephemeral.sql")),
         M::up(include_str!("migrations/0006_templates.sql")),
         M::up(include_str!("migrations/0007_image_facts.sql")),
+        M::up(include_str!("migrations/0008_vm_workspace.sql")),
     ])
 }
 
@@ -163,7 +164,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("banger.db");
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 7);
+        assert_eq!(store.schema_version().unwrap(), 8);
         let mode: String = store
             .conn()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -171,7 +172,7 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(store);
         // Reopening an up-to-date database is a no-op.
-        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 7);
+        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), 8);
     }
 
     #[test]
@@ -190,7 +191,7 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 7);
+        assert_eq!(store.schema_version().unwrap(), 8);
         let k = store.get_kernel("k").unwrap().unwrap();
         assert_eq!(k.state, banger_model::ObjectState::Ready);
         assert!(k.artifacts.is_empty());
@@ -220,7 +221,7 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 7);
+        assert_eq!(store.schema_version().unwrap(), 8);
         assert!(!store.get_vm("old").unwrap().unwrap().ephemeral);
     }
 

@@ -8,7 +8,7 @@ use crate::{Result, Store, StoreError, unique_violation};
 
 const COLUMNS: &str = "name, image, kernel, state, vcpu, memory_mib, disk_size_bytes, nat, ip, \
                        mac, tap, system_uuid, work_uuid, runtime, last_error, created_at, \
-                       ephemeral, boot_path, template_build";
+                       ephemeral, boot_path, template_build, workspace";
 
 impl Store {
     /// Records a VM (and so leases its address). A taken name or address
@@ -17,7 +17,7 @@ impl Store {
         let res = self.conn().execute(
             &format!(
                 "INSERT INTO vms ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
             ),
             params![
                 vm.name.as_str(),
@@ -38,7 +38,10 @@ impl Store {
                 vm.created_at,
                 vm.ephemeral,
                 vm.boot_path,
-                vm.template_build
+                vm.template_build,
+                vm.workspace
+                    .as_ref()
+                    .and_then(|w| serde_json::to_string(w).ok())
             ],
         );
         match res {
@@ -189,6 +192,7 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Result<VmRecord>> {
     let state: String = row.get(3)?;
     let disk: i64 = row.get(6)?;
     let runtime: Option<String> = row.get(13)?;
+    let workspace: Option<String> = row.get(19)?;
     let decoded = (|| {
         Ok(VmRecord {
             name: VmName::parse(&name).map_err(|_| StoreError::Corrupt {
@@ -229,6 +233,17 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<Result<VmRecord>> {
             ephemeral: row.get(16)?,
             boot_path: row.get(17)?,
             template_build: row.get(18)?,
+            workspace: match workspace {
+                Some(text) => {
+                    Some(
+                        serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
+                            what: "VM workspace",
+                            value: text.clone(),
+                        })?,
+                    )
+                }
+                None => None,
+            },
         })
     })();
     Ok(decoded)
@@ -259,6 +274,7 @@ pub(crate) mod tests {
             ephemeral: false,
             boot_path: None,
             template_build: None,
+            workspace: None,
         }
     }
 
@@ -289,6 +305,16 @@ pub(crate) mod tests {
         );
         let err = store.insert_vm(&vm("web", "172.16.0.9")).unwrap_err();
         assert_eq!(err.to_string(), "VM \"web\" already exists");
+        // A workspace disk's record round-trips.
+        let mut ws = vm("ws", "172.16.0.4");
+        ws.workspace = Some(banger_model::VmWorkspace {
+            dir: "repo".into(),
+            uuid: "u".into(),
+            files: 3,
+            bytes: 42,
+        });
+        store.insert_vm(&ws).unwrap();
+        assert_eq!(store.get_vm("ws").unwrap(), Some(ws));
     }
 
     #[test]

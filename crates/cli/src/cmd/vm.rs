@@ -318,6 +318,14 @@ fn print_vm(vm: &VmRecord) {
         println!("pid:     {pid}");
     }
     println!("created: {}", age(vm.created_at));
+    if let Some(ws) = &vm.workspace {
+        println!(
+            "workspace: /root/{} on its own disk ({} files, {} when made)",
+            ws.dir,
+            ws.files,
+            human_bytes(ws.bytes)
+        );
+    }
     if let Some(path) = &vm.boot_path {
         println!("started: {path}");
     }
@@ -379,6 +387,7 @@ fn request(
         ephemeral,
         wait: Some(args.wait.map_or(wait, Into::into)),
         cold: args.cold,
+        workspace: None,
     })
 }
 
@@ -388,7 +397,19 @@ async fn create(
     ephemeral: bool,
     wait: ReadyWait,
 ) -> Result<VmStarted> {
-    let req = request(args, true, ephemeral, wait)?;
+    create_with(client, args, ephemeral, wait, None).await
+}
+
+/// [`create`], with a staged workspace for its workspace disk.
+async fn create_with(
+    client: &Client,
+    args: &CreateArgs,
+    ephemeral: bool,
+    wait: ReadyWait,
+    workspace: Option<String>,
+) -> Result<VmStarted> {
+    let mut req = request(args, true, ephemeral, wait)?;
+    req.workspace = workspace;
     let events = client.stream("/v1/vms", &req).await.map_err(client_error)?;
     let result = follow(events).await?;
     Ok(serde_json::from_value(result)?)
@@ -568,7 +589,25 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     } else {
         ReadyWait::Ssh
     };
-    let started = create(client, &args.create, args.rm, wait).await?;
+    // The working tree's files go on a workspace disk the host makes
+    // before the VM boots; a checkout with history (--branch/--from) is
+    // still made by the guest's git from a bundle, after it boots.
+    let t0 = std::time::Instant::now();
+    let staged = match &selection {
+        Some(sel) if sel.history.is_none() => {
+            Some(crate::workspace::stage(client, sel, args.create.disk_size).await?)
+        }
+        _ => None,
+    };
+    let staging = t0.elapsed().as_secs_f64();
+    let started = create_with(
+        client,
+        &args.create,
+        args.rm,
+        wait,
+        staged.as_ref().map(|s| s.id.clone()),
+    )
+    .await?;
     let name = started.vm.name.to_string();
     // Held until this function returns, or until the process dies: the
     // daemon deletes the VM when the lease's connection closes.
@@ -602,7 +641,39 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     let mut timings = started.timings.clone();
     let mut command = args.command.clone();
     let mut cwd = None;
-    if let Some(sel) = selection {
+    if staged.is_some()
+        && let Some(sel) = &selection
+    {
+        timings.insert(
+            0,
+            Timing {
+                phase: "workspace".into(),
+                secs: staging,
+            },
+        );
+        let dir = sel.guest_workdir();
+        // `mise install`, in the background, as after a copy.
+        if let Some(argv) = crate::workspace::tooling_command(sel) {
+            match &channel {
+                Channel::Agent(agent) => {
+                    let _ =
+                        crate::agent::feed(agent, argv, "starting the tool bootstrap", |_| Ok(()))
+                            .await;
+                }
+                Channel::Ssh(info) => {
+                    let (target, sel) = (info.clone(), sel.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        crate::workspace::bootstrap_tooling(&target, &sel)
+                    })
+                    .await;
+                }
+            }
+        }
+        match channel {
+            Channel::Agent(_) => cwd = Some(dir),
+            Channel::Ssh(_) => command = crate::workspace::in_dir(&dir, &args.command),
+        }
+    } else if let Some(sel) = selection {
         let dir = sel.guest_workdir();
         let copied = match &channel {
             Channel::Agent(agent) => copy_workspace_through(agent, sel).await,

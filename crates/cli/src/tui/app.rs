@@ -610,6 +610,7 @@ fn submit(kind: FormKind, fields: &[Field]) -> Result<Action, String> {
                 ephemeral: false,
                 wait: None,
                 cold: false,
+                workspace: None,
             }))
         }
     }
@@ -662,6 +663,7 @@ pub(super) mod tests {
             ephemeral: false,
             boot_path: None,
             template_build: None,
+            workspace: None,
         }
     }
 

@@ -198,6 +198,7 @@ pub fn seed(home: &TestHome) {
             ephemeral: false,
             boot_path: None,
             template_build: None,
+            workspace: None,
         })
         .unwrap();
 }

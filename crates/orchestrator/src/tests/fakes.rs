@@ -141,6 +141,8 @@ pub struct FakeHypervisor {
     pub fail_save: std::sync::atomic::AtomicBool,
     /// `grow_disk` calls: the file and its new size.
     pub grown: Mutex<Vec<(PathBuf, u64)>>,
+    /// Every launch's spec.
+    pub specs: Mutex<Vec<LaunchSpec>>,
 }
 
 impl FakeHypervisor {
@@ -157,6 +159,7 @@ impl FakeHypervisor {
             incoming: Mutex::default(),
             fail_save: false.into(),
             grown: Mutex::default(),
+            specs: Mutex::default(),
         }
     }
 
@@ -196,6 +199,7 @@ impl Hypervisor for FakeHypervisor {
     fn start(&self, spec: &LaunchSpec) -> Result<VmHandle, VmmError> {
         self.launches.lock().unwrap().push(spec.name.clone());
         self.incoming.lock().unwrap().push(spec.incoming.clone());
+        self.specs.lock().unwrap().push(spec.clone());
         let guest = *self.guest.lock().unwrap();
         if guest == Guest::FailsToStart {
             return Err(VmmError::Spec("the fake hypervisor fails to start".into()));

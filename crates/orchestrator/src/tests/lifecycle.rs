@@ -225,6 +225,7 @@ pub(super) fn request(start: bool) -> CreateVmRequest {
         ephemeral: false,
         wait: None,
         cold: false,
+        workspace: None,
     }
 }
 

@@ -7,6 +7,7 @@
 mod fakes;
 mod lifecycle;
 mod templates;
+mod workspaces;
 
 use std::sync::Mutex;
 

@@ -22,6 +22,8 @@ pub(crate) struct GuestParams<'a> {
     pub clock: Option<std::net::SocketAddr>,
     /// The image has no init or sshd (OCI): banger-init's minimal mode.
     pub minimal: bool,
+    /// The workspace disk's filesystem UUID and its folder under `/root`.
+    pub workspace: Option<(&'a str, &'a str)>,
 }
 
 /// banger's part of the kernel command line; the hypervisor adds the
@@ -52,6 +54,13 @@ pub(crate) fn guest_cmdline(p: &GuestParams<'_>) -> String {
     }
     if p.minimal {
         line.push_str(" banger.minimal=1");
+    }
+    // The folder name is checked when the workspace is staged (letters,
+    // digits, '.', '_', '-'): never a space or a quote here.
+    if let Some((uuid, dir)) = p.workspace {
+        line.push_str(&format!(
+            " banger.workspace=UUID={uuid} banger.workspace_dir={dir}"
+        ));
     }
     line
 }
@@ -170,6 +179,7 @@ mod tests {
             dns: &[DNS_A, DNS_B],
             clock: Some("172.16.0.1:10123".parse().unwrap()),
             minimal,
+            workspace: None,
         }
     }
 
@@ -194,6 +204,15 @@ mod tests {
         }
         let oci = guest_cmdline(&params(true));
         assert!(oci.ends_with(" banger.minimal=1"), "{oci}");
+        assert!(!line.contains("banger.workspace"));
+        let ws = guest_cmdline(&GuestParams {
+            workspace: Some(("u-1", "repo")),
+            ..params(false)
+        });
+        assert!(
+            ws.ends_with(" banger.workspace=UUID=u-1 banger.workspace_dir=repo"),
+            "{ws}"
+        );
     }
 
     #[test]

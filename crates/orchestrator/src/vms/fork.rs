@@ -14,8 +14,8 @@ use banger_api::{CreateVmRequest, ReadyWait, VmStarted};
 use banger_model::VmState;
 
 use super::{
-    Disks, NewVm, Timer, boot_from, destroy, get, live_hypervisor, paths, prepare, record_vm,
-    set_state, template,
+    Disks, NewVm, Timer, WorkspaceDisk, boot_from, destroy, get, live_hypervisor, paths, prepare,
+    record_vm, set_state, template,
 };
 use crate::Orchestrator;
 use crate::error::Error;
@@ -47,6 +47,7 @@ pub(crate) async fn fork(
             ephemeral: false,
             wait: None,
             cold: false,
+            workspace: None,
         },
     )
     .await?;
@@ -54,7 +55,7 @@ pub(crate) async fn fork(
     super::fits_disks(
         d,
         "the fork's disks need",
-        super::disks_at_full_size(src.disk_size),
+        super::disks_at_full_size(src.disk_size, src.workspace.is_some()),
     )
     .await?;
     let image = images::get_image(d, &src.image).await?;
@@ -84,6 +85,8 @@ pub(crate) async fn fork(
             ephemeral: false,
             uuids: Some((src.system_uuid.clone(), src.work_uuid.clone())),
             template_build: None,
+            // The same files (a copy of its disk), mounted where they are.
+            workspace: src.workspace.clone(),
         },
     )
     .await?;
@@ -122,6 +125,13 @@ pub(crate) async fn fork(
                 &record,
                 progress,
                 Disks::Copies((src_paths.system.clone(), src_paths.work.clone())),
+                // Its fourth disk, workspace or placeholder, if its guest
+                // has one.
+                if src_paths.workspace.exists() {
+                    WorkspaceDisk::Copy(src_paths.workspace.clone())
+                } else {
+                    WorkspaceDisk::None
+                },
             )
             .await
         }

@@ -30,7 +30,7 @@ use banger_api::{
     AgentInfo, CreateVmRequest, ReadyWait, SetVmRequest, SshInfo, VmStarted, VmStats,
 };
 use banger_guest::{KnownHosts, SshError, SshTarget};
-use banger_model::{ArtifactRole, ImageRecord, Size, VmRecord, VmState};
+use banger_model::{ArtifactRole, ImageRecord, Size, VmRecord, VmState, VmWorkspace};
 use banger_storage::{SYSTEM_DISK_SIZE, Seed};
 use banger_vmm::{DiskSpec, Hypervisor, LaunchSpec, NetSpec, VmHandle};
 
@@ -71,9 +71,16 @@ async fn fits_disks(d: &Orchestrator, what: &'static str, need: Size) -> Result<
     .await
 }
 
-/// What a new VM's disks take at their full size.
-fn disks_at_full_size(work: Size) -> Size {
-    Size::from_bytes(SYSTEM_DISK_SIZE.bytes().saturating_add(work.bytes()))
+/// What a new VM's disks take at their full size: the system disk, the
+/// work disk, and the workspace disk (as large as the work disk) if any.
+fn disks_at_full_size(work: Size, workspace: bool) -> Size {
+    let ws = if workspace { work.bytes() } else { 0 };
+    Size::from_bytes(
+        SYSTEM_DISK_SIZE
+            .bytes()
+            .saturating_add(work.bytes())
+            .saturating_add(ws),
+    )
 }
 
 /// How long a graceful stop may take before the hypervisor is killed.
@@ -100,6 +107,10 @@ struct VmPaths {
     dir: PathBuf,
     system: PathBuf,
     work: PathBuf,
+    /// The workspace disk (`vm run PATH`), or an empty placeholder in its
+    /// slot (a VM resumed from a template, whose guest has that slot);
+    /// attached as the fourth disk whenever the file exists.
+    workspace: PathBuf,
     console: PathBuf,
     host_keys: PathBuf,
     /// Short, for sockets (Unix socket paths are limited to 107 bytes).
@@ -111,6 +122,7 @@ fn paths(d: &Orchestrator, vm: &VmRecord) -> VmPaths {
     VmPaths {
         system: dir.join("system.ext4"),
         work: dir.join("work.ext4"),
+        workspace: dir.join("workspace.ext4"),
         console: dir.join("console.log"),
         host_keys: dir.join("ssh"),
         runtime: d.inner.paths.runtime_dir.join(&vm.tap),
@@ -177,12 +189,19 @@ pub(crate) async fn create(
     let wait = req.wait.unwrap_or_default();
     // An ephemeral VM that failed to boot is nobody's to keep.
     let remove_on_failure = req.remove_on_failure || ephemeral;
+    let staged = req.workspace.clone();
     let spec = spec::resolve_spec(d, req).await?;
     progress.info(format!("spec: {}", spec.summary()));
     fits_host(d, spec.vcpu, spec.memory_mib)?;
+    // Taken now: from here on, whatever fails removes it (`Taken`'s drop).
+    let taken = match &staged {
+        Some(id) => Some(crate::workspaces::take(d, id, spec.disk_size)?),
+        None => None,
+    };
+    let full_size = disks_at_full_size(spec.disk_size, taken.is_some());
     // Checked again before the disks are made: building the image spends
     // space too.
-    fits_disks(d, "the disks need", disks_at_full_size(spec.disk_size)).await?;
+    fits_disks(d, "the disks need", full_size).await?;
     d.inner.hypervisors.for_boot(&d.inner.config)?;
     let image = images::ensure_image(d, &spec.image, progress).await?;
     timer.mark("image");
@@ -215,6 +234,12 @@ pub(crate) async fn create(
                 template::Plan::Cold(_) => None,
             },
             template_build: None,
+            workspace: taken.as_ref().map(|t| VmWorkspace {
+                dir: t.staged.dir.clone(),
+                uuid: banger_storage::new_uuid(),
+                files: t.staged.files,
+                bytes: t.staged.bytes,
+            }),
         },
     )
     .await?;
@@ -226,14 +251,21 @@ pub(crate) async fn create(
         template::Plan::Resume(t) => Disks::Copies(template::disks_of(d, t)),
         template::Plan::Cold(_) => Disks::Fresh { sync: true },
     };
+    let slot = match (&taken, &plan) {
+        (Some(t), _) => WorkspaceDisk::Tree(t.tree.clone()),
+        // The template's guest has a fourth disk: so must its copies.
+        (None, template::Plan::Resume(t)) => WorkspaceDisk::Placeholder(t.work_bytes),
+        (None, template::Plan::Cold(_)) => WorkspaceDisk::None,
+    };
     let prepared = async {
-        fits_disks(d, "the disks need", disks_at_full_size(record.disk_size)).await?;
-        prepare(d, &record, progress, from).await
+        fits_disks(d, "the disks need", full_size).await?;
+        prepare(d, &record, progress, from, slot).await
     };
     if let Err(e) = prepared.await {
         destroy(d, &record).await;
         return Err(e);
     }
+    drop(taken);
     d.journaled("create:disks").await;
     set_state(d, record.name.as_str(), VmState::Stopped, None, None).await?;
     d.journaled("create:stopped").await;
@@ -339,6 +371,8 @@ struct NewVm<'a> {
     /// forked VM's); `None`: new ones.
     uuids: Option<(String, String)>,
     template_build: Option<String>,
+    /// The workspace disk it gets (`vm run PATH`).
+    workspace: Option<VmWorkspace>,
 }
 
 /// Leases the VM an address and records it `created`: from here on,
@@ -383,6 +417,7 @@ async fn record_vm(d: &Orchestrator, new: NewVm<'_>) -> Result<VmRecord, Error> 
         ephemeral: new.ephemeral,
         boot_path: None,
         template_build: new.template_build,
+        workspace: new.workspace,
     };
     let rec = record.clone();
     // The journal entry: from here on, reconcile knows this VM.
@@ -401,15 +436,31 @@ enum Disks {
     Copies((PathBuf, PathBuf)),
 }
 
-/// Keys, disks (with `[[file_sync]]`'s files on the work disk) and the
-/// known_hosts pin of a recorded VM.
+/// What goes in a new VM's fourth disk slot (`VmPaths::workspace`).
+pub(super) enum WorkspaceDisk {
+    /// Nothing: the VM has three disks.
+    None,
+    /// The workspace disk, made from this staged tree at the VM's disk
+    /// size, with the record's UUID.
+    Tree(PathBuf),
+    /// An empty sparse file this big: the slot of a guest resumed from a
+    /// template (the template's guest probed it empty and never mounts it).
+    Placeholder(u64),
+    /// A copy of this file (`vm fork`).
+    Copy(PathBuf),
+}
+
+/// Keys, disks (with `[[file_sync]]`'s files on the work disk), the
+/// workspace slot and the known_hosts pin of a recorded VM.
 async fn prepare(
     d: &Orchestrator,
     vm: &VmRecord,
     progress: &Progress,
     disks: Disks,
+    slot: WorkspaceDisk,
 ) -> Result<(), Error> {
     let p = paths(d, vm);
+    make_slot(vm, &p.workspace, slot).await?;
     // An image without an sshd of its own (OCI) gets banger's, with the
     // image's environment for every session.
     let image = images::get_image(d, &vm.image).await?;
@@ -504,6 +555,66 @@ async fn prepare(
             &host_pub,
         )
         .map_err(|e| Error::internal(e.to_string()))
+    })
+    .await
+}
+
+/// Fills the VM's fourth disk slot. Blocking work on a blocking thread.
+async fn make_slot(
+    vm: &VmRecord,
+    path: &std::path::Path,
+    slot: WorkspaceDisk,
+) -> Result<(), Error> {
+    let (vm, path) = (vm.clone(), path.to_path_buf());
+    let disk_err = |e: banger_storage::DiskError| match e {
+        banger_storage::DiskError::NoSpace { .. } | banger_storage::DiskError::Full { .. } => {
+            Error::invalid(e.to_string())
+        }
+        e => Error::internal(e.to_string()),
+    };
+    blocking(move || {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        match slot {
+            WorkspaceDisk::None => Ok(()),
+            WorkspaceDisk::Tree(tree) => {
+                let ws = vm.workspace.as_ref().ok_or_else(|| {
+                    Error::internal("a workspace disk for a VM recorded without one")
+                })?;
+                let started = std::time::Instant::now();
+                banger_storage::make_disk_from_tree(
+                    &path,
+                    vm.disk_size,
+                    "banger-ws",
+                    &ws.uuid,
+                    &tree,
+                )
+                .map_err(|e| match e {
+                    banger_storage::DiskError::Tool { stderr, .. } => Error::invalid(format!(
+                        "cannot make the workspace disk ({} files, {}) of {}: {stderr}; give a                          larger --disk-size",
+                        ws.files,
+                        Size::from_bytes(ws.bytes).human(),
+                        vm.disk_size.human()
+                    )),
+                    e => disk_err(e),
+                })?;
+                tracing::info!(vm = %vm.name, files = ws.files, bytes = ws.bytes, took = ?started.elapsed(), "made the workspace disk");
+                Ok(())
+            }
+            WorkspaceDisk::Placeholder(bytes) => {
+                let f = fs::File::create(&path)
+                    .and_then(|f| f.set_len(bytes).map(|_| f))
+                    .map_err(|e| Error::internal(format!("cannot make {}: {e}", path.display())))?;
+                drop(f);
+                Ok(())
+            }
+            WorkspaceDisk::Copy(from) => {
+                banger_storage::clone_file(&from, &path).map_err(disk_err)?;
+                Ok(())
+            }
+        }
     })
     .await
 }
@@ -700,6 +811,10 @@ async fn boot_from(
             dns: &dns,
             clock: d.inner.clock,
             minimal: image.oci.is_some(),
+            workspace: vm
+                .workspace
+                .as_ref()
+                .map(|w| (w.uuid.as_str(), w.dir.as_str())),
         }),
         disks: vec![
             DiskSpec {
@@ -714,7 +829,13 @@ async fn boot_from(
                 path: p.work.clone(),
                 read_only: false,
             },
-        ],
+        ]
+        .into_iter()
+        .chain(p.workspace.exists().then(|| DiskSpec {
+            path: p.workspace.clone(),
+            read_only: false,
+        }))
+        .collect(),
         net: Some(NetSpec {
             tap: vm.tap.clone(),
             mac: vm.mac.clone(),
@@ -1496,19 +1617,23 @@ pub(crate) async fn stats(d: &Orchestrator, name: &str) -> Result<VmStats, Error
         let cpu_secs = usage.as_ref().map(|u| u.cpu.as_secs_f64());
         let rss_bytes = usage.as_ref().map(|u| u.rss_bytes);
         let uptime_secs = usage.as_ref().map(|u| u.age.as_secs());
-        let disks = [("system", &p.system), ("work", &p.work)]
-            .into_iter()
-            .filter_map(|(n, path)| {
-                banger_storage::usage(path)
-                    .ok()
-                    .map(|u| banger_api::DiskStats {
-                        name: n.to_string(),
-                        path: path.clone(),
-                        size: u.size,
-                        allocated: u.allocated,
-                    })
-            })
-            .collect();
+        let disks = [
+            ("system", &p.system),
+            ("work", &p.work),
+            ("workspace", &p.workspace),
+        ]
+        .into_iter()
+        .filter_map(|(n, path)| {
+            banger_storage::usage(path)
+                .ok()
+                .map(|u| banger_api::DiskStats {
+                    name: n.to_string(),
+                    path: path.clone(),
+                    size: u.size,
+                    allocated: u.allocated,
+                })
+        })
+        .collect();
         Ok(VmStats {
             name: vm.name.to_string(),
             state: vm.state,

@@ -10,7 +10,9 @@ use banger_api::ReadyWait;
 use banger_model::{VmRecord, VmState};
 use banger_vmm::{Hypervisor, VmHandle};
 
-use super::{Disks, Timer, boot, fail_boot, get, paths, prepare, set_state, template};
+use super::{
+    Disks, Timer, WorkspaceDisk, boot, fail_boot, get, paths, prepare, set_state, template,
+};
 use crate::Orchestrator;
 use crate::error::Error;
 use crate::images::blocking;
@@ -81,6 +83,12 @@ pub(super) async fn resume_guest(
         if grow {
             hv.grow_disk(&h, 2, &p.work, vm.disk_size.bytes())
                 .map_err(|e| format!("cannot grow the work disk: {e}"))?;
+            // The workspace disk is as large as the work disk; the guest
+            // saw the template's empty placeholder in its slot.
+            if vm.workspace.is_some() {
+                hv.grow_disk(&h, 3, &p.workspace, vm.disk_size.bytes())
+                    .map_err(|e| format!("cannot size the workspace disk: {e}"))?;
+            }
         }
         let reply = probe.set_identity(&socket, &req, template::IDENTITY_TIMEOUT)?;
         template::check_identity(&reply)?;
@@ -121,8 +129,12 @@ pub(super) async fn cold_again(
     why: template::ColdWhy,
 ) -> Result<VmRecord, Error> {
     let p = paths(d, vm);
+    // A workspace disk is kept (it was made for this VM, not copied); a
+    // placeholder goes with the template's copies.
+    let keep_workspace = vm.workspace.is_some();
     blocking(move || {
-        for disk in [&p.system, &p.work] {
+        let placeholder = (!keep_workspace).then_some(&p.workspace);
+        for disk in [&p.system, &p.work].into_iter().chain(placeholder) {
             if let Err(e) = fs::remove_file(disk)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -135,7 +147,14 @@ pub(super) async fn cold_again(
         Ok(())
     })
     .await?;
-    prepare(d, vm, progress, Disks::Fresh { sync: true }).await?;
+    prepare(
+        d,
+        vm,
+        progress,
+        Disks::Fresh { sync: true },
+        WorkspaceDisk::None,
+    )
+    .await?;
     set_state(d, vm.name.as_str(), VmState::Stopped, None, None).await?;
     let booted = boot(d, vm.name.as_str(), progress, timer, wait).await?;
     note_boot_path(d, vm.name.as_str(), &why.describe()).await;

@@ -54,7 +54,8 @@ const STATE: &str = "state";
 const SYSTEM: &str = "system.ext4";
 const WORK: &str = "work.ext4";
 /// Bumped when what a template holds changes meaning: older ones go stale.
-const FORMAT: u32 = 1;
+/// 2: the guest has a fourth disk slot, for a VM's workspace disk.
+const FORMAT: u32 = 2;
 /// How long saving a guest's state may take (a 3 GiB guest's RAM, mostly
 /// untouched, writes in about a second here).
 const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -558,6 +559,7 @@ async fn make(
             ephemeral: false,
             uuids: None,
             template_build: Some(id.clone()),
+            workspace: None,
         },
     )
     .await?;
@@ -630,7 +632,16 @@ async fn build_files(
         let lock = d.inner.vms.of(&name);
         let _guard = lock.lock().await;
         progress.phase("disks", "making the template's disks");
-        super::prepare(d, builder, progress, super::Disks::Fresh { sync: false }).await?;
+        super::prepare(
+            d,
+            builder,
+            progress,
+            super::Disks::Fresh { sync: false },
+            // The slot of a resumed VM's workspace disk: empty, never
+            // mounted by the template's guest.
+            super::WorkspaceDisk::Placeholder(template_work(d).bytes()),
+        )
+        .await?;
         super::set_state(d, &name, VmState::Stopped, None, None).await?;
         let mut timer = Timer::new();
         super::boot(
