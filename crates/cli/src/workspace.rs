@@ -68,17 +68,30 @@ pub async fn stage(
     sel: &Selection,
     disk_size: Option<banger_model::Size>,
 ) -> Result<banger_api::StagedWorkspace> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+    let cancel = Arc::new(AtomicBool::new(false));
     let sel2 = sel.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx.clone()));
-        let written = workspace::write_tar(&sel2, out);
-        if let Err(e) = &written {
-            // Ends the request: the daemon drops what it unpacked.
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-        }
-        written
-    });
+    let writer = {
+        let (tx, cancel) = (tx.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = std::io::BufWriter::with_capacity(
+                256 * 1024,
+                ChannelWriter {
+                    tx: tx.clone(),
+                    cancel,
+                },
+            );
+            let written = workspace::write_tar(&sel2, out);
+            if let Err(e) = &written {
+                // Ends the request: the daemon drops what it unpacked.
+                let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
+            }
+            written
+        })
+    };
+    drop(tx);
     // The name is letters, digits, '.', '_' and '-' (`repo_name`), the
     // size digits and a unit: nothing to escape.
     let mut query = format!("dir={}&bytes={}", sel.repo_name, sel.total_bytes);
@@ -92,20 +105,47 @@ pub async fn stage(
             rx,
         )
         .await;
-    // The archive's own error says more than the daemon's view of it.
-    writer.await.context("writing the workspace archive")??;
-    staged.map_err(crate::output::client_error)
+    // Answered: whatever is still being written is not wanted.
+    cancel.store(true, Ordering::SeqCst);
+    let written = writer.await.context("writing the workspace archive")?;
+    match (staged, written) {
+        (Ok(staged), Ok(())) => Ok(staged),
+        // bangerd's refusal (too large, a bad name) says why.
+        (Err(e @ banger_api::ClientError::Api(_)), _) => Err(crate::output::client_error(e)),
+        // A file that changed while it was read says more than a broken
+        // upload.
+        (_, Err(e)) => Err(e.into()),
+        (Err(e), Ok(())) => Err(crate::output::client_error(e)),
+    }
 }
 
-/// A `Write` into a channel of chunks, from a blocking thread.
-struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+/// A `Write` into a channel of chunks, from a blocking thread, that gives
+/// up once `cancel` is set (bangerd answered before reading everything).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::other("bangerd stopped reading the workspace"))?;
-        Ok(buf.len())
+        use tokio::sync::mpsc::error::TrySendError;
+        let mut chunk = Ok(bytes::Bytes::copy_from_slice(buf));
+        loop {
+            if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::other("bangerd stopped reading the workspace"));
+            }
+            match self.tx.try_send(chunk) {
+                Ok(()) => return Ok(buf.len()),
+                // Back-pressure: the daemon unpacks at its own pace.
+                Err(TrySendError::Full(back)) => {
+                    chunk = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(TrySendError::Closed(_)) => {
+                    return Err(std::io::Error::other("bangerd stopped reading the workspace"));
+                }
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
