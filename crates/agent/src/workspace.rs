@@ -83,10 +83,35 @@ pub fn mount(root: &Path, ws: &WorkspaceMount) -> Result<(), String> {
             sys_block: "/sys/block".into(),
             dev: "/dev".into(),
             mountinfo: "/proc/self/mountinfo".into(),
-            prefix: "vd",
+            candidate: Box::new(|name| name.starts_with("vd")),
             flush: flush_buffers,
         },
         WAIT,
+    )
+}
+
+/// [`mount`], with the disks looked for among `/sys/block/<name>` for
+/// `names` only, waiting up to `wait`: for a test on a host, whose loop
+/// devices stand for the guest's `vd*` disks.
+#[doc(hidden)]
+pub fn mount_among(
+    root: &Path,
+    ws: &WorkspaceMount,
+    names: &[&str],
+    wait: Duration,
+) -> Result<(), String> {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    mount_with(
+        root,
+        ws,
+        &Kernel {
+            sys_block: "/sys/block".into(),
+            dev: "/dev".into(),
+            mountinfo: "/proc/self/mountinfo".into(),
+            candidate: Box::new(move |name| names.iter().any(|n| n == name)),
+            flush: flush_buffers,
+        },
+        wait,
     )
 }
 
@@ -96,7 +121,7 @@ struct Kernel {
     dev: PathBuf,
     mountinfo: PathBuf,
     /// Which block devices may hold the workspace: virtio-blk's `vd*`.
-    prefix: &'static str,
+    candidate: Box<dyn Fn(&str) -> bool>,
     /// Drops a device's cached blocks ([`flush_buffers`]).
     flush: fn(&File) -> io::Result<()>,
 }
@@ -158,7 +183,7 @@ fn mount_with(
     })
 }
 
-/// The one `prefix*` disk whose superblock carries `uuid`, each read
+/// The one candidate disk whose superblock carries `uuid`, each read
 /// after its cached blocks are dropped; `None` if none does (yet: a
 /// disk smaller than a superblock is one whose new size the kernel has
 /// not seen).
@@ -204,14 +229,14 @@ fn read_identity(kernel: &Kernel, device: &Path) -> Result<Option<superblock::Id
         .and_then(|sb| superblock::identity(&sb)))
 }
 
-/// `prefix*` entries of sys_block, sorted.
+/// The candidates among sys_block's entries, sorted.
 fn disks(kernel: &Kernel) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(&kernel.sys_block)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(kernel.prefix))
+                .filter(|n| (kernel.candidate)(n))
                 .collect()
         })
         .unwrap_or_default();
@@ -398,7 +423,7 @@ mod tests {
                 sys_block: self.path("sys"),
                 dev: self.path("dev"),
                 mountinfo: self.path("mountinfo"),
-                prefix: "vd",
+                candidate: Box::new(|name| name.starts_with("vd")),
                 flush: |_| Ok(()),
             }
         }
