@@ -76,18 +76,8 @@ pub(crate) fn check(ws: &WorkspaceMount) -> Result<(), String> {
 /// (`/` but in tests); waits up to [`WAIT`] for its disk. Already mounted
 /// there is success. The error names the step that failed.
 pub fn mount(root: &Path, ws: &WorkspaceMount) -> Result<(), String> {
-    mount_with(
-        root,
-        ws,
-        &Kernel {
-            sys_block: "/sys/block".into(),
-            dev: "/dev".into(),
-            mountinfo: "/proc/self/mountinfo".into(),
-            candidate: Box::new(|name| name.starts_with("vd")),
-            flush: flush_buffers,
-        },
-        WAIT,
-    )
+    let virtio = Kernel::live(Box::new(|name| name.starts_with("vd")));
+    mount_with(root, ws, &virtio, WAIT)
 }
 
 /// [`mount`], with the disks looked for among `/sys/block/<name>` for
@@ -101,18 +91,8 @@ pub fn mount_among(
     wait: Duration,
 ) -> Result<(), String> {
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    mount_with(
-        root,
-        ws,
-        &Kernel {
-            sys_block: "/sys/block".into(),
-            dev: "/dev".into(),
-            mountinfo: "/proc/self/mountinfo".into(),
-            candidate: Box::new(move |name| names.iter().any(|n| n == name)),
-            flush: flush_buffers,
-        },
-        wait,
-    )
+    let named = Kernel::live(Box::new(move |name| names.iter().any(|n| n == name)));
+    mount_with(root, ws, &named, wait)
 }
 
 /// Where the kernel's view of the disks is read, so tests give fakes.
@@ -124,6 +104,19 @@ struct Kernel {
     candidate: Box<dyn Fn(&str) -> bool>,
     /// Drops a device's cached blocks ([`flush_buffers`]).
     flush: fn(&File) -> io::Result<()>,
+}
+
+impl Kernel {
+    /// The running kernel's view, of the disks `candidate` names.
+    fn live(candidate: Box<dyn Fn(&str) -> bool>) -> Self {
+        Kernel {
+            sys_block: "/sys/block".into(),
+            dev: "/dev".into(),
+            mountinfo: "/proc/self/mountinfo".into(),
+            candidate,
+            flush: flush_buffers,
+        }
+    }
 }
 
 fn mount_with(
