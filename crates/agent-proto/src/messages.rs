@@ -135,6 +135,9 @@ pub const MAX_NAMESERVERS: usize = 3;
 pub const MAX_FILESYSTEMS: usize = 4;
 /// The longest mount point [`GrowFilesystem::mount`] names (PATH_MAX).
 pub const MAX_MOUNT_PATH: usize = 4096;
+/// The longest name of a workspace's folder under the guest's `/root`
+/// ([`valid_workspace_name`]).
+pub const MAX_WORKSPACE_NAME: usize = 64;
 
 /// A resumed guest's new identity (`POST /v1/identity`): right after a
 /// snapshot is resumed the guest still is the template it was taken
@@ -172,6 +175,28 @@ pub struct IdentityRequest {
     /// [`MAX_FILESYSTEMS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystems: Option<Vec<GrowFilesystem>>,
+    /// The VM's workspace disk, to mount: the template's guest saw an
+    /// empty placeholder there, and the host has since put this VM's
+    /// workspace filesystem behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceMount>,
+}
+
+/// A workspace disk to mount (the resumed guest's counterpart of
+/// banger-init's `banger.workspace` and `banger.workspace_dir`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceMount {
+    /// The workspace filesystem's UUID (lowercase hyphenated, as mkfs -U
+    /// takes it): [`valid_fs_uuid`].
+    pub uuid: String,
+    /// Where to mount it: `/root/<name>`, the name as for
+    /// `banger.workspace_dir` ([`valid_workspace_name`]).
+    pub dir: String,
+    /// The device's size in bytes as the host made it (a positive
+    /// multiple of 512): the agent waits (a few seconds) for the guest's
+    /// kernel to see the device that big.
+    pub bytes: u64,
 }
 
 /// A mounted ext4 filesystem whose block device the host has grown.
@@ -234,8 +259,8 @@ pub struct HostKey {
 /// pool first, so everything after (sshd's restart included) draws from
 /// the reseeded pool; the clock next, so the files written after carry
 /// the right times; sshd's keys after the network, so it restarts on the
-/// new address; the filesystems last, since they may wait a few seconds
-/// for the kernel to see a grown disk.
+/// new address; the filesystems and the workspace last, since they may
+/// wait a few seconds for the kernel to see a grown or swapped disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityPart {
@@ -246,6 +271,7 @@ pub enum IdentityPart {
     Network,
     HostKeys,
     Filesystems,
+    Workspace,
 }
 
 impl IdentityPart {
@@ -258,6 +284,7 @@ impl IdentityPart {
             Self::Network => "network",
             Self::HostKeys => "host_keys",
             Self::Filesystems => "filesystems",
+            Self::Workspace => "workspace",
         }
     }
 }
@@ -313,6 +340,33 @@ pub enum SshdRestart {
 #[serde(deny_unknown_fields)]
 pub struct ErrorReply {
     pub error: String,
+}
+
+/// A workspace's folder name under the guest's `/root`: 1 to
+/// [`MAX_WORKSPACE_NAME`] bytes of letters, digits, `.`, `_` and `-`, not
+/// starting with `.` or `-` (so never `.`, `..`, a hidden folder or an
+/// option). banger-init's `banger.workspace_dir` and the identity's
+/// [`WorkspaceMount::dir`] both take exactly these.
+pub fn valid_workspace_name(name: &str) -> bool {
+    (1..=MAX_WORKSPACE_NAME).contains(&name.len())
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// An ext2/3/4 filesystem UUID as banger writes it (and the superblock
+/// reads back): 36 characters, lowercase hex digits in groups of 8-4-4-4-12
+/// joined by `-`.
+pub fn valid_fs_uuid(uuid: &str) -> bool {
+    uuid.len() == 36
+        && uuid.bytes().enumerate().all(|(i, b)| {
+            if [8, 13, 18, 23].contains(&i) {
+                b == b'-'
+            } else {
+                matches!(b, b'0'..=b'9' | b'a'..=b'f')
+            }
+        })
 }
 
 /// An exec id: 16 lowercase hex digits.
@@ -372,6 +426,86 @@ mod tests {
             r#""filesystems""#
         );
         assert!(IdentityPart::HostKeys < IdentityPart::Filesystems);
+    }
+
+    #[test]
+    fn the_workspace_is_an_optional_part_applied_last() {
+        let req = IdentityRequest {
+            workspace: Some(WorkspaceMount {
+                uuid: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+                dir: "/root/banger".into(),
+                bytes: 1 << 30,
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"workspace":{"uuid":"0f8fad5b-d9cb-469f-a165-70867728950e","dir":"/root/banger","bytes":1073741824}}"#
+        );
+        assert_eq!(serde_json::from_str::<IdentityRequest>(&json).unwrap(), req);
+        assert!(
+            serde_json::from_str::<IdentityRequest>(
+                r#"{"workspace":{"uuid":"x","dir":"/root/a","bytes":512,"device":"/dev/vdd"}}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<IdentityRequest>(r#"{"workspace":{"uuid":"x","bytes":512}}"#)
+                .is_err()
+        );
+        assert_eq!(
+            serde_json::to_string(&IdentityPart::Workspace).unwrap(),
+            r#""workspace""#
+        );
+        assert_eq!(IdentityPart::Workspace.to_string(), "workspace");
+        assert!(IdentityPart::Filesystems < IdentityPart::Workspace);
+    }
+
+    #[test]
+    fn workspace_names_are_plain_folder_names() {
+        for good in [
+            "banger",
+            "a",
+            "my-repo--old-",
+            "v1.2_x",
+            "A9",
+            &"a".repeat(64),
+        ] {
+            assert!(valid_workspace_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "-rf",
+            "a/b",
+            "a b",
+            "caf\u{e9}",
+            "a\0",
+            "a\n",
+            &"a".repeat(65),
+        ] {
+            assert!(!valid_workspace_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn filesystem_uuids_are_lowercase_and_dashed() {
+        assert!(valid_fs_uuid("0f8fad5b-d9cb-469f-a165-70867728950e"));
+        for bad in [
+            "",
+            "0F8FAD5B-D9CB-469F-A165-70867728950E",
+            "0f8fad5bd9cb469fa16570867728950e",
+            "0f8fad5b-d9cb-469f-a165-70867728950",
+            "0f8fad5b-d9cb-469f-a165-70867728950e0",
+            "0f8fad5b_d9cb-469f-a165-70867728950e",
+            "0f8fad5b-d9cb-469f-a165-7086772895ge",
+            "+f8fad5b-d9cb-469f-a165-70867728950e",
+        ] {
+            assert!(!valid_fs_uuid(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -169,7 +169,7 @@ fn grow_with(
 
 /// Polls the device's size (512-byte sectors in sysfs) until it is at
 /// least `bytes`; its size then.
-fn wait_for_size(size_file: &Path, bytes: u64, wait: Duration) -> Result<u64, String> {
+pub(crate) fn wait_for_size(size_file: &Path, bytes: u64, wait: Duration) -> Result<u64, String> {
     let deadline = Instant::now() + wait;
     loop {
         let text = read_bounded(size_file, 64)
@@ -208,15 +208,15 @@ fn resize(fs: &File, blocks: u64) -> std::io::Result<()> {
 
 /// One line of mountinfo, what this needs of it.
 #[derive(Debug, PartialEq, Eq)]
-struct MountEntry {
-    device: (u32, u32),
-    mount_point: PathBuf,
-    fstype: String,
+pub(crate) struct MountEntry {
+    pub(crate) device: (u32, u32),
+    pub(crate) mount_point: PathBuf,
+    pub(crate) fstype: String,
 }
 
 /// The mount on top at `mount` (mountinfo lists mounts in the order they
 /// were made, so the last entry for a path is the one seen there).
-fn find_mount(mountinfo: &str, mount: &Path) -> Option<MountEntry> {
+pub(crate) fn find_mount(mountinfo: &str, mount: &Path) -> Option<MountEntry> {
     mountinfo
         .lines()
         .rev()
@@ -259,7 +259,7 @@ fn unescape(field: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
     let mut text = String::new();
     File::open(path)?.take(max).read_to_string(&mut text)?;
     Ok(text)

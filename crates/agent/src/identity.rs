@@ -12,13 +12,13 @@ use std::path::Path;
 use banger_agent_proto::{
     ClockRequest, ENTROPY_BYTES, GrowFilesystem, HostKey, IdentityPart, IdentityReply,
     IdentityRequest, LinkRef, MAX_HOST_KEYS, MAX_KEY_TEXT, MAX_NAMESERVERS, NetworkIdentity,
-    PartFailure, guest_paths,
+    PartFailure, WorkspaceMount, guest_paths,
 };
 use http::StatusCode;
 
 use crate::net::Rtnl;
 use crate::server::{Reply, error, json};
-use crate::{Agent, etc, filesystem, random, sshd, system};
+use crate::{Agent, etc, filesystem, random, sshd, system, workspace};
 
 /// Linux's IFNAMSIZ less the NUL.
 const MAX_IFNAME: usize = 15;
@@ -57,6 +57,7 @@ struct Plan {
     network: Option<Network>,
     host_keys: Option<Vec<HostKey>>,
     filesystems: Option<Vec<GrowFilesystem>>,
+    workspace: Option<WorkspaceMount>,
 }
 
 #[derive(Debug)]
@@ -104,6 +105,11 @@ impl Plan {
                 .map(|list| filesystem::check(&list).map(|()| list))
                 .transpose()
                 .map_err(|e| part(IdentityPart::Filesystems, e))?,
+            workspace: req
+                .workspace
+                .map(|ws| workspace::check(&ws).map(|()| ws))
+                .transpose()
+                .map_err(|e| part(IdentityPart::Workspace, e))?,
         })
     }
 
@@ -147,6 +153,9 @@ impl Plan {
         reply.sshd = sshd;
         if let Some(list) = &self.filesystems {
             outcome(IdentityPart::Filesystems, grow_filesystems(list));
+        }
+        if let Some(ws) = &self.workspace {
+            outcome(IdentityPart::Workspace, workspace::mount(root, ws));
         }
         reply
     }
@@ -641,6 +650,17 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.starts_with("filesystems: "), "{e}");
+        let e = Plan::check(IdentityRequest {
+            hostname: Some("ok".into()),
+            workspace: Some(WorkspaceMount {
+                uuid: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+                dir: "/root/../etc".into(),
+                bytes: 1 << 30,
+            }),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.starts_with("workspace: "), "{e}");
         assert!(Plan::check(IdentityRequest::default()).is_ok());
     }
 

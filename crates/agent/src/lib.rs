@@ -6,7 +6,7 @@
 //! It owns the routes (exec with pipes or a terminal, signals, window
 //! sizes, tar in and out, readiness, hostname, clock, and the identity a
 //! guest resumed from a snapshot is given, growing its filesystems online
-//! included: [`filesystem`]) and the transport
+//! and mounting its workspace disk included: [`filesystem`], [`workspace`]) and the transport
 //! loops that wait for a host, answer its greeting and serve HTTP/2 until
 //! it goes away. It must not trust the host's bytes to be small: every body
 //! is read through the protocol's bounds, and output reaches the host
@@ -17,7 +17,9 @@
 //! file the host wrote (`guest_paths::IMAGE_ENV`), as ssh sessions do.
 //!
 //! It also lends banger-init what both configure: the interfaces over
-//! rtnetlink ([`net`]) and the identity files of /etc ([`etc`]).
+//! rtnetlink ([`net`]), the identity files of /etc ([`etc`]), ext
+//! superblocks' labels and UUIDs ([`superblock`]) and the workspace
+//! disk's mount point ([`workspace`]).
 #![deny(unsafe_code)]
 
 mod body;
@@ -30,10 +32,12 @@ pub mod net;
 mod random;
 mod server;
 mod sshd;
+pub mod superblock;
 mod system;
 mod tar;
 mod transport;
 mod users;
+pub mod workspace;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -40,9 +40,14 @@ pub fn run() -> Result<Infallible, Failure> {
     let loaded = modules::load_all()?;
     lap(&format!("{loaded} modules"), &mut timings);
 
+    // A fourth disk the command line does not name (the host's empty
+    // placeholder for a workspace) is never looked for, nor mounted.
     let mut wanted = vec![("base", &params.base), ("system", &params.system)];
     if let Some(work) = &params.work {
         wanted.push(("work", work));
+    }
+    if let Some(workspace) = &params.workspace {
+        wanted.push(("workspace", &workspace.device));
     }
     let disks = devices::wait_for(&wanted, params.timeout)?;
     lap("disks", &mut timings);
@@ -85,7 +90,12 @@ pub fn run() -> Result<Infallible, Failure> {
     );
     enter_new_root()?;
     if params.minimal {
-        return minimal::run();
+        return minimal::run(
+            params
+                .workspace
+                .as_ref()
+                .map(|w| Path::new("/root").join(&w.dir)),
+        );
     }
     exec_init(&params.init)
 }
@@ -122,17 +132,40 @@ pub(crate) fn mount_kernel_fs(
     }
 }
 
-fn mount_root(params: &BootParams, disks: &[std::path::PathBuf]) -> Result<(), Failure> {
+/// `disks` as `devices::wait_for` found them, one for each it was asked
+/// for: base, system, then the work disk and the workspace disk when the
+/// command line names them.
+fn mount_root(params: &BootParams, disks: &[PathBuf]) -> Result<(), Failure> {
     let work = params.work.as_ref().map(|_| disks[2].as_path());
-    for m in plan::root_mounts(&disks[0], &disks[1], work) {
-        mkdir(&m.target, 0o755)?;
+    let workspace = params
+        .workspace
+        .as_ref()
+        .zip(disks.last())
+        .map(|(w, device)| (device.as_path(), w.dir.as_str()));
+    for m in plan::root_mounts(&disks[0], &disks[1], work, workspace) {
+        // A folder of the guest's is opened without following a link and
+        // mounted on through that descriptor.
+        let guarded = if m.guarded_target {
+            let dir = banger_agent::workspace::open_real_dir(
+                &m.target,
+                banger_agent::workspace::DIR_MODE,
+            )
+            .map_err(|e| Failure::new(format!("preparing the {}'s mount point", m.role), e))?;
+            Some(dir)
+        } else {
+            mkdir(&m.target, 0o755)?;
+            None
+        };
+        let target = guarded
+            .as_ref()
+            .map_or_else(|| m.target.clone(), banger_agent::workspace::fd_path);
         let mut flags = MsFlags::empty();
         if m.read_only {
             flags |= MsFlags::MS_RDONLY;
         }
         mount(
             Some(m.source.as_path()),
-            m.target.as_path(),
+            target.as_path(),
             Some(m.fstype),
             flags,
             m.options.as_deref(),

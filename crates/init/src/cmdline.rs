@@ -43,12 +43,23 @@ pub struct NetworkParams {
     pub gateway: Option<Ipv4Addr>,
 }
 
+/// The workspace disk (`banger.workspace`) and the folder under the
+/// guest's `/root` it is mounted on (`banger.workspace_dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub device: DeviceRef,
+    /// A plain folder name ([`banger_agent_proto::valid_workspace_name`]).
+    pub dir: String,
+}
+
 /// Everything banger-init reads from the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootParams {
     pub base: DeviceRef,
     pub system: DeviceRef,
     pub work: Option<DeviceRef>,
+    /// Mounted at `/root/<dir>`, after the work disk.
+    pub workspace: Option<Workspace>,
     pub network: Option<NetworkParams>,
     pub dns: Vec<IpAddr>,
     pub hostname: Option<String>,
@@ -69,6 +80,8 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
     let mut base = None;
     let mut system = None;
     let mut work = None;
+    let mut workspace = None;
+    let mut workspace_dir = None;
     let mut ip = None;
     let mut gateway = None;
     let mut dns = Vec::new();
@@ -89,6 +102,17 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
             "base" => base = Some(parse_device(value).map_err(|e| bad(&e))?),
             "system" => system = Some(parse_device(value).map_err(|e| bad(&e))?),
             "work" => work = Some(parse_device(value).map_err(|e| bad(&e))?),
+            "workspace" => workspace = Some(parse_device(value).map_err(|e| bad(&e))?),
+            "workspace_dir" => {
+                if !banger_agent_proto::valid_workspace_name(value) {
+                    return Err(bad(&format!(
+                        "not a folder name: 1 to {} letters, digits, '.', '_' or '-', not \
+                         starting with '.' or '-'",
+                        banger_agent_proto::MAX_WORKSPACE_NAME
+                    )));
+                }
+                workspace_dir = Some(value.to_owned());
+            }
             "ip" => ip = Some(parse_cidr(value).map_err(|e| bad(&e))?),
             "gw" => {
                 gateway = Some(
@@ -160,6 +184,21 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
     let base = base.ok_or("banger.base is missing: the host must name the base rootfs disk")?;
     let system =
         system.ok_or("banger.system is missing: the host must name the per-VM system disk")?;
+    let workspace = match (workspace, workspace_dir) {
+        (Some(device), Some(dir)) => Some(Workspace { device, dir }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(
+                "banger.workspace needs banger.workspace_dir: the folder under /root to mount it on"
+                    .into(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err(
+                "banger.workspace_dir needs banger.workspace: the disk to mount there".into(),
+            );
+        }
+    };
     if gateway.is_some() && ip.is_none() {
         return Err("banger.gw needs banger.ip".into());
     }
@@ -185,6 +224,7 @@ pub fn parse(cmdline: &str) -> Result<BootParams, String> {
         base,
         system,
         work,
+        workspace,
         network,
         dns,
         hostname,
@@ -235,15 +275,7 @@ fn parse_device(value: &str) -> Result<DeviceRef, String> {
     }
     if let Some(uuid) = value.strip_prefix("UUID=") {
         let uuid = uuid.to_ascii_lowercase();
-        let valid = uuid.len() == 36
-            && uuid.char_indices().all(|(i, c)| {
-                if [8, 13, 18, 23].contains(&i) {
-                    c == '-'
-                } else {
-                    c.is_ascii_hexdigit()
-                }
-            });
-        if !valid {
+        if !banger_agent_proto::valid_fs_uuid(&uuid) {
             return Err("a UUID looks like 0f8fad5b-d9cb-469f-a165-70867728950e".into());
         }
         return Ok(DeviceRef::Uuid(uuid));
@@ -339,9 +371,82 @@ mod tests {
     }
 
     #[test]
+    fn a_workspace_is_a_disk_and_a_folder_under_root() {
+        let p = parse(&format!(
+            "{BASE} banger.work=UUID=11111111-2222-3333-4444-555555555555 \
+             banger.workspace=UUID=0F8FAD5B-D9CB-469F-A165-70867728950E \
+             banger.workspace_dir=my-repo.v2_x"
+        ))
+        .unwrap();
+        assert_eq!(
+            p.workspace,
+            Some(Workspace {
+                device: DeviceRef::Uuid("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
+                dir: "my-repo.v2_x".into(),
+            })
+        );
+        let longest = "a".repeat(64);
+        let p = parse(&format!(
+            "{BASE} banger.workspace_dir={longest} banger.workspace=LABEL=ws"
+        ))
+        .unwrap();
+        assert_eq!(p.workspace.unwrap().dir, longest);
+    }
+
+    #[test]
+    fn bad_workspaces_are_refused() {
+        const DISK: &str = "banger.workspace=UUID=0f8fad5b-d9cb-469f-a165-70867728950e";
+        for (params, expect) in [
+            (
+                DISK.to_owned(),
+                "banger.workspace needs banger.workspace_dir",
+            ),
+            (
+                "banger.workspace_dir=repo".to_owned(),
+                "banger.workspace_dir needs banger.workspace",
+            ),
+            (
+                "banger.workspace=UUID=nope banger.workspace_dir=repo".to_owned(),
+                "banger.workspace=\"UUID=nope\": a UUID looks like",
+            ),
+            (
+                "banger.workspace=vdd banger.workspace_dir=repo".to_owned(),
+                "/dev/NAME",
+            ),
+        ] {
+            let err = parse(&format!("{BASE} {params}")).unwrap_err();
+            assert!(err.contains(expect), "{params}: {err}");
+        }
+        for dir in [
+            "",
+            ".",
+            "..",
+            ".git",
+            "-rf",
+            "a/b",
+            "a b",
+            "../etc",
+            "caf\u{e9}",
+            "a\\b",
+            &"a".repeat(65),
+        ] {
+            let err = parse(&format!("{BASE} {DISK} \"banger.workspace_dir={dir}\"")).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "banger.workspace_dir={dir:?}: not a folder name: 1 to 64 letters, digits, \
+                     '.', '_' or '-', not starting with '.' or '-'"
+                ),
+                "{dir:?}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_when_only_the_disks_are_given() {
         let p = parse(BASE).unwrap();
         assert_eq!(p.work, None);
+        assert_eq!(p.workspace, None);
         assert_eq!(p.network, None);
         assert!(p.dns.is_empty());
         assert_eq!(p.init, "/sbin/init");

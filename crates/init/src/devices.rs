@@ -3,42 +3,16 @@
 //! virtio devices to be probed.
 
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use banger_agent::superblock;
 
 use crate::cmdline::DeviceRef;
 use crate::failure::Failure;
 
 const POLL: Duration = Duration::from_millis(10);
-const SUPERBLOCK_OFFSET: u64 = 1024;
-const EXT_MAGIC: u16 = 0xef53;
-
-/// The label and UUID of an ext2/3/4 superblock (the 1024 bytes at offset
-/// 1024 of the device), or `None` if it is not one.
-pub fn ext_identity(superblock: &[u8]) -> Option<(String, String)> {
-    if superblock.len() < 0x88 {
-        return None;
-    }
-    if u16::from_le_bytes([superblock[0x38], superblock[0x39]]) != EXT_MAGIC {
-        return None;
-    }
-    let label_bytes = &superblock[0x78..0x88];
-    let end = label_bytes.iter().position(|b| *b == 0).unwrap_or(16);
-    let label = String::from_utf8_lossy(&label_bytes[..end]).into_owned();
-    let u = &superblock[0x68..0x78];
-    let hex: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
-    let uuid = format!(
-        "{}-{}-{}-{}-{}",
-        hex[0..4].concat(),
-        hex[4..6].concat(),
-        hex[6..8].concat(),
-        hex[8..10].concat(),
-        hex[10..16].concat()
-    );
-    Some((label, uuid))
-}
 
 /// Block devices the kernel has, by name (`vda`, `vdb`, …), skipping
 /// loop and ram devices.
@@ -56,12 +30,9 @@ fn block_devices(sys_block: &Path) -> Vec<String> {
     names
 }
 
-fn read_superblock(dev: &Path) -> Option<Vec<u8>> {
-    let mut file = File::open(dev).ok()?;
-    file.seek(SeekFrom::Start(SUPERBLOCK_OFFSET)).ok()?;
-    let mut buf = vec![0u8; 1024];
-    file.read_exact(&mut buf).ok()?;
-    Some(buf)
+fn read_identity(dev: &Path) -> Option<superblock::Identity> {
+    let sb = superblock::read(&mut File::open(dev).ok()?).ok()?;
+    superblock::identity(&sb)
 }
 
 /// Tries to find `device` now: `Ok(None)` if it is not there (yet).
@@ -76,13 +47,12 @@ fn find(device: &DeviceRef, sys_block: &Path, dev: &Path) -> Result<Option<PathB
             let mut found = Vec::new();
             for name in block_devices(sys_block) {
                 let node = dev.join(&name);
-                let Some((label, uuid)) = read_superblock(&node).and_then(|sb| ext_identity(&sb))
-                else {
+                let Some(id) = read_identity(&node) else {
                     continue;
                 };
                 let matches = match device {
-                    DeviceRef::Label(l) => *l == label,
-                    DeviceRef::Uuid(u) => *u == uuid,
+                    DeviceRef::Label(l) => *l == id.label,
+                    DeviceRef::Uuid(u) => *u == id.uuid,
                     DeviceRef::Path(_) => false,
                 };
                 if matches {
@@ -163,7 +133,7 @@ mod tests {
 
     fn superblock(label: &str, uuid: [u8; 16]) -> Vec<u8> {
         let mut sb = vec![0u8; 1024];
-        sb[0x38..0x3a].copy_from_slice(&EXT_MAGIC.to_le_bytes());
+        sb[0x38..0x3a].copy_from_slice(&superblock::MAGIC.to_le_bytes());
         sb[0x68..0x78].copy_from_slice(&uuid);
         sb[0x78..0x78 + label.len()].copy_from_slice(label.as_bytes());
         sb
@@ -173,18 +143,6 @@ mod tests {
         0x0f, 0x8f, 0xad, 0x5b, 0xd9, 0xcb, 0x46, 0x9f, 0xa1, 0x65, 0x70, 0x86, 0x77, 0x28, 0x95,
         0x0e,
     ];
-
-    #[test]
-    fn reads_label_and_uuid() {
-        let (label, uuid) = ext_identity(&superblock("banger-work", UUID)).unwrap();
-        assert_eq!(label, "banger-work");
-        assert_eq!(uuid, "0f8fad5b-d9cb-469f-a165-70867728950e");
-        // A full 16-byte label has no terminating NUL.
-        let (label, _) = ext_identity(&superblock("sixteen-chars-xx", UUID)).unwrap();
-        assert_eq!(label, "sixteen-chars-xx");
-        assert_eq!(ext_identity(&[0u8; 1024]), None);
-        assert_eq!(ext_identity(&[0u8; 10]), None);
-    }
 
     /// A fake /sys/class/block and /dev with image files as "devices".
     fn fake_devices(disks: &[(&str, Vec<u8>)]) -> tempfile::TempDir {

@@ -2,7 +2,8 @@
 //! (crates/images/src/initramfs). As PID 1 it loads the modules the
 //! initramfs carries, finds the disks the kernel command line names,
 //! builds the guest's root (the read-only base under an overlay whose upper
-//! layer is on the per-VM system disk, the work disk at /root), copies the
+//! layer is on the per-VM system disk, the work disk at /root, a workspace
+//! disk at /root/NAME when the host gives one), copies the
 //! per-VM files, configures the network, and `switch_root`s to the image's
 //! init. docs/guest-init.md documents the parameters and the sequence.
 //!

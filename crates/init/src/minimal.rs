@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,9 @@ const INPUT_EVENT_SIZE: usize = 24;
 const EV_KEY: u16 = 1;
 const KEY_POWER: u16 = 116;
 
-pub fn run() -> Result<Infallible, Failure> {
+/// `workspace`: where the workspace disk is mounted (`/root/NAME`), to be
+/// unmounted before the work disk under it at power-off.
+pub fn run(workspace: Option<PathBuf>) -> Result<Infallible, Failure> {
     mount_runtime()?;
     prepare_accounts()?;
     fs::create_dir_all("/run/sshd").context(|| "creating /run/sshd".into())?;
@@ -100,7 +102,10 @@ pub fn run() -> Result<Infallible, Failure> {
         };
         let signal = Signal::try_from(info.ssi_signo as i32).ok();
         if signal.is_some_and(|s| shutdown_signals.contains(&s)) {
-            power_off(signal.map_or("a signal", Signal::as_str));
+            power_off(
+                signal.map_or("a signal", Signal::as_str),
+                workspace.as_deref(),
+            );
         }
         if signal == Some(Signal::SIGALRM) && agent.pid.is_none() {
             agent.start();
@@ -320,8 +325,9 @@ fn watch_power_buttons() -> usize {
 }
 
 /// Stops every process (SIGTERM, then SIGKILL after [`STOP_GRACE`]),
-/// unmounts the disks, and powers off.
-fn power_off(why: &str) -> ! {
+/// unmounts the disks (the workspace, on the work disk, first), and
+/// powers off.
+fn power_off(why: &str, workspace: Option<&Path>) -> ! {
     println!("banger-init supervising: {why}: powering off");
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     let deadline = Instant::now() + STOP_GRACE;
@@ -335,6 +341,9 @@ fn power_off(why: &str) -> ! {
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     while waitpid(None, Some(WaitPidFlag::WNOHANG)).is_ok_and(|s| s != WaitStatus::StillAlive) {}
     sync();
+    if let Some(dir) = workspace {
+        let _ = umount2(dir, MntFlags::empty());
+    }
     let _ = umount2("/root", MntFlags::empty());
     let _ = mount(
         None::<&str>,

@@ -6,6 +6,7 @@
 //!   system disk (ext4, read-write) → /run/banger/system   upper + work dirs
 //!   overlay(base, system/overlay/upper)  → /newroot        the guest's /
 //!   work disk   (ext4, read-write) → /newroot/root        the guest's /root
+//!   workspace   (ext4, read-write) → /newroot/root/NAME   when the host gives one
 //!   system/docker (bind)           → /newroot/var/lib/docker  when the image has it
 
 use std::path::{Path, PathBuf};
@@ -40,10 +41,20 @@ pub struct Mount {
     pub options: Option<String>,
     /// Directories (absolute) to create after this mount, with their mode.
     pub then_create: Vec<(PathBuf, u32)>,
+    /// The target is in the guest's own data (on the work disk): made
+    /// (0755) only if absent, and a symlink or anything but a directory
+    /// there is refused, never followed (`banger_agent::workspace::open_real_dir`).
+    pub guarded_target: bool,
 }
 
-/// The mounts that build the new root, in order.
-pub fn root_mounts(base: &Path, system: &Path, work: Option<&Path>) -> Vec<Mount> {
+/// The mounts that build the new root, in order: `workspace` is the
+/// workspace disk and its folder's name under `/root`.
+pub fn root_mounts(
+    base: &Path,
+    system: &Path,
+    work: Option<&Path>,
+    workspace: Option<(&Path, &str)>,
+) -> Vec<Mount> {
     let system_dir = Path::new(SYSTEM_MOUNT);
     let upper = system_dir.join(OVERLAY_UPPER);
     let workdir = system_dir.join(OVERLAY_WORK);
@@ -56,6 +67,7 @@ pub fn root_mounts(base: &Path, system: &Path, work: Option<&Path>) -> Vec<Mount
             read_only: true,
             options: None,
             then_create: vec![],
+            guarded_target: false,
         },
         Mount {
             role: "system disk",
@@ -65,6 +77,7 @@ pub fn root_mounts(base: &Path, system: &Path, work: Option<&Path>) -> Vec<Mount
             read_only: false,
             options: None,
             then_create: vec![(upper.clone(), 0o755), (workdir.clone(), 0o700)],
+            guarded_target: false,
         },
         Mount {
             role: "overlay root",
@@ -78,21 +91,39 @@ pub fn root_mounts(base: &Path, system: &Path, work: Option<&Path>) -> Vec<Mount
                 workdir.display()
             )),
             then_create: vec![],
+            guarded_target: false,
         },
     ];
-    if let Some(work) = work {
+    let root = Path::new(NEW_ROOT).join("root");
+    if work.is_some() || workspace.is_some() {
         mounts
             .last_mut()
             .expect("the overlay is planned")
-            .then_create = vec![(Path::new(NEW_ROOT).join("root"), 0o700)];
+            .then_create = vec![(root.clone(), 0o700)];
+    }
+    if let Some(work) = work {
         mounts.push(Mount {
             role: "work disk",
             source: work.to_owned(),
-            target: Path::new(NEW_ROOT).join("root"),
+            target: root.clone(),
             fstype: "ext4",
             read_only: false,
             options: None,
             then_create: vec![],
+            guarded_target: false,
+        });
+    }
+    if let Some((device, name)) = workspace {
+        // The work disk's flags (none), on a folder of the work disk.
+        mounts.push(Mount {
+            role: "workspace disk",
+            source: device.to_owned(),
+            target: root.join(name),
+            fstype: "ext4",
+            read_only: false,
+            options: None,
+            then_create: vec![],
+            guarded_target: true,
         });
     }
     mounts
@@ -108,6 +139,7 @@ mod tests {
             Path::new("/dev/vda"),
             Path::new("/dev/vdb"),
             Some(Path::new("/dev/vdc")),
+            None,
         );
         let roles: Vec<_> = mounts.iter().map(|m| m.role).collect();
         assert_eq!(
@@ -135,12 +167,67 @@ mod tests {
             [(PathBuf::from("/newroot/root"), 0o700)]
         );
         assert_eq!(mounts[3].target, PathBuf::from("/newroot/root"));
+        assert!(mounts.iter().all(|m| !m.guarded_target));
     }
 
     #[test]
     fn without_a_work_disk_root_stays_in_the_overlay() {
-        let mounts = root_mounts(Path::new("/dev/vda"), Path::new("/dev/vdb"), None);
+        let mounts = root_mounts(Path::new("/dev/vda"), Path::new("/dev/vdb"), None, None);
         assert_eq!(mounts.len(), 3);
         assert!(mounts[2].then_create.is_empty());
+    }
+
+    #[test]
+    fn the_workspace_goes_on_its_folder_after_root() {
+        let mounts = root_mounts(
+            Path::new("/dev/vda"),
+            Path::new("/dev/vdb"),
+            Some(Path::new("/dev/vdc")),
+            Some((Path::new("/dev/vdd"), "repo")),
+        );
+        let roles: Vec<_> = mounts.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                "base rootfs",
+                "system disk",
+                "overlay root",
+                "work disk",
+                "workspace disk"
+            ]
+        );
+        let ws = &mounts[4];
+        assert_eq!(ws.source, PathBuf::from("/dev/vdd"));
+        assert_eq!(ws.target, PathBuf::from("/newroot/root/repo"));
+        // As the work disk is mounted, on a folder that is the guest's.
+        assert_eq!(
+            (ws.fstype, ws.read_only, &ws.options),
+            (mounts[3].fstype, mounts[3].read_only, &mounts[3].options)
+        );
+        assert!(ws.guarded_target && ws.then_create.is_empty());
+        assert!(mounts[..4].iter().all(|m| !m.guarded_target));
+
+        // Without a work disk, on /root in the overlay (made first).
+        let mounts = root_mounts(
+            Path::new("/dev/vda"),
+            Path::new("/dev/vdb"),
+            None,
+            Some((Path::new("/dev/vdd"), "repo")),
+        );
+        let roles: Vec<_> = mounts.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                "base rootfs",
+                "system disk",
+                "overlay root",
+                "workspace disk"
+            ]
+        );
+        assert_eq!(
+            mounts[2].then_create,
+            [(PathBuf::from("/newroot/root"), 0o700)]
+        );
+        assert_eq!(mounts[3].target, PathBuf::from("/newroot/root/repo"));
     }
 }
