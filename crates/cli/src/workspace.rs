@@ -132,7 +132,9 @@ impl Write for ChannelWriter {
         let mut chunk = Ok(bytes::Bytes::copy_from_slice(buf));
         loop {
             if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(std::io::Error::other("bangerd stopped reading the workspace"));
+                return Err(std::io::Error::other(
+                    "bangerd stopped reading the workspace",
+                ));
             }
             match self.tx.try_send(chunk) {
                 Ok(()) => return Ok(buf.len()),
@@ -142,7 +144,9 @@ impl Write for ChannelWriter {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
                 Err(TrySendError::Closed(_)) => {
-                    return Err(std::io::Error::other("bangerd stopped reading the workspace"));
+                    return Err(std::io::Error::other(
+                        "bangerd stopped reading the workspace",
+                    ));
                 }
             }
         }

@@ -60,7 +60,13 @@ const LINKS: &[(&str, &str)] = &[("link", "README"), ("srclink", "src/deep")];
 
 fn git(repo: &Path, args: &[&str]) {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-C",
+        ])
         .arg(repo)
         .args(args)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -79,7 +85,15 @@ fn fixture_repo(root: &Path) -> std::path::PathBuf {
     for (path, mode, data) in files() {
         let full = repo.join(path);
         fs::create_dir_all(full.parent().unwrap()).unwrap();
-        fs::write(&full, if path == "README" { &b"committed\n"[..] } else { &data }).unwrap();
+        fs::write(
+            &full,
+            if path == "README" {
+                &b"committed\n"[..]
+            } else {
+                &data
+            },
+        )
+        .unwrap();
         fs::set_permissions(&full, fs::Permissions::from_mode(mode)).unwrap();
     }
     for (link, target) in LINKS {
@@ -191,13 +205,29 @@ fn the_host_built_workspace_is_the_selection_cold_or_resumed() {
 
     // Written in the workspace, kept across stop and start.
     ok(
-        b(&["vm", "ssh", "ws-cold", "--", "sh", "-c", "echo kept > /root/fixture/new && sync"]),
+        b(&[
+            "vm",
+            "ssh",
+            "ws-cold",
+            "--",
+            "sh",
+            "-c",
+            "echo kept > /root/fixture/new && sync",
+        ]),
         "write",
     );
     ok(b(&["vm", "stop", "ws-cold"]), "stop");
     ok(b(&["vm", "start", "ws-cold"]), "start");
     let kept = ok(
-        b(&["vm", "ssh", "ws-cold", "--", "cat", "/root/fixture/new", "/root/fixture/README"]),
+        b(&[
+            "vm",
+            "ssh",
+            "ws-cold",
+            "--",
+            "cat",
+            "/root/fixture/new",
+            "/root/fixture/README",
+        ]),
         "after restart",
     );
     assert_eq!(kept, "kept\nedited, not committed\n");
@@ -216,8 +246,8 @@ fn the_host_built_workspace_is_the_selection_cold_or_resumed() {
         err.contains("banger-init") && err.contains("workspace"),
         "{err}"
     );
-    let vm: VmRecord = serde_json::from_str(&ok(b(&["vm", "show", "ws-cold", "--json"]), "show"))
-        .unwrap();
+    let vm: VmRecord =
+        serde_json::from_str(&ok(b(&["vm", "show", "ws-cold", "--json"]), "show")).unwrap();
     assert!(
         vm.runtime.is_none() && vm.state != banger_model::VmState::Running,
         "{vm:?}"
@@ -233,7 +263,15 @@ fn the_host_built_workspace_is_the_selection_cold_or_resumed() {
         ("ws-b", "3G", 2_900_000_000..3_300_000_000),
     ] {
         let mut run = vec![
-            "vm", "run", repo_arg, "--rm", "--name", name, "--disk-size", disk, "--timings",
+            "vm",
+            "run",
+            repo_arg,
+            "--rm",
+            "--name",
+            name,
+            "--disk-size",
+            disk,
+            "--timings",
         ];
         run.extend_from_slice(SHAPE);
         let script = format!("{MANIFEST}; df -B1 --output=size /root/fixture | tail -1");
@@ -245,7 +283,13 @@ fn the_host_built_workspace_is_the_selection_cold_or_resumed() {
         assert_eq!(manifest_part(&seen), want, "{name}");
         assert!(seen.contains("mount=ext4 /dev/vd"), "{name}: {seen}");
         // As large as the disk (ext4's own metadata takes a little).
-        let df: u64 = seen.lines().last().unwrap_or_default().trim().parse().unwrap();
+        let df: u64 = seen
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(
             bytes.contains(&df),
             "{name}: the workspace filesystem is {df} bytes, not about {disk}"
@@ -254,7 +298,15 @@ fn the_host_built_workspace_is_the_selection_cold_or_resumed() {
 
     // --branch: still a real repository, checked out by the guest's git.
     let out = b(&[
-        "vm", "run", repo_arg, "--rm", "--branch", "feature", "--", "sh", "-c",
+        "vm",
+        "run",
+        repo_arg,
+        "--rm",
+        "--branch",
+        "feature",
+        "--",
+        "sh",
+        "-c",
         "git branch --show-current && git log --format=%s && cat feature.txt",
     ]);
     assert_eq!(
@@ -264,7 +316,10 @@ fn the_host_built_workspace_is_the_selection_cold_or_resumed() {
     assert!(vm_list(&home, &ns).is_empty(), "{:?}", vm_list(&home, &ns));
     assert!(
         !home.state().join("workspaces").exists()
-            || fs::read_dir(home.state().join("workspaces")).unwrap().count() == 0,
+            || fs::read_dir(home.state().join("workspaces"))
+                .unwrap()
+                .count()
+                == 0,
         "a staged workspace was left"
     );
 }

@@ -257,6 +257,44 @@ fn make_parents(tree: &Path, rel: &Path) -> Result<(), WorkspaceError> {
     Ok(())
 }
 
+/// `mkfs.ext4` always makes `/lost+found`; a workspace disk's root is
+/// the repository's folder, which must hold what was selected and nothing
+/// else, so it is removed (e2fsck makes it again if it is ever needed),
+/// unless the repository has one of its own. The debugfs request is
+/// banger's own, fixed: no name from the tree goes into it.
+pub fn drop_lost_found(disk: &Path, tree: &Path) -> Result<(), DiskError> {
+    if fs::symlink_metadata(tree.join("lost+found")).is_ok() {
+        return Ok(());
+    }
+    let debugfs = banger_config::find_tool("debugfs").ok_or(DiskError::MissingTool {
+        tool: "debugfs",
+        package: "e2fsprogs",
+    })?;
+    let out = std::process::Command::new(debugfs)
+        .args(["-w", "-R", "rmdir /lost+found"])
+        .arg(disk)
+        .output()
+        .map_err(io_err("run debugfs on", disk))?;
+    // debugfs exits 0 even when a request fails: its stderr says.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaint = stderr
+        .lines()
+        .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty());
+    match complaint {
+        Some(line) if out.status.success() => Err(DiskError::Tool {
+            tool: "debugfs",
+            path: disk.to_path_buf(),
+            stderr: line.to_string(),
+        }),
+        _ if !out.status.success() => Err(DiskError::Tool {
+            tool: "debugfs",
+            path: disk.to_path_buf(),
+            stderr: stderr.trim().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn full_or(e: io::Error, path: &Path) -> WorkspaceError {
     if e.raw_os_error() == Some(nix::libc::ENOSPC) || e.raw_os_error() == Some(nix::libc::EDQUOT) {
         DiskError::Full {

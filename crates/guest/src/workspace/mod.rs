@@ -186,9 +186,15 @@ fn existing_dir(path: &Path) -> Result<PathBuf, WorkspaceError> {
         .map_err(|e| WorkspaceError::io(format!("resolving {}", path.display()), e))
 }
 
+/// The longest guest folder name [`repo_name`] gives: the workspace disk's
+/// folder is named on the guest's kernel command line, and banger-init and
+/// the agent take at most this (`banger_agent_proto::MAX_WORKSPACE_NAME`).
+pub const REPO_NAME_MAX: usize = 64;
+
 /// The directory's name as a safe guest directory name: letters, digits,
 /// `.`, `_` and `-` kept, anything else made `-`, no leading dot or dash
-/// (so never `.`, `..` or an option), `workspace` when nothing is left.
+/// (so never `.`, `..` or an option), at most [`REPO_NAME_MAX`]
+/// characters, `workspace` when nothing is left.
 pub fn repo_name(root: &Path) -> String {
     let raw = root
         .file_name()
@@ -207,7 +213,7 @@ pub fn repo_name(root: &Path) -> String {
     let trimmed: String = cleaned
         .trim_start_matches(['.', '-'])
         .chars()
-        .take(entry::NAME_MAX)
+        .take(REPO_NAME_MAX)
         .collect();
     if trimmed.is_empty() {
         "workspace".to_string()

@@ -312,3 +312,89 @@ async fn a_crash_while_forking_leaves_the_vm_paused_and_no_fork() {
     o.resume_vm(VM).await.unwrap();
     assert_eq!(o.vm(VM).await.unwrap().state, VmState::Running);
 }
+
+/// A VM with a workspace resumes the template: its workspace disk takes
+/// the placeholder's slot, grows with the work disk, and the agent is told
+/// to mount it; one without gets a placeholder of its own in that slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_vm_gets_its_workspace_disk_in_the_templates_slot() {
+    let Some(f) = fixture() else { return };
+    let o = templates_on(&f);
+    warm(&o).await;
+    let template_spec = f.hv.specs.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        template_spec.disks.len(),
+        4,
+        "the template's guest has the slot"
+    );
+    assert!(!template_spec.cmdline.contains("banger.workspace"));
+
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "repo/a.txt", &b"abc"[..]).unwrap();
+    let staged = o
+        .stage_workspace(
+            banger_api::StageWorkspaceQuery {
+                dir: "repo".into(),
+                disk_size: Some(Size::from_gib(2)),
+                bytes: Some(3),
+            },
+            std::io::Cursor::new(b.into_inner().unwrap()),
+        )
+        .await
+        .unwrap();
+    let req = CreateVmRequest {
+        workspace: Some(staged.id),
+        ..resumable()
+    };
+    let vm = within("create", o.create_vm(req, &Progress::discard()))
+        .await
+        .unwrap()
+        .vm;
+    assert!(
+        vm.boot_path
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("resumed")
+    );
+    let ws = vm.workspace.clone().unwrap();
+    let disk = f.vm_dir().join("workspace.ext4");
+    assert_eq!(banger_storage::read_ext4_uuid(&disk).unwrap(), ws.uuid);
+    let spec = f.hv.specs.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        spec.disks.get(3).map(|d| d.path.clone()),
+        Some(disk.clone())
+    );
+    assert!(
+        f.hv.grown
+            .lock()
+            .unwrap()
+            .contains(&(disk.clone(), 2 << 30)),
+        "{:?}",
+        f.hv.grown.lock().unwrap()
+    );
+    let told = f.guest.identities.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        told.workspace,
+        Some(banger_agent_proto::WorkspaceMount {
+            uuid: ws.uuid.clone(),
+            dir: "/root/repo".into(),
+            bytes: 2 << 30,
+        })
+    );
+    o.delete_vm(VM, true).await.unwrap();
+
+    // Without a workspace: an empty placeholder, the template's size.
+    let vm = within("create", o.create_vm(resumable(), &Progress::discard()))
+        .await
+        .unwrap()
+        .vm;
+    assert!(vm.workspace.is_none());
+    let placeholder = std::fs::metadata(f.vm_dir().join("workspace.ext4")).unwrap();
+    assert_eq!(placeholder.len(), 1 << 30);
+    let told = f.guest.identities.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(told.workspace, None);
+    o.delete_vm(VM, true).await.unwrap();
+}

@@ -102,6 +102,7 @@ async fn a_staged_workspace_becomes_the_vms_fourth_disk() {
     assert_eq!(banger_storage::read_ext4_uuid(&disk).unwrap(), ws.uuid);
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), 64 << 20);
     assert_eq!(debugfs(&disk, "cat /src/lib.rs"), "fn main() {}\n");
+    assert!(!debugfs(&disk, "ls /").contains("lost+found"));
     let stat = debugfs(&disk, "stat /run.sh");
     assert!(
         stat.contains("Mode:  0755") && stat.contains("User:     0"),

@@ -616,6 +616,9 @@ async fn make_slot(
                     )),
                     e => disk_err(e),
                 })?;
+                if let Err(e) = banger_storage::workspace::drop_lost_found(&path, &tree) {
+                    tracing::warn!(vm = %vm.name, error = %e, "the workspace disk keeps its lost+found");
+                }
                 tracing::info!(vm = %vm.name, files = ws.files, bytes = ws.bytes, took = ?started.elapsed(), "made the workspace disk");
                 Ok(())
             }

@@ -381,6 +381,16 @@ pub(crate) fn identity_request(
                 bytes: vm.disk_size.bytes(),
             }]
         }),
+        // Mounted where a cold boot's banger-init would: the disk took
+        // the place of the template's placeholder (docs/workspace.md).
+        workspace: vm
+            .workspace
+            .as_ref()
+            .map(|w| banger_agent_proto::WorkspaceMount {
+                uuid: w.uuid.clone(),
+                dir: format!("/root/{}", w.dir),
+                bytes: vm.disk_size.bytes(),
+            }),
     }
 }
 
