@@ -55,7 +55,7 @@ pub(crate) async fn fork(
     super::fits_disks(
         d,
         "the fork's disks need",
-        super::disks_at_full_size(src.disk_size, src.workspace.is_some()),
+        super::disks_at_full_size(src.disk_size, src.workspace.as_ref().map_or(0, |w| w.bytes)),
     )
     .await?;
     let image = images::get_image(d, &src.image).await?;

@@ -72,9 +72,15 @@ async fn fits_disks(d: &Orchestrator, what: &'static str, need: Size) -> Result<
 }
 
 /// What a new VM's disks take at their full size: the system disk, the
-/// work disk, and the workspace disk (as large as the work disk) if any.
-fn disks_at_full_size(work: Size, workspace: bool) -> Size {
-    let ws = if workspace { work.bytes() } else { 0 };
+/// work disk, and what a workspace disk holds when it is made
+/// (`workspace`: its files' bytes). The workspace disk is as large as the
+/// work disk, but counting it at that size too would refuse VMs on hosts
+/// that run them well today: what a command writes into `/root/NAME`
+/// comes out of the same free space as what it writes elsewhere in
+/// `/root`, which the work disk's size already counts.
+fn disks_at_full_size(work: Size, workspace: u64) -> Size {
+    // Its filesystem's metadata: a tenth, as the staging limit allows.
+    let ws = workspace.saturating_add(workspace / 9);
     Size::from_bytes(
         SYSTEM_DISK_SIZE
             .bytes()
@@ -198,7 +204,8 @@ pub(crate) async fn create(
         Some(id) => Some(crate::workspaces::take(d, id, spec.disk_size)?),
         None => None,
     };
-    let full_size = disks_at_full_size(spec.disk_size, taken.is_some());
+    let full_size =
+        disks_at_full_size(spec.disk_size, taken.as_ref().map_or(0, |t| t.staged.bytes));
     // Checked again before the disks are made: building the image spends
     // space too.
     fits_disks(d, "the disks need", full_size).await?;
