@@ -1193,3 +1193,137 @@ fn a_pull_without_the_guest_tools_fails_and_records_no_image() {
         "nothing left in the state folder"
     );
 }
+
+/// `banger ARGS` in `ns`, spawned with its output to files in `dir`.
+fn spawn_in(setup: &Setup, ns: &Netns, dir: &Path, tag: &str, args: &[&str]) -> Child {
+    let out = fs::File::create(dir.join(format!("{tag}.out"))).unwrap();
+    let err = fs::File::create(dir.join(format!("{tag}.err"))).unwrap();
+    setup
+        .home
+        .banger_in_command(ns, args)
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn banger")
+}
+
+/// Waits for `child` up to `secs`, killing it then; its exit code and
+/// stderr (from `dir/TAG.err`).
+fn finish(mut child: Child, dir: &Path, tag: &str, secs: u64) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let err = fs::read_to_string(dir.join(format!("{tag}.err"))).unwrap_or_default();
+    (status.code(), err)
+}
+
+/// The parallel first use of an OCI reference, in a daemon: three `vm run
+/// --rm --image REF` at once against a reference never pulled, by a
+/// bangerd in a namespace of the test's own with the registry on its
+/// loopback. One of them pulls (one download phase, each layer fetched
+/// once, one image), the others wait for it; all three boot and run; afterwards nothing of the three VMs is
+/// left (TAPs, leases, processes, folders, nft rules, sockets).
+#[test]
+fn parallel_first_uses_of_a_reference_pull_once_and_leave_nothing() {
+    let Some(setup) = Setup::new() else { return };
+    if !banger_testkit::have_tools(&["qemu-system-x86_64", "ip", "nft"]) {
+        return;
+    }
+    let Some(rootfs_tar) = banger_testkit::debian_minbase_tar() else {
+        return;
+    };
+    // The daemon in the namespace cannot reach Debian's mirror: banger's
+    // guest tools are fetched into the shared cache here, first (nothing
+    // when an earlier test did).
+    let tools = banger_testkit::test_cache().join(GUEST_TOOLS_CACHE);
+    banger_images::guest_tools::ensure(&tools).expect("fetch banger's guest tools");
+    let Some(ns) = Netns::new("banger-oci-first") else {
+        return;
+    };
+    // Three small guests fit at once.
+    setup
+        .home
+        .write_config("[vm_defaults]\nvcpu = 1\nmemory_mib = 512\n");
+    let registry = Registry::start_in(Some(&ns));
+    let layout = Layout::new();
+    layout.create("deb12");
+    layout.raw_layer_file("deb12", "deb12", &rootfs_tar);
+    layout.push_in(Some(&ns), "deb12", &registry, "test/first");
+    let reference = format!("{}/test/first:deb12", registry.host());
+    let layer = layout.layer_digest("deb12");
+
+    // One daemon for all three.
+    ok(
+        setup.home.banger_in(&ns, &["vm", "list"], &[]),
+        "start the daemon",
+    );
+    let before = Census::take(&setup.home, &ns, &[registry.child.id()]);
+    let logs = tempfile::tempdir().unwrap();
+    let runs: Vec<(String, Child)> = (0..3)
+        .map(|i| {
+            let tag = format!("run{i}");
+            let child = spawn_in(
+                &setup,
+                &ns,
+                logs.path(),
+                &tag,
+                &["vm", "run", "--rm", "--image", &reference, "--", "true"],
+            );
+            (tag, child)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let errs: Vec<String> = runs
+        .into_iter()
+        .map(|(tag, child)| {
+            let (code, err) = finish(child, logs.path(), &tag, 900);
+            assert_eq!(code, Some(0), "{tag}: {err}");
+            println!("{tag} done after {:?}", started.elapsed());
+            err
+        })
+        .collect();
+
+    // One pull: one client went through the download, the others waited
+    // for it (or found it made, had the scheduler run them late).
+    let downloads = errs
+        .iter()
+        .filter(|e| e.contains("fetching 1 layers"))
+        .count();
+    assert_eq!(downloads, 1, "one download phase: {errs:#?}");
+    println!("{}", errs.join("\n---\n"));
+    for err in &errs {
+        assert!(
+            err.contains("fetching 1 layers")
+                || err.contains("is being pulled by another command: waiting for it")
+                || err.contains("pulled earlier from"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        registry.blob_gets("test/first", &layer),
+        1,
+        "the layer is downloaded once"
+    );
+    let out = setup.home.banger_in(&ns, &["image", "list", "--json"], &[]);
+    let images: Vec<ImageRecord> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["first-deb12"], "one image");
+    assert_eq!(images[0].state, banger_model::ObjectState::Ready);
+
+    assert_no_leaks(
+        &setup.home,
+        &ns,
+        &[registry.child.id()],
+        &before,
+        "after three vm run --rm",
+    );
+    let _ = setup.home.banger_in(&ns, &["daemon", "stop"], &[]);
+}
