@@ -541,15 +541,26 @@ const STEPS: [&str; 7] = [
 /// Runs create until `step`, drops it there as a crash would, and runs a
 /// fresh orchestrator's reconcile over what is left.
 async fn crash_then_reconcile(f: &Fixture, req: CreateVmRequest, step: &'static str) {
+    crash_at(f, step, |o| async move {
+        o.create_vm(req, &Progress::discard()).await
+    })
+    .await;
+}
+
+/// Runs `op` on a fresh orchestrator until `step`, drops it there as a
+/// crash would, and runs another one's reconcile over what is left.
+async fn crash_at<F, Fut, T>(f: &Fixture, step: &'static str, op: F)
+where
+    F: FnOnce(Orchestrator) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: std::fmt::Debug + Send + 'static,
+{
     let o = f.orchestrator();
     o.inner.crash.arm(step);
-    let create = tokio::spawn({
-        let o = o.clone();
-        async move { o.create_vm(req, &Progress::discard()).await }
-    });
+    let task = tokio::spawn(op(o.clone()));
     within(step, o.inner.crash.wait()).await;
-    create.abort();
-    assert!(create.await.unwrap_err().is_cancelled());
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
     drop(o);
     within("reconcile", f.orchestrator().start()).await.unwrap();
 }
@@ -597,16 +608,8 @@ async fn a_crash_after_each_step_of_delete_leaves_the_vm_whole_or_gone() {
         within("create", o.create_vm(request(true), &Progress::discard()))
             .await
             .unwrap();
-        o.inner.crash.arm(step);
-        let delete = tokio::spawn({
-            let o = o.clone();
-            async move { o.delete_vm(VM, true).await }
-        });
-        within(step, o.inner.crash.wait()).await;
-        delete.abort();
-        assert!(delete.await.unwrap_err().is_cancelled());
         drop(o);
-        within("reconcile", f.orchestrator().start()).await.unwrap();
+        crash_at(&f, step, |o| async move { o.delete_vm(VM, true).await }).await;
         if step == "delete:files" {
             // Its folder was gone, its record not yet: the delete is
             // finished.
@@ -655,31 +658,21 @@ async fn a_crash_while_an_image_is_made_leaves_no_image_after_reconcile() {
             return;
         };
         let paths = f.paths();
-        let o = f.orchestrator();
-        o.inner.crash.arm(step);
+        // And a layer download a crash cut short earlier.
+        let tmp = paths.oci_cache().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let half = tmp.join(format!("{}.4242", "ab".repeat(32)));
+        std::fs::write(&half, "half a layer").unwrap();
         let req = banger_api::RegisterImageRequest {
             name: "copy".into(),
             rootfs: paths.images_dir().join(IMAGE).join("rootfs.ext4"),
             kernel: KERNEL.into(),
         };
-        let register = tokio::spawn({
-            let o = o.clone();
-            async move { o.register_image(req, &Progress::discard()).await }
-        });
-        within(step, o.inner.crash.wait()).await;
-        register.abort();
-        assert!(register.await.unwrap_err().is_cancelled());
-        drop(o);
-        // And a layer download the crash cut short.
-        let tmp = paths.oci_cache().join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let half = tmp.join(format!("{}.4242", "ab".repeat(32)));
-        std::fs::write(&half, "half a layer").unwrap();
-
+        crash_at(&f, step, |o| async move {
+            o.register_image(req, &Progress::discard()).await
+        })
+        .await;
         let store = Store::open(&paths.database()).unwrap();
-        let copy = store.get_image("copy").unwrap();
-        assert_eq!(copy.map(|i| i.state), Some(ObjectState::Building), "{step}");
-        within("reconcile", f.orchestrator().start()).await.unwrap();
         assert_eq!(store.get_image("copy").unwrap(), None, "{step}: the row");
         assert!(
             !paths.images_dir().join("copy").exists(),
