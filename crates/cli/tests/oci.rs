@@ -1419,7 +1419,16 @@ impl Drop for SmallFs {
             .args(["daemon", "stop"])
             .env("BANGER_HOME", &self.home)
             .output();
-        let _ = Command::new("umount").arg(&self.point).status();
+        // `daemon stop` may return before the process has let go of the
+        // store: a few tries, then a lazy unmount.
+        for _ in 0..20 {
+            let done = Command::new("umount").arg(&self.point).status();
+            if done.is_ok_and(|s| s.success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.point).status();
     }
 }
 
