@@ -1193,3 +1193,315 @@ fn a_pull_without_the_guest_tools_fails_and_records_no_image() {
         "nothing left in the state folder"
     );
 }
+
+/// `banger ARGS` in `ns`, spawned with its output to files in `dir`.
+fn spawn_in(setup: &Setup, ns: &Netns, dir: &Path, tag: &str, args: &[&str]) -> Child {
+    let out = fs::File::create(dir.join(format!("{tag}.out"))).unwrap();
+    let err = fs::File::create(dir.join(format!("{tag}.err"))).unwrap();
+    setup
+        .home
+        .banger_in_command(ns, args)
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn banger")
+}
+
+/// Waits for `child` up to `secs`, killing it then; its exit code and
+/// stderr (from `dir/TAG.err`).
+fn finish(mut child: Child, dir: &Path, tag: &str, secs: u64) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let err = fs::read_to_string(dir.join(format!("{tag}.err"))).unwrap_or_default();
+    (status.code(), err)
+}
+
+/// The parallel first use of an OCI reference, in a daemon: three `vm run
+/// --rm --image REF` at once against a reference never pulled, by a
+/// bangerd in a namespace of the test's own with the registry on its
+/// loopback. One of them pulls (one download phase, each layer fetched
+/// once, one image), the others wait for it; all three boot and run; afterwards nothing of the three VMs is
+/// left (TAPs, leases, processes, folders, nft rules, sockets).
+#[test]
+fn parallel_first_uses_of_a_reference_pull_once_and_leave_nothing() {
+    let Some(setup) = Setup::new() else { return };
+    if !banger_testkit::have_tools(&["qemu-system-x86_64", "ip", "nft"]) {
+        return;
+    }
+    let Some(rootfs_tar) = banger_testkit::debian_minbase_tar() else {
+        return;
+    };
+    // The daemon in the namespace cannot reach Debian's mirror: banger's
+    // guest tools are fetched into the shared cache here, first (nothing
+    // when an earlier test did).
+    let tools = banger_testkit::test_cache().join(GUEST_TOOLS_CACHE);
+    banger_images::guest_tools::ensure(&tools).expect("fetch banger's guest tools");
+    let Some(ns) = Netns::new("banger-oci-first") else {
+        return;
+    };
+    // Three small guests fit at once.
+    setup
+        .home
+        .write_config("[vm_defaults]\nvcpu = 1\nmemory_mib = 512\n");
+    let registry = Registry::start_in(Some(&ns));
+    let layout = Layout::new();
+    layout.create("deb12");
+    layout.raw_layer_file("deb12", "deb12", &rootfs_tar);
+    layout.push_in(Some(&ns), "deb12", &registry, "test/first");
+    let reference = format!("{}/test/first:deb12", registry.host());
+    let layer = layout.layer_digest("deb12");
+
+    // One daemon for all three.
+    ok(
+        setup.home.banger_in(&ns, &["vm", "list"], &[]),
+        "start the daemon",
+    );
+    let before = Census::take(&setup.home, &ns, &[registry.child.id()]);
+    let logs = tempfile::tempdir().unwrap();
+    let runs: Vec<(String, Child)> = (0..3)
+        .map(|i| {
+            let tag = format!("run{i}");
+            let child = spawn_in(
+                &setup,
+                &ns,
+                logs.path(),
+                &tag,
+                &["vm", "run", "--rm", "--image", &reference, "--", "true"],
+            );
+            (tag, child)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let errs: Vec<String> = runs
+        .into_iter()
+        .map(|(tag, child)| {
+            let (code, err) = finish(child, logs.path(), &tag, 900);
+            assert_eq!(code, Some(0), "{tag}: {err}");
+            println!("{tag} done after {:?}", started.elapsed());
+            err
+        })
+        .collect();
+
+    // One pull: one client went through the download, the others waited
+    // for it (or found it made, had the scheduler run them late).
+    let downloads = errs
+        .iter()
+        .filter(|e| e.contains("fetching 1 layers"))
+        .count();
+    assert_eq!(downloads, 1, "one download phase: {errs:#?}");
+    println!("{}", errs.join("\n---\n"));
+    for err in &errs {
+        assert!(
+            err.contains("fetching 1 layers")
+                || err.contains("is being pulled by another command: waiting for it")
+                || err.contains("pulled earlier from"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        registry.blob_gets("test/first", &layer),
+        1,
+        "the layer is downloaded once"
+    );
+    let out = setup.home.banger_in(&ns, &["image", "list", "--json"], &[]);
+    let images: Vec<ImageRecord> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["first-deb12"], "one image");
+    assert_eq!(images[0].state, banger_model::ObjectState::Ready);
+
+    assert_no_leaks(
+        &setup.home,
+        &ns,
+        &[registry.child.id()],
+        &before,
+        "after three vm run --rm",
+    );
+    let _ = setup.home.banger_in(&ns, &["daemon", "stop"], &[]);
+}
+
+/// bangerd killed (SIGKILL, `BANGER_CRASH_AT`) at each journaled step of
+/// an OCI pull: the CLI fails in one line, and the next daemon's
+/// reconcile leaves no image row, no image folder (staging tree
+/// included) and no half download; a pull afterwards works.
+#[test]
+fn a_daemon_killed_during_a_pull_leaves_no_half_made_image() {
+    let Some(s) = Setup::new() else {
+        return;
+    };
+    let registry = Registry::start();
+    let layout = Layout::new();
+    layout.create("v1");
+    layout.layer("v1", |root| {
+        fs::write(root.join("hello"), "hi\n").unwrap();
+    });
+    layout.push("v1", &registry, "test/crash");
+    let reference = format!("{}/test/crash:v1", registry.host());
+    let images = s.home.state().join("images");
+    let tmp = s.home.root().join("cache/oci/tmp");
+    for step in ["image:recorded", "pull:fetched", "image:filled"] {
+        let _ = s.banger(&["daemon", "stop"]).output();
+        let out = s
+            .banger(&["image", "pull", &reference, "--name", "crashed"])
+            .env("BANGER_CRASH_AT", step)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{step}: {err}");
+        assert!(
+            err.trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .starts_with("error: "),
+            "{step}: one error line last: {err}"
+        );
+        let log = fs::read_to_string(s.home.log()).unwrap_or_default();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("killing bangerd") && l.contains(step)),
+            "{step}: bangerd died there: {log}"
+        );
+        // The next command starts a daemon without the crash point.
+        assert_eq!(s.names(), Vec::<String>::new(), "{step}: no image row");
+        assert!(!images.join("crashed").exists(), "{step}: no image folder");
+        let downloads = fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(downloads, 0, "{step}: no half download");
+    }
+    let out = s.pull(&reference, "crashed");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.names(), ["crashed"]);
+}
+
+/// A loop-mounted ext4 of `mib` MiB at `point`, unmounted on drop after
+/// the daemon of the home at `home` is stopped (it holds the store open).
+struct SmallFs {
+    point: PathBuf,
+    home: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(point: &Path, home: &Path, mib: u64) -> Option<Self> {
+        let image = home.join("small.ext4");
+        let file = fs::File::create(&image).unwrap();
+        file.set_len(mib << 20).unwrap();
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        fs::create_dir_all(point).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(point)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            banger_testkit::skip("cannot loop-mount a small filesystem here");
+            return None;
+        }
+        fs::set_permissions(point, fs::Permissions::from_mode(0o700)).unwrap();
+        Some(Self {
+            point: point.to_path_buf(),
+            home: home.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new(TestHome::banger_bin())
+            .args(["daemon", "stop"])
+            .env("BANGER_HOME", &self.home)
+            .output();
+        // `daemon stop` may return before the process has let go of the
+        // store: a few tries, then a lazy unmount.
+        for _ in 0..20 {
+            let done = Command::new("umount").arg(&self.point).status();
+            if done.is_ok_and(|s| s.success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.point).status();
+    }
+}
+
+/// The state filesystem full (a 160 MiB ext4 mounted there: the kernel
+/// and a tiny image fit, little else): `vm create` is refused before
+/// anything is made, and a pull whose image does not fit fails with one
+/// error line saying so, leaving no image row, folder or staging tree.
+#[test]
+fn a_full_state_filesystem_fails_a_pull_and_a_create_in_one_line() {
+    let Some(s) = Setup::new() else {
+        return;
+    };
+    let Some(_small) = SmallFs::mount(&s.home.state(), s.home.root(), 160) else {
+        return;
+    };
+    let registry = Registry::start();
+    let layout = Layout::new();
+    layout.create("tiny");
+    layout.layer("tiny", |root| {
+        fs::write(root.join("hello"), "hi\n").unwrap();
+    });
+    layout.push("tiny", &registry, "test/full");
+    let out = s.pull(&format!("{}/test/full:tiny", registry.host()), "tiny");
+    assert!(
+        out.status.success(),
+        "the tiny image fits: {}",
+        stderr(&out)
+    );
+
+    // A VM's disks cannot fit: refused up front, nothing made.
+    let out = s
+        .banger(&["vm", "create", "--image", "tiny", "--name", "full"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "not enough space in {}",
+            s.home.state().join("vms").display()
+        )),
+        "{err}"
+    );
+    assert!(!s.home.state().join("vms/full").exists());
+
+    // 200 MiB that do not compress: the layer downloads (the blob cache
+    // is elsewhere), its tree does not fit.
+    layout.create("big");
+    layout.layer("big", |root| {
+        let mut noise = fs::File::create(root.join("noise")).unwrap();
+        std::io::copy(
+            &mut std::io::Read::take(fs::File::open("/dev/urandom").unwrap(), 200 << 20),
+            &mut noise,
+        )
+        .unwrap();
+    });
+    layout.push("big", &registry, "test/full");
+    let out = s.pull(&format!("{}/test/full:big", registry.host()), "big");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    let last = err.trim().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: ") && last.contains("No space left on device"),
+        "one line saying the disk is full: {err}"
+    );
+    assert_eq!(s.names(), ["tiny"], "no half-made image");
+    let left: Vec<_> = fs::read_dir(s.home.state().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, ["tiny"], "no folder or staging tree left");
+    let out = s.banger(&["kernel", "list", "--json"]).output().unwrap();
+    let kernels: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(kernels.iter().all(|k| k["state"] == "ready"), "{kernels:?}");
+}

@@ -163,3 +163,45 @@ fn a_hypervisor_dying_at_start_and_an_exhausted_pool() {
     assert!(!home.state().join("vms/gone").exists());
     let _ = home.banger_in(&ns, &["daemon", "stop"], &[]);
 }
+
+/// The bridge and every nft rule deleted under a running daemon, after a
+/// first VM made them: the next `vm run` makes them again and boots, and
+/// nothing of either VM is left (counted). One guest at a time: under TCG
+/// two would each take twice as long.
+#[test]
+fn a_bridge_removed_under_a_running_daemon_is_made_again() {
+    let Some(home) = home_with_default_image(&["nft"], |home| {
+        home.write_config("[vm_defaults]\nvcpu = 1\nmemory_mib = 512\n");
+    }) else {
+        return;
+    };
+    let Some(ns) = Netns::new("banger-bridge") else {
+        return;
+    };
+    ok(
+        home.banger_in(&ns, &["vm", "list"], &[]),
+        "start the daemon",
+    );
+    let before = Census::take(&home, &ns, &[]);
+    let run = |name: &str| {
+        let out = home.banger_in(
+            &ns,
+            &["vm", "run", "--rm", "--name", name, "--", "echo", "booted"],
+            &[],
+        );
+        assert_eq!(ok(out, name), "booted\n");
+    };
+    run("first");
+    let bridge = banger_config::Config::default().bridge_name().to_string();
+    assert!(link_exists(&ns, &bridge), "{bridge} made by the first VM");
+    ok(
+        ns.exec(&["ip", "link", "delete", &bridge]),
+        "ip link delete",
+    );
+    ok(ns.exec(&["nft", "flush", "ruleset"]), "nft flush ruleset");
+
+    run("next");
+    assert!(link_exists(&ns, &bridge), "{bridge} made again");
+    assert_no_leaks(&home, &ns, &[], &before, "after the bridge was made again");
+    let _ = home.banger_in(&ns, &["daemon", "stop"], &[]);
+}

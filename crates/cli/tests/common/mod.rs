@@ -588,3 +588,155 @@ impl Drop for Browser {
         let _ = self.child.wait();
     }
 }
+
+/// What VMs leave on the host, counted as `scripts/smoke`'s census counts
+/// it: TAP devices in `ns`, VM rows and leased addresses in the store,
+/// processes in `ns` other than bangerd and `also` (a registry...), per-VM
+/// folders (state and runtime), nft rules tagged for a VM, and sockets in
+/// the runtime folder other than bangerd's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Census {
+    pub taps: Vec<String>,
+    pub vms: usize,
+    pub leases: usize,
+    pub processes: Vec<String>,
+    pub vm_dirs: Vec<String>,
+    pub run_dirs: Vec<String>,
+    pub nft_rules: usize,
+    pub sockets: Vec<String>,
+}
+
+impl Census {
+    pub fn take(home: &TestHome, ns: &Netns, also: &[u32]) -> Self {
+        let names = |dir: PathBuf, dirs_only: bool| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|e| !dirs_only || e.path().is_dir())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let taps = ns.exec(&["ip", "-o", "link", "show", "type", "tun"]);
+        let taps = stdout(&taps)
+            .lines()
+            .filter_map(|l| Some(l.split(':').nth(1)?.trim().to_string()))
+            .collect();
+        let (vms, leases) = match banger_store::Store::open(&home.state().join("banger.db")) {
+            Ok(store) => {
+                let vms = store.list_vms().unwrap_or_default();
+                (vms.len(), vms.iter().filter(|v| v.ip.is_some()).count())
+            }
+            Err(_) => (0, 0),
+        };
+        let daemon = std::fs::read_to_string(home.state().join("bangerd.lock"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        let pids = std::process::Command::new("ip")
+            .args(["netns", "pids", &ns.0])
+            .output()
+            .expect("ip netns pids");
+        let processes = stdout(&pids)
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .filter(|p| !also.contains(p))
+            .filter_map(|p| {
+                let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                let is_daemon =
+                    Some(p) == daemon || cmdline.split(' ').next()?.ends_with("/bangerd");
+                (!is_daemon).then(|| format!("{p} {}", cmdline.trim()))
+            })
+            .collect();
+        let rules = ns.exec(&["nft", "-j", "list", "ruleset"]);
+        let nft_rules = serde_json::from_slice::<serde_json::Value>(&rules.stdout)
+            .ok()
+            .and_then(|v| {
+                Some(
+                    v["nftables"]
+                        .as_array()?
+                        .iter()
+                        .filter(|i| {
+                            i["rule"]["comment"]
+                                .as_str()
+                                .is_some_and(|c| c.starts_with("banger:"))
+                        })
+                        .count(),
+                )
+            })
+            .unwrap_or(0);
+        let run = home.root().join("run");
+        let sockets = walk_sockets(&run)
+            .into_iter()
+            .filter(|s| !s.starts_with("bangerd"))
+            .collect();
+        Self {
+            taps,
+            vms,
+            leases,
+            processes,
+            vm_dirs: names(home.state().join("vms"), false),
+            run_dirs: names(run, true),
+            nft_rules,
+            sockets,
+        }
+    }
+
+    /// The counts of anything VMs left: all zero when nothing is.
+    fn counts(&self) -> [usize; 8] {
+        [
+            self.taps.len(),
+            self.vms,
+            self.leases,
+            self.processes.len(),
+            self.vm_dirs.len(),
+            self.run_dirs.len(),
+            self.nft_rules,
+            self.sockets.len(),
+        ]
+    }
+}
+
+/// The sockets below `dir`, by file name.
+fn walk_sockets(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            found.extend(walk_sockets(&entry.path()));
+        } else if kind.is_socket() {
+            found.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    found
+}
+
+/// Waits (up to 10 s: `--rm` deletes finish in the daemon) until the
+/// census counts nothing more than `before` did, else fails naming what
+/// is left. A count that went down is no leak.
+pub fn assert_no_leaks(home: &TestHome, ns: &Netns, also: &[u32], before: &Census, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = Census::take(home, ns, also);
+        let grew = now
+            .counts()
+            .iter()
+            .zip(before.counts())
+            .any(|(n, b)| *n > b);
+        if !grew {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: something leaked:\nbefore {before:#?}\nafter {now:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -66,6 +66,31 @@ impl BlobCache {
         Ok(tmp.join(format!("{prefix}{}", std::process::id())))
     }
 
+    /// Removes what downloads that died with their daemon left in `tmp`:
+    /// each file whose digest's lock nobody holds (a download under way,
+    /// in this daemon or another, holds it and is left alone).
+    pub fn remove_abandoned(&self) {
+        let Ok(entries) = fs::read_dir(self.dir.join("tmp")) else {
+            return;
+        };
+        let locks = self.dir.join("locks");
+        if fs::create_dir_all(&locks).is_err() {
+            return;
+        }
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((hex, _pid)) = name.split_once('.') else {
+                continue;
+            };
+            let Ok(lock) = File::create(locks.join(hex)) else {
+                continue;
+            };
+            if lock.try_lock().is_ok() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Moves a verified download into place.
     pub fn commit(&self, temp: &Path, digest: &str) -> Result<PathBuf, OciError> {
         let dest = self.blob_path(digest);
@@ -121,5 +146,26 @@ mod tests {
         assert!(waiter.join().unwrap(), "the waiter saw the finished blob");
         cache.evict(&digest);
         assert!(!cache.has(&digest, 3));
+    }
+
+    #[test]
+    fn abandoned_downloads_go_and_one_under_way_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::new(dir.path());
+        let (busy, dead) = (
+            format!("sha256:{}", "cd".repeat(32)),
+            format!("sha256:{}", "ef".repeat(32)),
+        );
+        let held = cache.lock(&busy).unwrap();
+        let under_way = cache.temp_path(&busy).unwrap();
+        fs::write(&under_way, "downloading").unwrap();
+        let left = dir.path().join(format!("tmp/{}.4242", "ef".repeat(32)));
+        fs::write(&left, "a daemon died here").unwrap();
+        cache.remove_abandoned();
+        assert!(under_way.exists(), "its lock is held: a download under way");
+        assert!(!left.exists(), "{dead}: nobody's download");
+        drop(held);
+        cache.remove_abandoned();
+        assert!(!under_way.exists());
     }
 }

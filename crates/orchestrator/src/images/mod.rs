@@ -814,8 +814,15 @@ pub(crate) async fn delete_kernel(d: &Orchestrator, name: &str) -> Result<(), Er
     remove_dir(d, &d.inner.paths.kernels_dir().join(name)).await
 }
 
-/// Undoes what a daemon that died mid-operation left `building`.
+/// Undoes what a daemon that died mid-operation left `building`, and the
+/// downloads into the OCI blob cache it left unfinished.
 pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
+    let cache = banger_images::oci::BlobCache::new(d.inner.paths.oci_cache());
+    blocking(move || {
+        cache.remove_abandoned();
+        Ok(())
+    })
+    .await?;
     let (kernels, images) = d.with_store(|s| s.unfinished()).await?;
     for name in images {
         tracing::warn!(image = %name, "removing an image left unfinished by a crash");
@@ -884,6 +891,7 @@ where
                 f
             }
         })?;
+    d.journaled("image:recorded").await;
     let name = name.as_str();
     let dir = d.inner.paths.images_dir().join(name);
     let fill_dir = dir.clone();
@@ -893,13 +901,15 @@ where
     };
     let key = name.to_string();
     match filled {
-        Ok(artifacts) => d
-            .with_store(move |s| {
+        Ok(artifacts) => {
+            d.journaled("image:filled").await;
+            d.with_store(move |s| {
                 s.finish_image(&key, &artifacts)?;
                 s.get_image(&key)
             })
             .await?
-            .ok_or_else(|| Error::internal("image vanished after being recorded")),
+            .ok_or_else(|| Error::internal("image vanished after being recorded"))
+        }
         Err(e) => {
             let _ = fs::remove_dir_all(&dir);
             let _ = d.with_store(move |s| s.delete_image(&key)).await;

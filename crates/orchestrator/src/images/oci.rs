@@ -108,6 +108,7 @@ pub(super) async fn pull(
     let mapper = d.inner.id_mapper.clone();
     journal_image(d, record, move |dir| async move {
         fetch_layers(&registry, &resolved, &cache, &p).await?;
+        d.journaled("pull:fetched").await;
         blocking(move || {
             let mut artifacts =
                 build_rootfs(&dir, &resolved, &compressions, &cache, options, &mapper, &p)?;

@@ -188,6 +188,19 @@ impl Fixture {
         assert_eq!(self.hv.running(), 0, "{what}: a hypervisor still runs");
     }
 
+    /// Nothing in the VMs' folder, hidden entries included.
+    pub(super) fn assert_no_vm_folders(&self, what: &str) {
+        let vms = self.paths().state_dir.join("vms");
+        let left: Vec<_> = std::fs::read_dir(&vms)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{what}: {left:?} left in {}",
+            vms.display()
+        );
+    }
+
     /// The VM is kept stopped, with its disks, and nothing of it runs or
     /// is left on the host.
     fn assert_kept_stopped(&self, what: &str) {
@@ -529,15 +542,26 @@ const STEPS: [&str; 7] = [
 /// Runs create until `step`, drops it there as a crash would, and runs a
 /// fresh orchestrator's reconcile over what is left.
 async fn crash_then_reconcile(f: &Fixture, req: CreateVmRequest, step: &'static str) {
+    crash_at(f, step, |o| async move {
+        o.create_vm(req, &Progress::discard()).await
+    })
+    .await;
+}
+
+/// Runs `op` on a fresh orchestrator until `step`, drops it there as a
+/// crash would, and runs another one's reconcile over what is left.
+async fn crash_at<F, Fut, T>(f: &Fixture, step: &'static str, op: F)
+where
+    F: FnOnce(Orchestrator) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: std::fmt::Debug + Send + 'static,
+{
     let o = f.orchestrator();
     o.inner.crash.arm(step);
-    let create = tokio::spawn({
-        let o = o.clone();
-        async move { o.create_vm(req, &Progress::discard()).await }
-    });
+    let task = tokio::spawn(op(o.clone()));
     within(step, o.inner.crash.wait()).await;
-    create.abort();
-    assert!(create.await.unwrap_err().is_cancelled());
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
     drop(o);
     within("reconcile", f.orchestrator().start()).await.unwrap();
 }
@@ -569,6 +593,95 @@ async fn a_crash_during_vm_run_rm_leaves_nothing_after_reconcile() {
         };
         crash_then_reconcile(&f, run_rm(), step).await;
         f.assert_nothing_left(step);
+    }
+}
+
+/// The steps of `vm delete --force` of a running VM, in order.
+const DELETE_STEPS: [&str; 3] = ["delete:stopped", "delete:network", "delete:files"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_each_step_of_delete_leaves_the_vm_whole_or_gone() {
+    for step in DELETE_STEPS {
+        let Some(f) = Fixture::new(Guest::InitReady) else {
+            return;
+        };
+        let o = f.orchestrator();
+        within("create", o.create_vm(request(true), &Progress::discard()))
+            .await
+            .unwrap();
+        drop(o);
+        crash_at(&f, step, |o| async move { o.delete_vm(VM, true).await }).await;
+        if step == "delete:files" {
+            // Its folder was gone, its record not yet: the delete is
+            // finished.
+            f.assert_nothing_left(step);
+            f.assert_no_vm_folders(step);
+        } else {
+            // Stopped with its disks: a whole VM, which a delete removes.
+            f.assert_kept_stopped(step);
+            f.orchestrator().delete_vm(VM, false).await.unwrap();
+            f.assert_nothing_left(step);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_a_vm_folder_is_removed_is_finished_by_reconcile() {
+    let Some(f) = Fixture::new(Guest::InitReady) else {
+        return;
+    };
+    let o = f.orchestrator();
+    within("create", o.create_vm(request(false), &Progress::discard()))
+        .await
+        .unwrap();
+    drop(o);
+    // As a daemon killed inside the removal leaves it: the folder moved
+    // aside and half removed, the record still there.
+    let doomed = f
+        .paths()
+        .state_dir
+        .join("vms")
+        .join(format!(".{VM}.deleting"));
+    std::fs::rename(f.vm_dir(), &doomed).unwrap();
+    std::fs::remove_file(doomed.join("system.ext4")).unwrap();
+    within("reconcile", f.orchestrator().start()).await.unwrap();
+    f.assert_nothing_left("a half-removed folder");
+    f.assert_no_vm_folders("a half-removed folder");
+}
+
+/// The steps of making an image (build, register, pull), in order.
+const IMAGE_STEPS: [&str; 2] = ["image:recorded", "image:filled"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_an_image_is_made_leaves_no_image_after_reconcile() {
+    for step in IMAGE_STEPS {
+        let Some(f) = Fixture::new(Guest::InitReady) else {
+            return;
+        };
+        let paths = f.paths();
+        // And a layer download a crash cut short earlier.
+        let tmp = paths.oci_cache().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let half = tmp.join(format!("{}.4242", "ab".repeat(32)));
+        std::fs::write(&half, "half a layer").unwrap();
+        let req = banger_api::RegisterImageRequest {
+            name: "copy".into(),
+            rootfs: paths.images_dir().join(IMAGE).join("rootfs.ext4"),
+            kernel: KERNEL.into(),
+        };
+        crash_at(&f, step, |o| async move {
+            o.register_image(req, &Progress::discard()).await
+        })
+        .await;
+        let store = Store::open(&paths.database()).unwrap();
+        assert_eq!(store.get_image("copy").unwrap(), None, "{step}: the row");
+        assert!(
+            !paths.images_dir().join("copy").exists(),
+            "{step}: the folder"
+        );
+        assert!(!half.exists(), "{step}: the download");
+        let kept = store.get_image(IMAGE).unwrap().map(|i| i.state);
+        assert_eq!(kept, Some(ObjectState::Ready), "{step}: the other image");
     }
 }
 

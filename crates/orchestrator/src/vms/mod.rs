@@ -1439,6 +1439,7 @@ pub(crate) async fn delete(d: &Orchestrator, name: &str, force: bool) -> Result<
             )));
         }
         stop_locked(d, name, Some(9)).await?;
+        d.journaled("delete:stopped").await;
     }
     destroy(d, &vm).await;
     Ok(())
@@ -1454,10 +1455,25 @@ fn running_or_paused(vm: &VmRecord) -> &'static str {
     }
 }
 
+/// Where a VM's folder is moved while it is removed: a VM whose record
+/// outlives its folder was being deleted when bangerd died ([`reconcile`]
+/// finishes it). VM names never start with a dot.
+fn doomed_dir(d: &Orchestrator, vm: &VmRecord) -> PathBuf {
+    d.inner
+        .paths
+        .state_dir
+        .join("vms")
+        .join(format!(".{}.deleting", vm.name.as_str()))
+}
+
 /// Removes everything a VM has: network, known_hosts entries, files, and
-/// last its record (so a failure half-way leaves it findable).
+/// last its record (so a failure half-way leaves it findable). The folder
+/// is first renamed aside, in one step: a crash during the removal
+/// leaves a record without its folder, which reconcile deletes, never a
+/// VM with half its disks.
 async fn destroy(d: &Orchestrator, vm: &VmRecord) {
     let p = paths(d, vm);
+    let doomed = doomed_dir(d, vm);
     if handle_of(vm).is_none()
         && let Some(pid) = d.inner.hypervisors.kill_orphan(&p.runtime)
     {
@@ -1468,6 +1484,7 @@ async fn destroy(d: &Orchestrator, vm: &VmRecord) {
     // outlive it until their keepalives gave up.
     close_ssh(d, vm).await;
     teardown_network(d, vm).await;
+    d.journaled("delete:network").await;
     let kh = known_hosts(d);
     let name = vm.name.to_string();
     let console = d.inner.consoles.get(&p.console);
@@ -1478,7 +1495,12 @@ async fn destroy(d: &Orchestrator, vm: &VmRecord) {
         // No rotation may write console.log.1 into the folder while it
         // is removed.
         console.exclusive(|| {
-            for dir in [&p.dir, &p.runtime] {
+            if let Err(e) = fs::rename(&p.dir, &doomed)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(vm = %name, dir = %p.dir.display(), error = %e, "cannot move aside");
+            }
+            for dir in [&p.dir, &doomed, &p.runtime] {
                 if let Err(e) = fs::remove_dir_all(dir)
                     && e.kind() != std::io::ErrorKind::NotFound
                 {
@@ -1490,6 +1512,7 @@ async fn destroy(d: &Orchestrator, vm: &VmRecord) {
     })
     .await;
     d.inner.consoles.forget(&paths(d, vm).console);
+    d.journaled("delete:files").await;
     let key = vm.name.to_string();
     if let Err(e) = d.with_store(move |s| s.delete_vm(&key)).await {
         tracing::warn!(vm = %vm.name, error = %e.message, "cannot delete the record");
@@ -1713,12 +1736,18 @@ pub(crate) async fn reconcile(d: &Orchestrator) -> Result<(), Error> {
                 continue;
             }
         }
-        fork::remove_saved_state(&paths(d, &vm).dir);
         if vm.state == VmState::Created {
             tracing::warn!(vm = %name, "removing a VM whose creation was interrupted");
             destroy(d, &vm).await;
             continue;
         }
+        // Only `destroy` removes the folder of a VM past `created`.
+        if !paths(d, &vm).dir.exists() {
+            tracing::warn!(vm = %name, "finishing a delete the restart interrupted");
+            destroy(d, &vm).await;
+            continue;
+        }
+        fork::remove_saved_state(&paths(d, &vm).dir);
         match handle_of(&vm) {
             Some(h)
                 if vm.state == VmState::Starting
