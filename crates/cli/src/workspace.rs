@@ -19,7 +19,8 @@ pub fn select(path: &std::path::Path, args: &WorkspaceArgs) -> Result<Selection>
     let sel = if args.branch.is_some() || args.from.is_some() {
         if args.include_untracked {
             bail!(
-                "--include-untracked sends files of the working tree, --branch and --from check out                  a commit: give one or the other"
+                "--include-untracked sends files of the working tree, --branch and --from check out \
+                 a commit: give one or the other"
             );
         }
         workspace::select_revision(

@@ -760,7 +760,8 @@ impl Lease {
                 // it stops.
                 while let Some(Ok(_)) = beats.next().await {}
                 eprintln!(
-                    "warning: bangerd stopped: banger takes VM {name}'s lease again when it is                      back (a restarted bangerd deletes the VM if nobody does within a minute)"
+                    "warning: bangerd stopped: banger takes VM {name}'s lease again when it is \
+                     back (a restarted bangerd deletes the VM if nobody does within a minute)"
                 );
                 beats = loop {
                     tokio::time::sleep(Self::RETAKE_EVERY).await;

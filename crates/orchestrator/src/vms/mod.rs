@@ -616,7 +616,8 @@ async fn make_slot(
                 )
                 .map_err(|e| match e {
                     banger_storage::DiskError::Tool { stderr, .. } => Error::invalid(format!(
-                        "cannot make the workspace disk ({} files, {}) of {}: {stderr}; give a                          larger --disk-size",
+                        "cannot make the workspace disk ({} files, {}) of {}: {stderr}; give a \
+                         larger --disk-size",
                         ws.files,
                         Size::from_bytes(ws.bytes).human(),
                         vm.disk_size.human()
