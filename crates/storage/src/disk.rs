@@ -136,12 +136,6 @@ pub fn make_disk_with<T>(
     seed: &Seed,
     fill: impl FnOnce(&Path) -> Result<T, DiskError>,
 ) -> Result<T, DiskError> {
-    let mkfs = find_tool("mkfs.ext4").ok_or(DiskError::MissingTool {
-        tool: "mkfs.ext4",
-        package: "e2fsprogs",
-    })?;
-    let ownership = Ownership::of_this_process()?;
-    let tmp = sibling(path, ".partial");
     let tree = sibling(path, ".seed");
     let result = (|| {
         let _ = fs::remove_dir_all(&tree);
@@ -153,13 +147,10 @@ pub fn make_disk_with<T>(
             .map_err(io_err("create", &tree))?;
         let filled = fill(&tree)?;
         write_seed(&tree, seed)?;
-        mkfs_tree(&mkfs, &ownership, path, &tmp, size, label, uuid, &tree)?;
+        make_disk_from_tree(path, size, label, uuid, &tree)?;
         Ok(filled)
     })();
     let _ = fs::remove_dir_all(&tree);
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
     result
 }
 
