@@ -60,6 +60,31 @@ pub fn select(path: &std::path::Path, args: &WorkspaceArgs) -> Result<Selection>
     Ok(sel)
 }
 
+/// [`stage`]s a selection for a new VM; a checkout (`--branch`/`--from`)
+/// is made on the host first ([`workspace::check_out_here`], in a private
+/// scratch folder removed afterwards) and staged whole, `.git` included.
+pub async fn stage_selection(
+    client: &banger_api::Client,
+    sel: &Selection,
+    disk_size: Option<banger_model::Size>,
+) -> Result<banger_api::StagedWorkspace> {
+    let Some(history) = &sel.history else {
+        return stage(client, sel, disk_size).await;
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("banger-checkout-")
+        .tempdir()
+        .context("making a scratch folder for the checkout")?;
+    let (sel2, h2, dir) = (sel.clone(), history.clone(), scratch.path().to_path_buf());
+    let made = tokio::task::spawn_blocking(move || workspace::check_out_here(&sel2, &h2, &dir))
+        .await
+        .context("checking out")??;
+    for w in made.warnings.iter().skip(sel.warnings.len()) {
+        eprintln!("warning: {w}");
+    }
+    stage(client, &made, disk_size).await
+}
+
 /// Sends the selection to bangerd as one tar stream (`POST
 /// /v1/workspaces`), which unpacks it on the host for the new VM's
 /// workspace disk. Files are read as they are sent; a file that changed

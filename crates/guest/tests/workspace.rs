@@ -10,8 +10,8 @@ use std::process::Command;
 
 use banger_guest::workspace::{
     ARCHIVE_MTIME, EntryKind, RevisionRequest, SelectOptions, Selection, SelectionMode,
-    WorkspaceError, checkout_command, dry_run_listing, select, select_revision, write_bundle,
-    write_tar,
+    WorkspaceError, check_out_here, checkout_command, dry_run_listing, select, select_revision,
+    write_bundle, write_tar,
 };
 use tempfile::TempDir;
 
@@ -807,4 +807,50 @@ fn bad_revisions_are_refused_with_what_to_do() {
         select_revision(plain.path(), &revision(Some("main"), None)),
         Err(WorkspaceError::NotARepository { .. })
     ));
+}
+
+#[test]
+fn a_branch_checked_out_on_the_host_is_sent_whole_with_its_git_folder() {
+    if no_git() {
+        return;
+    }
+    let fx = fixture();
+    with_feature_branch(&fx);
+    let sel = select_revision(&fx.repo, &revision(Some("feature"), None)).unwrap();
+    let scratch = TempDir::new().unwrap();
+    let made = check_out_here(&sel, sel.history.as_ref().unwrap(), scratch.path()).unwrap();
+    assert_eq!(made.history, None, "nothing left for the guest's git");
+    assert_eq!(made.repo_name, sel.repo_name);
+    let top = scratch.path().join(&sel.repo_name);
+    assert_eq!(made.root, top);
+    let listed = paths(&made);
+    for want in ["feature.txt", "run.sh", ".git/HEAD", "link_out"] {
+        assert!(listed.contains(&want.to_string()), "{want}: {listed:?}");
+    }
+    // The commit's tree, not the working tree.
+    assert!(!listed.contains(&"notes.txt".to_string()), "{listed:?}");
+    assert_eq!(git_out(&top, &["branch", "--show-current"]), "feature");
+    assert_eq!(
+        git_out(&top, &["log", "--format=%s"]),
+        "feature work\nfixture"
+    );
+    assert_eq!(git_out(&top, &["status", "--porcelain"]), "");
+    assert!(
+        matches!(kind(&made, "run.sh"), EntryKind::File { mode: 0o755, .. }),
+        "{:?}",
+        kind(&made, "run.sh")
+    );
+    // No bundle is left, and what was made goes into an archive whole.
+    assert!(!listed.iter().any(|p| p.ends_with(".bundle")), "{listed:?}");
+    let mut archive = Vec::new();
+    write_tar(&made, &mut archive).unwrap();
+    let got = members(&archive);
+    assert!(
+        got.keys().any(|k| k.ends_with("/.git/HEAD")),
+        "{:?}",
+        got.keys()
+    );
+    // A second checkout into the same scratch is refused.
+    let err = check_out_here(&sel, sel.history.as_ref().unwrap(), scratch.path()).unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
 }

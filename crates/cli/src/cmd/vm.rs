@@ -589,15 +589,15 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     } else {
         ReadyWait::Ssh
     };
-    // The working tree's files go on a workspace disk the host makes
-    // before the VM boots; a checkout with history (--branch/--from) is
-    // still made by the guest's git from a bundle, after it boots.
+    // The files go on a workspace disk the host makes before the VM
+    // boots; a checkout with history (--branch/--from) is made here first,
+    // by the guest's own script run with the host's git.
     let t0 = std::time::Instant::now();
     let staged = match &selection {
-        Some(sel) if sel.history.is_none() => {
-            Some(crate::workspace::stage(client, sel, args.create.disk_size).await?)
+        Some(sel) => {
+            Some(crate::workspace::stage_selection(client, sel, args.create.disk_size).await?)
         }
-        _ => None,
+        None => None,
     };
     let staging = t0.elapsed().as_secs_f64();
     let started = create_with(
@@ -622,7 +622,6 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let t0 = std::time::Instant::now();
     let agent = match crate::agent::enabled(args.ssh) {
         true => crate::agent::reach(client, &name).await,
         false => None,
@@ -641,9 +640,7 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
     let mut timings = started.timings.clone();
     let mut command = args.command.clone();
     let mut cwd = None;
-    if staged.is_some()
-        && let Some(sel) = &selection
-    {
+    if let Some(sel) = &selection {
         timings.insert(
             0,
             Timing {
@@ -669,26 +666,6 @@ async fn run_vm(client: &Client, args: RunArgs) -> Result<ExitCode> {
                 }
             }
         }
-        match channel {
-            Channel::Agent(_) => cwd = Some(dir),
-            Channel::Ssh(_) => command = crate::workspace::in_dir(&dir, &args.command),
-        }
-    } else if let Some(sel) = selection {
-        let dir = sel.guest_workdir();
-        let copied = match &channel {
-            Channel::Agent(agent) => copy_workspace_through(agent, sel).await,
-            Channel::Ssh(info) => copy_workspace(info, sel).await,
-        };
-        if let Err(e) = copied {
-            if args.rm {
-                let _ = delete(client, &name, true).await;
-            }
-            return Err(e);
-        }
-        timings.push(Timing {
-            phase: "workspace".into(),
-            secs: t0.elapsed().as_secs_f64(),
-        });
         match channel {
             Channel::Agent(_) => cwd = Some(dir),
             Channel::Ssh(_) => command = crate::workspace::in_dir(&dir, &args.command),

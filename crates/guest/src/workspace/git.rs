@@ -11,7 +11,7 @@ use super::{SelectOptions, WorkspaceError};
 
 /// Variables that would point git at another repository than the one at
 /// the workspace path (set, for instance, when banger runs from a hook).
-const REDIRECTING_ENV: [&str; 5] = [
+pub(super) const REDIRECTING_ENV: [&str; 5] = [
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",

@@ -293,6 +293,99 @@ pub fn write_bundle(
     copied.map_err(fail)
 }
 
+/// The checkout made on the host instead, for a new VM's workspace disk
+/// (docs/workspace.md): the guest's own script ([`checkout_command`]), fed
+/// the same bundle, run here by the host's git into `scratch/<repo_name>`
+/// (`scratch`: a new, private, empty folder), with umask 022 as root's in
+/// the guest, and with no user or system git configuration, so none of the
+/// user's filters, hooks or aliases apply, as none would in the guest.
+/// Returns everything the checkout made, `.git` included, as a selection
+/// of that folder to send as it is (`history` is then `None`: nothing is
+/// left for the guest's git to do).
+pub fn check_out_here(
+    sel: &Selection,
+    history: &History,
+    scratch: &Path,
+) -> Result<Selection, WorkspaceError> {
+    let words = checkout_command(sel, history);
+    let top = scratch.join(&sel.repo_name);
+    let bundle = scratch.join(".banger-checkout.bundle");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask 022\n{}", words[2]))
+        .arg("sh")
+        .arg(&top)
+        .arg(&bundle)
+        .args(&words[6..]);
+    for var in git::REDIRECTING_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| WorkspaceError::io("running sh for the checkout", e))?;
+    let fed = match child.stdin.take() {
+        Some(stdin) => write_bundle(&sel.root, history, io::BufWriter::new(stdin)),
+        None => Ok(()),
+    };
+    let done = child
+        .wait_with_output()
+        .map_err(|e| WorkspaceError::io("waiting for the checkout", e))?;
+    if !done.status.success() {
+        return Err(WorkspaceError::GitFailed {
+            action: format!("checking out {} on the host", history.label),
+            status: done.status.to_string(),
+            stderr: git::last_lines(&done.stderr),
+        });
+    }
+    fed?;
+    let mut collector = super::entry::Collector::new(&top, &sel.repo_name);
+    let walk = ignore::WalkBuilder::new(&top)
+        .standard_filters(false)
+        .hidden(false)
+        .follow_links(false)
+        .build();
+    for item in walk {
+        let entry = item.map_err(|e| WorkspaceError::Io {
+            action: format!("walking {}", top.display()),
+            source: io::Error::other(e.to_string()),
+        })?;
+        if entry.depth() == 0 || entry.file_type().is_some_and(|t| t.is_dir()) {
+            continue;
+        }
+        if let Ok(rel) = entry.path().strip_prefix(&top) {
+            collector.add(rel.to_path_buf())?;
+        }
+    }
+    let super::entry::Collector {
+        mut entries,
+        total_bytes,
+        warnings,
+        ..
+    } = collector;
+    entries.sort_by(|a, b| {
+        a.path
+            .as_os_str()
+            .as_bytes()
+            .cmp(b.path.as_os_str().as_bytes())
+    });
+    Ok(Selection {
+        mode: SelectionMode::Revision,
+        root: top,
+        repo_name: sel.repo_name.clone(),
+        entries,
+        total_bytes,
+        warnings: sel.warnings.iter().cloned().chain(warnings).collect(),
+        history: None,
+    })
+}
+
 /// The guest's half, as words for ssh to run: store the bundle arriving on
 /// stdin, make `/root/<repo_name>` a repository with the commit checked
 /// out, drop the bundle. A directory that exists and is not empty is

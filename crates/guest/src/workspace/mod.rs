@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 pub use archive::{ARCHIVE_MTIME, dry_run_listing, write_tar};
 pub use error::WorkspaceError;
-pub use history::{History, RevisionRequest, checkout_command, select_revision, write_bundle};
+pub use history::{
+    History, RevisionRequest, check_out_here, checkout_command, select_revision, write_bundle,
+};
 
 /// What the caller asks of [`select`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
