@@ -2,10 +2,12 @@
 //! `bangerd` in a network namespace this test creates: one VM made by
 //! `vm run ./repo` serves every in-guest check (docker socket-activated,
 //! its data on ext4 with overlay2, an image built here and loaded with
-//! `docker load`, mise, the workspace's `mise install`); then a
-//! `--no-docker` build is compared with the default one. The recipe's
-//! bad inputs (a wrong pin, contradicting choices) are checked apart,
-//! without a build.
+//! `docker load`, `docker compose`, mise, the workspace's `mise
+//! install`, and last Docker's data filesystem full); then a
+//! `--no-docker` build is compared with the default one. Docker in a
+//! minimal-mode (OCI) image has a VM of its own. The recipe's bad inputs
+//! (a wrong pin, contradicting choices) are checked apart, without a
+//! build.
 
 mod common;
 
@@ -16,9 +18,20 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use banger_model::ImageRecord;
+use common::registry::{Layout, Registry};
 use common::*;
 
 const VM: &str = "dock";
+
+/// A one-service compose project running the image [`BUILD_TINY_IMAGE`]
+/// loads; never pulled (the guest has no registry in reach).
+const WRITE_COMPOSE_FILE: &str = r#"mkdir -p /root/hello && cat >/root/hello/compose.yaml <<'EOF'
+services:
+  hello:
+    image: tiny:1
+    pull_policy: never
+    command: ["/bin/dash", "-c", "echo hello from compose; exit 5"]
+EOF"#;
 
 /// Makes a small image from the guest's own dash and C library, in
 /// `docker save`'s layout (manifest, config, one layer), and loads it:
@@ -203,7 +216,120 @@ fn docker_and_mise_work_in_the_default_image_and_no_docker_is_smaller() {
         "{log}"
     );
 
+    compose_runs_the_loaded_image(&ssh);
+    a_full_docker_disk_fails_docker_not_the_guest(&ssh, &|script| {
+        b(&["vm", "ssh", "--ssh", VM, "--", "sh", "-c", script])
+    });
+
     ok(b(&["vm", "delete", "--force", VM]), "vm delete");
+}
+
+/// `docker compose` (banger's plugin shim, which execs Debian's
+/// `docker-compose`: one run covers both; each run of compose v1 costs
+/// seconds of Python under TCG) runs a one-service project from the
+/// image loaded above (no registry: the guest has none in reach), prints
+/// its output, returns its status, and `down` removes its container and
+/// network.
+fn compose_runs_the_loaded_image(ssh: &dyn Fn(&str) -> std::process::Output) {
+    ok(ssh(WRITE_COMPOSE_FILE), "writing compose.yaml");
+    let up = ssh("cd /root/hello && docker compose up --no-color --exit-code-from hello");
+    let said = format!("{}{}", stdout(&up), stderr(&up));
+    assert_eq!(up.status.code(), Some(5), "docker compose up: {said}");
+    assert!(
+        stdout(&up).contains("hello_1  | hello from compose\n"),
+        "docker compose up: {said}"
+    );
+    ok(
+        ssh("cd /root/hello && docker compose down"),
+        "docker compose down",
+    );
+    let left = ok(
+        ssh(
+            "docker ps -aq --filter label=com.docker.compose.project=hello; \
+             docker network ls -q --filter name=hello_default",
+        ),
+        "after docker compose down",
+    );
+    assert_eq!(left, "", "docker compose down left a container or network");
+}
+
+/// Docker's data filesystem (the system disk's `docker/`, on
+/// `/var/lib/docker`) filled, mostly with a preallocated file (the disk
+/// is 16 GiB: writing it all would take long under TCG), then an image
+/// is loaded: docker fails with its own
+/// `no space left on device`, while dockerd, systemd, the agent and sshd
+/// go on answering; with the file removed, the next container runs.
+/// `ssh` goes through the agent, `real_ssh` through sshd.
+fn a_full_docker_disk_fails_docker_not_the_guest(
+    ssh: &dyn Fn(&str) -> std::process::Output,
+    real_ssh: &dyn Fn(&str) -> std::process::Output,
+) {
+    // A 4 MiB layer, made on the work disk (/root).
+    ok(
+        ssh(r#"set -e
+d=/root/big; mkdir -p "$d"; cd "$d"
+head -c 4M /dev/zero >big; tar -cf layer.tar big; rm big
+diff=$(sha256sum layer.tar | cut -d' ' -f1)
+printf '{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff" >config.json
+printf '[{"Config":"config.json","RepoTags":["big:1"],"Layers":["layer.tar"]}]' >manifest.json
+tar -cf image.tar config.json manifest.json layer.tar; rm layer.tar"#),
+        "making a 4 MiB image",
+    );
+    // Full for every writer: a preallocated file takes all but 64 MiB
+    // (ext4 keeps up to 16 MiB for itself, which fallocate may not
+    // take), then dd writes until the disk refuses.
+    let left = ok(
+        ssh(r#"set -e
+free=$(( $(stat -f -c '%f * %S' /var/lib/docker) ))
+fallocate -l $(( free - 64 * 1024 * 1024 )) /var/lib/docker/banger-filler
+! dd if=/dev/zero of=/var/lib/docker/banger-filler-2 bs=1M 2>/dev/null
+sync
+stat -f -c '%a' /var/lib/docker
+df --output=target /var/lib/docker | tail -1"#),
+        "filling docker's filesystem",
+    );
+    assert_eq!(left, "0\n/var/lib/docker\n", "no block left to write");
+
+    let load = ssh("docker load -i /root/big/image.tar");
+    assert!(!load.status.success(), "docker load on a full disk");
+    assert!(
+        stderr(&load).contains("no space left on device"),
+        "docker's own error: {}{}",
+        stdout(&load),
+        stderr(&load)
+    );
+
+    // The guest goes on: the agent, sshd, systemd and dockerd answer.
+    let state =
+        real_ssh("systemctl is-system-running; systemctl is-active docker.service; echo via sshd");
+    let said = stdout(&state);
+    let lines: Vec<&str> = said.lines().collect();
+    assert!(
+        matches!(
+            lines[..],
+            ["running" | "degraded" | "starting", "active", "via sshd"]
+        ),
+        "ssh on a full disk: {said}{}",
+        stderr(&state)
+    );
+    let images = ok(
+        ssh("docker image ls --format '{{.Repository}}:{{.Tag}}'"),
+        "docker image ls on a full disk",
+    );
+    assert!(
+        images.contains("tiny:1") && !images.contains("big:1"),
+        "{images}"
+    );
+
+    ok(
+        ssh("rm /var/lib/docker/banger-filler* /root/big/image.tar"),
+        "freeing the space",
+    );
+    let run = ok(
+        ssh("docker run --rm tiny:1 /bin/dash -c 'echo room again'"),
+        "docker run after freeing",
+    );
+    assert_eq!(run, "room again\n");
 }
 
 /// Answers every connection with `body`, once per connection, until the
@@ -300,4 +426,138 @@ fn a_wrong_pin_or_contradicting_choices_record_no_image() {
         "image list",
     );
     assert_eq!(listed.trim(), "[]", "no image recorded");
+}
+
+/// Starts dockerd by hand, as minimal mode needs (no systemd, so no
+/// socket activation and no cgroup filesystem; no kernel modules in the
+/// image, so no bridge or iptables), and waits until it answers.
+const START_DOCKERD_MINIMAL: &str = r#"set -e
+mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup
+dockerd --iptables=false --bridge=none >/var/log/dockerd.log 2>&1 &
+for i in $(seq 60); do docker info >/dev/null 2>&1 && exit 0; sleep 1; done
+tail -5 /var/log/dockerd.log; exit 1"#;
+
+/// Docker in an image booted in minimal mode (an OCI image: banger-init
+/// stays PID 1, no systemd): Debian's `docker.io` in a bookworm tree, plus
+/// a layer with an empty `/var/lib/docker` (as `RUN mkdir` would add),
+/// pushed to a registry on loopback and pulled. banger-init bind-mounts
+/// the system disk's `docker/` there as in the default image; dockerd as
+/// Debian configures it cannot start (no iptables without the kernel's
+/// modules), while `dockerd --iptables=false --bridge=none`, started from
+/// one command, serves the next: overlay2 on ext4, `docker load`, and
+/// `docker run` with its output and status. docs/debian-image.md says
+/// what does not work.
+#[test]
+fn dockerd_started_by_hand_runs_containers_in_a_minimal_mode_image() {
+    let Some(home) = home_with_default_image(
+        &["docker-registry", "skopeo", "umoci", "patchelf"],
+        |home| {
+            // banger's guest tools for the pull, from the test cache.
+            let tools = banger_testkit::test_cache().join("guest-tools");
+            fs::create_dir_all(&tools).unwrap();
+            std::os::unix::fs::symlink(&tools, home.root().join("cache/guest-tools")).unwrap();
+        },
+    ) else {
+        return;
+    };
+    let Some(rootfs_tar) = banger_testkit::debian_docker_tar() else {
+        return;
+    };
+    let registry = Registry::start();
+    let layout = Layout::new();
+    layout.create("base");
+    layout.raw_layer_file("base", "base", &rootfs_tar);
+    let mkdir = layout.dir.path().join("docker-dir.tar");
+    let mut tar = tar::Builder::new(fs::File::create(&mkdir).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o710);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(0);
+    tar.append_data(&mut header, "var/lib/docker/", std::io::empty())
+        .unwrap();
+    tar.into_inner().unwrap();
+    layout.raw_layer_file("base", "docker", &mkdir);
+    layout.config(
+        "docker",
+        &[
+            "--config.env",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ],
+    );
+    layout.push("docker", &registry, "test/debian");
+    drop(layout);
+    let reference = format!("{}/test/debian:docker", registry.host());
+    let pulled = home
+        .banger(&["image", "pull", &reference, "--name", "deb-docker"])
+        .env(
+            "BANGER_INIT_BIN",
+            &banger_testkit::static_guest_binaries().init,
+        )
+        .timeout(Duration::from_secs(600))
+        .output()
+        .unwrap();
+    ok(pulled, "image pull");
+    drop(registry);
+    home.banger(&["daemon", "stop"]).assert().success();
+
+    let Some(ns) = Netns::new("banger-dmin") else {
+        return;
+    };
+    let b = |args: &[&str]| home.banger_in(&ns, args, &[]);
+    let ssh = |script: &str| b(&["vm", "ssh", "mini", "--", "sh", "-c", script]);
+    ok(
+        b(&[
+            "vm",
+            "create",
+            "--image",
+            "deb-docker",
+            "--name",
+            "mini",
+            "--disk-size",
+            "2G",
+        ]),
+        "vm create",
+    );
+    let logs = stdout(&b(&["vm", "logs", "mini"]));
+    assert!(
+        logs.contains("docker data on the system disk); starting banger's minimal init"),
+        "{logs}"
+    );
+    let mounted = ok(
+        ssh("cat /proc/1/comm; findmnt -n -o FSTYPE /var/lib/docker"),
+        "minimal mode",
+    );
+    assert_eq!(mounted, "init\next4\n");
+
+    // Debian's defaults: dockerd stops at iptables (nf_tables is a module
+    // of banger's kernel, and the image has none of its modules).
+    let plain = ok(
+        ssh(
+            "mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup
+             timeout 120 dockerd >/var/log/dockerd-plain.log 2>&1; echo $?
+             grep -o 'failed to start daemon.*' /var/log/dockerd-plain.log",
+        ),
+        "dockerd with Debian's defaults",
+    );
+    assert!(
+        plain.starts_with("1\n") && plain.contains("failed to create NAT chain DOCKER"),
+        "{plain}"
+    );
+
+    ok(ssh(START_DOCKERD_MINIMAL), "starting dockerd by hand");
+    // The command that started it has ended; dockerd serves the next one.
+    let info = ok(
+        ssh("docker info --format '{{.Driver}} {{.CgroupVersion}}'"),
+        "docker info",
+    );
+    assert_eq!(info, "overlay2 2\n");
+    ok(ssh(BUILD_TINY_IMAGE), "building and loading a tiny image");
+    let run = ssh("docker run --rm tiny:1 /bin/dash -c 'echo hello from minimal; exit 4'");
+    assert_eq!(run.status.code(), Some(4), "stderr: {}", stderr(&run));
+    assert_eq!(stdout(&run), "hello from minimal\n");
+
+    ok(b(&["vm", "delete", "--force", "mini"]), "vm delete");
 }

@@ -194,6 +194,13 @@ pub fn debian_systemd_tar() -> Option<PathBuf> {
     )
 }
 
+/// As [`debian_minbase_tar`], with Debian's Docker Engine (`docker.io`,
+/// which brings containerd, runc and iptables): a Debian image with
+/// Docker in it, as a user would make one for an OCI registry.
+pub fn debian_docker_tar() -> Option<PathBuf> {
+    debian_tar("debian-docker", "docker nodev", &["docker.io"])
+}
+
 /// A bookworm minbase tar with `include` added, cached in `cache_dir` of
 /// the test cache under a name that carries `recipe` and the mirror.
 fn debian_tar(cache_dir: &str, recipe: &str, include: &[&str]) -> Option<PathBuf> {
