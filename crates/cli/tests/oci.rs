@@ -11,11 +11,11 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use banger_model::{ArtifactRole, ImageRecord};
-use common::registry::{Layout, Registry};
+use common::registry::{Layout, Registry, run};
 use common::*;
 
 const TOOLS: &[&str] = &[
@@ -1050,7 +1050,7 @@ fn parallel_first_uses_of_a_reference_pull_once_and_leave_nothing() {
         setup.home.banger_in(&ns, &["vm", "list"], &[]),
         "start the daemon",
     );
-    let before = Census::take(&setup.home, &ns, &[registry.child.id()]);
+    let before = Census::take(&setup.home, &ns, &[registry.pid()]);
     let logs = tempfile::tempdir().unwrap();
     let runs: Vec<(String, Child)> = (0..3)
         .map(|i| {
@@ -1106,7 +1106,7 @@ fn parallel_first_uses_of_a_reference_pull_once_and_leave_nothing() {
     assert_no_leaks(
         &setup.home,
         &ns,
-        &[registry.child.id()],
+        &[registry.pid()],
         &before,
         "after three vm run --rm",
     );

@@ -18,6 +18,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The registry's process id (the leak counts leave it out).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start() -> Self {
         Self::start_in(None)
     }
