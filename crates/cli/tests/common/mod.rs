@@ -203,6 +203,13 @@ pub fn seed(home: &TestHome) {
             workspace: None,
         })
         .unwrap();
+    // A stopped VM has its folder and disks: without them, reconcile
+    // takes it for a delete a crash cut short, and finishes it.
+    let vm_dir = home.state().join("vms/web-1");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    for disk in ["system.ext4", "work.ext4"] {
+        std::fs::write(vm_dir.join(disk), b"").unwrap();
+    }
 }
 
 /// The shared caches (apt packages, built images by recipe hash) of the
