@@ -623,22 +623,7 @@ fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 fn fixture_repo(root: &Path) -> std::path::PathBuf {
     let repo = root.join("fixture");
     fs::create_dir_all(&repo).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.invalid",
-                "-C",
-            ])
-            .arg(&repo)
-            .args(args)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
-    };
+    let git = |args: &[&str]| git_in(&repo, args);
     git(&["init", "-q"]);
     fs::write(repo.join("README"), "committed\n").unwrap();
     fs::write(repo.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();

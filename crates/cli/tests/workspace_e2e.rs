@@ -13,7 +13,6 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use banger_model::VmRecord;
 use common::*;
@@ -58,30 +57,13 @@ fn files() -> Vec<Spec> {
 
 const LINKS: &[(&str, &str)] = &[("link", "README"), ("srclink", "src/deep")];
 
-fn git(repo: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.invalid",
-            "-C",
-        ])
-        .arg(repo)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
-}
-
 /// The fixture repository: [`files`] and [`LINKS`] tracked (README
 /// edited after its commit), a `feature` branch, an untracked and an
 /// ignored file that are never sent.
 fn fixture_repo(root: &Path) -> std::path::PathBuf {
     let repo = root.join("fixture");
     fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
+    git_in(&repo, &["init", "-q", "-b", "main"]);
     for (path, mode, data) in files() {
         let full = repo.join(path);
         fs::create_dir_all(full.parent().unwrap()).unwrap();
@@ -99,13 +81,13 @@ fn fixture_repo(root: &Path) -> std::path::PathBuf {
     for (link, target) in LINKS {
         std::os::unix::fs::symlink(target, repo.join(link)).unwrap();
     }
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "fixture"]);
-    git(&repo, &["switch", "-q", "-c", "feature"]);
+    git_in(&repo, &["add", "-A"]);
+    git_in(&repo, &["commit", "-q", "-m", "fixture"]);
+    git_in(&repo, &["switch", "-q", "-c", "feature"]);
     fs::write(repo.join("feature.txt"), "on feature\n").unwrap();
-    git(&repo, &["add", "feature.txt"]);
-    git(&repo, &["commit", "-q", "-m", "feature work"]);
-    git(&repo, &["switch", "-q", "main"]);
+    git_in(&repo, &["add", "feature.txt"]);
+    git_in(&repo, &["commit", "-q", "-m", "feature work"]);
+    git_in(&repo, &["switch", "-q", "main"]);
     fs::write(repo.join("README"), "edited, not committed\n").unwrap();
     fs::write(repo.join("notes.txt"), "untracked\n").unwrap();
     fs::write(repo.join("build.log"), "ignored\n").unwrap();

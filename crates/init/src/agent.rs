@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use banger_agent_proto::guest_paths;
 use nix::mount::{MsFlags, mount};
 
-use crate::boot::mkdir;
+use crate::boot::{bind_mount, mkdir};
 use crate::failure::{Context, Failure};
 use crate::plan::{self, NEW_ROOT};
 
@@ -135,27 +135,12 @@ fn bind_per_vm_files() -> Result<(), Failure> {
     }
     let target = in_new_root(guest_paths::PER_VM_FILES);
     mkdir(&target, 0o700)?;
-    let what = || format!("mounting the per-VM files on {}", target.display());
-    mount(
-        Some(source.as_path()),
+    bind_mount(
+        &source,
         &target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        "the per-VM files",
     )
-    .map_err(|e| Failure::new(what(), e.desc()))?;
-    mount(
-        None::<&str>,
-        &target,
-        None::<&str>,
-        MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| Failure::new(what(), e.desc()))
 }
 
 fn write_units(dir: &Path, units: &[Unit]) -> Result<(), Failure> {

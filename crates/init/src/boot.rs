@@ -210,23 +210,37 @@ fn mount_guest_tools() -> Result<(), Failure> {
         ));
     }
     mkdir(&target, 0o755)?;
-    let what = || format!("mounting banger's guest tools on {}", target.display());
+    bind_mount(&source, &target, MsFlags::MS_RDONLY, "banger's guest tools")
+}
+
+/// Bind-mounts `source` on `target`, then remounts the bind with `flags`
+/// (a bind mount takes flags only when remounted); `what` names it in the
+/// failure line.
+pub(crate) fn bind_mount(
+    source: &Path,
+    target: &Path,
+    flags: MsFlags,
+    what: &str,
+) -> Result<(), Failure> {
+    let failed = |e: nix::errno::Errno| {
+        Failure::new(format!("mounting {what} on {}", target.display()), e.desc())
+    };
     mount(
-        Some(source.as_path()),
-        &target,
+        Some(source),
+        target,
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(|e| Failure::new(what(), e.desc()))?;
+    .map_err(failed)?;
     mount(
         None::<&str>,
-        &target,
+        target,
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
         None::<&str>,
     )
-    .map_err(|e| Failure::new(what(), e.desc()))
+    .map_err(failed)
 }
 
 /// Docker's data directory on ext4: overlay2 (docker's storage driver)

@@ -147,6 +147,25 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Runs git in `repo` as a fixture's author, with no user configuration;
+/// a failure fails the test.
+pub fn git_in(repo: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-C",
+        ])
+        .arg(repo)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+}
+
 /// Records written straight into the real SQLite store before the daemon
 /// starts, as the image and VM commands will write them.
 pub fn seed(home: &TestHome) {
